@@ -1,0 +1,52 @@
+"""Exceptions raised by dsql_psycopg.
+
+Every error the library raises on its own account derives from `DsqlError`.
+Errors coming from the server (psycopg's own hierarchy) propagate unchanged,
+except where noted: a connection refused because of its credentials becomes an
+`AuthenticationError`, which is also a `psycopg.OperationalError`.
+
+No message built here ever contains a token or a secret.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+
+class DsqlError(Exception):
+    """Base class of every error raised by dsql_psycopg."""
+
+
+class ConfigurationError(DsqlError, ValueError):
+    """The connection parameters or options are invalid."""
+
+
+class CredentialsError(DsqlError):
+    """No usable AWS credentials, or a token could not be made."""
+
+
+class AuthenticationError(CredentialsError, psycopg.OperationalError):
+    """The server refused the connection's IAM token."""
+
+
+class OCCRetryExhausted(DsqlError):
+    """A transaction kept failing with optimistic-concurrency conflicts.
+
+    The last conflict is the exception's ``__cause__``.
+    """
+
+    def __init__(self, message: str, *, attempts: int) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+
+
+class CommitOutcomeUnknown(DsqlError):
+    """The connection broke while COMMIT was in flight.
+
+    The transaction may or may not have committed, so it was not run again.
+    The connection error is the exception's ``__cause__``.
+    """
+
+
+class DsqlLocalError(DsqlError):
+    """DSQL Local could not start or run."""
