@@ -1,0 +1,3 @@
+"""pytest fixtures for testing against DSQL Local."""
+
+from __future__ import annotations
