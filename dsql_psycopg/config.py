@@ -1,0 +1,272 @@
+"""Turn a URL, a ``key=value`` string or keyword arguments into one parameter set.
+
+The DSQL-only options (``region``, ``cluster_id``, ``profile``,
+``token_duration``, and in Python ``session`` and ``token_provider``) are taken
+out here, so libpq never sees them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import parse_qsl, urlencode
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+
+from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    import boto3
+
+DEFAULT_USER = "admin"
+DEFAULT_DBNAME = "postgres"
+DEFAULT_PORT = "5432"
+DEFAULT_TOKEN_DURATION = 900
+MAX_TOKEN_DURATION = 604_800
+
+#: Options understood in a URL query, a conninfo string or as keywords.
+DSQL_OPTIONS = frozenset({"region", "cluster_id", "profile", "token_duration"})
+#: Options that only make sense as Python objects.
+PYTHON_OPTIONS = frozenset({"session", "token_provider"})
+
+_CLUSTER_ID = re.compile(r"[a-z0-9]{26}")
+# The suffix after "dsql" covers endpoint variants (e.g. "dsql-fips").
+_DSQL_HOST = re.compile(r"(?P<id>[^.]+)\.dsql[^.]*\.(?P<region>[^.]+)\.on\.aws", re.I)
+_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
+_URL_PREFIXES = ("postgresql://", "postgres://")
+_PAIR = re.compile(
+    r"\s*(?P<key>[^=\s]+)\s*=\s*"
+    r"(?:'(?P<quoted>(?:[^'\\]|\\.)*)'|(?P<bare>(?!')(?:[^\s\\]|\\.)*))"
+    r"(?=\s|$)"
+)
+_UNESCAPE = re.compile(r"\\(.)")
+
+
+class TokenProvider(Protocol):
+    """A callable that returns an IAM token for one connection."""
+
+    def __call__(self, *, host: str, region: str, user: str, expires_in: int) -> str:
+        """Return a token valid for `!host` and `!user` for `!expires_in` s."""
+        ...
+
+
+@dataclass(frozen=True)
+class DsqlParams:
+    """Everything needed to open one connection, validated.
+
+    `libpq` holds the parameters passed to libpq (host, port, user, dbname and
+    whatever else the user gave), without the password: that is added at
+    connect time.
+    """
+
+    host: str
+    user: str
+    region: str | None
+    profile: str | None
+    token_duration: int
+    libpq: Mapping[str, Any] = field(repr=False)
+    session: boto3.Session | None = field(default=None, repr=False)
+    token_provider: TokenProvider | None = field(default=None, repr=False)
+
+
+def parse(conninfo: str = "", **kwargs: Any) -> DsqlParams:
+    """Merge `!conninfo` and `!kwargs` (which win) into validated parameters."""
+    if not isinstance(conninfo, str):
+        raise ConfigurationError(
+            f"conninfo must be a string (a postgresql:// URL or key=value pairs),"
+            f" got {type(conninfo).__name__}"
+        )
+    ours, libpq = _split_conninfo(conninfo)
+    for key, value in kwargs.items():
+        if value is None:
+            continue
+        if key in DSQL_OPTIONS or key in PYTHON_OPTIONS:
+            ours[key] = value
+        else:
+            libpq[key] = value
+    return _validate(ours, libpq)
+
+
+def _split_conninfo(conninfo: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a conninfo string into our options and libpq's parameters."""
+    ours: dict[str, Any] = {}
+    if conninfo.startswith(_URL_PREFIXES):
+        base, sep, query = conninfo.partition("?")
+        if sep:
+            # Only our own keys are taken out; libpq decodes the rest itself.
+            kept = []
+            for key, value in parse_qsl(query, keep_blank_values=True):
+                if key in DSQL_OPTIONS:
+                    ours[key] = value
+                else:
+                    kept.append((key, value))
+            conninfo = f"{base}?{urlencode(kept)}" if kept else base
+        return ours, _libpq_parse(conninfo)
+
+    libpq: dict[str, Any] = {}
+    for key, value in _tokenize(conninfo):
+        (ours if key in DSQL_OPTIONS else libpq)[key] = value
+    return ours, libpq
+
+
+def _libpq_parse(conninfo: str) -> dict[str, Any]:
+    try:
+        return conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError as ex:
+        raise ConfigurationError(f"invalid connection string: {ex}") from None
+
+
+def _tokenize(conninfo: str) -> list[tuple[str, str]]:
+    """Split a libpq ``key=value`` string, honouring its quoting rules."""
+    pairs = []
+    pos, end = 0, len(conninfo.rstrip())
+    while pos < end:
+        match = _PAIR.match(conninfo, pos)
+        if match is None:
+            raise ConfigurationError(
+                f"invalid connection string near {conninfo[pos : pos + 20]!r}: expected"
+                " key=value pairs (quote values with spaces: key='a b') or a"
+                " postgresql:// URL"
+            )
+        raw = match["quoted"] if match["quoted"] is not None else match["bare"]
+        pairs.append((match["key"], _UNESCAPE.sub(r"\1", raw)))
+        pos = match.end()
+    return pairs
+
+
+def _validate(ours: dict[str, Any], libpq: dict[str, Any]) -> DsqlParams:
+    for key in ("host", "hostaddr", "port"):
+        if isinstance(libpq.get(key), str) and "," in libpq[key]:
+            raise ConfigurationError(
+                f"several values in {key}={libpq[key]!r}: an IAM token is signed for"
+                " one host name, so connect to one endpoint at a time"
+            )
+    if "password" in libpq or "passfile" in libpq:
+        raise ConfigurationError(
+            "do not set a password: dsql_psycopg signs an IAM token for every"
+            " connection; pass token_provider=... to supply tokens yourself"
+        )
+
+    region = _optional_str(ours, "region")
+    if region is not None and not _REGION.fullmatch(region):
+        raise ConfigurationError(
+            f"region {region!r} does not look like an AWS region (e.g. 'us-east-1')"
+        )
+    host = _host(
+        str(libpq.get("host") or ""), _optional_str(ours, "cluster_id"), region
+    )
+    if match := _DSQL_HOST.fullmatch(host):
+        cluster_id, host_region = match["id"], match["region"].lower()
+        if not _CLUSTER_ID.fullmatch(cluster_id):
+            raise ConfigurationError(
+                f"malformed cluster id {cluster_id!r} in host {host!r}: a cluster id"
+                " is exactly 26 lowercase letters and digits"
+            )
+        if region is not None and region != host_region:
+            raise ConfigurationError(
+                f"region {region!r} contradicts host {host!r}, which is in"
+                f" {host_region!r}; drop region= or fix the host"
+            )
+        region = host_region
+
+    libpq["host"] = host
+    libpq["user"] = user = str(libpq.get("user") or DEFAULT_USER)
+    libpq.setdefault("dbname", DEFAULT_DBNAME)
+    libpq.setdefault("port", DEFAULT_PORT)
+
+    session = ours.get("session")
+    if session is not None and not hasattr(session, "client"):
+        raise ConfigurationError(
+            f"session must be a boto3.Session, got {type(session).__name__}"
+        )
+    provider = ours.get("token_provider")
+    if provider is not None and not callable(provider):
+        raise ConfigurationError(
+            f"token_provider must be callable, got {type(provider).__name__}"
+        )
+    profile = _optional_str(ours, "profile")
+    if profile is not None and session is not None:
+        raise ConfigurationError(
+            "pass either profile= or session=, not both:"
+            " a session already has a profile"
+        )
+    try:
+        # Let libpq itself refuse unknown keywords and malformed values now,
+        # rather than from deep inside connect().
+        psycopg.conninfo.make_conninfo("", **libpq)
+    except psycopg.ProgrammingError as ex:
+        raise ConfigurationError(f"invalid connection parameters: {ex}") from None
+    return DsqlParams(
+        host=host,
+        user=user,
+        region=region,
+        profile=profile,
+        token_duration=_token_duration(ours.get("token_duration")),
+        libpq=libpq,
+        session=session,
+        token_provider=provider,
+    )
+
+
+def _host(host: str, cluster_id: str | None, region: str | None) -> str:
+    if cluster_id is not None:
+        if not _CLUSTER_ID.fullmatch(cluster_id):
+            raise ConfigurationError(
+                f"malformed cluster_id {cluster_id!r}: a cluster id is exactly"
+                " 26 lowercase letters and digits"
+            )
+        if host and host != cluster_id and not host.startswith(f"{cluster_id}."):
+            raise ConfigurationError(
+                f"cluster_id {cluster_id!r} contradicts host {host!r}; give one of them"
+            )
+        host = cluster_id
+    if not host:
+        raise ConfigurationError(
+            "no host given: pass a DSQL endpoint ('<cluster-id>.dsql.<region>.on.aws'),"
+            " or cluster_id= with region="
+        )
+    if host.startswith("/"):
+        raise ConfigurationError(
+            f"host {host!r} is a unix socket directory: DSQL is reached over TLS only"
+        )
+    if _CLUSTER_ID.fullmatch(host):
+        if region is None:
+            raise ConfigurationError(
+                f"cluster id {host!r} needs a region: pass region='us-east-1' (for"
+                " example) or the full endpoint name"
+            )
+        return f"{host}.dsql.{region}.on.aws"
+    return host
+
+
+def _optional_str(ours: Mapping[str, Any], key: str) -> str | None:
+    value = ours.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f"{key} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _token_duration(value: Any) -> int:
+    if value is None:
+        return DEFAULT_TOKEN_DURATION
+    try:
+        if isinstance(value, bool) or (
+            isinstance(value, float) and not value.is_integer()
+        ):
+            raise ValueError
+        seconds = int(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(
+            f"token_duration must be a whole number of seconds, got {value!r}"
+        ) from None
+    if not 1 <= seconds <= MAX_TOKEN_DURATION:
+        raise ConfigurationError(
+            f"token_duration must be between 1 and {MAX_TOKEN_DURATION} seconds"
+            f" (one week), got {seconds}"
+        )
+    return seconds

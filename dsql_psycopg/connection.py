@@ -1,0 +1,99 @@
+"""DsqlConnection: a psycopg connection that signs its own password."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, overload
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import Row, RowFactory, TupleRow
+from typing_extensions import Self
+
+from . import auth, config
+from ._version import __version__
+from .errors import AuthenticationError
+from .tls import apply_tls
+
+logger = logging.getLogger("dsql_psycopg")
+
+APPLICATION_NAME = f"dsql-psycopg/{__version__}"
+
+# Phrases servers use when they refuse credentials; connection errors carry
+# no SQLSTATE in psycopg, so the message is all there is to go on.
+_AUTH_FAILURES = ("authentication failed", "access denied", "28p01", "28000")
+
+
+class DsqlConnection(psycopg.Connection[Row]):
+    """A `psycopg.Connection` to Aurora DSQL.
+
+    Every connection, whether made by `connect()`, by ``DsqlConnection.connect()``
+    or by a pool, gets a freshly signed IAM token as its password and
+    ``sslmode=verify-full``. Every psycopg keyword argument still works; the
+    DSQL options (``region``, ``cluster_id``, ``profile``, ``token_duration``,
+    ``session``, ``token_provider``) are accepted alongside.
+    """
+
+    @classmethod
+    def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
+        """Connect to a DSQL cluster and return a new connection."""
+        try:
+            return super().connect(conninfo, **kwargs)
+        except psycopg.OperationalError as ex:
+            if not any(s in str(ex).lower() for s in _AUTH_FAILURES):
+                raise
+            raise AuthenticationError(
+                f"the server refused the IAM token: {ex}. Check that the host is"
+                " the cluster's endpoint name, that the credentials are current,"
+                " and that the role may connect (dsql:DbConnectAdmin for admin,"
+                " dsql:DbConnect and a matching database role otherwise)"
+            ) from None
+
+    # psycopg calls this hook for every connection it opens, after it has taken
+    # its own keywords (autocommit, row_factory...) out, and pools go through
+    # connect() too: one place covers every path.
+    @classmethod
+    def _get_connection_params(cls, conninfo: str, **kwargs: Any) -> dict[str, Any]:
+        started = time.perf_counter()
+        params = config.parse(conninfo, **kwargs)
+        libpq = dict(params.libpq)
+        apply_tls(libpq)
+        libpq.setdefault("application_name", APPLICATION_NAME)
+        libpq["password"] = auth.make_token(params)
+        logger.debug(
+            "connecting to %s as %s (region %s), parameters ready in %.2f ms",
+            params.host,
+            params.user,
+            params.region,
+            (time.perf_counter() - started) * 1000,
+        )
+        return conninfo_to_dict("", **libpq)
+
+
+@overload
+def connect(
+    conninfo: str = "", *, row_factory: None = None, **kwargs: Any
+) -> DsqlConnection[TupleRow]: ...
+
+
+@overload
+def connect(
+    conninfo: str = "", *, row_factory: RowFactory[Row], **kwargs: Any
+) -> DsqlConnection[Row]: ...
+
+
+def connect(
+    conninfo: str = "", *, row_factory: RowFactory[Any] | None = None, **kwargs: Any
+) -> DsqlConnection[Any]:
+    """Connect to Aurora DSQL; see `DsqlConnection`.
+
+    `!conninfo` is a ``postgresql://`` URL or ``key=value`` string; keyword
+    arguments override it. Examples::
+
+        connect("postgresql://admin@<id>.dsql.us-east-1.on.aws/postgres")
+        connect(cluster_id="<id>", region="us-east-1", autocommit=True)
+    """
+    if row_factory is not None:
+        kwargs["row_factory"] = row_factory
+    return DsqlConnection.connect(conninfo, **kwargs)
