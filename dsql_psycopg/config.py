@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import unquote
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -96,14 +96,16 @@ def _split_conninfo(conninfo: str) -> tuple[dict[str, Any], dict[str, Any]]:
     if conninfo.startswith(_URL_PREFIXES):
         base, sep, query = conninfo.partition("?")
         if sep:
-            # Only our own keys are taken out; libpq decodes the rest itself.
+            # Only our own keys are taken out; the rest is left exactly as
+            # written, for libpq to decode (it does not read "+" as a space).
             kept = []
-            for key, value in parse_qsl(query, keep_blank_values=True):
-                if key in DSQL_OPTIONS:
-                    ours[key] = value
+            for part in query.split("&"):
+                key, _, value = part.partition("=")
+                if unquote(key) in DSQL_OPTIONS:
+                    ours[unquote(key)] = unquote(value)
                 else:
-                    kept.append((key, value))
-            conninfo = f"{base}?{urlencode(kept)}" if kept else base
+                    kept.append(part)
+            conninfo = f"{base}?{'&'.join(kept)}" if kept else base
         return ours, _libpq_parse(conninfo)
 
     libpq: dict[str, Any] = {}
