@@ -1,0 +1,64 @@
+"""Development tasks: tests, lint, typecheck, demo, bench and docs."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.default_venv_backend = "venv"
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+
+
+def install(session: nox.Session, *groups: str, extras: str = "local") -> None:
+    """Install the package with `extras` and the named dependency groups."""
+    deps = [
+        dep
+        for group in groups
+        for dep in nox.project.dependency_groups(PYPROJECT, group)
+    ]
+    session.install("-e", f".[{extras}]", *deps)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the test suite against DSQL Local."""
+    install(session, "test", extras="local,django,sqlalchemy")
+    session.run("pytest", *session.posargs, env={"AWS_EC2_METADATA_DISABLED": "true"})
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Check style and formatting with ruff."""
+    session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """Type-check the package with mypy --strict."""
+    install(session, "typecheck", extras="local,django,sqlalchemy")
+    session.run("mypy", "--strict", "dsql_psycopg")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Start DSQL Local and show the library at work."""
+    install(session)
+    session.run("python", "examples/demo.py", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmark against plain psycopg and the official connector."""
+    install(session, "bench")
+    session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site with mkdocs --strict."""
+    install(session, "docs")
+    session.run("mkdocs", "build", "--strict")
