@@ -7,9 +7,11 @@ out here, so libpq never sees them.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote
 
@@ -74,6 +76,20 @@ class DsqlParams:
 
 def parse(conninfo: str = "", **kwargs: Any) -> DsqlParams:
     """Merge `!conninfo` and `!kwargs` (which win) into validated parameters."""
+    # A pool connects with the same arguments over and over: parsing them once
+    # keeps our share of a connect down to signing the token.
+    try:
+        return _parse_cached(conninfo, tuple(sorted(kwargs.items())))
+    except TypeError:  # an unhashable argument: parse without the cache
+        return _parse(conninfo, kwargs)
+
+
+@functools.lru_cache(maxsize=128)
+def _parse_cached(conninfo: str, items: tuple[tuple[str, Any], ...]) -> DsqlParams:
+    return _parse(conninfo, dict(items))
+
+
+def _parse(conninfo: str, kwargs: Mapping[str, Any]) -> DsqlParams:
     if not isinstance(conninfo, str):
         raise ConfigurationError(
             f"conninfo must be a string (a postgresql:// URL or key=value pairs),"
@@ -207,7 +223,7 @@ def _validate(ours: dict[str, Any], libpq: dict[str, Any]) -> DsqlParams:
         region=region,
         profile=profile,
         token_duration=_token_duration(ours.get("token_duration")),
-        libpq=libpq,
+        libpq=MappingProxyType(libpq),
         session=session,
         token_provider=provider,
     )

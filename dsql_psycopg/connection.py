@@ -7,7 +7,6 @@ import time
 from typing import Any, overload
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import Row, RowFactory, TupleRow
 from typing_extensions import Self
 
@@ -68,7 +67,7 @@ class DsqlConnection(psycopg.Connection[Row]):
             params.region,
             (time.perf_counter() - started) * 1000,
         )
-        return conninfo_to_dict("", **libpq)
+        return libpq
 
 
 @overload
