@@ -1,0 +1,167 @@
+"""Strict mode: DSQL Local refuses what Aurora DSQL refuses.
+
+`StrictPolicy` is the statement policy DSQL Local's relay consults for every
+statement a client sends. It refuses the PostgreSQL features DSQL lacks
+(foreign keys, temporary tables, triggers, non-SQL functions, TRUNCATE,
+savepoints, ...), enforces DSQL's transaction rules (no DDL with DML, one DDL
+per transaction, 3,000 mutated rows, 300 s) and accepts DSQL's own
+``CREATE [UNIQUE] INDEX ASYNC``, which it runs at once and answers with a job id.
+
+Statements are read with PostgreSQL's own parser: `pglast` embeds libpg_query,
+the parser source of the PostgreSQL server compiled as a library. Its verdict
+on what a statement is matches the server's, down to comments, quoting, dollar
+quoting and nested statements, where regular expressions would guess. Parses
+are cached per statement text, so a repeated statement costs a dict lookup.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+from dsql_psycopg.errors import ConfigurationError
+
+from ._policy import Refusal, Session
+from ._strict_rules import Kind, analyse
+from ._strict_sql import BOOTSTRAP_SQL
+
+__all__ = ["StrictPolicy"]
+
+logger = logging.getLogger("dsql_psycopg.local.strict")
+
+_LIMIT_EXCEEDED = "54000"
+_MIXED = Refusal("0A000", "ddl and dml are not supported in the same transaction")
+_TWO_DDL = Refusal("0A000", "multiple ddl statements not supported in a transaction")
+_ROW_LIMIT = Refusal(_LIMIT_EXCEEDED, "transaction row limit exceeded")
+
+# Keys of Session.scratch, the per-transaction state the relay clears.
+_DDL = "strict.ddl"
+_DML = "strict.dml"
+_ROWS = "strict.rows"
+_COPY_FROM = "strict.copy_from"  # COPY FROM statements awaiting their tag
+
+_MUTATING_TAGS = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE"})
+
+
+class StrictPolicy:
+    """Refuse statements and transactions that Aurora DSQL would refuse."""
+
+    bootstrap_sql: Sequence[str] = BOOTSTRAP_SQL
+
+    def __init__(
+        self,
+        *,
+        transaction_age_limit: float = 300.0,
+        transaction_row_limit: int = 3_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not transaction_age_limit > 0:
+            raise ConfigurationError(
+                f"transaction_age_limit must be a positive number of seconds,"
+                f" not {transaction_age_limit!r}"
+            )
+        if transaction_row_limit < 0:
+            raise ConfigurationError(
+                f"transaction_row_limit must be zero or more,"
+                f" not {transaction_row_limit!r}"
+            )
+        self.transaction_age_limit = transaction_age_limit
+        self.transaction_row_limit = transaction_row_limit
+        self._clock = clock
+        self._age_refusal = Refusal(
+            _LIMIT_EXCEEDED,
+            f"transaction age limit of {transaction_age_limit:g}s exceeded",
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"StrictPolicy(transaction_age_limit={self.transaction_age_limit!r},"
+            f" transaction_row_limit={self.transaction_row_limit!r})"
+        )
+
+    def check_statement(self, sql: str, session: Session) -> Refusal | str | None:
+        """Refuse `sql`, give the SQL to run instead, or let it pass (None)."""
+        refusal = self._check_statement(sql, session)
+        if isinstance(refusal, Refusal):
+            logger.debug("refused a statement of %s: %s", session.user, refusal.message)
+        return refusal
+
+    def _check_statement(self, sql: str, session: Session) -> Refusal | str | None:
+        analysis = analyse(sql)
+        explicit = session.in_transaction
+        too_old = explicit and self._too_old(session)
+        # Several statements in one query run as one implicit transaction.
+        in_block = explicit or len(analysis.statements) > 1
+        state = session.scratch if explicit else {}
+        for statement in analysis.statements:
+            if statement.problem is not None:
+                return Refusal(*statement.problem)
+            if too_old and explicit and statement.kind is not Kind.END:
+                return self._age_refusal
+            if statement.copy_from:
+                session.scratch[_COPY_FROM] = _count(session.scratch, _COPY_FROM) + 1
+            if statement.kind is Kind.BEGIN:
+                if not explicit:
+                    explicit = in_block = True
+                    state = session.scratch
+            elif statement.kind is Kind.END:
+                explicit = False
+                state = {}
+            elif in_block:
+                refusal = _apply_transaction_rules(statement.kind, state)
+                if refusal is not None:
+                    return refusal
+        return analysis.replacement
+
+    def statement_done(self, command_tag: str, session: Session) -> None:
+        """Count the rows a finished statement mutated."""
+        words = command_tag.split()
+        if not words or not words[-1].isdigit():
+            return
+        scratch = session.scratch
+        if words[0] == "COPY" and _count(scratch, _COPY_FROM) > 0:
+            scratch[_COPY_FROM] = _count(scratch, _COPY_FROM) - 1
+        elif words[0] not in _MUTATING_TAGS:
+            return
+        scratch[_ROWS] = _count(scratch, _ROWS) + int(words[-1])
+
+    def check_commit(self, session: Session) -> Refusal | None:
+        """Refuse to commit a transaction past DSQL's age or row limit."""
+        if not session.in_transaction:
+            return None
+        if self._too_old(session):
+            refusal: Refusal | None = self._age_refusal
+        elif _count(session.scratch, _ROWS) > self.transaction_row_limit:
+            refusal = _ROW_LIMIT
+        else:
+            refusal = None
+        if refusal is not None:
+            logger.debug("refused COMMIT of %s: %s", session.user, refusal.message)
+        return refusal
+
+    def _too_old(self, session: Session) -> bool:
+        started = session.transaction_started_at
+        return started is not None and (
+            self._clock() - started > self.transaction_age_limit
+        )
+
+
+def _count(scratch: dict[str, object], key: str) -> int:
+    value = scratch.get(key, 0)
+    return value if isinstance(value, int) else 0
+
+
+def _apply_transaction_rules(kind: Kind, state: dict[str, object]) -> Refusal | None:
+    """Record a DDL or DML statement in `state`; refuse a forbidden mix."""
+    if kind is Kind.DDL:
+        if state.get(_DML):
+            return _MIXED
+        if state.get(_DDL):
+            return _TWO_DDL
+        state[_DDL] = True
+    elif kind is Kind.DML:
+        if state.get(_DDL):
+            return _MIXED
+        state[_DML] = True
+    return None
