@@ -1,0 +1,303 @@
+"""DSQL Local: an Aurora DSQL look-alike endpoint in front of a private PostgreSQL.
+
+It behaves like DSQL where a client can tell: TLS only (classic and direct
+negotiation), IAM token authentication (SigV4, verified with the configured
+secrets), optimistic conflicts reported as SQLSTATE 40001 ``(OC000)``, and a
+connection age cap. For tests it can inject conflicts, drop connections and
+add latency::
+
+    with DsqlLocal() as local:
+        token = boto3.client("dsql", region_name=local.region) \\
+            .generate_db_connect_admin_auth_token(local.host, local.region)
+        psycopg.connect(**local.connect_kwargs(), password=token,
+                        sslmode="verify-full")
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import secrets
+import shutil
+import signal
+import string
+import tempfile
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+from psycopg import sql
+
+from dsql_psycopg.errors import DsqlLocalError
+
+from ._backend import SUPERUSER, Backend
+from ._certs import make_certificates
+from ._endpoint import Endpoint
+from ._policy import Refusal, Session, StatementPolicy
+from ._relay import BOOTSTRAP_SQL, CONFLICT_MESSAGES
+from ._sigv4 import TokenVerifier
+
+__all__ = ["DsqlLocal", "Refusal", "Session", "StatementPolicy"]
+
+logger = logging.getLogger("dsql_psycopg.local")
+
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+_SignalHandler = Any  # what signal.signal() returns: a callable, an int or None
+
+
+def _new_cluster_id() -> str:
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(26))
+
+
+def _load_strict_policy() -> StatementPolicy | None:
+    try:
+        # Imported late: strict mode is optional and pulls in pglast.
+        from .strict import StrictPolicy  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+    except ImportError:
+        logger.debug("strict mode is not available; statements are not checked")
+        return None
+    policy: StatementPolicy = StrictPolicy()
+    return policy
+
+
+class DsqlLocal:
+    """A local endpoint that stands in for an Aurora DSQL cluster.
+
+    ``credentials`` maps access key ids to secret access keys the endpoint
+    accepts tokens from; by default, the key pair in ``AWS_ACCESS_KEY_ID`` /
+    ``AWS_SECRET_ACCESS_KEY`` when started. ``strict`` refuses statements DSQL
+    does not support (when the strict-mode policy is installed). ``latency``
+    (seconds) is added to every client round trip; it can be changed at run
+    time. Use it as a context manager, or call ``start()`` and ``stop()``.
+    """
+
+    def __init__(
+        self,
+        region: str = "us-east-1",
+        max_connection_age: float = 3600.0,
+        strict: bool = True,
+        latency: float = 0.0,
+        credentials: Mapping[str, str] | None = None,
+        *,
+        port: int = 0,
+        cluster_id: str | None = None,
+        policy: StatementPolicy | None = None,
+    ) -> None:
+        if max_connection_age <= 0:
+            raise DsqlLocalError(
+                "max_connection_age must be a positive number of seconds"
+            )
+        if latency < 0:
+            raise DsqlLocalError("latency must be zero or a positive number of seconds")
+        self.region = region
+        self.cluster_id = cluster_id or _new_cluster_id()
+        self.max_connection_age = max_connection_age
+        self.strict = strict
+        self._latency = latency
+        self._credentials = dict(credentials) if credentials is not None else None
+        self._requested_port = port
+        self._policy = policy
+        self._backend = Backend()
+        self._endpoint: Endpoint | None = None
+        self._tmp: Path | None = None
+        self._previous_sigterm: _SignalHandler = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        state = f"port={self.port}" if self._endpoint else "stopped"
+        return f"<DsqlLocal {self.host} {state}>"
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> DsqlLocal:
+        """Start the backend and the endpoint; return self."""
+        with self._lock:
+            if self._endpoint is not None:
+                return self
+            credentials = self._credentials or self._environment_credentials()
+            policy = self._policy
+            if policy is None and self.strict:
+                policy = _load_strict_policy()
+            try:
+                self._tmp = Path(tempfile.mkdtemp(prefix="dsql-local-certs-"))
+                certs = make_certificates(self._tmp, self.region)
+                bootstrap = [*BOOTSTRAP_SQL, *(policy.bootstrap_sql if policy else ())]
+                self._backend.start(bootstrap)
+                endpoint = Endpoint(
+                    certs=certs,
+                    verifier=TokenVerifier(self.region, credentials),
+                    backend_socket=self._backend.socket_path(),
+                    port=self._requested_port,
+                    max_connection_age=self.max_connection_age,
+                    latency=self._latency,
+                    policy=policy,
+                )
+                endpoint.start()
+            except BaseException:
+                self._cleanup()
+                raise
+            self._endpoint = endpoint
+            atexit.register(self.stop)
+            self._catch_sigterm()
+        logger.info("DSQL Local listening on 127.0.0.1:%s as %s", self.port, self.host)
+        return self
+
+    def stop(self) -> None:
+        """Close every connection, stop the backend and delete all files."""
+        with self._lock:
+            atexit.unregister(self.stop)
+            self._restore_sigterm()
+            endpoint, self._endpoint = self._endpoint, None
+            if endpoint is not None:
+                endpoint.stop()
+            self._cleanup()
+
+    def _cleanup(self) -> None:
+        self._backend.stop()
+        tmp, self._tmp = self._tmp, None
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def __enter__(self) -> DsqlLocal:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @staticmethod
+    def _environment_credentials() -> dict[str, str]:
+        key = os.environ.get("AWS_ACCESS_KEY_ID")
+        secret = os.environ.get("AWS_SECRET_ACCESS_KEY")
+        if not key or not secret:
+            raise DsqlLocalError(
+                "DSQL Local verifies tokens with an AWS key pair: set "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (any fake values "
+                "will do), or pass credentials={access_key_id: secret_access_key}"
+            )
+        return {key: secret}
+
+    def _catch_sigterm(self) -> None:
+        """Turn SIGTERM into KeyboardInterrupt so that cleanup code runs."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+
+        def interrupt(signum: int, frame: FrameType | None) -> None:
+            raise KeyboardInterrupt(f"signal {signum}")
+
+        self._previous_sigterm = signal.signal(signal.SIGTERM, interrupt)
+
+    def _restore_sigterm(self) -> None:
+        previous, self._previous_sigterm = self._previous_sigterm, None
+        if (
+            previous is not None
+            and threading.current_thread() is threading.main_thread()
+        ):
+            signal.signal(signal.SIGTERM, previous)
+
+    # -- where it is ----------------------------------------------------------
+
+    def _running(self) -> Endpoint:
+        if self._endpoint is None:
+            raise DsqlLocalError(
+                "DSQL Local is not running: call start() or use `with`"
+            )
+        return self._endpoint
+
+    @property
+    def host(self) -> str:
+        """The DSQL-style host name; it resolves through ``hostaddr``."""
+        return f"{self.cluster_id}.dsql.{self.region}.on.aws"
+
+    @property
+    def port(self) -> int:
+        return self._running().port
+
+    @property
+    def ca_file(self) -> str:
+        """The PEM file of the CA that signed the endpoint's certificate."""
+        self._running()
+        assert self._tmp is not None
+        return str(self._tmp / "root.crt")
+
+    @property
+    def url(self) -> str:
+        """A connection URL (user admin); add a token as the password."""
+        return (
+            f"postgresql://{SUPERUSER}@{self.host}:{self.port}/postgres"
+            f"?hostaddr=127.0.0.1&sslrootcert={quote(self.ca_file, safe='/')}"
+        )
+
+    def connect_kwargs(self, user: str = SUPERUSER) -> dict[str, Any]:
+        """Keyword arguments for psycopg.connect(), without the password."""
+        return {
+            "host": self.host,
+            "hostaddr": "127.0.0.1",
+            "port": self.port,
+            "dbname": "postgres",
+            "user": user,
+            "sslrootcert": self.ca_file,
+        }
+
+    @property
+    def backend_dsn(self) -> str:
+        """A libpq conninfo straight to the backend's unix socket (as admin)."""
+        self._running()
+        return self._backend.dsn()
+
+    # -- controls -------------------------------------------------------------
+
+    @property
+    def latency(self) -> float:
+        """Seconds added to every client round trip."""
+        return self._latency
+
+    @latency.setter
+    def latency(self, value: float) -> None:
+        if value < 0:
+            raise DsqlLocalError("latency must be zero or a positive number of seconds")
+        self._latency = value
+        if self._endpoint is not None:
+            self._endpoint.latency = value
+
+    def create_role(self, name: str) -> None:
+        """Create a login role in the backend (no error if it exists).
+
+        Connect as it with a ``DbConnect`` token; grant it what it needs as admin.
+        """
+        with psycopg.connect(self.backend_dsn, autocommit=True) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)
+            ).fetchone()
+            if not exists:
+                conn.execute(
+                    sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name))
+                )
+
+    def inject_conflicts(self, count: int, code: str = "OC000") -> None:
+        """Make the next `count` COMMITs fail with SQLSTATE 40001.
+
+        The transaction is rolled back and the connection stays usable, as
+        in DSQL. `code` is ``"OC000"`` (data conflict) or ``"OC001"`` (schema).
+        Replaces any injection not used yet; ``0`` cancels them.
+        """
+        if code not in CONFLICT_MESSAGES:
+            raise DsqlLocalError(f"code must be one of {sorted(CONFLICT_MESSAGES)}")
+        if count < 0:
+            raise DsqlLocalError("count must be zero or more")
+        self._running().inject_conflicts(count, code)
+
+    def drop_connections(self) -> None:
+        """Close every client connection now, without a message."""
+        self._running().drop_connections()

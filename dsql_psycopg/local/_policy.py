@@ -1,0 +1,55 @@
+"""The statement policy hook: lets DSQL Local refuse or rewrite statements.
+
+The relay calls a policy for every statement a client sends (simple and
+extended query protocol). A refusal is raised by the backend itself, so the
+transaction state afterwards is exactly what a server-side error leaves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from typing_extensions import Protocol
+
+
+class Refusal(NamedTuple):
+    """Refuse a statement with this SQLSTATE and message."""
+
+    sqlstate: str
+    message: str
+
+
+@dataclass
+class Session:
+    """What the relay knows about one client connection."""
+
+    user: str
+    in_transaction: bool = False
+    """From the last ReadyForQuery: inside a transaction block ('T' or 'E')."""
+    transaction_started_at: float | None = None
+    """Monotonic time of the first statement of the current explicit transaction."""
+    scratch: dict[str, object] = field(default_factory=dict)
+    """The policy's per-transaction state; cleared when a transaction ends."""
+
+
+class StatementPolicy(Protocol):
+    """Decide, statement by statement, what the backend gets to run."""
+
+    @property
+    def bootstrap_sql(self) -> Sequence[str]:
+        """SQL run once on the backend as admin after it is created."""
+        ...
+
+    def check_statement(self, sql: str, session: Session) -> Refusal | str | None:
+        """Return a Refusal to refuse, a string to run instead, None to pass."""
+        ...
+
+    def statement_done(self, command_tag: str, session: Session) -> None:
+        """Observe each CommandComplete (e.g. ``INSERT 0 3``)."""
+        ...
+
+    def check_commit(self, session: Session) -> Refusal | None:
+        """Return a Refusal to fail the COMMIT (the transaction is rolled back)."""
+        ...

@@ -1,0 +1,466 @@
+"""The per-connection relay between an authenticated client and the backend.
+
+One thread per connection runs a poll loop over the client's TLS socket and
+the backend's unix socket. Data is read in large chunks; only the message
+headers are looked at, and the few messages DSQL Local acts on are decoded:
+
+- client Query/Parse: COMMIT interception (injected conflicts, the policy's
+  check_commit) and the policy's check_statement;
+- backend ErrorResponse: PostgreSQL's serialization and lock-timeout errors
+  become DSQL's 40001 ``(OC000)``; refusals lose their PL/pgSQL context;
+- backend ReadyForQuery/CommandComplete: the session state the policy sees.
+
+Responses are counted in *units*: every Query, Sync and FunctionCall gets
+exactly one ReadyForQuery, so unit k is everything the backend sends after the
+(k-1)-th ReadyForQuery up to and including the k-th. This lets the relay
+swallow the answer to a statement it injected without tracking every message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import re
+import select
+import socket
+import ssl
+import struct
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+from . import _protocol as pq
+from ._policy import Refusal, Session, StatementPolicy
+
+if TYPE_CHECKING:
+    from ._endpoint import Endpoint
+
+logger = logging.getLogger("dsql_psycopg.local")
+
+OC000_MESSAGE = "change conflicts with another transaction, please retry: (OC000)"
+OC001_MESSAGE = "schema has been updated by another transaction, please retry: (OC001)"
+CONFLICT_MESSAGES = {"OC000": OC000_MESSAGE, "OC001": OC001_MESSAGE}
+# PostgreSQL errors that mean "another writer got there first".
+_CONFLICT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
+REFUSE_FUNCTION = "dsql_local.refuse"
+BOOTSTRAP_SQL = (
+    "CREATE SCHEMA dsql_local",
+    "GRANT USAGE ON SCHEMA dsql_local TO PUBLIC",
+    """CREATE PROCEDURE dsql_local.refuse(
+        sqlstate text, message text, VARIADIC ignored text[] DEFAULT '{}')
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION USING ERRCODE = sqlstate, MESSAGE = message;
+    END $$""",
+)
+
+_COMMIT_RE = re.compile(
+    r"\s*(?:commit|end)(?:\s+(?:work|transaction))?\s*;?\s*\Z", re.IGNORECASE
+)
+_PARAM_RE = re.compile(r"\$(\d+)")
+_INT32 = struct.Struct("!I")
+_INT16 = struct.Struct("!H")
+_UNPACK_LEN = _INT32.unpack_from
+_CHUNK = 256 * 1024
+_HIGH_WATER = 4 * 1024 * 1024  # stop reading a side while this much is queued
+_ROLLBACK = pq.query("ROLLBACK")
+
+# Unit actions.
+_AS_IDLE = 1  # rewrite the unit's ReadyForQuery status to 'I'
+_SWALLOW = 2  # hide the whole unit from the client
+
+_Q, _P, _S, _F, _X = b"QPSFX"
+_E, _Z, _C = b"EZC"
+
+
+def refusal_sql(refusal: Refusal, undeclared: list[int] | None = None) -> str:
+    """SQL that makes the backend raise `refusal` (referencing parameters)."""
+    extra = ""
+    if undeclared:
+        refs = ", ".join(f"${n}::text" for n in undeclared)
+        extra = f", VARIADIC ARRAY[{refs}]::text[]"
+    return (
+        f"CALL {REFUSE_FUNCTION}({pq.quote_literal(refusal.sqlstate)}, "
+        f"{pq.quote_literal(refusal.message)}{extra})"
+    )
+
+
+class Relay:
+    """Move messages between one client and its backend connection."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        client: ssl.SSLSocket,
+        backend: socket.socket,
+        session: Session,
+        deadline: float,
+    ) -> None:
+        self._endpoint = endpoint
+        self._client = client
+        self._backend = backend
+        self.session = session
+        self._deadline = deadline
+        self._policy: StatementPolicy | None = endpoint.policy
+        self._lock = threading.Lock()
+        self._closed = False
+        self._killed = False
+        self._to_client = bytearray()
+        self._to_backend = bytearray()
+        self._cbuf = bytearray()
+        self._cneed = 0
+        self._bbuf = bytearray()
+        self._bneed = 0
+        self._delayed: deque[tuple[float, bytes]] = deque()
+        self._status = b"I"
+        self._units_sent = 0
+        self._units_done = 0
+        self._unit_actions: dict[int, int] = {}
+        self._rollback_after_sync = False
+        self._pending_start: float | None = None
+
+    # -- control from other threads ---------------------------------------
+
+    def kill(self) -> None:
+        """Close the client connection abruptly (no message)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._killed = True
+            for sock in (self._client, self._backend):
+                with contextlib.suppress(OSError):
+                    # socket.socket's own shutdown: SSLSocket's would tear down
+                    # the TLS object under the relay thread's feet.
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    # -- main loop ----------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self._loop()
+        except (OSError, ValueError) as exc:
+            if not self._killed:
+                logger.debug("relay ended: %s", exc)
+        finally:
+            with self._lock:
+                self._closed = True
+                self._client.close()
+                self._backend.close()
+
+    def _loop(self) -> None:
+        client, backend = self._client, self._backend
+        client.setblocking(False)
+        backend.setblocking(False)
+        cfd, bfd = client.fileno(), backend.fileno()
+        poller = select.poll()
+        masks = {cfd: select.POLLIN, bfd: select.POLLIN}
+        poller.register(cfd, masks[cfd])
+        poller.register(bfd, masks[bfd])
+        delayed = self._delayed
+        while not self._killed:
+            now = time.monotonic()
+            if now >= self._deadline:
+                self._age_out()
+                return
+            timeout = self._deadline - now
+            if delayed:
+                timeout = min(timeout, delayed[0][0] - now)
+            if client.pending():
+                timeout = 0
+            for fd, event in poller.poll(math.ceil(max(timeout, 0.0) * 1000)):
+                if not self._on_event(fd == cfd, event):
+                    return
+            if client.pending() and not self._read_client():
+                return
+            if delayed:
+                now = time.monotonic()
+                while delayed and delayed[0][0] <= now:
+                    self._from_client(delayed.popleft()[1])
+                self._flush(backend, self._to_backend)
+            for fd, want in (
+                (cfd, self._interest(self._to_client, self._to_backend)),
+                (bfd, self._interest(self._to_backend, self._to_client)),
+            ):
+                if masks[fd] != want:
+                    masks[fd] = want
+                    poller.modify(fd, want)
+
+    def _on_event(self, from_client: bool, event: int) -> bool:
+        """Handle one poll event; return False when the connection is over."""
+        readable = event & (select.POLLIN | select.POLLHUP | select.POLLERR)
+        if from_client:
+            if event & select.POLLOUT:
+                self._flush(self._client, self._to_client)
+            return not readable or self._read_client()
+        if event & select.POLLOUT:
+            self._flush(self._backend, self._to_backend)
+        return not readable or self._read_backend()
+
+    @staticmethod
+    def _interest(outgoing: bytearray, other_side: bytearray) -> int:
+        mask = select.POLLIN if len(other_side) < _HIGH_WATER else 0
+        return mask | select.POLLOUT if outgoing else mask
+
+    def _read_client(self) -> bool:
+        try:
+            data = self._client.recv(_CHUNK)
+            while data and self._client.pending():
+                data += self._client.recv(_CHUNK)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return True
+        except (ssl.SSLError, OSError):
+            return False
+        if not data:
+            return False
+        latency = self._endpoint.latency
+        if latency > 0:
+            self._delayed.append((time.monotonic() + latency, data))
+        else:
+            self._from_client(data)
+            self._flush(self._backend, self._to_backend)
+        return True
+
+    def _read_backend(self) -> bool:
+        try:
+            data = self._backend.recv(_CHUNK)
+        except BlockingIOError:
+            return True
+        except OSError:
+            data = b""
+        if not data:
+            # The backend hung up (e.g. a FATAL error): pass on what it said.
+            self._client.setblocking(True)
+            self._client.settimeout(2.0)
+            with contextlib.suppress(OSError):
+                self._client.sendall(self._to_client)
+            return False
+        self._from_backend(data)
+        self._flush(self._client, self._to_client)
+        return True
+
+    @staticmethod
+    def _flush(sock: socket.socket, buf: bytearray) -> None:
+        if not buf:
+            return
+        try:
+            sent = sock.send(buf)
+        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            return
+        del buf[:sent]
+
+    def _age_out(self) -> None:
+        age = self._endpoint.max_connection_age
+        self._to_client += pq.error_response(
+            "57P01",
+            f"terminating connection: it exceeded the maximum connection age "
+            f"of {age:g} seconds",
+            severity="FATAL",
+        )
+        self._client.setblocking(True)
+        self._client.settimeout(2.0)
+        with contextlib.suppress(OSError):
+            self._client.sendall(self._to_client)
+
+    # -- client -> backend -------------------------------------------------
+
+    def _from_client(self, data: bytes) -> None:
+        buf = self._cbuf
+        if buf:
+            buf += data
+            if len(buf) < self._cneed:
+                return
+            data = bytes(buf)
+            buf.clear()
+        n = len(data)
+        pos = start = 0
+        need = 5
+        out = self._to_backend
+        view = memoryview(data)
+        while n - pos >= 5:
+            end = pos + 1 + _UNPACK_LEN(data, pos + 1)[0]
+            if end > n:
+                need = end - pos
+                break
+            kind = data[pos]
+            if kind in (_Q, _P, _S, _F):
+                replacement = self._client_message(kind, view, pos, end)
+                if replacement is not None:
+                    out += view[start:pos]
+                    out += replacement
+                    start = end
+            pos = end
+        out += view[start:pos]
+        if pos < n:
+            buf += view[pos:]
+            self._cneed = need
+
+    def _client_message(
+        self, kind: int, view: memoryview, pos: int, end: int
+    ) -> bytes | None:
+        if kind in (_S, _F):
+            self._units_sent += 1
+            if kind == _S and self._rollback_after_sync:
+                self._rollback_after_sync = False
+                return bytes(view[pos:end]) + self._inject_rollback()
+            return None
+        if not self.session.in_transaction and self._pending_start is None:
+            self._pending_start = time.monotonic()
+        if kind == _Q:
+            self._units_sent += 1
+            return self._query_message(view, pos, end)
+        return self._parse_message(view, pos, end)
+
+    def _query_message(self, view: memoryview, pos: int, end: int) -> bytes | None:
+        sql = bytes(view[pos + 5 : end - 1]).decode("utf-8", "replace")
+        refusal = self._commit_refusal(sql)
+        if refusal is not None:
+            return pq.query(refusal_sql(refusal)) + self._inject_rollback()
+        verdict = self._check(sql)
+        if verdict is None:
+            return None
+        if isinstance(verdict, Refusal):
+            return pq.query(refusal_sql(verdict))
+        return pq.query(verdict)
+
+    def _check(self, sql: str) -> Refusal | str | None:
+        if self._policy is None:
+            return None
+        return self._policy.check_statement(sql, self.session)
+
+    def _parse_message(self, view: memoryview, pos: int, end: int) -> bytes | None:
+        body = bytes(view[pos + 5 : end])
+        name, at = pq.cstring(body, 0)
+        sql, at = pq.cstring(body, at)
+        if not name:
+            refusal = self._commit_refusal(sql)
+            if refusal is not None:
+                self._rollback_after_sync = True
+                return self._parse(name, refusal_sql(refusal), body, at, [])
+        verdict = self._check(sql)
+        if verdict is None:
+            return None
+        if isinstance(verdict, Refusal):
+            # Keep the parameter count so that the client's Bind still fits.
+            (count,) = _INT16.unpack_from(body, at)
+            oids = struct.unpack_from(f"!{count}I", body, at + 2)
+            used = max((int(m) for m in _PARAM_RE.findall(sql)), default=0)
+            undeclared = [
+                i + 1 for i in range(max(count, used)) if i >= count or oids[i] == 0
+            ]
+            return self._parse(name, refusal_sql(verdict, undeclared), body, at, None)
+        return self._parse(name, verdict, body, at, None)
+
+    @staticmethod
+    def _parse(
+        name: str, sql: str, body: bytes, at: int, oids: list[int] | None
+    ) -> bytes:
+        """Build a Parse; `oids` None keeps the client's parameter types."""
+        if oids is None:
+            types = body[at:]
+        else:
+            types = _INT16.pack(len(oids)) + b"".join(_INT32.pack(o) for o in oids)
+        return pq.message(b"P", name.encode() + b"\0" + sql.encode() + b"\0" + types)
+
+    def _commit_refusal(self, sql: str) -> Refusal | None:
+        """Decide whether this COMMIT must fail; consume an injected conflict."""
+        if self._status != b"T" or not _COMMIT_RE.match(sql):
+            return None
+        if self._policy is not None:
+            refusal = self._policy.check_commit(self.session)
+            if refusal is not None:
+                return refusal
+        code = self._endpoint.take_conflict()
+        if code is None:
+            return None
+        return Refusal("40001", CONFLICT_MESSAGES[code])
+
+    def _inject_rollback(self) -> bytes:
+        """Follow a failed COMMIT with a hidden ROLLBACK, as DSQL ends it."""
+        self._unit_actions[self._units_sent] = _AS_IDLE
+        self._units_sent += 1
+        self._unit_actions[self._units_sent] = _SWALLOW
+        return _ROLLBACK
+
+    # -- backend -> client -------------------------------------------------
+
+    def _from_backend(self, data: bytes) -> None:
+        buf = self._bbuf
+        if buf:
+            buf += data
+            if len(buf) < self._bneed:
+                return
+            data = bytes(buf)
+            buf.clear()
+        n = len(data)
+        pos = start = 0
+        need = 5
+        out = self._to_client
+        view = memoryview(data)
+        watch_tags = self._policy is not None
+        while n - pos >= 5:
+            end = pos + 1 + _UNPACK_LEN(data, pos + 1)[0]
+            if end > n:
+                need = end - pos
+                break
+            kind = data[pos]
+            if self._unit_actions or kind in (_E, _Z) or (watch_tags and kind == _C):
+                replacement = self._backend_message(kind, view, pos, end)
+                if replacement is not None:
+                    out += view[start:pos]
+                    out += replacement
+                    start = end
+            pos = end
+        out += view[start:pos]
+        if pos < n:
+            buf += view[pos:]
+            self._bneed = need
+
+    def _backend_message(
+        self, kind: int, view: memoryview, pos: int, end: int
+    ) -> bytes | None:
+        action = self._unit_actions.get(self._units_done + 1)
+        if kind == _Z:
+            self._units_done += 1
+            if action is not None:
+                del self._unit_actions[self._units_done]
+                if action == _SWALLOW:
+                    return b""
+                self._set_status(b"I")
+                return pq.ready_for_query(b"I")
+            self._set_status(bytes(view[pos + 5 : pos + 6]))
+            return None
+        if action == _SWALLOW:
+            return b""
+        if kind == _E:
+            return self._rewrite_error(view[pos + 5 : end])
+        if kind == _C and self._policy is not None:
+            tag, _ = pq.cstring(view, pos + 5)
+            self._policy.statement_done(tag, self.session)
+        return None
+
+    def _rewrite_error(self, body: memoryview) -> bytes | None:
+        fields = pq.parse_fields(body)
+        if REFUSE_FUNCTION in fields.get("W", ""):
+            return pq.build_fields(b"E", fields)
+        if fields.get("C") in _CONFLICT_SQLSTATES:
+            fields["C"] = "40001"
+            fields["M"] = OC000_MESSAGE
+            fields.pop("D", None)
+            fields.pop("H", None)
+            return pq.build_fields(b"E", fields)
+        return None
+
+    def _set_status(self, status: bytes) -> None:
+        self._status = status
+        session = self.session
+        if status == b"I":
+            session.in_transaction = False
+            session.transaction_started_at = None
+            session.scratch.clear()
+            self._pending_start = None
+        else:
+            session.in_transaction = True
+            if session.transaction_started_at is None:
+                session.transaction_started_at = self._pending_start or time.monotonic()
