@@ -1,0 +1,160 @@
+"""``dsql-psycopg check``: diagnose a connection one step at a time."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from dsql_psycopg import tls
+from dsql_psycopg.errors import ConfigurationError
+
+from . import _db, _iam, _net, _target
+from ._steps import Outcome, State, Step, StepFailed
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "check",
+        help="diagnose a connection step by step",
+        description="Check a connection to TARGET one step at a time (configuration,"
+        " DNS, TCP, TLS, credentials, token, authentication, query), stopping at"
+        " the first failure with a hint. Exit status 0 only if every step passed.",
+    )
+    _target.add_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="network timeout per step (default 10)",
+    )
+    parser.set_defaults(run=run)
+
+
+def configuration(state: State) -> Outcome:
+    """Parse the target as the library does and apply its TLS policy."""
+    try:
+        params = _target.parse(state.args)
+        libpq = dict(params.libpq)
+        given = libpq.get("sslrootcert")
+        tls.apply_tls(libpq)
+    except ConfigurationError as ex:
+        raise StepFailed("the target is not valid", str(ex)) from None
+    state.params, state.libpq = params, libpq
+    shown = {
+        "host": params.host,
+        "hostaddr": libpq.get("hostaddr"),
+        "port": libpq["port"],
+        "dbname": libpq["dbname"],
+        "user": params.user,
+        "region": params.region,
+        "profile": params.profile,
+        "token_duration": params.token_duration,
+        "sslmode": libpq["sslmode"],
+        "sslrootcert": libpq["sslrootcert"],
+        "sslnegotiation": libpq.get("sslnegotiation", "postgres"),
+    }
+    # Everything else the user gave goes to libpq unchanged; say so.
+    shown.update({k: v for k, v in libpq.items() if k not in shown})
+    detail = " ".join(f"{k}={v}" for k, v in shown.items() if v is not None)
+    if libpq["sslrootcert"] != given:
+        detail += " (sslrootcert: the default bundle)"
+    if params.region is None:
+        detail += " (region: from the AWS configuration)"
+    return Outcome(detail, {k: v for k, v in shown.items() if v is not None})
+
+
+STEPS: tuple[tuple[str, Step], ...] = (
+    ("configuration", configuration),
+    ("dns", _net.dns),
+    ("tcp", _net.tcp),
+    ("tls", _net.tls),
+    ("credentials", _iam.credentials),
+    ("token", _iam.token),
+    ("authentication", _db.authentication),
+    ("query", _db.query),
+)
+
+
+@dataclass
+class Result:
+    """One step's verdict."""
+
+    step: str
+    ok: bool
+    ms: float
+    detail: str
+    hint: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def diagnose(args: argparse.Namespace) -> tuple[list[Result], State]:
+    """Run the steps in order until one fails."""
+    state = State(args=args, timeout=args.timeout)
+    results: list[Result] = []
+    try:
+        for name, step in STEPS:
+            started = time.perf_counter()
+            try:
+                outcome = step(state)
+            except StepFailed as ex:
+                ms = (time.perf_counter() - started) * 1000
+                results.append(Result(name, False, ms, ex.detail, ex.hint, ex.info))
+                break
+            ms = (time.perf_counter() - started) * 1000
+            results.append(Result(name, True, ms, outcome.detail, info=outcome.info))
+    finally:
+        state.close()
+    return results, state
+
+
+def run(args: argparse.Namespace) -> int:
+    """Diagnose the target and report, never showing the token."""
+    results, state = diagnose(args)
+    passed = all(r.ok for r in results) and len(results) == len(STEPS)
+    if args.json:
+        text = json.dumps(
+            {
+                "ok": passed,
+                "failed_step": None if passed else results[-1].step,
+                "steps": [{**r.__dict__, "ms": round(r.ms, 3)} for r in results],
+            },
+            indent=2,
+            default=str,
+        )
+    else:
+        text = _render(results, passed)
+    sys.stdout.write(_redact(text, state.token) + "\n")
+    sys.stdout.flush()
+    return 0 if passed else 1
+
+
+def _render(results: list[Result], passed: bool) -> str:
+    lines = []
+    for r in results:
+        lines.append(
+            f"{'ok' if r.ok else 'FAIL':<4} {r.step:<14} {r.ms:8.1f} ms  {r.detail}"
+        )
+        if r.hint:
+            lines.append(f"{'':<4} {'':<14} {'':>11}  hint: {r.hint}")
+    if passed:
+        lines.append(f"all {len(results)} steps passed")
+    else:
+        lines.append(f"check failed at step {results[-1].step}")
+    return "\n".join(lines)
+
+
+def _redact(text: str, token: str | None) -> str:
+    """Remove any trace of the token; no step should have let one through."""
+    if not token:
+        return text
+    signature = token.rpartition("X-Amz-Signature=")[2]
+    for secret in (token, signature):
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    return text

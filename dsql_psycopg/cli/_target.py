@@ -1,0 +1,49 @@
+"""Turn a command line target into the parameters the library would use."""
+
+from __future__ import annotations
+
+import argparse
+
+from dsql_psycopg import config
+from dsql_psycopg.config import DsqlParams
+
+_URL_PREFIXES = ("postgresql://", "postgres://")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the target and the options every command shares."""
+    parser.add_argument(
+        "target",
+        metavar="TARGET",
+        help="a postgresql:// URL, 'key=value ...' pairs, an endpoint host name,"
+        " or a cluster id (with --region)",
+    )
+    parser.add_argument("--user", "-U", help="database role (default: admin)")
+    parser.add_argument("--region", help="AWS region, if the host does not name one")
+    parser.add_argument("--profile", help="AWS profile that supplies the credentials")
+    parser.add_argument(
+        "--duration",
+        type=int,
+        metavar="SECONDS",
+        help=f"token lifetime (default {config.DEFAULT_TOKEN_DURATION},"
+        f" at most {config.MAX_TOKEN_DURATION})",
+    )
+
+
+def conninfo(target: str) -> str:
+    """Return `!target` as a conninfo string: a bare host becomes ``host=...``."""
+    target = target.strip()
+    if target.startswith(_URL_PREFIXES) or "=" in target:
+        return target
+    return f"host={target}" if target else ""
+
+
+def parse(args: argparse.Namespace) -> DsqlParams:
+    """Parse the target and options exactly as the library parses its arguments."""
+    return config.parse(
+        conninfo(args.target),
+        user=args.user,
+        region=args.region,
+        profile=args.profile,
+        token_duration=args.duration,
+    )
