@@ -185,13 +185,17 @@ def _sequence_options(options: list[Node]) -> Problem | None:
         if name == "cache":
             cache = _integer(arg)
             if cache is not None and cache != 1 and cache < _MIN_LARGE_CACHE:
-                return _unsupported(
-                    f"sequence CACHE {cache} (use CACHE 1 or CACHE >= 65536)"
+                return Problem(
+                    FEATURE_NOT_SUPPORTED,
+                    f"sequence CACHE {cache} not supported: use CACHE 1 or >= 65536",
                 )
         elif name == "as" and "TypeName" in arg:
             type_name = _type_name(arg["TypeName"])
             if type_name not in _SEQUENCE_TYPES:
-                return _unsupported(f"sequence of type {type_name} (use BIGINT)")
+                return Problem(
+                    FEATURE_NOT_SUPPORTED,
+                    f"sequence of type {type_name} not supported: use BIGINT",
+                )
     return None
 
 
@@ -216,8 +220,10 @@ def _check_column(node: Node) -> Problem | None:
         for c in node.get("constraints", [])
     )
     if is_identity and _type_name(type_name) not in _SEQUENCE_TYPES:
-        return _unsupported(
-            f"IDENTITY column of type {_type_name(type_name)} (use BIGINT)"
+        return Problem(
+            FEATURE_NOT_SUPPORTED,
+            f"IDENTITY column of type {_type_name(type_name)} not supported:"
+            " use BIGINT",
         )
     return None
 

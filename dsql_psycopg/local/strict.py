@@ -104,7 +104,7 @@ class StrictPolicy:
             if statement.kind is Kind.BEGIN:
                 if not explicit:
                     explicit = in_block = True
-                    state = session.scratch
+                    state = {}
             elif statement.kind is Kind.END:
                 explicit = False
                 state = {}
@@ -112,6 +112,9 @@ class StrictPolicy:
                 refusal = _apply_transaction_rules(statement.kind, state)
                 if refusal is not None:
                     return refusal
+        if explicit and state is not session.scratch:
+            # The query leaves open a transaction it began: carry its state.
+            session.scratch.update(state)
         return analysis.replacement
 
     def statement_done(self, command_tag: str, session: Session) -> None:
