@@ -1,0 +1,614 @@
+"""Run transactions again when DSQL reports an optimistic-concurrency conflict.
+
+DSQL never blocks on a lock: a transaction that loses a race fails (SQLSTATE
+40001, ``OC000``/``OC001``), the server rolls it back, and the whole
+transaction has to run again. A Python ``with`` block cannot run its body
+twice, so a retried block is a loop of attempts::
+
+    for attempt in dsql.transaction(pool):
+        with attempt as conn:
+            conn.execute("UPDATE ...")
+
+or a function, re-run whole: ``@dsql.retry_on_occ`` or
+``dsql.run_transaction(pool, fn)``.
+
+What runs again: a conflict (the server rolled back), and a connection that
+broke before COMMIT was sent (nothing was committed; a pool gives the next
+attempt a fresh connection). A connection that broke while COMMIT was in
+flight raises `CommitOutcomeUnknown`: the transaction may have committed, so
+it runs again only if the caller passed ``idempotent=True``. Anything else
+propagates at once, unchanged.
+
+Nesting: DSQL has no savepoints, so there are no nested transactions. Only
+the outermost retrying scope retries; inner ones run once and let errors
+through, so that the outer scope re-runs the whole unit of work. An inner
+`transaction()` on the pool or connection the enclosing one uses joins the
+enclosing transaction (same connection, no BEGIN or COMMIT of its own).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Generic, TypeVar, cast, overload
+
+import psycopg
+import psycopg_pool
+from psycopg.pq import TransactionStatus
+from typing_extensions import ParamSpec, Self, Unpack
+
+from ._liveness import connection_lost
+from ._retry_policy import (
+    RetryEvent,
+    RetryOptions,
+    RetryPolicy,
+    RetryReason,
+    is_occ_error,
+    is_retry_testing,
+    occ_details,
+    resolve_policy,
+    retry_testing,
+)
+from .errors import (
+    CommitOutcomeUnknown,
+    ConfigurationError,
+    DsqlError,
+    OCCRetryExhausted,
+)
+
+__all__ = [
+    "RetryEvent",
+    "RetryPolicy",
+    "RetryingTransaction",
+    "TransactionAttempt",
+    "is_occ_error",
+    "retry_on_occ",
+    "retry_testing",
+    "run_transaction",
+    "transaction",
+]
+
+logger = logging.getLogger("dsql_psycopg.retry")
+
+C = TypeVar("C", bound="psycopg.Connection[Any]")
+R = TypeVar("R")
+P = ParamSpec("P")
+
+_POOL_ERRORS = (
+    psycopg_pool.PoolTimeout,
+    psycopg_pool.PoolClosed,
+    psycopg_pool.TooManyRequests,
+)
+
+
+@dataclass
+class _Scope:
+    """The transaction (or retried call) the current code runs inside."""
+
+    owner: _Loop
+    source: object = None
+    conn: psycopg.Connection[Any] | None = None
+
+
+_current: ContextVar[_Scope | None] = ContextVar("dsql_psycopg_scope", default=None)
+
+
+class _Loop:
+    """Attempts of one unit of work, and the decision to run it again."""
+
+    def __init__(self, policy: RetryPolicy, idempotent: bool, *, single: bool) -> None:
+        self.policy = policy
+        self.idempotent = idempotent
+        self.outer = _current.get()
+        self.owner: _Loop = self.outer.owner if self.outer else self
+        # Only the outermost scope retries: an inner one cannot re-run what
+        # the enclosing transaction did before it.
+        self.retrying = not single and self.outer is None
+        self.attempts = 0
+        self.started = 0.0
+        self.skipped = 0.0
+        self.in_attempt = False
+        self.finished = False
+        self.failure: tuple[BaseException, RetryReason] | None = None
+        # Set by inner scopes: an error they know is safe to re-run although
+        # it is no conflict (a connection lost before COMMIT).
+        self.safe_error: BaseException | None = None
+
+    def __del__(self) -> None:
+        if self.failure is not None:
+            warnings.warn(
+                "a transaction attempt failed and was due to run again, but the"
+                " loop was left (return or break inside `with attempt`?): it did"
+                " not commit. Keep return and break out of the `with` block, or"
+                " use run_transaction()",
+                RuntimeWarning,
+                stacklevel=1,
+            )
+
+    def advance(self) -> int:
+        """Wait as the policy says and return the next attempt's number."""
+        if self.in_attempt:
+            raise DsqlError("enter each attempt with `with attempt:` before the next")
+        if self.failure is None:
+            if self.attempts:
+                raise StopIteration
+            self.started = time.monotonic()
+        else:
+            error, reason = self.failure
+            self.failure = None
+            self._wait_before_retry(error, reason)
+        self.attempts += 1
+        return self.attempts
+
+    def _wait_before_retry(self, error: BaseException, reason: RetryReason) -> None:
+        policy = self.policy
+        delay = policy.compute_delay(self.attempts)
+        # Waits skipped by retry_testing count, so tests see the real schedule.
+        elapsed = time.monotonic() - self.started + self.skipped
+        sqlstate, code = occ_details(error)
+        out_of_time = policy.timeout is not None and elapsed + delay >= policy.timeout
+        if self.attempts >= policy.max_attempts or out_of_time:
+            self.finished = True
+            limit = (
+                f"its {policy.timeout:g} s time limit"
+                if out_of_time
+                else f"max_attempts={policy.max_attempts}"
+            )
+            raise OCCRetryExhausted(
+                f"transaction gave up after {self.attempts} attempt(s) in"
+                f" {elapsed:.3f} s ({limit}); last failure: {reason}"
+                f" ({_describe(error, sqlstate, code)})",
+                attempts=self.attempts,
+            ) from error
+        logger.debug(
+            "attempt %d of %d failed: %s (%s); retrying in %.3f s",
+            self.attempts,
+            policy.max_attempts,
+            reason,
+            _describe(error, sqlstate, code),
+            delay,
+        )
+        if policy.on_retry is not None:
+            policy.on_retry(
+                RetryEvent(
+                    attempt=self.attempts,
+                    delay=delay,
+                    reason=reason,
+                    sqlstate=sqlstate,
+                    code=code,
+                    error=error,
+                    elapsed=elapsed,
+                )
+            )
+        if is_retry_testing():
+            self.skipped += delay
+        else:
+            time.sleep(delay)
+
+    def settle(self, error: BaseException | None, reason: RetryReason | None) -> bool:
+        """Record how an attempt ended; return True if `error` is to be retried."""
+        self.in_attempt = False
+        if error is None or reason is None:
+            self.finished = True
+            return False
+        if not self.retrying:
+            self.finished = True
+            self.owner.safe_error = error
+            return False
+        self.failure = (error, reason)
+        return True
+
+    def classify(self, error: BaseException) -> RetryReason | None:
+        """Tell why `error` (raised by a whole attempt) may be re-run, if it may."""
+        if not isinstance(error, Exception):
+            return None
+        if is_occ_error(error):
+            return "conflict"
+        if error is self.safe_error:
+            return "connection_lost"
+        if self.idempotent and isinstance(error, CommitOutcomeUnknown):
+            return "commit_outcome_unknown"
+        if self.idempotent and _is_connection_loss(error):
+            return "connection_lost"
+        return None
+
+
+def _is_connection_loss(error: BaseException) -> bool:
+    return (
+        isinstance(error, psycopg.OperationalError)
+        and error.sqlstate is None
+        and not isinstance(error, _POOL_ERRORS)
+    )
+
+
+def _describe(error: BaseException, sqlstate: str | None, code: str | None) -> str:
+    # Class and codes only: a message may quote data, and logs must not.
+    state = sqlstate or getattr(error, "sqlstate", None)
+    parts = [type(error).__name__, f"SQLSTATE {state}" if state else "", code or ""]
+    return ", ".join(p for p in parts if p)
+
+
+class TransactionAttempt(Generic[C]):
+    """One run of a transaction: ``with attempt as conn:`` gives the connection.
+
+    On entry it checks a connection out (from a pool) and begins a
+    transaction, whatever the connection's autocommit setting; on exit it
+    commits, or rolls back on error, and gives the connection back. A conflict
+    or a lost connection is recorded for the loop to retry, and not raised.
+
+    Don't ``return`` or ``break`` inside the ``with`` block: a conflict found
+    at COMMIT is only retried if the loop goes on. Assign what you need and
+    use it after the loop, or use `run_transaction`.
+    """
+
+    def __init__(self, loop: _TransactionLoop[C], number: int) -> None:
+        self._loop = loop
+        self.number = number
+        """Number of this attempt, from 1."""
+        self._conn: C | None = None
+        self._tx: AbstractContextManager[psycopg.Transaction] | None = None
+        self._token: Any = None
+
+    def __repr__(self) -> str:
+        return f"<TransactionAttempt {self.number} of {self._loop.policy.max_attempts}>"
+
+    def __enter__(self) -> C:
+        loop = self._loop
+        loop.in_attempt = True
+        outer = loop.outer
+        if (
+            outer
+            and outer.conn is not None
+            and (loop.source is outer.source or loop.source is outer.conn)
+        ):
+            # Joined: the enclosing transaction owns BEGIN, COMMIT and retries.
+            return cast(C, outer.conn)
+        try:
+            self._conn, self._tx = self._begin()
+        except BaseException:
+            loop.in_attempt = False
+            raise
+        scope = _Scope(owner=loop.owner, source=loop.source, conn=self._conn)
+        self._token = _current.set(scope)
+        return self._conn
+
+    def _begin(self) -> tuple[C, AbstractContextManager[psycopg.Transaction]]:
+        loop = self._loop
+        pool = loop.pool
+        # A pooled connection can die while idle; the body has not run yet,
+        # so trying the next one costs no attempt. After max_size of them the
+        # pool is handing out new connections.
+        tries = pool.max_size + 1 if pool is not None else 1
+        for n in range(1, tries + 1):
+            conn = pool.getconn() if pool is not None else loop.conn
+            assert conn is not None
+            if conn.info.transaction_status != TransactionStatus.IDLE:
+                self._release(conn)
+                raise DsqlError(
+                    "the connection is already in a transaction that"
+                    " dsql_psycopg.transaction() did not start; DSQL has no"
+                    " savepoints, so it cannot nest one: commit or roll back first"
+                    " (or use autocommit=True)"
+                )
+            tx = conn.transaction()
+            try:
+                tx.__enter__()
+            except psycopg.OperationalError:
+                self._release(conn)
+                if pool is None or not conn.closed or n == tries:
+                    raise
+                logger.debug("pooled connection lost before BEGIN; taking another")
+                continue
+            return conn, tx
+        raise AssertionError("unreachable")
+
+    def _release(self, conn: C) -> None:
+        if self._loop.pool is not None:
+            self._loop.pool.putconn(conn)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> bool:
+        loop = self._loop
+        conn, tx = self._conn, self._tx
+        if conn is None or tx is None:  # joined the enclosing transaction
+            loop.in_attempt = False
+            return False
+        _current.reset(self._token)
+        try:
+            if exc_val is not None:
+                if tx.__exit__(exc_type, exc_val, exc_tb):  # psycopg.Rollback
+                    loop.settle(None, None)
+                    return True
+                return loop.settle(exc_val, self._classify_body_error(conn, exc_val))
+            error, reason = self._commit(conn, tx)
+            if error is not None and not loop.settle(error, reason):
+                raise error
+            loop.settle(None, None)
+            return False
+        finally:
+            self._release(conn)
+
+    def _classify_body_error(self, conn: C, error: BaseException) -> RetryReason | None:
+        loop = self._loop
+        if not isinstance(error, Exception):
+            return None
+        if is_occ_error(error):
+            return "conflict"
+        if error is loop.safe_error:
+            return "connection_lost"
+        # No COMMIT was sent: nothing committed, a fresh connection may redo it.
+        if isinstance(error, psycopg.OperationalError) and conn.closed:
+            return "connection_lost" if loop.pool is not None else None
+        return None
+
+    def _commit(
+        self, conn: C, tx: AbstractContextManager[psycopg.Transaction]
+    ) -> tuple[Exception | None, RetryReason | None]:
+        """Commit; return the error to raise or retry, and why it may be retried."""
+        loop = self._loop
+        if conn.info.transaction_status == TransactionStatus.INERROR:
+            failed = psycopg.errors.InFailedSqlTransaction(
+                "a statement failed inside the transaction and the error was"
+                " caught: the transaction was rolled back, not committed"
+            )
+            tx.__exit__(type(failed), failed, None)
+            return failed, None
+        # psycopg skips COMMIT without a word on a closed connection; and if
+        # the server hung up before COMMIT went out, nothing was committed.
+        lost = connection_lost(conn)
+        if lost is not None:
+            tx.__exit__(type(lost), lost, None)
+            return lost, "connection_lost" if loop.pool is not None else None
+        try:
+            tx.__exit__(None, None, None)
+        except psycopg.Error as ex:
+            if is_occ_error(ex):
+                return ex, "conflict"
+            if not (isinstance(ex, psycopg.OperationalError) and conn.closed):
+                return ex, None
+            unknown = CommitOutcomeUnknown(
+                "the connection broke while COMMIT was in flight: the transaction"
+                " may or may not have committed, so it was not run again. Check"
+                " the data, or pass idempotent=True if running it twice is safe"
+            )
+            unknown.__cause__ = ex
+            rerun = loop.idempotent and loop.pool is not None
+            return unknown, "commit_outcome_unknown" if rerun else None
+        return None, None
+
+
+class _TransactionLoop(_Loop, Generic[C]):
+    def __init__(
+        self,
+        source: psycopg_pool.ConnectionPool[C] | C,
+        policy: RetryPolicy,
+        idempotent: bool,
+        *,
+        single: bool,
+    ) -> None:
+        super().__init__(policy, idempotent, single=single)
+        self.source = source
+        self.pool: psycopg_pool.ConnectionPool[C] | None = None
+        self.conn: C | None = None
+        if isinstance(source, psycopg_pool.ConnectionPool):
+            self.pool = source
+        else:
+            self.conn = source
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> TransactionAttempt[C]:
+        return TransactionAttempt(self, self.advance())
+
+
+class RetryingTransaction(Generic[C]):
+    """What `transaction()` returns: iterate it to retry, or enter it once."""
+
+    def __init__(
+        self,
+        source: psycopg_pool.ConnectionPool[C] | C,
+        policy: RetryPolicy,
+        idempotent: bool,
+    ) -> None:
+        self._source = source
+        self._policy = policy
+        self._idempotent = idempotent
+        self._attempt: TransactionAttempt[C] | None = None
+
+    def __iter__(self) -> _TransactionLoop[C]:
+        return _TransactionLoop(
+            self._source, self._policy, self._idempotent, single=False
+        )
+
+    def __enter__(self) -> C:
+        loop = _TransactionLoop(
+            self._source, self._policy, self._idempotent, single=True
+        )
+        self._attempt = next(loop)
+        return self._attempt.__enter__()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> bool:
+        attempt, self._attempt = self._attempt, None
+        assert attempt is not None
+        return attempt.__exit__(exc_type, exc_val, exc_tb)
+
+
+def _check_source(source: object) -> None:
+    if isinstance(source, (psycopg_pool.ConnectionPool, psycopg.Connection)):
+        return
+    raise ConfigurationError(
+        "transactions run on a psycopg_pool.ConnectionPool or a psycopg.Connection"
+        f" (for example from dsql_psycopg.create_pool() or connect()), got"
+        f" {type(source).__name__}"
+    )
+
+
+@overload
+def transaction(
+    source: psycopg_pool.ConnectionPool[C],
+    *,
+    policy: RetryPolicy | None = None,
+    idempotent: bool = False,
+    **options: Unpack[RetryOptions],
+) -> RetryingTransaction[C]: ...
+
+
+@overload
+def transaction(
+    source: C,
+    *,
+    policy: RetryPolicy | None = None,
+    idempotent: bool = False,
+    **options: Unpack[RetryOptions],
+) -> RetryingTransaction[C]: ...
+
+
+def transaction(
+    source: psycopg_pool.ConnectionPool[Any] | psycopg.Connection[Any],
+    *,
+    policy: RetryPolicy | None = None,
+    idempotent: bool = False,
+    **options: Unpack[RetryOptions],
+) -> RetryingTransaction[Any]:
+    """Run a transaction on a pool or a connection, retried on conflict.
+
+    Iterate it for attempts; each ``with attempt as conn:`` is one real
+    transaction (BEGIN ... COMMIT, whatever the autocommit setting) on a
+    connection checked out for the attempt::
+
+        for attempt in dsql.transaction(pool, max_attempts=5):
+            with attempt as conn:
+                conn.execute("UPDATE ...")
+
+    Entered directly, ``with dsql.transaction(pool) as conn:`` is exactly one
+    attempt: errors propagate, for an enclosing retrying scope to handle.
+
+    The body must be safe to run again. Policy fields (`RetryPolicy`) may be
+    given as keywords, on top of `policy`. `idempotent`: also re-run when the
+    connection broke while COMMIT was in flight. Inside an enclosing
+    transaction on the same pool or connection, this one joins it (DSQL has no
+    savepoints) and does not retry on its own.
+    """
+    _check_source(source)
+    return RetryingTransaction(source, resolve_policy(policy, options), idempotent)
+
+
+class _CallAttempt:
+    def __init__(self, loop: _Loop) -> None:
+        self._loop = loop
+        self._token: Any = None
+
+    def __enter__(self) -> None:
+        self._loop.in_attempt = True
+        outer = self._loop.outer
+        scope = _Scope(owner=self._loop.owner) if outer is None else outer
+        self._token = _current.set(scope)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> bool:
+        _current.reset(self._token)
+        loop = self._loop
+        reason = None if exc_val is None else loop.classify(exc_val)
+        return loop.settle(exc_val, reason)
+
+
+def _call_with_retries(policy: RetryPolicy, idempotent: bool, fn: Callable[[], R]) -> R:
+    loop = _Loop(policy, idempotent, single=False)
+    while True:
+        loop.advance()
+        # A retried error is swallowed here and the loop goes round again.
+        with _CallAttempt(loop):
+            return fn()
+
+
+@overload
+def retry_on_occ(func: Callable[P, R], /) -> Callable[P, R]: ...
+
+
+@overload
+def retry_on_occ(
+    *,
+    policy: RetryPolicy | None = None,
+    idempotent: bool = False,
+    **options: Unpack[RetryOptions],
+) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
+
+
+def retry_on_occ(
+    func: Callable[P, R] | None = None,
+    /,
+    *,
+    policy: RetryPolicy | None = None,
+    idempotent: bool = False,
+    **options: Unpack[RetryOptions],
+) -> Callable[P, R] | Callable[[Callable[P, R]], Callable[P, R]]:
+    """Decorate a function so that it runs again, whole, on a conflict.
+
+    Use bare (``@retry_on_occ``) or with policy keywords
+    (``@retry_on_occ(max_attempts=5)``). The function must start its own
+    transaction each time it runs (``dsql.transaction(pool)``,
+    ``pool.connection()``...), so that the server's rollback undid everything
+    the failed run did. Only conflicts are retried, plus lost connections that
+    an inner `transaction()` saw before COMMIT; with ``idempotent=True`` also
+    `CommitOutcomeUnknown` and other lost connections. Called inside another
+    retrying scope, it runs once and leaves retrying to that scope.
+    """
+    resolved = resolve_policy(policy, options)
+
+    def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            return _call_with_retries(resolved, idempotent, lambda: fn(*args, **kwargs))
+
+        return wrapper
+
+    return decorate if func is None else decorate(func)
+
+
+_OPTION_NAMES = frozenset(RetryOptions.__annotations__)
+
+
+def run_transaction(
+    source: psycopg_pool.ConnectionPool[C] | C,
+    fn: Callable[..., R],
+    /,
+    *args: Any,
+    **kwargs: Any,
+) -> R:
+    """Return ``fn(conn, *args, **kwargs)`` run in a transaction, retried on conflict.
+
+    `fn` runs inside ``for attempt in transaction(source): with attempt as
+    conn:``, so it may run several times. Keywords naming `RetryPolicy`
+    fields, ``policy`` and ``idempotent`` configure the retries and are not
+    passed to `fn` (bind those with `functools.partial` if `fn` needs them).
+    """
+    policy: RetryPolicy | None = kwargs.pop("policy", None)
+    idempotent = bool(kwargs.pop("idempotent", False))
+    options = cast(
+        RetryOptions, {k: kwargs.pop(k) for k in _OPTION_NAMES & kwargs.keys()}
+    )
+    for attempt in transaction(source, policy=policy, idempotent=idempotent, **options):
+        with attempt as conn:
+            result = fn(conn, *args, **kwargs)
+    return result
