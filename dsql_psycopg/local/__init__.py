@@ -18,6 +18,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -47,6 +48,7 @@ __all__ = ["DsqlLocal", "Refusal", "Session", "StatementPolicy"]
 logger = logging.getLogger("dsql_psycopg.local")
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
+_CLUSTER_ID = re.compile(r"[a-z0-9]{26}")
 _SignalHandler = Any  # what signal.signal() returns: a callable, an int or None
 
 
@@ -74,6 +76,12 @@ class DsqlLocal:
     does not support (when the strict-mode policy is installed). ``latency``
     (seconds) is added to every client round trip; it can be changed at run
     time. Use it as a context manager, or call ``start()`` and ``stop()``.
+
+    Also: ``port`` (0: any free port), ``cluster_id`` (26 characters of
+    ``[a-z0-9]``, random by default), ``policy`` (a `StatementPolicy` used
+    instead of strict mode's), ``pg_bindir`` (where initdb and postgres are;
+    found on PATH, through pg_config or in /usr/lib/postgresql by default) and
+    ``clock_skew`` (seconds a token's times may be off).
     """
 
     def __init__(
@@ -87,6 +95,8 @@ class DsqlLocal:
         port: int = 0,
         cluster_id: str | None = None,
         policy: StatementPolicy | None = None,
+        pg_bindir: str | os.PathLike[str] | None = None,
+        clock_skew: float = 300.0,
     ) -> None:
         if max_connection_age <= 0:
             raise DsqlLocalError(
@@ -94,6 +104,8 @@ class DsqlLocal:
             )
         if latency < 0:
             raise DsqlLocalError("latency must be zero or a positive number of seconds")
+        if cluster_id is not None and not _CLUSTER_ID.fullmatch(cluster_id):
+            raise DsqlLocalError("cluster_id must be 26 characters of a-z and 0-9")
         self.region = region
         self.cluster_id = cluster_id or _new_cluster_id()
         self.max_connection_age = max_connection_age
@@ -102,7 +114,8 @@ class DsqlLocal:
         self._credentials = dict(credentials) if credentials is not None else None
         self._requested_port = port
         self._policy = policy
-        self._backend = Backend()
+        self._clock_skew = clock_skew
+        self._backend = Backend(Path(pg_bindir) if pg_bindir is not None else None)
         self._endpoint: Endpoint | None = None
         self._tmp: Path | None = None
         self._previous_sigterm: _SignalHandler = None
@@ -130,7 +143,9 @@ class DsqlLocal:
                 self._backend.start(bootstrap)
                 endpoint = Endpoint(
                     certs=certs,
-                    verifier=TokenVerifier(self.region, credentials),
+                    verifier=TokenVerifier(
+                        self.region, credentials, clock_skew=self._clock_skew
+                    ),
                     backend_socket=self._backend.socket_path(),
                     port=self._requested_port,
                     max_connection_age=self.max_connection_age,

@@ -54,8 +54,12 @@ _SERVER_SETTINGS: dict[str, str] = {
 }
 
 
-def find_bindir() -> Path:
-    """Find the directory holding initdb and postgres, newest version first."""
+def find_bindir(debian_root: str = "/usr/lib/postgresql") -> Path:
+    """Find the directory holding initdb and postgres.
+
+    Looked for on PATH, then through ``pg_config --bindir``, then in Debian's
+    versioned directories (newest version first).
+    """
     on_path = shutil.which("postgres")
     if on_path and shutil.which("initdb"):
         return Path(on_path).resolve().parent
@@ -69,7 +73,9 @@ def find_bindir() -> Path:
             out = ""
         if out and _has_server(Path(out)):
             return Path(out)
-    candidates = [Path(p) for p in glob.glob("/usr/lib/postgresql/*/bin")]
+    candidates = [
+        Path(p) for p in glob.glob(os.path.join(glob.escape(debian_root), "*", "bin"))
+    ]
     candidates = [p for p in candidates if _has_server(p)]
     if candidates:
         return max(candidates, key=lambda p: _version_key(p.parent.name))
@@ -138,6 +144,8 @@ class Backend:
 
     def start(self, bootstrap_sql: Sequence[str] = ()) -> None:
         bindir = self._bindir or find_bindir()
+        if not _has_server(bindir):
+            raise DsqlLocalError(f"no initdb and postgres in {bindir}. {INSTALL_HINT}")
         self._tmp = Path(tempfile.mkdtemp(prefix="dsql-local-"))
         try:
             self._start(bindir, bootstrap_sql)
