@@ -1,0 +1,812 @@
+"""Benchmark dsql_psycopg against plain psycopg and the official connector.
+
+Every scenario runs its contenders interleaved, in one run, against DSQL Local
+(started in a child process, so that its relay threads do not compete with
+the measured code for the GIL). Prints markdown tables and writes the numbers
+as JSON.
+
+    python benchmarks/run.py                 # full run (a few minutes)
+    python benchmarks/run.py --quick         # tiny N, for a smoke test
+    python benchmarks/run.py --scenarios connect,latency -n 500
+
+Contenders:
+
+- floor: plain psycopg with a token made once beforehand, same TLS settings
+  as ours (verify-full, direct negotiation where libpq >= 17);
+- ours: dsql_psycopg;
+- official: aurora-dsql-python-connector (when installed), with its defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import multiprocessing
+import multiprocessing.connection
+import os
+import platform
+import random
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import psycopg
+import psycopg_pool
+
+import dsql_psycopg as dsql
+from dsql_psycopg import auth, config
+from dsql_psycopg.local import DsqlLocal
+from dsql_psycopg.tls import DIRECT_NEGOTIATION
+
+try:
+    import aurora_dsql_psycopg as official
+    from dsql_core.connection_properties import ConnectionProperties
+    from dsql_core.connection_utils import ConnectionUtilities as OfficialUtils
+    from dsql_core.occ_retry import OCCRetryConfig
+    from dsql_core.token_manager import TokenManager as OfficialTokens
+
+    OFFICIAL_VERSION: str | None = official.__version__
+except ImportError:
+    OFFICIAL_VERSION = None
+
+RESULTS_DIR = Path(__file__).parent / "results"
+SCENARIOS = ("connect", "sign", "pool", "contention", "latency")
+FAKE_KEY_ID = "AKIADSQLBENCHMARK000"  # DSQL Local checks tokens with this pair
+
+
+# -- statistics -----------------------------------------------------------------
+
+
+def summary(samples: Sequence[float]) -> dict[str, float]:
+    """Median and spread (p10, p90) of `samples`."""
+    data = sorted(samples)
+    if len(data) == 1:
+        return {"median": data[0], "p10": data[0], "p90": data[0], "n": 1}
+    deciles = statistics.quantiles(data, n=10, method="inclusive")
+    return {
+        "median": statistics.median(data),
+        "p10": deciles[0],
+        "p90": deciles[-1],
+        "n": len(data),
+    }
+
+
+def rotated(items: Sequence[Any], i: int) -> list[Any]:
+    """`items` starting at position `i`: each contender leads in turn."""
+    k = i % len(items)
+    return [*items[k:], *items[:k]]
+
+
+# -- DSQL Local in a child process --------------------------------------------
+
+
+def _serve_local(pipe: multiprocessing.connection.Connection, latency: float) -> None:
+    with DsqlLocal(region="us-east-1", strict=False, latency=latency) as local:
+        pipe.send(
+            {
+                "url": local.url,
+                "kwargs": local.connect_kwargs(),
+                "host": local.host,
+                "region": local.region,
+            }
+        )
+        while True:
+            command, value = pipe.recv()
+            if command == "stop":
+                break
+            if command == "latency":
+                local.latency = value
+            pipe.send("ok")
+
+
+@dataclass
+class Endpoint:
+    """A DSQL Local running in a child process."""
+
+    url: str
+    kwargs: dict[str, Any]
+    host: str
+    region: str
+    _pipe: multiprocessing.connection.Connection = field(repr=False)
+
+    def set_latency(self, seconds: float) -> None:
+        self._pipe.send(("latency", seconds))
+        self._pipe.recv()
+
+
+@contextlib.contextmanager
+def local_endpoint(latency: float = 0.0) -> Iterator[Endpoint]:
+    ctx = multiprocessing.get_context("spawn")
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_serve_local, args=(child, latency), daemon=True)
+    proc.start()
+    try:
+        if not parent.poll(120):
+            raise RuntimeError("DSQL Local did not start within 120 s")
+        info = parent.recv()
+        yield Endpoint(_pipe=parent, **info)
+    finally:
+        with contextlib.suppress(OSError, EOFError):
+            parent.send(("stop", None))
+        proc.join(30)
+        if proc.is_alive():
+            proc.terminate()
+            proc.join(5)
+
+
+# -- contenders ---------------------------------------------------------------
+
+
+def premade_token(ep: Endpoint) -> str:
+    client = boto3.Session().client("dsql", region_name=ep.region)
+    token: str = client.generate_db_connect_admin_auth_token(ep.host, ep.region, 3600)
+    return token
+
+
+def floor_kwargs(ep: Endpoint, token: str, negotiation: str | None) -> dict[str, Any]:
+    """Plain psycopg: the same TLS settings as ours, the token made beforehand."""
+    kwargs = dict(ep.kwargs, password=token, sslmode="verify-full")
+    if negotiation is not None:
+        kwargs["sslnegotiation"] = negotiation
+    return kwargs
+
+
+DEFAULT_NEGOTIATION = "direct" if DIRECT_NEGOTIATION else None
+
+
+def first_query(conn: psycopg.Connection[Any]) -> None:
+    conn.execute("SELECT 1").fetchone()
+    conn.close()
+
+
+def contenders_connect(
+    ep: Endpoint, official_on: bool, negotiation: str | None = DEFAULT_NEGOTIATION
+) -> dict[str, Callable[[], None]]:
+    token = premade_token(ep)
+    floor = floor_kwargs(ep, token, negotiation)
+    found: dict[str, Callable[[], None]] = {
+        "floor": lambda: first_query(psycopg.connect(**floor)),
+        "ours": lambda: first_query(dsql.connect(**ep.kwargs)),
+    }
+    if official_on:
+        # Its defaults: no sslmode (libpq's "prefer": TLS through SSLRequest,
+        # certificate not checked); it takes hostaddr/sslrootcert from the URL.
+        found["official"] = lambda: first_query(official.connect(ep.url))
+    return found
+
+
+def time_calls(
+    contenders: dict[str, Callable[[], None]], n: int
+) -> dict[str, list[float]]:
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    names = list(contenders)
+    for i in range(n):
+        for name in rotated(names, i):
+            started = time.perf_counter()
+            contenders[name]()
+            samples[name].append(time.perf_counter() - started)
+    return samples
+
+
+# -- scenario 1: connect + first query ------------------------------------------
+
+
+def bench_connect(ep: Endpoint, n: int, official_on: bool) -> dict[str, Any]:
+    contenders = contenders_connect(ep, official_on)
+    for call in contenders.values():  # warm up: imports, client caches
+        call()
+    samples = time_calls(contenders, n)
+    stats = {name: summary(s) for name, s in samples.items()}
+    floor = stats["floor"]["median"]
+    for s in stats.values():
+        s["ratio_to_floor"] = s["median"] / floor
+    result: dict[str, Any] = {"n": n, "seconds": stats}
+    if "official" in stats:
+        result["official_over_ours"] = (
+            stats["official"]["median"] / stats["ours"]["median"]
+        )
+    return result
+
+
+# -- scenario 2: token signing ------------------------------------------------
+
+
+def bench_sign(ep: Endpoint, n: int, official_on: bool) -> dict[str, Any]:
+    params = config.parse(**ep.kwargs)
+    client = boto3.Session().client("dsql", region_name=ep.region)
+    calls: dict[str, Callable[[], None]] = {
+        # botocore with a reused client: the least any signer can cost
+        "botocore, reused client": lambda: (
+            client.generate_db_connect_admin_auth_token(ep.host, ep.region, 900),
+            None,
+        )[1],
+        "ours: sign": lambda: (auth.make_token(params), None)[1],
+        "ours: all per-connect work": lambda: (
+            dsql.DsqlConnection._get_connection_params("", **ep.kwargs),
+            None,
+        )[1],
+    }
+    official_n = max(2, n // 40)
+    if official_on:
+        official_params, _ = _official_parse(ep)
+        calls["official: sign"] = lambda: (
+            OfficialTokens.get_token(official_params),
+            None,
+        )[1]
+        calls["official: all per-connect work"] = lambda: (
+            OfficialUtils.parse_properties_and_set_token(ep.url, {}, "psycopg"),
+            None,
+        )[1]
+    for call in calls.values():
+        call()
+    fast = {k: v for k, v in calls.items() if not k.startswith("official")}
+    slow = {k: v for k, v in calls.items() if k.startswith("official")}
+    samples = time_calls(fast, n)
+    if slow:
+        samples.update(time_calls(slow, official_n))
+    stats = {name: summary([x * 1e6 for x in s]) for name, s in samples.items()}
+    return {"n": n, "official_n": official_n if slow else 0, "microseconds": stats}
+
+
+def _official_parse(ep: Endpoint) -> tuple[dict[str, Any], dict[str, Any]]:
+    return ConnectionProperties.parse_properties(ep.url, {})
+
+
+# -- scenario 3: pool throughput ------------------------------------------------
+
+
+def _pool_round(
+    pool: psycopg_pool.ConnectionPool[Any], threads: int, ops: int
+) -> float:
+    barrier = threading.Barrier(threads + 1)
+
+    def worker() -> None:
+        barrier.wait()
+        for _ in range(ops):
+            with pool.connection() as conn:
+                conn.execute("SELECT 1").fetchone()
+
+    workers = [threading.Thread(target=worker) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for w in workers:
+        w.join()
+    return threads * ops / (time.perf_counter() - started)
+
+
+def bench_pool(
+    ep: Endpoint, rounds: int, threads: int, ops: int, official_on: bool
+) -> dict[str, Any]:
+    token = premade_token(ep)
+    size = {"min_size": threads, "max_size": threads, "open": True}
+    with contextlib.ExitStack() as stack:
+        pools: dict[str, psycopg_pool.ConnectionPool[Any]] = {
+            "floor": stack.enter_context(
+                psycopg_pool.ConnectionPool(
+                    kwargs=floor_kwargs(ep, token, DEFAULT_NEGOTIATION), **size
+                )
+            ),
+            "ours": stack.enter_context(dsql.create_pool(**ep.kwargs, **size)),
+        }
+        if official_on:
+            pools["official"] = stack.enter_context(
+                official.create_pool(ep.url, **size)
+            )
+        for pool in pools.values():
+            pool.wait(30)
+            _pool_round(pool, threads, 5)
+        samples: dict[str, list[float]] = {name: [] for name in pools}
+        for i in range(rounds):
+            for name in rotated(list(pools), i):
+                samples[name].append(_pool_round(pools[name], threads, ops))
+    stats = {name: summary(s) for name, s in samples.items()}
+    floor = stats["floor"]["median"]
+    for s in stats.values():
+        s["ratio_to_floor"] = s["median"] / floor
+    return {
+        "rounds": rounds,
+        "threads": threads,
+        "ops_per_thread": ops,
+        "ops_per_s": stats,
+    }
+
+
+# -- scenario 4: hot-row contention -----------------------------------------------
+
+COUNTER_TABLE = "bench_counter"
+
+
+def increment(conn: psycopg.Connection[Any]) -> None:
+    """Read the counter, then write it back plus one: a lost update if unguarded."""
+    row = conn.execute(f"SELECT value FROM {COUNTER_TABLE} WHERE id = 1").fetchone()
+    assert row is not None
+    conn.execute(f"UPDATE {COUNTER_TABLE} SET value = %s WHERE id = 1", (row[0] + 1,))
+
+
+class Tally:
+    """Body runs and commits of one writer thread."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.commits = 0
+        self.failures = 0
+
+    def body(self, conn: psycopg.Connection[Any]) -> None:
+        self.runs += 1
+        increment(conn)
+
+
+Runner = Callable[[Tally], None]  # one transaction, retried as the policy says
+
+
+def ours_runner(pool: psycopg_pool.ConnectionPool[Any], **policy: Any) -> Runner:
+    def run(tally: Tally) -> None:
+        dsql.run_transaction(pool, tally.body, **policy)
+
+    return run
+
+
+def decorrelated_runner(
+    pool: psycopg_pool.ConnectionPool[Any], attempts: int, base: float, cap: float
+) -> Runner:
+    """Decorrelated jitter: sleep = min(cap, uniform(base, 3 * previous sleep)).
+
+    Built on our single-attempt ``with transaction(pool)`` (the policy object
+    has no decorrelated mode).
+    """
+
+    def run(tally: Tally) -> None:
+        sleep = base
+        for attempt in range(1, attempts + 1):
+            try:
+                with dsql.transaction(pool) as conn:
+                    tally.body(conn)
+                return
+            except psycopg.Error as ex:
+                if not dsql.is_occ_error(ex) or attempt == attempts:
+                    raise
+            sleep = min(cap, random.uniform(base, sleep * 3))
+            time.sleep(sleep)
+
+    return run
+
+
+def official_runner(pool: Any) -> Runner:
+    def run(tally: Tally) -> None:
+        pool.run_transaction(tally.body, retry=OCCRetryConfig())
+
+    return run
+
+
+@dataclass
+class Policy:
+    name: str
+    make: Callable[[psycopg_pool.ConnectionPool[Any], Any], Runner]
+    official: bool = False
+
+
+POLICIES = (
+    Policy("ours default", lambda p, _: ours_runner(p)),
+    # The article's Rust defaults: 3 attempts, 100 ms doubling to 5 s, plus
+    # 0-25 % jitter. Our jitter takes off up to `jitter` of a cap, so
+    # 125 ms x (1 - 0.2 r) is exactly 100 ms x (1 + 0.25 r).
+    Policy(
+        "article: 3 att., 100 ms-5 s, +25 %",
+        lambda p, _: ours_runner(
+            p, max_attempts=3, base_delay=0.125, max_delay=6.25, jitter=0.2
+        ),
+    ),
+    Policy(
+        "official defaults: 4 att., 1-100 ms, +25 %",
+        lambda _, o: official_runner(o),
+        official=True,
+    ),
+    Policy(
+        "full jitter: 10 att., 100 ms-5 s",
+        lambda p, _: ours_runner(
+            p, max_attempts=10, base_delay=0.1, max_delay=5.0, jitter=1.0
+        ),
+    ),
+    Policy(
+        "full jitter: 10 att., 5 ms-1 s",
+        lambda p, _: ours_runner(
+            p, max_attempts=10, base_delay=0.005, max_delay=1.0, jitter=1.0
+        ),
+    ),
+    Policy(
+        "full jitter: 20 att., 5 ms-1 s",
+        lambda p, _: ours_runner(
+            p, max_attempts=20, base_delay=0.005, max_delay=1.0, jitter=1.0
+        ),
+    ),
+    Policy(
+        "decorrelated: 10 att., 20 ms-1 s",
+        lambda p, _: decorrelated_runner(p, 10, 0.02, 1.0),
+    ),
+)
+
+
+def _contention_round(
+    pool: psycopg_pool.ConnectionPool[Any], runner: Runner, writers: int, each: int
+) -> dict[str, float]:
+    with pool.connection() as conn:
+        conn.execute(f"UPDATE {COUNTER_TABLE} SET value = 0 WHERE id = 1")
+    tallies = [Tally() for _ in range(writers)]
+    barrier = threading.Barrier(writers + 1)
+    errors: list[BaseException] = []
+
+    def writer(tally: Tally) -> None:
+        barrier.wait()
+        for _ in range(each):
+            try:
+                runner(tally)
+                tally.commits += 1
+            except Exception as ex:
+                if not dsql.is_occ_error(ex):
+                    errors.append(ex)
+                    return
+                tally.failures += 1
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in tallies]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"a writer failed with a non-conflict error: {errors[0]!r}")
+    with pool.connection() as conn:
+        row = conn.execute(f"SELECT value FROM {COUNTER_TABLE} WHERE id = 1").fetchone()
+    assert row is not None
+    commits = sum(t.commits for t in tallies)
+    return {
+        "commits": commits,
+        "failures": sum(t.failures for t in tallies),
+        "runs": sum(t.runs for t in tallies),
+        "wall": wall,
+        "final_value_ok": float(row[0] == commits),
+    }
+
+
+def bench_contention(
+    ep: Endpoint,
+    writer_counts: Sequence[int],
+    each: int,
+    reps: int,
+    latency: float,
+    official_on: bool,
+) -> dict[str, Any]:
+    ep.set_latency(latency)
+    with dsql.connect(**ep.kwargs, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {COUNTER_TABLE}"
+            " (id int PRIMARY KEY, value int NOT NULL)"
+        )
+    with dsql.connect(**ep.kwargs, autocommit=True) as conn:
+        conn.execute(
+            f"INSERT INTO {COUNTER_TABLE} VALUES (1, 0) ON CONFLICT (id) DO NOTHING"
+        )
+    policies = [p for p in POLICIES if official_on or not p.official]
+    results: dict[str, dict[str, Any]] = {}
+    for k in writer_counts:
+        size = {"min_size": k, "max_size": k, "open": True}
+        with contextlib.ExitStack() as stack:
+            ours = stack.enter_context(dsql.create_pool(**ep.kwargs, **size))
+            theirs = (
+                stack.enter_context(official.create_pool(ep.url, **size))
+                if official_on
+                else None
+            )
+            runners = {p.name: p.make(ours, theirs) for p in policies}
+            rounds: dict[str, list[dict[str, float]]] = {p.name: [] for p in policies}
+            for i in range(reps):
+                for p in rotated(policies, i):
+                    pool = theirs if p.official else ours
+                    assert pool is not None
+                    rounds[p.name].append(
+                        _contention_round(pool, runners[p.name], k, each)
+                    )
+        for name, rs in rounds.items():
+            commits = sum(r["commits"] for r in rs)
+            runs = sum(r["runs"] for r in rs)
+            total = k * each * len(rs)
+            results.setdefault(name, {})[str(k)] = {
+                "success_rate": commits / total,
+                "attempts_per_commit": runs / commits if commits else None,
+                "wall_seconds": summary([r["wall"] for r in rs]),
+                "no_lost_updates": all(r["final_value_ok"] for r in rs),
+                "transactions": total,
+            }
+    ep.set_latency(0.0)
+    return {
+        "writers": list(writer_counts),
+        "transactions_per_writer": each,
+        "repetitions": reps,
+        "latency_per_round_trip": latency,
+        "policies": results,
+    }
+
+
+# -- scenario 5: time to first query under distance ------------------------------------
+
+
+def bench_latency(
+    ep: Endpoint, n: int, latency: float, official_on: bool
+) -> dict[str, Any]:
+    token = premade_token(ep)
+    classic = floor_kwargs(ep, token, "postgres")
+    contenders: dict[str, Callable[[], None]] = {
+        "floor (classic negotiation)": lambda: first_query(psycopg.connect(**classic)),
+        "ours": lambda: first_query(dsql.connect(**ep.kwargs)),
+    }
+    if DEFAULT_NEGOTIATION is not None:
+        direct = floor_kwargs(ep, token, "direct")
+        contenders["floor (direct negotiation)"] = lambda: first_query(
+            psycopg.connect(**direct)
+        )
+    if official_on:
+        contenders["official"] = lambda: first_query(official.connect(ep.url))
+    for call in contenders.values():
+        call()
+    # The same calls with no added latency and with it: the difference,
+    # divided by the latency, counts the round trips each one makes.
+    ep.set_latency(0.0)
+    near = time_calls(contenders, n)
+    ep.set_latency(latency)
+    far = time_calls(contenders, n)
+    ep.set_latency(0.0)
+    stats: dict[str, dict[str, Any]] = {}
+    for name in contenders:
+        s = summary(far[name])
+        s["round_trips"] = (s["median"] - statistics.median(near[name])) / latency
+        stats[name] = s
+    base = stats["floor (classic negotiation)"]
+    for s in stats.values():
+        s["round_trips_saved_vs_classic"] = base["round_trips"] - s["round_trips"]
+        s["ratio_to_classic_floor"] = s["median"] / base["median"]
+    return {"n": n, "latency_per_round_trip": latency, "seconds": stats}
+
+
+# -- report ---------------------------------------------------------------------------
+
+
+def _ms(s: dict[str, float]) -> str:
+    return f"{s['median'] * 1e3:.2f} ({s['p10'] * 1e3:.2f}-{s['p90'] * 1e3:.2f})"
+
+
+def render(results: dict[str, Any]) -> str:
+    out: list[str] = []
+    meta = results["meta"]
+    out.append(
+        f"dsql-psycopg {meta['dsql_psycopg']}, psycopg {meta['psycopg']} (libpq"
+        f" {meta['libpq']}), official connector {meta['official'] or 'not installed'},"
+        f" Python {meta['python']}, {meta['cpus']} CPUs"
+    )
+    for note in meta["notes"]:
+        out.append(f"- {note}")
+    sc = results["scenarios"]
+    if "connect" in sc:
+        r = sc["connect"]
+        out += [
+            "",
+            f"### 1. Connect + first query (sequential, N = {r['n']})",
+            "",
+            "| contender | median ms (p10-p90) | ratio to floor |",
+            "|---|---|---|",
+        ]
+        for name, s in r["seconds"].items():
+            out.append(f"| {name} | {_ms(s)} | {s['ratio_to_floor']:.3f} |")
+        if "official_over_ours" in r:
+            out.append(f"\nofficial / ours = {r['official_over_ours']:.2f}")
+    if "sign" in sc:
+        r = sc["sign"]
+        out += [
+            "",
+            f"### 2. Token signing (N = {r['n']}; official N = {r['official_n']})",
+            "",
+            "| call | median µs (p10-p90) |",
+            "|---|---|",
+        ]
+        for name, s in r["microseconds"].items():
+            out.append(
+                f"| {name} | {s['median']:.1f} ({s['p10']:.1f}-{s['p90']:.1f}) |"
+            )
+    if "pool" in sc:
+        r = sc["pool"]
+        out += [
+            "",
+            f"### 3. Pool throughput ({r['threads']} threads x {r['ops_per_thread']}"
+            f" checkouts + SELECT 1, {r['rounds']} rounds)",
+            "",
+            "| pool | median ops/s (p10-p90) | ratio to floor |",
+            "|---|---|---|",
+        ]
+        for name, s in r["ops_per_s"].items():
+            out.append(
+                f"| {name} | {s['median']:.0f} ({s['p10']:.0f}-{s['p90']:.0f})"
+                f" | {s['ratio_to_floor']:.3f} |"
+            )
+    if "contention" in sc:
+        r = sc["contention"]
+        out += [
+            "",
+            f"### 4. Hot-row contention (K writers x {r['transactions_per_writer']}"
+            f" read-then-increment transactions, {r['repetitions']} repetitions,"
+            f" {r['latency_per_round_trip'] * 1e3:g} ms per round trip)",
+            "",
+            "success rate / attempts per commit / median wall s",
+            "",
+            "| policy | " + " | ".join(f"K = {k}" for k in r["writers"]) + " |",
+            "|---|" + "---|" * len(r["writers"]),
+        ]
+        for name, per_k in r["policies"].items():
+            cells = []
+            for k in r["writers"]:
+                c = per_k[str(k)]
+                apc = c["attempts_per_commit"]
+                lost = "" if c["no_lost_updates"] else " LOST UPDATES"
+                cells.append(
+                    f"{c['success_rate'] * 100:.0f} % / "
+                    f"{'-' if apc is None else f'{apc:.2f}'} / "
+                    f"{c['wall_seconds']['median']:.2f}{lost}"
+                )
+            out.append(f"| {name} | " + " | ".join(cells) + " |")
+    if "latency" in sc:
+        r = sc["latency"]
+        out += [
+            "",
+            f"### 5. Time to first query, {r['latency_per_round_trip'] * 1e3:g} ms"
+            f" per round trip (N = {r['n']})",
+            "",
+            "| contender | median ms (p10-p90) | round trips"
+            " | saved vs classic floor |",
+            "|---|---|---|---|",
+        ]
+        for name, s in r["seconds"].items():
+            out.append(
+                f"| {name} | {_ms(s)} | {s['round_trips']:.1f}"
+                f" | {s['round_trips_saved_vs_classic']:.1f} |"
+            )
+    return "\n".join(out)
+
+
+# -- main ---------------------------------------------------------------------------
+
+
+def ensure_credentials() -> list[str]:
+    notes = []
+    os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+    env = os.environ
+    if not (env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY")):
+        os.environ["AWS_ACCESS_KEY_ID"] = FAKE_KEY_ID
+        os.environ["AWS_SECRET_ACCESS_KEY"] = "fake-secret-for-dsql-local"
+        os.environ.pop("AWS_SESSION_TOKEN", None)
+        notes.append("no AWS credentials in the environment: using a fake key pair")
+    return notes
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny N (smoke test)")
+    parser.add_argument("-n", type=int, help="connects per contender (default 200)")
+    parser.add_argument(
+        "--scenarios", default=",".join(SCENARIOS), help="comma-separated subset"
+    )
+    parser.add_argument(
+        "--writers", help="comma-separated K for contention (default 2,8,16,32)"
+    )
+    parser.add_argument(
+        "--transactions", type=int, help="transactions per writer (default 10)"
+    )
+    parser.add_argument(
+        "--contention-latency",
+        type=float,
+        default=0.002,
+        help="seconds per round trip during contention (default 0.002, in-region)",
+    )
+    parser.add_argument(
+        "--no-official", action="store_true", help="leave the official connector out"
+    )
+    parser.add_argument("--output", type=Path, help="JSON file to write")
+    args = parser.parse_args(argv)
+    unknown = set(args.scenarios.split(",")) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenario(s) {sorted(unknown)}; choose from {SCENARIOS}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    notes = ensure_credentials()
+    quick = args.quick
+    n = args.n or (5 if quick else 200)
+    writers = (
+        [int(k) for k in args.writers.split(",")]
+        if args.writers
+        else ([2, 4] if quick else [2, 8, 16, 32])
+    )
+    each = args.transactions or (2 if quick else 10)
+    official_on = OFFICIAL_VERSION is not None and not args.no_official
+    if OFFICIAL_VERSION is None:
+        notes.append(
+            "aurora-dsql-python-connector is not installed: official contender skipped"
+            " (install the 'bench' dependency group)"
+        )
+    elif official_on:
+        notes.append(
+            "official connector run with its defaults: no sslmode (libpq 'prefer':"
+            " TLS via SSLRequest, certificate not verified), a new boto3 session per"
+            " connect; hostaddr and sslrootcert reach libpq through its URL query"
+        )
+    notes.append(
+        "DSQL Local runs in a child process, strict mode off; floor = plain psycopg"
+        " with a token made beforehand, verify-full"
+        + (", direct negotiation" if DIRECT_NEGOTIATION else "")
+    )
+    scenarios = [s for s in SCENARIOS if s in args.scenarios.split(",")]
+    results: dict[str, Any] = {
+        "meta": {
+            "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "dsql_psycopg": dsql.__version__,
+            "psycopg": psycopg.__version__,
+            "libpq": psycopg.pq.version(),
+            "official": OFFICIAL_VERSION if official_on else None,
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "quick": quick,
+            "notes": notes,
+        },
+        "scenarios": {},
+    }
+    sc = results["scenarios"]
+    with local_endpoint() as ep:
+        for name in scenarios:
+            print(f"running {name} ...", file=sys.stderr, flush=True)
+            if name == "connect":
+                sc[name] = bench_connect(ep, n, official_on)
+            elif name == "sign":
+                sc[name] = bench_sign(ep, 20 if quick else 2000, official_on)
+            elif name == "pool":
+                sc[name] = bench_pool(
+                    ep,
+                    2 if quick else 7,
+                    2 if quick else 8,
+                    5 if quick else 500,
+                    official_on,
+                )
+            elif name == "contention":
+                sc[name] = bench_contention(
+                    ep,
+                    writers,
+                    each,
+                    1 if quick else 3,
+                    args.contention_latency,
+                    official_on,
+                )
+            elif name == "latency":
+                sc[name] = bench_latency(ep, 3 if quick else 20, 0.02, official_on)
+    print(render(results))
+    output = args.output or RESULTS_DIR / (
+        dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + ".json"
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nresults written to {output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
