@@ -296,7 +296,7 @@ def bench_pool(
                     kwargs=floor_kwargs(ep, token, DEFAULT_NEGOTIATION), **size
                 )
             ),
-            "ours": stack.enter_context(dsql.create_pool(**ep.kwargs, **size)),
+            "ours": stack.enter_context(dsql.create_pool(ep.url, **size)),
         }
         if official_on:
             pools["official"] = stack.enter_context(
@@ -503,7 +503,7 @@ def bench_contention(
     for k in writer_counts:
         size = {"min_size": k, "max_size": k, "open": True}
         with contextlib.ExitStack() as stack:
-            ours = stack.enter_context(dsql.create_pool(**ep.kwargs, **size))
+            ours = stack.enter_context(dsql.create_pool(ep.url, **size))
             theirs = (
                 stack.enter_context(official.create_pool(ep.url, **size))
                 if official_on
