@@ -1,0 +1,340 @@
+"""Strict mode on DSQL Local, through plain psycopg, real TLS and real tokens."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import psycopg
+import pytest
+from psycopg import errors, sql
+
+from dsql_psycopg.local import DsqlLocal
+from dsql_psycopg.local.strict import StrictPolicy
+
+from .cases import CORPUS, INDEX_ON_ROWS, REFUSED, RefusedCase
+
+MIXED = "ddl and dml are not supported in the same transaction"
+TWO_DDL = "multiple ddl statements not supported in a transaction"
+ROW_LIMIT = "transaction row limit exceeded"
+AGE_LIMIT = 0.5
+
+
+@pytest.fixture(scope="module")
+def strict_local() -> Iterator[DsqlLocal]:
+    with DsqlLocal() as local:  # strict by default
+        yield local
+
+
+@pytest.fixture(scope="module")
+def lax_local() -> Iterator[DsqlLocal]:
+    with DsqlLocal(strict=False) as local:
+        yield local
+
+
+@pytest.fixture(scope="module")
+def short_local() -> Iterator[DsqlLocal]:
+    """Strict, with a transaction age limit short enough to wait out."""
+    with DsqlLocal(policy=StrictPolicy(transaction_age_limit=AGE_LIMIT)) as local:
+        yield local
+
+
+@pytest.fixture(scope="module")
+def signer() -> Any:
+    return boto3.client("dsql", region_name="us-east-1")
+
+
+def connect(
+    local: DsqlLocal, signer: Any, *, autocommit: bool = True
+) -> psycopg.Connection[Any]:
+    token = signer.generate_db_connect_admin_auth_token(local.host, local.region)
+    return psycopg.connect(
+        **local.connect_kwargs(),
+        password=token,
+        sslmode="verify-full",
+        autocommit=autocommit,
+    )
+
+
+def fresh_schema(conn: psycopg.Connection[Any], name: str) -> None:
+    """Create schema `name` and make it the connection's first choice."""
+    ident = sql.Identifier(name)
+    conn.execute(sql.SQL("CREATE SCHEMA {}").format(ident))
+    conn.execute(sql.SQL("SET search_path = {}, public").format(ident))
+
+
+def snapshot(conn: psycopg.Connection[Any]) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table in the current schema."""
+    tables = conn.execute(
+        "SELECT relname FROM pg_class"
+        " WHERE relnamespace = current_schema()::regnamespace AND relkind = 'r'"
+    ).fetchall()
+    return {
+        t: sorted(conn.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(t))))
+        for (t,) in tables
+    }
+
+
+def schema_name(case: RefusedCase) -> str:
+    return "case_" + case.name.replace("-", "_")
+
+
+ALL_REFUSED = (*REFUSED, INDEX_ON_ROWS)
+
+
+@pytest.mark.parametrize("case", ALL_REFUSED, ids=[c.name for c in ALL_REFUSED])
+def test_refused_in_strict_mode(
+    strict_local: DsqlLocal, signer: Any, case: RefusedCase
+) -> None:
+    with connect(strict_local, signer) as conn:
+        fresh_schema(conn, schema_name(case))
+        conn.execute("CREATE TABLE sentinel (id int PRIMARY KEY)")
+        conn.execute("INSERT INTO sentinel VALUES (1)")
+        for statement in case.setup:
+            conn.execute(statement)
+        before = snapshot(conn)
+        with pytest.raises(psycopg.Error) as caught:  # noqa: PT012
+            if case.in_transaction:
+                with conn.transaction():
+                    conn.execute("SELECT 1")
+                    conn.execute(case.sql)
+            else:
+                conn.execute(case.sql)
+        assert caught.value.sqlstate == case.sqlstate
+        assert caught.value.diag.message_primary == case.message
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert snapshot(conn) == before
+
+
+@pytest.mark.parametrize("case", ALL_REFUSED, ids=[c.name for c in ALL_REFUSED])
+def test_runs_when_not_strict(
+    lax_local: DsqlLocal, signer: Any, case: RefusedCase
+) -> None:
+    with connect(lax_local, signer) as conn:
+        fresh_schema(conn, schema_name(case))
+        for statement in case.setup:
+            conn.execute(statement)
+        if case.in_transaction:
+            with conn.transaction(force_rollback=True):
+                for statement in case.lax_prelude:
+                    conn.execute(statement)
+                conn.execute(case.sql)
+        else:
+            conn.execute(case.sql)
+
+
+def test_psycopg_named_cursor_is_refused(strict_local: DsqlLocal, signer: Any) -> None:
+    with connect(strict_local, signer, autocommit=False) as conn:
+        with conn.cursor("server_side") as cur:
+            with pytest.raises(errors.FeatureNotSupported, match="DECLARE CURSOR"):
+                cur.execute("SELECT 1")
+            conn.rollback()
+        assert conn.execute("SELECT 2").fetchone() == (2,)
+
+
+def test_psycopg_nested_transaction_is_refused(
+    strict_local: DsqlLocal, signer: Any
+) -> None:
+    with connect(strict_local, signer) as conn:
+        with pytest.raises(errors.FeatureNotSupported, match="SAVEPOINT"):  # noqa: SIM117
+            with conn.transaction(), conn.transaction():
+                pass
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+# -- what DSQL supports runs -----------------------------------------------------
+
+
+def test_corpus_runs_in_strict_mode(strict_local: DsqlLocal, signer: Any) -> None:
+    with connect(strict_local, signer) as conn:
+        for statement in CORPUS:
+            cur = conn.execute(statement)
+            if " ASYNC " in statement:
+                row = cur.fetchone()
+                assert row is not None
+                assert [c.name for c in cur.description or ()] == ["job_id"]
+                waited = conn.execute("CALL sys.wait_for_job(%s)", row).fetchone()
+                assert waited == (True,), statement
+        indexes = conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = 'strict_corpus'"
+            " AND indexname IN ('orders_customer_idx', 'customers_name_idx')"
+        ).fetchall()
+        assert sorted(indexes) == [("customers_name_idx",), ("orders_customer_idx",)]
+
+
+def test_parameters_through_the_extended_protocol(
+    strict_local: DsqlLocal, signer: Any
+) -> None:
+    with connect(strict_local, signer) as conn:
+        fresh_schema(conn, "params")
+        conn.execute("CREATE TABLE p (id int PRIMARY KEY, name text)")
+        conn.execute("INSERT INTO p VALUES (%s, %s), (%s, %s)", (1, "a", 2, "b"))
+        cur = conn.execute("SELECT name FROM p WHERE id = %s", (2,), prepare=True)
+        assert cur.fetchall() == [("b",)]
+        conn.execute("UPDATE p SET name = %s WHERE id = %s", ("c", 1), prepare=True)
+        with pytest.raises(errors.FeatureNotSupported, match="advisory lock"):
+            conn.execute("SELECT pg_advisory_lock(%s)", (1,))
+        assert conn.execute("SELECT name FROM p ORDER BY id").fetchall() == [
+            ("c",),
+            ("b",),
+        ]
+
+
+def test_async_index_jobs(strict_local: DsqlLocal, signer: Any) -> None:
+    with connect(strict_local, signer) as conn:
+        fresh_schema(conn, "jobs")
+        conn.execute("CREATE TABLE j (id int PRIMARY KEY, x int)")
+        conn.execute("INSERT INTO j VALUES (1, 7), (2, 7)")
+        (ok,) = conn.execute("CREATE INDEX ASYNC j_x ON j (x)").fetchone() or ("",)
+        (dup,) = conn.execute("CREATE UNIQUE INDEX ASYNC j_ux ON j (x)").fetchone() or (
+            "",
+        )
+        assert conn.execute("CALL sys.wait_for_job(%s)", (ok,)).fetchone() == (True,)
+        assert conn.execute("CALL sys.wait_for_job(%s)", (dup,)).fetchone() == (False,)
+        jobs = conn.execute(
+            "SELECT job_id, status, object_name FROM sys.jobs"
+            " WHERE job_id IN (%s, %s) ORDER BY object_name",
+            (ok, dup),
+        ).fetchall()
+        assert jobs == [(dup, "failed", "j_ux"), (ok, "completed", "j_x")]
+        indexes = conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = 'jobs'"
+            " AND tablename = 'j' ORDER BY 1"
+        ).fetchall()
+        assert indexes == [("j_pkey",), ("j_x",)]
+        with pytest.raises(errors.UndefinedObject, match="not found"):
+            conn.execute("CALL sys.wait_for_job('nosuchjob')")
+
+
+def test_async_index_by_a_plain_role(strict_local: DsqlLocal, signer: Any) -> None:
+    strict_local.create_role("indexer")
+    with connect(strict_local, signer) as admin:
+        admin.execute("CREATE SCHEMA AUTHORIZATION indexer")
+    token = signer.generate_db_connect_auth_token(
+        strict_local.host, strict_local.region
+    )
+    with psycopg.connect(
+        **strict_local.connect_kwargs(user="indexer"),
+        password=token,
+        sslmode="verify-full",
+        autocommit=True,
+    ) as conn:
+        conn.execute("SET search_path = indexer")
+        conn.execute("CREATE TABLE r (id int PRIMARY KEY, x int)")
+        conn.execute("INSERT INTO r VALUES (1, 1)")
+        with pytest.raises(errors.FeatureNotSupported, match="CREATE INDEX ASYNC"):
+            conn.execute("CREATE INDEX r_x ON r (x)")
+        (job,) = conn.execute("CREATE INDEX ASYNC r_x ON r (x)").fetchone() or ("",)
+        assert conn.execute("CALL sys.wait_for_job(%s)", (job,)).fetchone() == (True,)
+        assert conn.execute(
+            "SELECT status FROM sys.jobs WHERE job_id = %s", (job,)
+        ).fetchone() == ("completed",)
+
+
+# -- transaction rules -----------------------------------------------------------
+
+
+@pytest.fixture
+def rules_conn(
+    strict_local: DsqlLocal, signer: Any, request: pytest.FixtureRequest
+) -> Iterator[psycopg.Connection[Any]]:
+    """A connection in transaction mode, on a schema of its own."""
+    with connect(strict_local, signer) as conn:
+        fresh_schema(conn, request.node.name.replace("-", "_"))
+        conn.execute("CREATE TABLE kept (id int PRIMARY KEY, v int)")
+        conn.execute("INSERT INTO kept VALUES (1, 1)")
+        conn.autocommit = False
+        yield conn
+
+
+def test_ddl_then_dml_refused(rules_conn: psycopg.Connection[Any]) -> None:
+    conn = rules_conn
+    before = snapshot(conn)
+    conn.execute("CREATE TABLE made (id int PRIMARY KEY)")
+    with pytest.raises(errors.FeatureNotSupported) as caught:
+        conn.execute("INSERT INTO kept VALUES (2, 2)")
+    assert caught.value.diag.message_primary == MIXED
+    conn.rollback()
+    assert snapshot(conn) == before  # no table made, no row added
+    conn.commit()
+
+
+def test_dml_then_ddl_refused(rules_conn: psycopg.Connection[Any]) -> None:
+    conn = rules_conn
+    before = snapshot(conn)
+    conn.execute("UPDATE kept SET v = 5")
+    with pytest.raises(errors.FeatureNotSupported) as caught:
+        conn.execute("CREATE INDEX ASYNC kept_v ON kept (v)")
+    assert caught.value.diag.message_primary == MIXED
+    conn.rollback()
+    assert snapshot(conn) == before
+
+
+def test_two_ddl_refused(rules_conn: psycopg.Connection[Any]) -> None:
+    conn = rules_conn
+    before = snapshot(conn)
+    conn.execute("CREATE TABLE first_t (id int PRIMARY KEY)")
+    with pytest.raises(errors.FeatureNotSupported) as caught:
+        conn.execute("CREATE TABLE second_t (id int PRIMARY KEY)")
+    assert caught.value.diag.message_primary == TWO_DDL
+    conn.rollback()
+    assert snapshot(conn) == before
+
+
+def test_one_ddl_per_transaction_commits(rules_conn: psycopg.Connection[Any]) -> None:
+    conn = rules_conn
+    conn.execute("CREATE TABLE first_t (id int PRIMARY KEY)")
+    conn.commit()
+    conn.execute("INSERT INTO first_t VALUES (1)")
+    conn.execute("UPDATE kept SET v = 2")
+    conn.commit()
+    assert conn.execute("SELECT count(*) FROM first_t").fetchone() == (1,)
+
+
+def test_row_limit_fails_at_commit(rules_conn: psycopg.Connection[Any]) -> None:
+    conn = rules_conn
+    conn.execute("CREATE TABLE many (id int PRIMARY KEY, v int NOT NULL)")
+    conn.commit()
+    for low, high in [(1, 1500), (1501, 3001)]:  # two transactions under the limit
+        conn.execute(
+            "INSERT INTO many SELECT i, 0 FROM generate_series(%s::int, %s::int) AS i",
+            (low, high),
+        )
+        conn.commit()
+    conn.execute("UPDATE many SET v = 1 WHERE id <= 3000")
+    conn.commit()  # exactly at the limit
+    before = snapshot(conn)
+
+    cur = conn.execute("UPDATE many SET v = 2")
+    assert cur.rowcount == 3001  # the statement itself runs
+    with pytest.raises(errors.ProgramLimitExceeded) as caught:
+        conn.commit()
+    assert caught.value.sqlstate == "54000"
+    assert caught.value.diag.message_primary == ROW_LIMIT
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert snapshot(conn) == before
+    conn.commit()
+
+
+def test_age_limit(short_local: DsqlLocal, signer: Any) -> None:
+    with connect(short_local, signer) as conn:
+        fresh_schema(conn, "aged")
+        conn.execute("CREATE TABLE kept (id int PRIMARY KEY)")
+        conn.autocommit = False
+        conn.execute("INSERT INTO kept VALUES (1)")
+        time.sleep(AGE_LIMIT + 0.3)
+        with pytest.raises(errors.ProgramLimitExceeded) as caught:
+            conn.commit()
+        assert caught.value.diag.message_primary == (
+            f"transaction age limit of {AGE_LIMIT:g}s exceeded"
+        )
+        assert conn.execute("SELECT count(*) FROM kept").fetchone() == (0,)
+        time.sleep(AGE_LIMIT + 0.3)
+        with pytest.raises(errors.ProgramLimitExceeded, match="age limit"):
+            conn.execute("SELECT 1")
+        conn.rollback()
+        conn.execute("INSERT INTO kept VALUES (2)")
+        conn.commit()  # a young transaction commits
+        assert conn.execute("SELECT id FROM kept").fetchall() == [(2,)]
