@@ -85,6 +85,25 @@ class _ClientCache:
 _clients = _ClientCache()
 
 
+class _SigningSilencer(logging.Filter):
+    """Drop botocore's signing debug records while we make a token.
+
+    At DEBUG, botocore logs the canonical request and the signature, which
+    together are the token.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(self.local, "signing", False)
+
+
+_silencer = _SigningSilencer()
+logging.getLogger("botocore.auth").addFilter(_silencer)
+
+
 def _new_client(params: DsqlParams) -> _DsqlClient:
     try:
         session = params.session or boto3.Session(profile_name=params.profile)
@@ -109,6 +128,14 @@ def _new_client(params: DsqlParams) -> _DsqlClient:
 
 def make_token(params: DsqlParams) -> str:
     """Return a fresh IAM token for one connection described by `!params`."""
+    _silencer.local.signing = True
+    try:
+        return _make_token(params)
+    finally:
+        _silencer.local.signing = False
+
+
+def _make_token(params: DsqlParams) -> str:
     if params.token_provider is not None:
         return _provided_token(params)
     client = _clients.get(params)
