@@ -11,7 +11,6 @@ from __future__ import annotations
 import enum
 import functools
 import json
-from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from pglast import parser
@@ -316,21 +315,24 @@ _NODE_CHECKS = {
 }
 
 
-def _nodes(tree: Node) -> Iterator[tuple[str, Node]]:
-    """Yield every typed node below and including `tree` as (type, fields)."""
+def _nodes(tree: Node) -> list[tuple[str, Node]]:
+    """List every typed node below and including `tree` as (type, fields)."""
+    found: list[tuple[str, Node]] = []
     stack: list[Any] = [tree]
+    push, pop = stack.append, stack.pop
     while stack:
-        item = stack.pop()
-        if isinstance(item, list):
+        item = pop()
+        if type(item) is list:
             stack.extend(item)
-            continue
-        if len(item) == 1:
-            ((key, value),) = item.items()
-            if key[0].isupper():
-                yield key, value
-                stack.append(value)
-                continue
-        stack.extend(v for v in item.values() if isinstance(v, (dict, list)))
+        elif type(item) is dict:
+            if len(item) == 1:
+                ((key, value),) = item.items()
+                if key[0].isupper():
+                    found.append((key, value))
+                push(value)
+            else:
+                stack.extend(item.values())
+    return found
 
 
 def _is_explain_analyze(node: Node) -> bool:
