@@ -1,0 +1,27 @@
+"""Fixtures for DSQL Local's own tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from dsql_local_helpers import Connect, open_connection
+
+from dsql_psycopg.local import DsqlLocal
+
+
+@pytest.fixture
+def connect(dsql_local: DsqlLocal) -> Iterator[Connect]:
+    """Open connections to the session's DSQL Local; close them after the test."""
+    opened: list[psycopg.Connection[Any]] = []
+
+    def factory(user: str = "admin", **kwargs: Any) -> psycopg.Connection[Any]:
+        conn = open_connection(dsql_local, user, **kwargs)
+        opened.append(conn)
+        return conn
+
+    yield factory
+    for conn in opened:
+        conn.close()
