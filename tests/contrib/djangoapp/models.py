@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import uuid
+
+from django.db import models
+
+
+class Author(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    email = models.EmailField(blank=True)
+
+
+class Tag(models.Model):
+    id = models.SmallAutoField(primary_key=True)
+    slug = models.SlugField(unique=True)
+
+
+class Book(models.Model):
+    id = models.BigAutoField(primary_key=True)
+    author = models.ForeignKey(Author, on_delete=models.CASCADE, related_name="books")
+    tags = models.ManyToManyField(Tag, blank=True, related_name="books")
+    title = models.CharField(max_length=200, db_index=True)
+    summary = models.TextField(blank=True)
+    pages = models.IntegerField()
+    words = models.BigIntegerField(default=0)
+    edition = models.SmallIntegerField(default=1)
+    rating = models.PositiveSmallIntegerField(null=True)
+    in_print = models.BooleanField(default=True)
+    price = models.DecimalField(max_digits=8, decimal_places=2)
+    weight = models.FloatField(null=True)
+    published = models.DateField()
+    added = models.DateTimeField(auto_now_add=True)
+    reading_time = models.DurationField(null=True)
+    opens_at = models.TimeField(null=True)
+    isbn = models.UUIDField(default=uuid.uuid4, unique=True)
+    metadata = models.JSONField(default=dict)
+    cover = models.BinaryField(null=True)
+    homepage = models.URLField(blank=True)
+    ip = models.GenericIPAddressField(null=True)
+
+    class Meta:
+        unique_together = (("author", "title"),)
+        indexes = (models.Index(fields=["published", "in_print"]),)
+
+
+class Profile(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    author = models.OneToOneField(Author, on_delete=models.CASCADE)
+    bio = models.TextField()
+
+
+class Counter(models.Model):
+    name = models.CharField(max_length=50, unique=True)
+    value = models.IntegerField(default=0)
+
+
+class Hit(models.Model):
+    counter = models.ForeignKey(Counter, on_delete=models.CASCADE)
+    at = models.DateTimeField(auto_now_add=True)
