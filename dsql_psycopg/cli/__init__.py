@@ -43,7 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after "--" belongs to the program run (psql), untouched.
+    extra: list[str] = []
+    if "--" in argv:
+        split = argv.index("--")
+        argv, extra = argv[:split], argv[split + 1 :]
     args = parser.parse_args(argv)
+    if extra and not getattr(args, "takes_extra", False):
+        parser.error(f"unexpected arguments after --: {' '.join(extra)}")
+    args.extra = extra
     if args.verbose:
         _log_to_stderr()
     try:

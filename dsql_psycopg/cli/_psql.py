@@ -33,7 +33,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="run psql connected to the target",
         description="Run psql against TARGET with a fresh token in PGPASSWORD and"
         " the library's TLS settings (verify-full, CA bundle, direct negotiation)."
-        " Arguments after -- go to psql unchanged.",
+        " Arguments after -- go to psql unchanged, e.g."
+        " dsql-psycopg psql TARGET -- -c 'select 1'.",
     )
     _target.add_arguments(parser)
     parser.add_argument(
@@ -42,10 +43,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="PATH",
         help="the psql program (default: $PSQL, else psql on PATH)",
     )
-    parser.add_argument(
-        "psql_args", nargs=argparse.REMAINDER, help="-- followed by psql arguments"
-    )
-    parser.set_defaults(run=run)
+    parser.set_defaults(run=run, takes_extra=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,13 +62,10 @@ def run(args: argparse.Namespace) -> int:
     tls.apply_tls(libpq)
     env, argv = environment(libpq, os.environ)
     env["PGPASSWORD"] = auth.make_token(params)
-    extra = list(args.psql_args)
-    if extra[:1] == ["--"]:
-        extra = extra[1:]
     # psql takes Ctrl-C to cancel a query; this process just waits for it.
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        return subprocess.call([program, *argv, *extra], env=env)
+        return subprocess.call([program, *argv, *args.extra], env=env)
     finally:
         signal.signal(signal.SIGINT, previous)
 
