@@ -7,6 +7,11 @@ from typing import Any
 
 import psycopg
 
+# A server that ends a session sends a FATAL error, then closes: reading the
+# error and then the end of the stream takes two reads. Bounded, in case a
+# server keeps sending notices.
+_READS = 4
+
 
 def connection_lost(conn: psycopg.Connection[Any]) -> psycopg.OperationalError | None:
     """Return the error showing that `conn` is gone, or None if it looks alive.
@@ -19,8 +24,10 @@ def connection_lost(conn: psycopg.Connection[Any]) -> psycopg.OperationalError |
     if conn.closed:
         return psycopg.OperationalError("the connection is closed")
     try:
-        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
-        if readable:
+        for _ in range(_READS):
+            readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+            if not readable:
+                break
             conn.pgconn.consume_input()
     except psycopg.OperationalError as ex:
         return ex

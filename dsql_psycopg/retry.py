@@ -107,7 +107,9 @@ class _Loop:
         self.policy = policy
         self.idempotent = idempotent
         self.outer = _current.get()
-        self.owner: _Loop = self.outer.owner if self.outer else self
+        # None for the outermost loop (no self-reference: a cycle would delay
+        # __del__'s warning until the garbage collector runs).
+        self._owner = self.outer.owner if self.outer else None
         # Only the outermost scope retries: an inner one cannot re-run what
         # the enclosing transaction did before it.
         self.retrying = not single and self.outer is None
@@ -120,6 +122,11 @@ class _Loop:
         # Set by inner scopes: an error they know is safe to re-run although
         # it is no conflict (a connection lost before COMMIT).
         self.safe_error: BaseException | None = None
+
+    @property
+    def owner(self) -> _Loop:
+        """The outermost loop: the one that retries."""
+        return self._owner or self
 
     def __del__(self) -> None:
         if self.failure is not None:
@@ -332,8 +339,10 @@ class TransactionAttempt(Generic[C]):
                     return True
                 return loop.settle(exc_val, self._classify_body_error(conn, exc_val))
             error, reason = self._commit(conn, tx)
-            if error is not None and not loop.settle(error, reason):
-                raise error
+            if error is not None:
+                if not loop.settle(error, reason):
+                    raise error
+                _drop_tracebacks(error)
             loop.settle(None, None)
             return False
         finally:
@@ -386,6 +395,18 @@ class TransactionAttempt(Generic[C]):
             rerun = loop.idempotent and loop.pool is not None
             return unknown, "commit_outcome_unknown" if rerun else None
         return None, None
+
+
+def _drop_tracebacks(error: BaseException | None) -> None:
+    """Drop the tracebacks of a COMMIT failure kept for a retry.
+
+    They only show psycopg's internals, and their frames hold this attempt and
+    so the loop that keeps the error: a reference cycle that would delay the
+    loop's __del__ warning until the garbage collector runs.
+    """
+    while error is not None:
+        error.__traceback__ = None
+        error = error.__cause__
 
 
 class _TransactionLoop(_Loop, Generic[C]):
