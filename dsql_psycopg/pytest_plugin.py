@@ -25,11 +25,14 @@ import secrets
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+import psycopg
 import pytest
 
 if TYPE_CHECKING:
     from dsql_psycopg.local import DsqlLocal
 
+# Connections of a finished test may still be closing: wait for their locks.
+_WAIT = "-c lock_timeout=10s"
 _FAKE_ACCESS_KEY = "AKIADSQLLOCALFAKEKEY"
 _FAKE_SECRET_KEY = "dsql-local-fake-secret-access-key"  # noqa: S105 (fake)
 
@@ -71,19 +74,26 @@ def dsql_local(request: pytest.FixtureRequest) -> Iterator[DsqlLocal]:
             yield local
 
 
+def _admin(local: DsqlLocal) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(local.backend_dsn, autocommit=True, options=_WAIT)
+
+
 @pytest.fixture
 def dsql_schema(dsql_local: DsqlLocal) -> Iterator[str]:
     """Create an empty schema for one test; drop it (cascade) afterwards."""
-    import psycopg  # noqa: PLC0415
     from psycopg import sql  # noqa: PLC0415
 
     name = f"test_{secrets.token_hex(6)}"
     ident = sql.Identifier(name)
-    with psycopg.connect(dsql_local.backend_dsn, autocommit=True) as conn:
+    with psycopg.connect(
+        dsql_local.backend_dsn, autocommit=True, options=_WAIT
+    ) as conn:
         conn.execute(sql.SQL("CREATE SCHEMA {}").format(ident))
         conn.execute(sql.SQL("GRANT ALL ON SCHEMA {} TO PUBLIC").format(ident))
     try:
         yield name
     finally:
-        with psycopg.connect(dsql_local.backend_dsn, autocommit=True) as conn:
+        with psycopg.connect(
+            dsql_local.backend_dsn, autocommit=True, options=_WAIT
+        ) as conn:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(ident))

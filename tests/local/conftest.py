@@ -13,12 +13,17 @@ from dsql_psycopg.local import DsqlLocal
 
 
 @pytest.fixture
-def connect(dsql_local: DsqlLocal) -> Iterator[Connect]:
-    """Open connections to the session's DSQL Local; close them after the test."""
+def connect(dsql_local: DsqlLocal, dsql_schema: str) -> Iterator[Connect]:
+    """Open connections to the session's DSQL Local; close them after the test.
+
+    Their search_path is the test's own schema; they are closed before the
+    schema is dropped.
+    """
     opened: list[psycopg.Connection[Any]] = []
 
     def factory(user: str = "admin", **kwargs: Any) -> psycopg.Connection[Any]:
-        conn = open_connection(dsql_local, user, **kwargs)
+        options = f"-c search_path={dsql_schema} " + kwargs.pop("options", "")
+        conn = open_connection(dsql_local, user, options=options, **kwargs)
         opened.append(conn)
         return conn
 

@@ -1,0 +1,123 @@
+"""Optimistic concurrency as DSQL reports it: SQLSTATE 40001 with (OC000)."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from dsql_local_helpers import Connect
+from psycopg import errors
+from psycopg.pq import TransactionStatus
+
+from dsql_psycopg.errors import DsqlLocalError
+from dsql_psycopg.local import DsqlLocal
+
+
+@pytest.fixture
+def counter(dsql_schema: str, connect: Connect) -> str:
+    table = f"{dsql_schema}.counter"
+    with connect(autocommit=True) as conn:
+        conn.execute(f"create table {table} (id int primary key, n int not null)")
+        conn.execute(f"insert into {table} values (1, 0)")
+    return table
+
+
+def test_concurrent_writers_conflict_at_once(connect: Connect, counter: str) -> None:
+    # A 1 s statement timeout is the safety net: waiting on a lock would end
+    # in 57014 (query canceled), not in the conflict the test expects.
+    first = connect(options="-c statement_timeout=1000")
+    second = connect(options="-c statement_timeout=1000")
+    first.execute(f"update {counter} set n = n + 1 where id = 1")
+    with pytest.raises(errors.SerializationFailure) as info:
+        second.execute(f"update {counter} set n = n + 10 where id = 1")
+    assert info.value.sqlstate == "40001"
+    assert "(OC000)" in str(info.value)
+    second.rollback()
+    first.commit()
+    assert first.execute(f"select n from {counter}").fetchone() == (1,)
+
+
+def test_stale_snapshot_conflicts(connect: Connect, counter: str) -> None:
+    first = connect()
+    second = connect()
+    # Snapshot taken before the other transaction commits its change.
+    assert second.execute(f"select n from {counter}").fetchone() == (0,)
+    with first.transaction():
+        first.execute(f"update {counter} set n = 5 where id = 1")
+    with pytest.raises(errors.SerializationFailure, match=r"\(OC000\)"):
+        second.execute(f"update {counter} set n = 7 where id = 1")
+    second.rollback()
+    assert second.execute(f"select n from {counter}").fetchone() == (5,)
+
+
+@pytest.mark.parametrize("protocol", ["extended", "simple"])
+def test_injected_conflicts_fail_the_next_commits(
+    dsql_local: DsqlLocal, connect: Connect, counter: str, protocol: str
+) -> None:
+    conn = connect()
+    cursor = conn.cursor() if protocol == "extended" else psycopg.ClientCursor(conn)
+    dsql_local.inject_conflicts(2)
+    for _ in range(2):
+        cursor.execute(f"update {counter} set n = n + 1 where id = 1")
+        with pytest.raises(errors.SerializationFailure) as info:
+            cursor.execute("commit") if protocol == "simple" else conn.commit()
+        assert info.value.sqlstate == "40001"
+        assert str(info.value) == (
+            "change conflicts with another transaction, please retry: (OC000)"
+        )
+        assert info.value.diag.severity == "ERROR"
+        # As in DSQL: rolled back, and the connection is idle and reusable.
+        assert conn.info.transaction_status == TransactionStatus.IDLE
+    cursor.execute(f"update {counter} set n = n + 1 where id = 1")
+    conn.commit()
+    cursor.execute(f"select n from {counter}")
+    assert cursor.fetchone() == (1,)
+    conn.commit()
+
+
+def test_injected_schema_conflict(
+    dsql_local: DsqlLocal, connect: Connect, counter: str
+) -> None:
+    conn = connect()
+    dsql_local.inject_conflicts(1, code="OC001")
+    conn.execute(f"update {counter} set n = 3 where id = 1")
+    with pytest.raises(
+        errors.SerializationFailure, match=r"schema has been updated.*\(OC001\)"
+    ):
+        conn.commit()
+    assert conn.execute(f"select n from {counter}").fetchone() == (0,)
+
+
+def test_injection_spares_autocommit_and_empty_commits(
+    dsql_local: DsqlLocal, connect: Connect, counter: str
+) -> None:
+    conn = connect(autocommit=True)
+    dsql_local.inject_conflicts(1)
+    conn.execute(f"update {counter} set n = 9 where id = 1")
+    conn.execute("commit")  # no transaction in progress: nothing to fail
+    other = connect()
+    other.execute(f"update {counter} set n = 10 where id = 1")
+    with pytest.raises(errors.SerializationFailure):
+        other.commit()
+    assert conn.execute(f"select n from {counter}").fetchone() == (9,)
+
+
+def test_injected_conflict_in_pipeline_mode(
+    dsql_local: DsqlLocal, connect: Connect, counter: str
+) -> None:
+    conn = connect()
+    dsql_local.inject_conflicts(1)
+    with pytest.raises(errors.SerializationFailure), conn.pipeline():  # noqa: PT012
+        conn.execute(f"update {counter} set n = 4 where id = 1")
+        conn.commit()
+    assert conn.info.transaction_status == TransactionStatus.IDLE
+    with conn.pipeline():
+        conn.execute(f"update {counter} set n = 6 where id = 1")
+        conn.commit()
+    assert conn.execute(f"select n from {counter}").fetchone() == (6,)
+
+
+def test_inject_conflicts_validates_its_arguments(dsql_local: DsqlLocal) -> None:
+    with pytest.raises(DsqlLocalError, match="OC000"):
+        dsql_local.inject_conflicts(1, code="OC999")
+    with pytest.raises(DsqlLocalError, match="zero or more"):
+        dsql_local.inject_conflicts(-1)
