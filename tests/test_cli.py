@@ -161,6 +161,13 @@ def test_bad_input_is_one_line_not_a_traceback(args: list[str], message: str) ->
     assert result.stderr.count("\n") == 1
 
 
+def test_only_psql_takes_arguments_after_double_dash() -> None:
+    result = cli("token", "localhost", "--region", "us-east-1", "--", "-c", "x")
+    assert result.returncode == 2
+    assert "unexpected arguments after --: -c x" in result.stderr
+    assert result.stdout == ""
+
+
 def test_console_script_and_version() -> None:
     script = Path(sys.executable).with_name("dsql-psycopg")
     result = subprocess.run(
@@ -265,6 +272,12 @@ def test_check_certificate_name_mismatch(dsql_local: DsqlLocal) -> None:
     assert "mismatch" in step["detail"].lower()
     assert other_host in step["hint"]
     assert "endpoint name" in step["hint"]
+
+
+def test_check_sni_turned_off(dsql_local: DsqlLocal) -> None:
+    step = failure(check_json(target(dsql_local, sslsni=0)))
+    assert step["step"] == "tls"
+    assert "remove sslsni=0" in step["hint"]
 
 
 def test_check_no_credentials(

@@ -99,18 +99,28 @@ def diagnose(args: argparse.Namespace) -> tuple[list[Result], State]:
     results: list[Result] = []
     try:
         for name, step in STEPS:
-            started = time.perf_counter()
-            try:
-                outcome = step(state)
-            except StepFailed as ex:
-                ms = (time.perf_counter() - started) * 1000
-                results.append(Result(name, False, ms, ex.detail, ex.hint, ex.info))
+            results.append(_run_step(name, step, state))
+            if not results[-1].ok:
                 break
-            ms = (time.perf_counter() - started) * 1000
-            results.append(Result(name, True, ms, outcome.detail, info=outcome.info))
     finally:
         state.close()
     return results, state
+
+
+def _run_step(name: str, step: Step, state: State) -> Result:
+    started = time.perf_counter()
+    hint: str | None = None
+    try:
+        outcome = step(state)
+    except StepFailed as ex:
+        outcome = Outcome(ex.detail, ex.info)
+        hint = ex.hint
+    except Exception as ex:
+        # A diagnosis reports what went wrong; it does not die with a traceback.
+        outcome = Outcome(f"unexpected {type(ex).__name__}: {ex}")
+        hint = "run again with --verbose, and report it if it persists"
+    ms = (time.perf_counter() - started) * 1000
+    return Result(name, hint is None, ms, outcome.detail, hint, outcome.info)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -66,7 +66,7 @@ def credentials(state: State) -> Outcome:
         info["temporary"] = found.token is not None
         kind = "temporary key" if found.token is not None else "key"
         detail += f" ({kind} ending {found.access_key[-4:]})"
-    if session.profile_name != "default" or os.environ.get("AWS_PROFILE"):
+    if params.profile or os.environ.get("AWS_PROFILE"):
         detail += f", profile {session.profile_name}"
     return Outcome(f"{detail}; signing for region {region}", info)
 

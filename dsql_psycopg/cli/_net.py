@@ -117,6 +117,8 @@ def tls(state: State) -> Outcome:
     """Negotiate TLS as libpq would and verify the certificate like verify-full."""
     assert state.sock is not None, "the TCP step runs first"
     host = state.need_params().host
+    if str(state.libpq.get("sslsni", "1")) == "0":
+        raise StepFailed("sslsni=0 turns SNI off", "remove sslsni=0: DSQL requires SNI")
     ca_file = str(state.libpq["sslrootcert"])
     direct = state.libpq.get("sslnegotiation") == "direct"
     context = _context(ca_file, direct)
@@ -151,9 +153,7 @@ def tls(state: State) -> Outcome:
         raise StepFailed(
             f"host {host} is an IP address: no SNI is sent and the token would be"
             " signed for the address",
-            "use the cluster's endpoint name as host"
-            " (<cluster-id>.dsql.<region>.on.aws); to choose the address add"
-            f" hostaddr={host}",
+            _endpoint_hint(host),
             **info,
         )
     return Outcome(
@@ -214,9 +214,7 @@ def _verify_failure(
     if code in _NAME_MISMATCH:
         return StepFailed(
             detail,
-            f"the server's certificate does not name {host}: host must be the"
-            " cluster's endpoint name (<cluster-id>.dsql.<region>.on.aws), not an"
-            " IP address or an alias; to choose the address add hostaddr=<ip>",
+            f"the server's certificate does not name {host}: " + _endpoint_hint(host),
             ca_file=ca_file,
         )
     if code in _UNTRUSTED:
@@ -236,6 +234,15 @@ def _verify_failure(
         )
     return StepFailed(
         detail, f"the certificate chain does not verify against {ca_file}"
+    )
+
+
+def _endpoint_hint(host: str) -> str:
+    address = host if _is_ip(host) else "<ip>"
+    return (
+        "host must be the cluster's endpoint name (<cluster-id>.dsql.<region>"
+        ".on.aws), not an IP address or an alias: the certificate, SNI and token"
+        f" are all bound to it; to choose the address add hostaddr={address}"
     )
 
 
