@@ -9,28 +9,10 @@ aliases on the same database: ``default`` (a connection per request) and
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
 from dsql_psycopg.local import DsqlLocal
-
-POOL_OPTIONS = {"min_size": 1, "max_size": 4, "timeout": 10}
-
-
-def django_databases(local: DsqlLocal) -> dict[str, dict[str, Any]]:
-    """Return DATABASES for `local`: one unpooled alias, one pooled."""
-    base = {
-        "ENGINE": "dsql_psycopg.contrib.django",
-        "HOST": local.host,
-        "PORT": local.port,
-        "NAME": "postgres",
-        "USER": "admin",
-        "CONN_MAX_AGE": 0,
-        "OPTIONS": {"hostaddr": "127.0.0.1", "sslrootcert": local.ca_file},
-    }
-    pooled = {**base, "OPTIONS": {**base["OPTIONS"], "pool": POOL_OPTIONS}}
-    return {"default": base, "pooled": pooled}
 
 
 @pytest.fixture(scope="session")
@@ -41,26 +23,21 @@ def django_db(dsql_local: DsqlLocal) -> Iterator[None]:
     from django.conf import settings  # noqa: PLC0415
     from django.core.management import call_command  # noqa: PLC0415
     from django.db import connections  # noqa: PLC0415
+    from djangoapp import settings as test_settings  # noqa: PLC0415
 
     if not settings.configured:
-        settings.configure(
-            DEBUG=False,
-            SECRET_KEY="dsql-psycopg-tests",
-            ALLOWED_HOSTS=["testserver"],
-            DATABASES=django_databases(dsql_local),
-            INSTALLED_APPS=[
-                "django.contrib.contenttypes",
-                "django.contrib.auth",
-                "django.contrib.sessions",
-                "djangoapp.apps.DjangoAppConfig",
-            ],
-            MIDDLEWARE=[],
-            ROOT_URLCONF="djangoapp.urls",
-            USE_TZ=True,
-            DEFAULT_AUTO_FIELD="django.db.models.BigAutoField",
-        )
+        settings.configure(**test_settings.settings(dsql_local))
         django.setup()
-    call_command("migrate", database="default", verbosity=0, interactive=False)
+    # The sample app's second migration runs on a table with rows.
+    call_command("migrate", "djangoapp", "0001", verbosity=0, interactive=False)
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO djangoapp_author (name, email)"
+            " SELECT 'seed-' || g, 'seed-' || g || '@example.com'"
+            " FROM generate_series(1, %s) AS g",
+            [test_settings.SEED_AUTHORS],
+        )
+    call_command("migrate", verbosity=0, interactive=False)
     yield
     for alias in connections:
         connections[alias].close()

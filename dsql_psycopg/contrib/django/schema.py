@@ -105,12 +105,17 @@ class DatabaseSchemaEditor(PostgreSQLSchemaEditor):
         # already serves LIKE 'prefix%'.
         return None
 
-    def _delete_unique_sql(self, model: type[Model], name: str, **kwargs: Any) -> Any:
-        statement = super()._delete_unique_sql(model, name, **kwargs)  # type: ignore[misc]
-        if statement is None or self.collect_sql or self._is_constraint(model, name):
-            return statement
-        # Made by this editor as a unique index, not a table constraint.
-        return self._delete_constraint_sql(self.sql_delete_index, model, name)  # type: ignore[attr-defined]
+    def _delete_constraint_sql(
+        self, template: str, model: type[Model], name: str
+    ) -> Any:
+        if (
+            template == self.sql_delete_unique
+            and not self.collect_sql
+            and not self._is_constraint(model, name)
+        ):
+            # Made by this editor as a unique index, not a table constraint.
+            template = self.sql_delete_index
+        return super()._delete_constraint_sql(template, model, name)  # type: ignore[misc]
 
     def _is_constraint(self, model: type[Model], name: str) -> bool:
         with self.connection.cursor() as cursor:

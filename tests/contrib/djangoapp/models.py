@@ -6,13 +6,18 @@ from django.db import models
 
 
 class Author(models.Model):
-    name = models.CharField(max_length=100, unique=True)
-    email = models.EmailField(blank=True)
+    name = models.CharField(max_length=200, unique=True)
+    email = models.EmailField(blank=True, null=True)
+    nickname = models.CharField(max_length=30, default="anon")
+    joined = models.DateField(null=True, db_index=True)
+
+    class Meta:
+        indexes = (models.Index(fields=["email"], name="author_email_idx"),)
 
 
 class Tag(models.Model):
     id = models.SmallAutoField(primary_key=True)
-    slug = models.SlugField(unique=True)
+    slug = models.SlugField()
 
 
 class Book(models.Model):
@@ -39,7 +44,6 @@ class Book(models.Model):
     ip = models.GenericIPAddressField(null=True)
 
     class Meta:
-        unique_together = (("author", "title"),)
         indexes = (models.Index(fields=["published", "in_print"]),)
 
 
