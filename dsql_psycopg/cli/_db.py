@@ -103,6 +103,11 @@ _AUTH_HINTS: tuple[tuple[tuple[str, ...], str], ...] = (
         " grant: " + _GRANT,
     ),
     (
+        ("too many", "rate exceeded"),
+        "the cluster is at its connection limit (10,000 open, 100 new per"
+        " second): close idle connections, share them through a pool, and retry",
+    ),
+    (
         ("timeout", "timed out"),
         "the server did not answer in time: retry, or raise connect_timeout=",
     ),

@@ -115,7 +115,14 @@ def _describe(ex: OSError) -> str:
 
 def tls(state: State) -> Outcome:
     """Negotiate TLS as libpq would and verify the certificate like verify-full."""
-    assert state.sock is not None, "the TCP step runs first"
+    sock, state.sock = state.sock, None
+    assert sock is not None, "the TCP step runs first"
+    # The probe ends here: it never logs in, so it holds no server slot longer.
+    with sock:
+        return _tls(sock, state)
+
+
+def _tls(sock: socket.socket, state: State) -> Outcome:
     host = state.need_params().host
     if str(state.libpq.get("sslsni", "1")) == "0":
         raise StepFailed("sslsni=0 turns SNI off", "remove sslsni=0: DSQL requires SNI")
@@ -123,15 +130,18 @@ def tls(state: State) -> Outcome:
     direct = state.libpq.get("sslnegotiation") == "direct"
     context = _context(ca_file, direct)
     if not direct:
-        _ssl_request(state.sock)
+        _ssl_request(sock)
     try:
-        conn = context.wrap_socket(state.sock, server_hostname=host)
+        conn = context.wrap_socket(sock, server_hostname=host)
     except ssl.SSLCertVerificationError as ex:
         raise _verify_failure(ex, ca_file, host) from None
     except (ssl.SSLError, OSError) as ex:
         raise _handshake_failure(ex, direct) from None
-    state.sock = conn
-    negotiation = "direct" if direct else "postgres (SSLRequest)"
+    with conn:
+        return _verified(conn, host, ca_file, direct)
+
+
+def _verified(conn: ssl.SSLSocket, host: str, ca_file: str, direct: bool) -> Outcome:
     if direct and conn.selected_alpn_protocol() != _ALPN:
         raise StepFailed(
             f"the server did not agree to ALPN {_ALPN!r} in direct TLS",
@@ -156,6 +166,7 @@ def tls(state: State) -> Outcome:
             _endpoint_hint(host),
             **info,
         )
+    negotiation = "direct" if direct else "postgres (SSLRequest)"
     return Outcome(
         f"{negotiation}, {info['protocol']}, chain verified against {ca_file}"
         f" (issuer {info['issuer']}), certificate matches {host}",
@@ -184,7 +195,7 @@ def _context(ca_file: str, direct: bool) -> ssl.SSLContext:
     return context
 
 
-def _ssl_request(sock: Any) -> None:
+def _ssl_request(sock: socket.socket) -> None:
     try:
         sock.sendall(_SSL_REQUEST)
         answer = sock.recv(1)
