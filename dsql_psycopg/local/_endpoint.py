@@ -19,7 +19,7 @@ from pathlib import Path
 from . import _protocol as pq
 from ._certs import CertFiles
 from ._policy import Session, StatementPolicy
-from ._relay import Relay
+from ._relay import Relay, close_tls
 from ._sigv4 import TokenError, TokenVerifier
 
 logger = logging.getLogger("dsql_psycopg.local")
@@ -167,7 +167,7 @@ class Endpoint:
             logger.debug("connection ended during startup: %s", exc)
         finally:
             if client is not None:
-                client.close()
+                close_tls(client)
             sock.close()
             with self._lock:
                 self._threads.discard(threading.current_thread())

@@ -87,6 +87,14 @@ def refusal_sql(refusal: Refusal, undeclared: list[int] | None = None) -> str:
     )
 
 
+def close_tls(sock: ssl.SSLSocket) -> None:
+    """Close with a TLS close_notify, as PostgreSQL does (libpq expects it)."""
+    with contextlib.suppress(OSError, ValueError):
+        sock.settimeout(1.0)
+        sock.unwrap()
+    sock.close()
+
+
 class Relay:
     """Move messages between one client and its backend connection."""
 
@@ -146,8 +154,11 @@ class Relay:
         finally:
             with self._lock:
                 self._closed = True
-                self._client.close()
                 self._backend.close()
+            if self._killed:
+                self._client.close()
+            else:
+                close_tls(self._client)
 
     def _loop(self) -> None:
         client, backend = self._client, self._backend

@@ -1,0 +1,141 @@
+"""Connection-level behaviour: dropping, the age cap, simulated latency, relay."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+import pytest
+from dsql_local_helpers import Connect, make_token, open_connection
+
+from dsql_psycopg.errors import DsqlLocalError
+from dsql_psycopg.local import DsqlLocal
+
+
+def test_drop_connections_closes_every_client(
+    dsql_local: DsqlLocal, connect: Connect
+) -> None:
+    conns = [connect(), connect(autocommit=True), connect(negotiation="postgres")]
+    conns[0].execute("select 1")  # one of them inside a transaction
+    dsql_local.drop_connections()
+    for conn in conns:
+        with pytest.raises(psycopg.OperationalError):
+            conn.execute("select 1")
+        assert conn.closed
+    # New connections are welcome.
+    assert connect().execute("select 1").fetchone() == (1,)
+
+
+def test_dropped_transaction_is_rolled_back(
+    dsql_local: DsqlLocal, connect: Connect
+) -> None:
+    setup = connect(autocommit=True)
+    setup.execute("create table dropped (id int primary key)")
+    conn = connect()
+    conn.execute("insert into dropped values (1)")
+    dsql_local.drop_connections()
+    with pytest.raises(psycopg.OperationalError):
+        conn.commit()
+    check = connect(autocommit=True)
+    assert check.execute("select count(*) from dropped").fetchone() == (0,)
+
+
+def test_connections_are_closed_at_the_age_cap() -> None:
+    with DsqlLocal(strict=False, max_connection_age=1.0) as local:
+        conn = open_connection(local, autocommit=True)
+        assert conn.execute("select 1").fetchone() == (1,)
+        time.sleep(1.5)
+        with pytest.raises(psycopg.OperationalError) as info:
+            conn.execute("select 1")
+        assert "maximum connection age" in str(info.value)
+        assert conn.closed
+        # The cap counts from each connection's start.
+        with open_connection(local) as fresh:
+            assert fresh.execute("select 2").fetchone() == (2,)
+
+
+def test_latency_is_added_to_every_round_trip(
+    dsql_local: DsqlLocal, connect: Connect
+) -> None:
+    conn = connect(autocommit=True)
+    dsql_local.latency = 0.1
+    try:
+        start = time.monotonic()
+        for _ in range(5):
+            conn.execute("select 1")
+        elapsed = time.monotonic() - start
+    finally:
+        dsql_local.latency = 0.0
+    assert elapsed >= 0.5
+    assert dsql_local.latency == 0.0
+
+
+@pytest.mark.parametrize(
+    ("negotiation", "round_trips"), [("direct", 3), ("postgres", 4)]
+)
+def test_latency_applies_to_the_connection_handshake(
+    dsql_local: DsqlLocal, negotiation: str, round_trips: int
+) -> None:
+    # Direct TLS: ClientHello, startup, password. Classic: one more, SSLRequest.
+    token = make_token(dsql_local)
+    dsql_local.latency = 0.15
+    try:
+        start = time.monotonic()
+        open_connection(dsql_local, token=token, negotiation=negotiation).close()
+        elapsed = time.monotonic() - start
+    finally:
+        dsql_local.latency = 0.0
+    assert elapsed >= round_trips * 0.15
+
+
+def test_latency_rejects_negative_values(dsql_local: DsqlLocal) -> None:
+    with pytest.raises(DsqlLocalError):
+        dsql_local.latency = -1
+
+
+def test_large_results_and_copy_pass_through(connect: Connect) -> None:
+    conn = connect(autocommit=True)
+    big = "x" * (3 * 1024 * 1024)
+    assert conn.execute("select %s::text", [big]).fetchone() == (big,)
+    conn.execute("create table bulk (id int primary key, payload text)")
+    with conn.cursor().copy("copy bulk from stdin") as copy:
+        for i in range(20000):
+            copy.write_row((i, f"row {i}"))
+    rows = conn.execute("select count(*), max(id) from bulk").fetchone()
+    assert rows == (20000, 19999)
+    with conn.cursor().copy("copy bulk to stdout") as copy:
+        out = b"".join(bytes(block) for block in copy)
+    assert out.count(b"\n") == 20000
+
+
+def test_pipeline_with_many_statements(connect: Connect) -> None:
+    conn = connect()
+    conn.execute("create table piped (id int primary key, v text)")
+    conn.commit()
+    with conn.pipeline(), conn.cursor() as cur:
+        cur.executemany(
+            "insert into piped values (%s, %s)", [(i, "v" * 200) for i in range(2500)]
+        )
+    conn.commit()
+    assert conn.execute("select count(*) from piped").fetchone() == (2500,)
+
+
+def test_backend_errors_pass_through_unchanged(connect: Connect) -> None:
+    conn = connect(autocommit=True)
+    with pytest.raises(psycopg.errors.UndefinedTable) as info:
+        conn.execute("select * from no_such_table")
+    assert info.value.diag.message_primary == 'relation "no_such_table" does not exist'
+    assert info.value.diag.statement_position == "15"
+
+
+def test_cancel_reaches_the_backend(connect: Connect) -> None:
+    conn = connect(autocommit=True)
+    timer = threading.Timer(0.5, conn.cancel_safe)
+    timer.start()
+    try:
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("select pg_sleep(20)")
+    finally:
+        timer.cancel()
+    assert conn.execute("select 1").fetchone() == (1,)
