@@ -117,7 +117,6 @@ class _Loop:
         self.started = 0.0
         self.skipped = 0.0
         self.in_attempt = False
-        self.finished = False
         self.failure: tuple[BaseException, RetryReason] | None = None
         # Set by inner scopes: an error they know is safe to re-run although
         # it is no conflict (a connection lost before COMMIT).
@@ -142,7 +141,9 @@ class _Loop:
     def advance(self) -> int:
         """Wait as the policy says and return the next attempt's number."""
         if self.in_attempt:
-            raise DsqlError("enter each attempt with `with attempt:` before the next")
+            raise DsqlError(
+                "leave the `with attempt` block before starting the next attempt"
+            )
         if self.failure is None:
             if self.attempts:
                 raise StopIteration
@@ -162,7 +163,6 @@ class _Loop:
         sqlstate, code = occ_details(error)
         out_of_time = policy.timeout is not None and elapsed + delay >= policy.timeout
         if self.attempts >= policy.max_attempts or out_of_time:
-            self.finished = True
             limit = (
                 f"its {policy.timeout:g} s time limit"
                 if out_of_time
@@ -203,10 +203,8 @@ class _Loop:
         """Record how an attempt ended; return True if `error` is to be retried."""
         self.in_attempt = False
         if error is None or reason is None:
-            self.finished = True
             return False
         if not self.retrying:
-            self.finished = True
             self.owner.safe_error = error
             return False
         self.failure = (error, reason)
