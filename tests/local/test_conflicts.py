@@ -49,17 +49,17 @@ def test_stale_snapshot_conflicts(connect: Connect, counter: str) -> None:
     assert second.execute(f"select n from {counter}").fetchone() == (5,)
 
 
-@pytest.mark.parametrize("protocol", ["extended", "simple"])
+@pytest.mark.parametrize("protocol", ["extended", "simple", "method"])
 def test_injected_conflicts_fail_the_next_commits(
     dsql_local: DsqlLocal, connect: Connect, counter: str, protocol: str
 ) -> None:
     conn = connect()
-    cursor = conn.cursor() if protocol == "extended" else psycopg.ClientCursor(conn)
+    cursor = psycopg.ClientCursor(conn) if protocol == "simple" else conn.cursor()
     dsql_local.inject_conflicts(2)
     for _ in range(2):
         cursor.execute(f"update {counter} set n = n + 1 where id = 1")
         with pytest.raises(errors.SerializationFailure) as info:
-            cursor.execute("commit") if protocol == "simple" else conn.commit()
+            conn.commit() if protocol == "method" else cursor.execute("commit")
         assert info.value.sqlstate == "40001"
         assert str(info.value) == (
             "change conflicts with another transaction, please retry: (OC000)"
