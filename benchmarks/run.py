@@ -717,6 +717,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="seconds per round trip during contention (default 0.002, in-region)",
     )
     parser.add_argument(
+        "--repetitions",
+        type=int,
+        default=3,
+        help="contention runs per policy and K (default 3)",
+    )
+    parser.add_argument(
         "--no-official", action="store_true", help="leave the official connector out"
     )
     parser.add_argument("--output", type=Path, help="JSON file to write")
@@ -792,7 +798,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     ep,
                     writers,
                     each,
-                    1 if quick else 3,
+                    1 if quick else args.repetitions,
                     args.contention_latency,
                     official_on,
                 )

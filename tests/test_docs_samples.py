@@ -1,0 +1,168 @@
+"""Every Python sample in docs/*.md runs, as written, against DSQL Local.
+
+The samples of one page run in order in one fresh interpreter, sharing their
+names like a reader's session. The endpoint placeholder ``<cluster-id>`` is
+replaced by DSQL Local's cluster id; libpq reaches it through PGHOSTADDR and
+the library trusts its CA through SSL_CERT_FILE, so the samples stay exactly
+what a reader would copy.
+
+A block preceded by ``<!-- docs-sample: skip (reason) -->`` is not run (the
+reason is required); ``<!-- docs-sample: pytest -->`` marks a test module,
+which is run by pytest with the installed plugin.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from dsql_psycopg.local import DsqlLocal
+
+DOCS = Path(__file__).parent.parent / "docs"
+PLACEHOLDER = "<cluster-id>"
+BLOCK = re.compile(
+    r"^(?:<!-- docs-sample: (?P<marker>.*?) -->\n)?```python\n(?P<code>.*?)^```$",
+    re.MULTILINE | re.DOTALL,
+)
+SKIP = re.compile(r"skip \((?P<reason>[^)]+)\)")
+# Roles the samples connect as; a real cluster would have them too.
+ROLES = ("app",)
+
+RUNNER = """
+import json, sys
+import dsql_psycopg.config
+
+# DSQL always listens on 5432, DSQL Local on a free port: make it the default.
+dsql_psycopg.config.DEFAULT_PORT = sys.argv[2]
+namespace = {"__name__": "__main__"}
+with open(sys.argv[1]) as f:
+    blocks = json.load(f)
+for sample in blocks:
+    # Leading newlines keep tracebacks' line numbers those of the page.
+    source = "\\n" * (sample["line"] - 1) + sample["code"]
+    exec(compile(source, sample["page"], "exec"), namespace)
+"""
+
+
+@dataclass(frozen=True)
+class Sample:
+    page: str
+    line: int
+    code: str
+    marker: str | None
+
+
+def samples(page: Path) -> list[Sample]:
+    text = page.read_text()
+    found = []
+    for match in BLOCK.finditer(text):
+        line = text.count("\n", 0, match.start("code")) + 1
+        rel = str(page.relative_to(DOCS.parent))
+        found.append(Sample(rel, line, match["code"], match["marker"]))
+    return found
+
+
+PAGES = sorted(DOCS.glob("*.md"))
+
+
+def test_every_python_block_is_found_and_every_skip_is_justified() -> None:
+    total = 0
+    for page in PAGES:
+        found = samples(page)
+        assert len(found) == page.read_text().count("```python"), page
+        for sample in found:
+            if sample.marker is None or sample.marker == "pytest":
+                continue
+            skip = SKIP.fullmatch(sample.marker)
+            assert skip is not None, f"{sample.page}:{sample.line}: bad marker"
+            assert len(skip["reason"].split()) >= 3, f"{sample.page}:{sample.line}"
+        total += len(found)
+    assert total > 20
+
+
+def runnable(kind: str) -> list[Path]:
+    def wanted(sample: Sample) -> bool:
+        if kind == "pytest":
+            return sample.marker == "pytest"
+        return sample.marker is None
+
+    return [p for p in PAGES if any(wanted(s) for s in samples(p))]
+
+
+@pytest.mark.parametrize("page", runnable("script"), ids=lambda p: p.name)
+def test_page_samples_run(page: Path, dsql_local: DsqlLocal, tmp_path: Path) -> None:
+    for role in ROLES:
+        dsql_local.create_role(role)
+    blocks = [
+        {
+            "page": s.page,
+            "line": s.line,
+            "code": s.code.replace(PLACEHOLDER, dsql_local.cluster_id),
+        }
+        for s in samples(page)
+        if s.marker is None
+    ]
+    (tmp_path / "samples.json").write_text(json.dumps(blocks))
+    (tmp_path / "runner.py").write_text(RUNNER)
+    env = dict(os.environ)
+    if any(PLACEHOLDER in s.code for s in samples(page)):
+        # Only for pages that use the placeholder: a page that starts its own
+        # DSQL Local must not have its backend connections rerouted.
+        env.update(
+            PGHOSTADDR="127.0.0.1",
+            PGPORT=str(dsql_local.port),
+            SSL_CERT_FILE=dsql_local.ca_file,
+        )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-W",
+            "error",
+            "runner.py",
+            "samples.json",
+            str(dsql_local.port),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("page", runnable("pytest"), ids=lambda p: p.name)
+def test_page_test_modules_pass(page: Path, tmp_path: Path) -> None:
+    for n, sample in enumerate(s for s in samples(page) if s.marker == "pytest"):
+        module = tmp_path / f"test_docs_{page.stem}_{n}.py"
+        module.write_text(sample.code)
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-W",
+                "error",
+                "-p",
+                "no:cacheprovider",
+                str(module),
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, (
+            f"{sample.page}:{sample.line}\n{done.stdout}{done.stderr}"
+        )
+        assert " passed" in done.stdout
