@@ -384,6 +384,7 @@ def test_check_never_shows_the_token(
     as_json: bool,
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="dsql_psycopg")
+    caplog.set_level(logging.DEBUG, logger="psycopg")
     argv = ["check", dsql_local.url, "--user", user] + (["--json"] if as_json else [])
     status = main(argv)
     out, err = capsys.readouterr()
