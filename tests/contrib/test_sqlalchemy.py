@@ -42,9 +42,8 @@ class Customer(Base):
 class Order(Base):
     __tablename__ = "sa_order"
 
-    id: orm.Mapped[int] = orm.mapped_column(
-        sa.BigInteger, sa.Identity(cache=1), primary_key=True
-    )
+    # A plain integer key: SERIAL on PostgreSQL, an identity on DSQL.
+    id: orm.Mapped[int] = orm.mapped_column(primary_key=True)
     # Declared for joins; DSQL does not enforce it, the dialect leaves it out.
     customer_id: orm.Mapped[uuid.UUID] = orm.mapped_column(
         sa.ForeignKey("sa_customer.id"), index=True
@@ -112,6 +111,13 @@ def test_create_all_left_out_foreign_keys(engine: sa.Engine) -> None:
         assert sorted(kinds) == ["p", "p", "u"]
         indexes = sa.inspect(conn).get_indexes("sa_order")
         assert [i["column_names"] for i in indexes] == [["customer_id"]]
+        identity = conn.execute(
+            sa.text(
+                "SELECT data_type, is_identity FROM information_schema.columns"
+                " WHERE table_name = 'sa_order' AND column_name = 'id'"
+            )
+        ).one()
+        assert tuple(identity) == ("bigint", "YES")
 
 
 def test_one_transaction_holds_one_ddl_statement(engine: sa.Engine) -> None:
