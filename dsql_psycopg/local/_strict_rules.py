@@ -391,7 +391,10 @@ def _strip_async(sql: str) -> tuple[str, list[int]]:
         word = tokens[i + 1]
         text = sql[word.start : word.end + 1]
         if before.name == "CREATE" and word.name == "IDENT" and text.lower() == "async":
-            spans.append((word.start, word.end + 1))
+            end = word.end + 1
+            while end < len(sql) and sql[end].isspace():
+                end += 1
+            spans.append((word.start, end))
     if not spans:
         return sql, []
     pieces, removed_at, cursor, removed = [], [], 0, 0

@@ -12,6 +12,10 @@ the parser source of the PostgreSQL server compiled as a library. Its verdict
 on what a statement is matches the server's, down to comments, quoting, dollar
 quoting and nested statements, where regular expressions would guess. Parses
 are cached per statement text, so a repeated statement costs a dict lookup.
+
+The row limit is counted from the command tags the relay reports and checked
+at COMMIT, so it holds for explicit transactions; a statement in autocommit
+mode has committed by the time its tag arrives.
 """
 
 from __future__ import annotations

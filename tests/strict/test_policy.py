@@ -147,7 +147,7 @@ def test_begin_inside_a_query_starts_the_rules(policy: StrictPolicy) -> None:
 def test_async_index_becomes_a_job(policy: StrictPolicy) -> None:
     verdict = policy.check_statement("CREATE INDEX ASYNC i ON t (x)", session())
     assert verdict == (
-        "SELECT sys._create_index_async(E'CREATE INDEX  i ON t (x)', E'i') AS job_id"
+        "SELECT sys._create_index_async(E'CREATE INDEX i ON t (x)', E'i') AS job_id"
     )
 
 
@@ -157,8 +157,15 @@ def test_unique_async_index_if_not_exists(policy: StrictPolicy) -> None:
     )
     assert verdict == (
         "SELECT sys._create_index_async("
-        "E'create unique index  if not exists u_idx on s.t (a, b)', E'u_idx')"
+        "E'create unique index if not exists u_idx on s.t (a, b)', E'u_idx')"
         " AS job_id"
+    )
+
+
+def test_async_index_without_a_name(policy: StrictPolicy) -> None:
+    verdict = policy.check_statement("CREATE INDEX\tASYNC\n ON t (x)", session())
+    assert verdict == (
+        "SELECT sys._create_index_async(E'CREATE INDEX\tON t (x)', NULL) AS job_id"
     )
 
 
@@ -167,7 +174,7 @@ def test_async_index_quotes_its_text(policy: StrictPolicy) -> None:
     verdict = policy.check_statement(sql, session())
     assert verdict == (
         "SELECT sys._create_index_async("
-        "E'CREATE INDEX  \"it\\'s\" ON t (x) WHERE y = \\'a\\\\b\\'', E'it\\'s')"
+        "E'CREATE INDEX \"it\\'s\" ON t (x) WHERE y = \\'a\\\\b\\'', E'it\\'s')"
         " AS job_id"
     )
 
@@ -176,7 +183,7 @@ def test_async_index_in_a_multi_statement_query(policy: StrictPolicy) -> None:
     sql = "SELECT 'é'; CREATE INDEX ASYNC i ON t (x); SELECT 'ü'"
     verdict = policy.check_statement(sql, session())
     assert verdict == (
-        "SELECT 'é'; SELECT sys._create_index_async(E'CREATE INDEX  i ON t (x)',"
+        "SELECT 'é'; SELECT sys._create_index_async(E'CREATE INDEX i ON t (x)',"
         " E'i') AS job_id; SELECT 'ü'"
     )
 
