@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import boto3
 import psycopg
 import pytest
 from psycopg import errors as pge
@@ -509,3 +510,33 @@ def test_run_transaction_passes_arguments(local, counter, pool):
         return increment(conn, table, by)
 
     assert run_transaction(pool, add, counter, by=5, max_attempts=2) == 5
+
+
+def test_retry_logs_hold_no_parameters_and_no_token(local, counter, caplog, no_sleep):
+    client = boto3.client("dsql", region_name=local.region)
+    tokens: list[str] = []
+
+    def provide(*, host: str, region: str, user: str, expires_in: int) -> str:
+        tokens.append(
+            client.generate_db_connect_admin_auth_token(host, region, expires_in)
+        )
+        return tokens[-1]
+
+    secret = "card-4111-1111-1111-1111"
+    events: list[RetryEvent] = []
+    caplog.set_level("DEBUG", logger="dsql_psycopg")
+    local.inject_conflicts(2)
+    with create_pool(local.url, min_size=1, token_provider=provide) as pool:
+        for attempt in transaction(pool, on_retry=events.append):
+            with attempt as conn:
+                conn.execute(
+                    f"UPDATE {counter} SET value = length(%s) WHERE id = 1", (secret,)
+                )
+    assert len(events) == 2
+    assert tokens
+    retry_lines = [r for r in caplog.records if r.name == "dsql_psycopg.retry"]
+    assert len(retry_lines) == 2
+    text = caplog.text + " ".join(repr(e) for e in events)
+    assert secret not in text
+    assert not any(token in text for token in tokens)
+    assert "X-Amz-Signature" not in text
