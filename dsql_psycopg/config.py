@@ -135,6 +135,11 @@ def _libpq_parse(conninfo: str) -> dict[str, Any]:
         return conninfo_to_dict(conninfo)
     except psycopg.ProgrammingError as ex:
         raise ConfigurationError(f"invalid connection string: {ex}") from None
+    except UnicodeDecodeError:
+        # A percent-escape in a URL that does not decode to UTF-8.
+        raise ConfigurationError(
+            "invalid connection string: a %-escape in the URL is not valid UTF-8"
+        ) from None
 
 
 def _tokenize(conninfo: str) -> list[tuple[str, str]]:

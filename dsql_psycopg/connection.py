@@ -47,7 +47,7 @@ class DsqlConnection(psycopg.Connection[Row]):
                 " the cluster's endpoint name, that the credentials are current,"
                 " and that the role may connect (dsql:DbConnectAdmin for admin,"
                 " dsql:DbConnect and a matching database role otherwise)"
-            ) from None
+            ) from ex
 
     # psycopg calls this hook for every connection it opens, after it has taken
     # its own keywords (autocommit, row_factory...) out, and pools go through

@@ -110,6 +110,7 @@ def test_hostaddr_passes_through() -> None:
         ((), {"host": "localhost", "region": "mars"}, "AWS region"),
         ((), {"host": HOST, "session": object()}, "boto3.Session"),
         ((), {"host": HOST, "token_provider": "abc"}, "callable"),
+        (("postgresql://%80",), {}, "UTF-8"),
     ],
 )
 def test_bad_input_is_refused(
