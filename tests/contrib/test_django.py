@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import time
 import uuid
 from decimal import Decimal
 from types import ModuleType
@@ -30,7 +31,7 @@ from dsql_psycopg.contrib.django import retry_atomic
 from dsql_psycopg.contrib.django.base import DatabaseWrapper
 from dsql_psycopg.errors import ConfigurationError, OCCRetryExhausted
 from dsql_psycopg.local import DsqlLocal
-from dsql_psycopg.pool import MAX_LIFETIME_CEILING
+from dsql_psycopg.pool import DEFAULT_MAX_LIFETIME, MAX_LIFETIME_CEILING
 
 pytestmark = pytest.mark.usefixtures("django_db")
 
@@ -153,6 +154,20 @@ def test_pool_lifetime_over_dsql_cap_is_refused(dsql_local: DsqlLocal) -> None:
     too_long = wrapper({**settings, "OPTIONS": options}, "too_long")
     with pytest.raises(ConfigurationError, match="max_lifetime"):
         _ = too_long.pool
+
+
+@pytest.mark.parametrize("max_age", [None, 7200])
+def test_persistent_connections_retire_before_dsql_cap(
+    dsql_local: DsqlLocal, max_age: int | None
+) -> None:
+    settings = {**django_databases(dsql_local)["default"], "CONN_MAX_AGE": max_age}
+    persistent = wrapper(settings, "persistent")
+    persistent.connect()
+    try:
+        assert persistent.close_at is not None
+        assert persistent.close_at - time.monotonic() <= DEFAULT_MAX_LIFETIME
+    finally:
+        persistent.close()
 
 
 @pytest.mark.parametrize(

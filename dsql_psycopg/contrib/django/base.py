@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar
 
 from django.core.exceptions import ImproperlyConfigured
@@ -12,7 +13,7 @@ from django.utils.asyncio import async_unsafe
 from psycopg_pool import ConnectionPool
 
 from dsql_psycopg.connection import DsqlConnection
-from dsql_psycopg.pool import create_pool
+from dsql_psycopg.pool import DEFAULT_MAX_LIFETIME, create_pool
 
 from .features import DatabaseFeatures
 from .operations import DatabaseOperations
@@ -92,6 +93,15 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         self.data_types_suffix = dict.fromkeys(
             ("AutoField", "BigAutoField", "SmallAutoField"), suffix
         )
+
+    def connect(self) -> None:
+        """Connect, and plan to close before DSQL's connection age cap."""
+        super().connect()
+        # DSQL ends connections at 60 minutes: a persistent connection
+        # (CONN_MAX_AGE) is retired at the pool's default lifetime at the latest.
+        deadline = time.monotonic() + DEFAULT_MAX_LIFETIME
+        if self.close_at is None or self.close_at > deadline:
+            self.close_at = deadline
 
     def get_connection_params(self) -> dict[str, Any]:
         """Return the keyword arguments of `DsqlConnection.connect`."""

@@ -46,7 +46,8 @@ def retry_atomic(
     keep side effects outside the database (mail, HTTP calls) in
     ``transaction.on_commit``. It must be the outermost transaction: called
     inside ``atomic()`` it raises `TransactionManagementError`, since only
-    the outer block could be retried.
+    the outer block could be retried. With ``ATOMIC_REQUESTS``, mark such
+    views ``@transaction.non_atomic_requests`` (above this decorator).
     """
     alias = using or DEFAULT_DB_ALIAS
 
