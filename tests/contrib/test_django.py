@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import io
 import time
 import uuid
 from decimal import Decimal
@@ -357,3 +358,41 @@ def test_retry_atomic_refuses_to_run_inside_atomic(models: ModuleType) -> None:
     assert calls == []
     inner()
     assert calls == [1]
+
+
+# -- Django's own test framework --------------------------------------------
+
+
+def test_test_database_is_the_only_one_and_opt_in(dsql_local: DsqlLocal) -> None:
+    settings = django_databases(dsql_local)["default"]
+    with pytest.raises(ImproperlyConfigured, match="single database"):
+        wrapper(settings, "tests").creation._get_test_db_name()
+    opted_in = wrapper({**settings, "TEST": {"NAME": "postgres"}}, "tests")
+    assert opted_in.creation._get_test_db_name() == "postgres"
+
+
+def test_django_testcase_isolates_tests_without_savepoints(
+    models: ModuleType,
+) -> None:
+    """Without savepoints, TestCase runs each test in its own transaction."""
+    import unittest  # noqa: PLC0415
+
+    from django.test import TestCase  # noqa: PLC0415
+
+    class Isolated(TestCase):
+        @classmethod
+        def setUpTestData(cls) -> None:
+            models.Counter.objects.create(name="testcase", value=1)
+
+        def test_a_changes_the_row(self) -> None:
+            models.Counter.objects.filter(name="testcase").update(value=99)
+            assert models.Counter.objects.get(name="testcase").value == 99
+
+        def test_b_sees_the_class_data_again(self) -> None:
+            assert models.Counter.objects.get(name="testcase").value == 1
+
+    result = unittest.TextTestRunner(stream=io.StringIO()).run(
+        unittest.defaultTestLoader.loadTestsFromTestCase(Isolated)
+    )
+    assert result.wasSuccessful(), result.errors + result.failures
+    assert result.testsRun == 2

@@ -15,6 +15,7 @@ from psycopg_pool import ConnectionPool
 from dsql_psycopg.connection import DsqlConnection
 from dsql_psycopg.pool import DEFAULT_MAX_LIFETIME, create_pool
 
+from .creation import DatabaseCreation
 from .features import DatabaseFeatures
 from .operations import DatabaseOperations
 from .schema import DatabaseSchemaEditor
@@ -68,6 +69,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         "SlugField": "varchar",
     }
     SchemaEditorClass = DatabaseSchemaEditor
+    creation_class = DatabaseCreation
     features_class = DatabaseFeatures
     ops_class = DatabaseOperations
     # One pool per alias, apart from the PostgreSQL backend's.
