@@ -28,6 +28,28 @@ def tests(session: nox.Session) -> None:
     session.run("pytest", *session.posargs, env={"AWS_EC2_METADATA_DISABLED": "true"})
 
 
+# Django 5.2 LTS and the current 6.x (which needs Python >= 3.12). A Python
+# that is not installed is skipped, not failed.
+DJANGO = {"5.2": "django~=5.2.0", "6": "django>=6,<7"}
+
+
+@nox.session
+@nox.parametrize(
+    ("python", "django"),
+    [("3.10", "5.2"), ("3.13", "5.2"), ("3.12", "6"), ("3.13", "6")],
+)
+def django(session: nox.Session, django: str) -> None:
+    """Run the framework integration tests with each supported Django."""
+    install(session, "test", extras="local,django,sqlalchemy")
+    session.install(DJANGO[django])
+    session.run(
+        "pytest",
+        "tests/contrib",
+        *session.posargs,
+        env={"AWS_EC2_METADATA_DISABLED": "true"},
+    )
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """Check style and formatting with ruff."""
