@@ -117,7 +117,11 @@ def create_pool(
       pool:`` also works and closes it on exit; ``open=False`` defers to
       ``pool.open()``.
     """
-    if not 0 < max_lifetime <= MAX_LIFETIME_CEILING:
+    if (
+        isinstance(max_lifetime, bool)
+        or not isinstance(max_lifetime, (int, float))
+        or not 0 < max_lifetime <= MAX_LIFETIME_CEILING
+    ):
         raise ConfigurationError(
             f"max_lifetime must be between 0 and {MAX_LIFETIME_CEILING:g} seconds:"
             " DSQL closes connections after 60 minutes and a transaction may run"

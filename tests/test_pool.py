@@ -57,6 +57,7 @@ def test_open_false_waits_for_open(dsql_local):
     [
         ({"max_lifetime": 0}, "max_lifetime must be between 0 and 3300"),
         ({"max_lifetime": 3600}, "DSQL closes connections after 60 minutes"),
+        ({"max_lifetime": "600"}, "max_lifetime must be between"),
         ({"connection_class": psycopg.Connection}, "connection_class must be"),
     ],
 )

@@ -321,7 +321,7 @@ def test_connection_dropped_before_commit_on_a_lone_connection_propagates(
     assert value_of(lonely_local, lonely_counter) == 0
 
 
-def drop_during_commit(local: DsqlLocal) -> None:
+def drop_during_commit(local: DsqlLocal) -> threading.Timer:
     """Drop every connection while the COMMIT sent next is held in flight.
 
     With 0.4 s of latency the endpoint holds each client message that long:
@@ -329,7 +329,9 @@ def drop_during_commit(local: DsqlLocal) -> None:
     its way to the server, and before any answer can come back.
     """
     local.latency = 0.4
-    threading.Timer(0.2, local.drop_connections).start()
+    timer = threading.Timer(0.2, local.drop_connections)
+    timer.start()
+    return timer
 
 
 @pytest.mark.parametrize("kind", ["pool", "connection"])
@@ -337,6 +339,7 @@ def test_connection_dropped_during_commit_is_not_rerun(
     lonely_local, lonely_counter, kind
 ):
     runs = 0
+    timers: list[threading.Timer] = []
 
     def run(source: Any) -> None:
         nonlocal runs
@@ -344,7 +347,7 @@ def test_connection_dropped_during_commit_is_not_rerun(
             with attempt as conn:
                 runs += 1
                 increment(conn, lonely_counter)
-                drop_during_commit(lonely_local)
+                timers.append(drop_during_commit(lonely_local))
 
     with create_pool(lonely_local.url, min_size=1, max_size=1) as pool:
         source = pool if kind == "pool" else pool.getconn()
@@ -352,6 +355,7 @@ def test_connection_dropped_during_commit_is_not_rerun(
             run(source)
         if kind == "connection":
             pool.putconn(source)
+    timers[0].join()
     assert runs == 1
     assert isinstance(info.value.__cause__, psycopg.OperationalError)
     assert "may or may not have committed" in str(info.value)
@@ -364,14 +368,16 @@ def test_connection_dropped_during_commit_reruns_when_idempotent(
     lonely_local, lonely_counter, no_sleep
 ):
     events: list[RetryEvent] = []
+    timers: list[threading.Timer] = []
     with create_pool(lonely_local.url, min_size=1, max_size=1) as pool:
         for attempt in transaction(pool, idempotent=True, on_retry=events.append):
             with attempt as conn:
                 conn.execute(f"UPDATE {lonely_counter} SET value = 7 WHERE id = 1")
                 if attempt.number == 1:
-                    drop_during_commit(lonely_local)
+                    timers.append(drop_during_commit(lonely_local))
                 else:
                     lonely_local.latency = 0
+    timers[0].join()
     assert [(e.attempt, e.reason) for e in events] == [(1, "commit_outcome_unknown")]
     assert isinstance(events[0].error, CommitOutcomeUnknown)
     assert value_of(lonely_local, lonely_counter) == 7
