@@ -411,6 +411,7 @@ POLICIES = (
         lambda _, o: official_runner(o),
         official=True,
     ),
+    # The schedule of AWS's Go, .NET and JDBC connectors, with full jitter.
     Policy(
         "full jitter: 10 att., 100 ms-5 s",
         lambda p, _: ours_runner(
@@ -418,20 +419,20 @@ POLICIES = (
         ),
     ),
     Policy(
-        "full jitter: 10 att., 5 ms-1 s",
+        "full jitter: 20 att., 10 ms-0.5 s",
         lambda p, _: ours_runner(
-            p, max_attempts=10, base_delay=0.005, max_delay=1.0, jitter=1.0
+            p, max_attempts=20, base_delay=0.01, max_delay=0.5, jitter=1.0
         ),
     ),
     Policy(
-        "full jitter: 20 att., 5 ms-1 s",
+        "full jitter: 20 att., 5 ms-0.25 s",
         lambda p, _: ours_runner(
-            p, max_attempts=20, base_delay=0.005, max_delay=1.0, jitter=1.0
+            p, max_attempts=20, base_delay=0.005, max_delay=0.25, jitter=1.0
         ),
     ),
     Policy(
-        "decorrelated: 10 att., 20 ms-1 s",
-        lambda p, _: decorrelated_runner(p, 10, 0.02, 1.0),
+        "decorrelated: 20 att., 5 ms-0.25 s",
+        lambda p, _: decorrelated_runner(p, 20, 0.005, 0.25),
     ),
 )
 

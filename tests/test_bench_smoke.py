@@ -1,0 +1,53 @@
+"""The benchmark script runs end to end on tiny N (no timing is checked)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+RUN = Path(__file__).parent.parent / "benchmarks" / "run.py"
+SCENARIOS = ["connect", "sign", "pool", "contention", "latency"]
+
+
+def test_benchmarks_quick_run(tmp_path: Path) -> None:
+    output = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, str(RUN), "--quick", "--output", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    for title in ("### 1.", "### 2.", "### 3.", "### 4.", "### 5."):
+        assert title in done.stdout
+
+    results = json.loads(output.read_text())
+    scenarios = results["scenarios"]
+    assert list(scenarios) == SCENARIOS
+    official = importlib.util.find_spec("aurora_dsql_psycopg") is not None
+    assert (results["meta"]["official"] is not None) == official
+    assert ("official" in scenarios["connect"]["seconds"]) == official
+
+    for stats in scenarios["connect"]["seconds"].values():
+        assert stats["n"] == 5
+        assert stats["p10"] <= stats["median"] <= stats["p90"]
+    assert scenarios["connect"]["seconds"]["floor"]["ratio_to_floor"] == 1.0
+    assert set(scenarios["pool"]["ops_per_s"]) >= {"floor", "ours"}
+
+    contention = scenarios["contention"]
+    assert "ours default" in contention["policies"]
+    for per_k in contention["policies"].values():
+        assert set(per_k) == {"2", "4"}
+        for cell in per_k.values():
+            assert 0.0 <= cell["success_rate"] <= 1.0
+            assert cell["no_lost_updates"] is True
+            if cell["attempts_per_commit"] is not None:
+                assert cell["attempts_per_commit"] >= 1.0
+
+    latency = scenarios["latency"]["seconds"]
+    assert "floor (classic negotiation)" in latency
+    assert "ours" in latency
