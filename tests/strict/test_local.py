@@ -144,6 +144,23 @@ def test_psycopg_nested_transaction_is_refused(
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
+def test_multi_statement_query_checked_statement_by_statement(
+    strict_local: DsqlLocal, signer: Any
+) -> None:
+    with connect(strict_local, signer) as conn:
+        fresh_schema(conn, "multi")
+        conn.execute("CREATE TABLE m (id int PRIMARY KEY)")
+        conn.execute("INSERT INTO m VALUES (1)")
+        with pytest.raises(errors.FeatureNotSupported, match=r"^TRUNCATE not"):
+            conn.execute("INSERT INTO m VALUES (2); TRUNCATE m")
+        with pytest.raises(errors.FeatureNotSupported) as caught:
+            conn.execute("CREATE TABLE n (id int); INSERT INTO m VALUES (3)")
+        assert caught.value.diag.message_primary == MIXED
+        assert snapshot(conn) == {"m": [(1,)]}
+        conn.execute("INSERT INTO m VALUES (2); SELECT 1; UPDATE m SET id = id")
+        assert snapshot(conn) == {"m": [(1,), (2,)]}
+
+
 # -- what DSQL supports runs -----------------------------------------------------
 
 
