@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dsql_psycopg.errors import ConfigurationError
 from dsql_psycopg.local._policy import Refusal, Session
@@ -377,3 +379,26 @@ def test_bootstrap_sql_defines_the_sys_schema(policy: StrictPolicy) -> None:
     assert "CREATE SCHEMA sys" in text
     assert "CREATE TABLE sys.jobs" in text
     assert "CREATE PROCEDURE sys.wait_for_job" in text
+
+
+# Text arrives as UTF-8 from the wire: no NUL, no lone surrogates.
+@given(
+    st.text(
+        alphabet=st.characters(exclude_characters="\x00", exclude_categories=["Cs"]),
+        max_size=200,
+    )
+)
+def test_text_inside_a_literal_never_matters(text: str) -> None:
+    literal = "'" + text.replace("'", "''") + "'"
+    sql = f"SELECT {literal} AS t"
+    assert [s.kind for s in analyse(sql).statements] == [Kind.OTHER]
+    assert StrictPolicy().check_statement(sql, session(in_transaction=True)) is None
+
+
+@given(
+    st.sampled_from([c for c in REFUSED if not c.in_transaction]),
+    st.sampled_from(["", " ", "\n\t", "/* note */ ", "-- note\n"]),
+)
+def test_refusal_survives_comments_and_spacing(case: RefusedCase, prefix: str) -> None:
+    verdict = StrictPolicy().check_statement(prefix + case.sql + " ;", session())
+    assert verdict == Refusal(case.sqlstate, case.message)
