@@ -1,0 +1,85 @@
+"""The pytest plugin, in a pytest run of its own."""
+
+from __future__ import annotations
+
+import pytest
+
+_TESTS = """
+import os
+
+import boto3
+import psycopg
+
+SEEN = []
+
+
+def connect(local, schema):
+    client = boto3.client("dsql", region_name=local.region)
+    token = client.generate_db_connect_admin_auth_token(local.host, local.region)
+    return psycopg.connect(
+        **local.connect_kwargs(), password=token, sslmode="verify-full",
+        options=f"-c search_path={schema}", autocommit=True,
+    )
+
+
+def test_first(dsql_local, dsql_schema):
+    assert os.environ["AWS_EC2_METADATA_DISABLED"] == "true"
+    with connect(dsql_local, dsql_schema) as conn:
+        assert conn.execute("select count(*) from pg_tables where schemaname = %s",
+                            [dsql_schema]).fetchone() == (0,)
+        conn.execute("create table t (id int primary key)")
+        conn.execute("insert into t values (1)")
+    SEEN.append(dsql_schema)
+
+
+def test_second(dsql_local, dsql_schema):
+    assert dsql_schema != SEEN[0]
+    with connect(dsql_local, dsql_schema) as conn:
+        gone = conn.execute("select count(*) from pg_namespace where nspname = %s",
+                            [SEEN[0]]).fetchone()
+        assert gone == (0,)
+        conn.execute("create table t (id int primary key)")
+
+
+def test_strict_by_default(dsql_local, dsql_schema):
+    with connect(dsql_local, dsql_schema) as conn:
+        conn.execute("create table tr (id int primary key)")
+        try:
+            conn.execute("truncate tr")
+        except psycopg.errors.FeatureNotSupported:
+            return
+    assert {strict_off}, "strict mode should have refused TRUNCATE"
+"""
+
+_CONFTEST = """
+import json, os
+
+def pytest_unconfigure(config):
+    with open("env-after.json", "w") as f:
+        json.dump({k: v for k, v in os.environ.items() if k.startswith("AWS_")}, f)
+"""
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_fixtures_in_a_fresh_session(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, strict: bool
+) -> None:
+    # A user's machine without AWS credentials: the fixture brings fake ones
+    # for the session and takes them away afterwards.
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_EC2_METADATA_DISABLED",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    pytester.makepyfile(test_user=_TESTS.replace("{strict_off}", str(not strict)))
+    pytester.makeconftest(_CONFTEST)
+    args = ["-p", "no:cacheprovider", "-p", "no:randomly"]
+    if not strict:
+        args.append("--dsql-local-no-strict")
+    result = pytester.runpytest_subprocess(*args)
+    result.assert_outcomes(passed=3)
+    after = (pytester.path / "env-after.json").read_text()
+    assert "AWS_ACCESS_KEY_ID" not in after
+    assert "AWS_EC2_METADATA_DISABLED" not in after
