@@ -448,8 +448,3 @@ def analyse(sql: str) -> Analysis:
     if len(sql) > CACHE_TEXT_LIMIT:
         return _analyse(sql)
     return _analyse_cached(sql)
-
-
-def cache_clear() -> None:
-    """Forget every cached analysis (for measurements)."""
-    _analyse_cached.cache_clear()

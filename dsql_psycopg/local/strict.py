@@ -49,7 +49,12 @@ _MUTATING_TAGS = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE"})
 
 
 class StrictPolicy:
-    """Refuse statements and transactions that Aurora DSQL would refuse."""
+    """Refuse statements and transactions that Aurora DSQL would refuse.
+
+    ``transaction_age_limit`` (seconds) and ``transaction_row_limit`` are
+    DSQL's; lower them to test the limits quickly. ``clock`` must be the clock
+    of ``Session.transaction_started_at`` (the relay uses `time.monotonic`).
+    """
 
     bootstrap_sql: Sequence[str] = BOOTSTRAP_SQL
 
