@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import errors
+from ._retry_policy import RetryEvent, RetryPolicy, is_occ_error, retry_testing
 from ._version import __version__
 from .config import TokenProvider
 from .connection import DsqlConnection, connect
@@ -14,6 +15,14 @@ from .errors import (
     DsqlError,
     OCCRetryExhausted,
 )
+from .pool import create_pool
+from .retry import (
+    RetryingTransaction,
+    TransactionAttempt,
+    retry_on_occ,
+    run_transaction,
+    transaction,
+)
 
 __all__ = [
     "AuthenticationError",
@@ -23,8 +32,18 @@ __all__ = [
     "DsqlConnection",
     "DsqlError",
     "OCCRetryExhausted",
+    "RetryEvent",
+    "RetryPolicy",
+    "RetryingTransaction",
     "TokenProvider",
+    "TransactionAttempt",
     "__version__",
     "connect",
+    "create_pool",
     "errors",
+    "is_occ_error",
+    "retry_on_occ",
+    "retry_testing",
+    "run_transaction",
+    "transaction",
 ]
