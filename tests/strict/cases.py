@@ -191,6 +191,31 @@ REFUSED: tuple[RefusedCase, ...] = (
         "sequence CACHE 2 not supported: use CACHE 1 or >= 65536",
         setup=("CREATE SEQUENCE seq_alter CACHE 1",),
     ),
+    RefusedCase(
+        "identity-not-bigint",
+        "CREATE TABLE idint_t (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY)",
+        "IDENTITY column of type int4 not supported: use BIGINT",
+    ),
+    RefusedCase(
+        "sequence-not-bigint",
+        "CREATE SEQUENCE seq_int AS integer",
+        "sequence of type int4 not supported: use BIGINT",
+    ),
+    RefusedCase(
+        "serial-added",
+        "ALTER TABLE addser_t ADD COLUMN n serial",
+        "SERIAL not supported",
+        setup=("CREATE TABLE addser_t (id int PRIMARY KEY)",),
+    ),
+    RefusedCase(
+        "foreign-key-added-column",
+        "ALTER TABLE addfk_child ADD COLUMN parent_id int REFERENCES addfk_parent",
+        "FOREIGN KEY constraint not supported",
+        setup=(
+            "CREATE TABLE addfk_parent (id int PRIMARY KEY)",
+            "CREATE TABLE addfk_child (id int PRIMARY KEY)",
+        ),
+    ),
     RefusedCase("listen", "LISTEN some_channel", "LISTEN not supported"),
     RefusedCase("notify", "NOTIFY some_channel, 'hello'", "NOTIFY not supported"),
     RefusedCase(
