@@ -61,6 +61,7 @@ class Endpoint:
         self._relays: set[Relay] = set()
         self._threads: set[threading.Thread] = set()
         self._generation = 0
+        self._state = threading.local()  # per connection thread: its generation
         self._listener: socket.socket | None = None
         self._acceptor: threading.Thread | None = None
         self.port = 0
@@ -94,6 +95,7 @@ class Endpoint:
         self._acceptor.start()
 
     def stop(self) -> None:
+        """Stop accepting, close every connection and wait for their threads."""
         listener, self._listener = self._listener, None
         if listener is not None:
             with contextlib.suppress(OSError):
@@ -145,7 +147,7 @@ class Endpoint:
     def _serve(self, sock: socket.socket) -> None:
         accepted = time.monotonic()
         with self._lock:
-            generation = self._generation
+            generation = self._state.generation = self._generation
         client: ssl.SSLSocket | None = None
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -165,6 +167,8 @@ class Endpoint:
             pass
         except (OSError, ValueError) as exc:
             logger.debug("connection ended during startup: %s", exc)
+        except Exception:
+            logger.exception("DSQL Local failed to serve a connection")
         finally:
             if client is not None:
                 close_tls(client)
@@ -173,11 +177,18 @@ class Endpoint:
                 self._threads.discard(threading.current_thread())
 
     def _wait(self, sock: socket.socket) -> None:
-        """Wait for data from the client, then for the simulated latency."""
-        pending = isinstance(sock, ssl.SSLSocket) and sock.pending()
-        if not pending:
-            ready, _, _ = select.select([sock], [], [], _HANDSHAKE_TIMEOUT)
-            if not ready:
+        """Wait for data from the client, then for the simulated latency.
+
+        Gives up when the connection is dropped or the endpoint stops.
+        """
+        deadline = time.monotonic() + _HANDSHAKE_TIMEOUT
+        while not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+            if self._state.generation != self._generation:
+                raise _Closed
+            ready, _, _ = select.select([sock], [], [], 0.2)
+            if ready:
+                break
+            if time.monotonic() > deadline:
                 raise _Closed
         if self.latency > 0:
             time.sleep(self.latency)

@@ -151,6 +151,16 @@ class Relay:
         except (OSError, ValueError) as exc:
             if not self._killed:
                 logger.debug("relay ended: %s", exc)
+        except Exception as exc:
+            # A bug or a failing policy: tell the client rather than vanish.
+            logger.exception("DSQL Local relay failed")
+            self._send_last_words(
+                pq.error_response(
+                    "XX000",
+                    f"DSQL Local internal error: {type(exc).__name__}: {exc}",
+                    severity="FATAL",
+                )
+            )
         finally:
             with self._lock:
                 self._closed = True
@@ -190,13 +200,19 @@ class Relay:
                 while delayed and delayed[0][0] <= now:
                     self._from_client(delayed.popleft()[1])
                 self._flush(backend, self._to_backend)
-            for fd, want in (
-                (cfd, self._interest(self._to_client, self._to_backend)),
-                (bfd, self._interest(self._to_backend, self._to_client)),
+            if (
+                self._to_client
+                or self._to_backend
+                or masks[cfd] != select.POLLIN
+                or masks[bfd] != select.POLLIN
             ):
-                if masks[fd] != want:
-                    masks[fd] = want
-                    poller.modify(fd, want)
+                for fd, want in (
+                    (cfd, self._interest(self._to_client, self._to_backend)),
+                    (bfd, self._interest(self._to_backend, self._to_client)),
+                ):
+                    if masks[fd] != want:
+                        masks[fd] = want
+                        poller.modify(fd, want)
 
     def _on_event(self, from_client: bool, event: int) -> bool:
         """Handle one poll event; return False when the connection is over."""
@@ -226,8 +242,11 @@ class Relay:
         if not data:
             return False
         latency = self._endpoint.latency
-        if latency > 0:
-            self._delayed.append((time.monotonic() + latency, data))
+        delayed = self._delayed
+        if latency > 0 or delayed:
+            # Never let new data overtake data still waiting out its delay.
+            due = time.monotonic() + latency
+            delayed.append((max(due, delayed[-1][0]) if delayed else due, data))
         else:
             self._from_client(data)
             self._flush(self._backend, self._to_backend)
@@ -242,10 +261,7 @@ class Relay:
             data = b""
         if not data:
             # The backend hung up (e.g. a FATAL error): pass on what it said.
-            self._client.setblocking(True)
-            self._client.settimeout(2.0)
-            with contextlib.suppress(OSError):
-                self._client.sendall(self._to_client)
+            self._send_last_words()
             return False
         self._from_backend(data)
         self._flush(self._client, self._to_client)
@@ -269,9 +285,14 @@ class Relay:
             f"of {age:g} seconds",
             severity="FATAL",
         )
-        self._client.setblocking(True)
-        self._client.settimeout(2.0)
-        with contextlib.suppress(OSError):
+        self._send_last_words()
+
+    def _send_last_words(self, extra: bytes = b"") -> None:
+        """Send what is queued for the client (plus `extra`), blocking briefly."""
+        self._to_client += extra
+        with contextlib.suppress(OSError, ValueError):
+            self._client.setblocking(True)
+            self._client.settimeout(2.0)
             self._client.sendall(self._to_client)
 
     # -- client -> backend -------------------------------------------------

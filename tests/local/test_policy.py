@@ -196,3 +196,20 @@ def test_check_commit_refusal(
     conn.commit()
     assert cur.execute(f"select count(*) from vetoed_{protocol}").fetchone() == (1,)
     conn.commit()
+
+
+class BrokenPolicy(TinyPolicy):
+    def check_statement(self, sql: str, session: Session) -> Refusal | str | None:
+        if "explode" in sql:
+            raise RuntimeError("policy bug")
+        return None
+
+
+def test_a_failing_policy_is_reported_to_the_client(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with DsqlLocal(policy=BrokenPolicy()) as local, open_connection(local) as conn:
+        with pytest.raises(errors.InternalError_, match=r"internal error.*policy bug"):
+            conn.execute("select 'explode'")
+        assert conn.closed
+        assert "relay failed" in caplog.text
