@@ -20,7 +20,7 @@ from django.contrib.auth import authenticate, get_user_model
 from django.contrib.sessions.backends.db import SessionStore
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.color import no_style
-from django.db import connections, transaction
+from django.db import IntegrityError, connections, transaction
 from django.db.migrations.recorder import MigrationRecorder
 from django.db.transaction import TransactionManagementError
 from django.test import Client
@@ -103,8 +103,11 @@ def test_indexes_were_built_as_async_jobs() -> None:
 def test_second_migration_kept_and_filled_existing_rows(models: ModuleType) -> None:
     seeded = models.Author.objects.filter(name__startswith="seed-")
     assert seeded.count() == SEED_AUTHORS
-    # Filled with the new field's default, batch after batch.
+    # Filled with the new field's default, batch after batch...
     assert seeded.exclude(nickname="anon").count() == 0
+    # ...and NOT NULL from now on, though ADD COLUMN could not say so.
+    with pytest.raises(IntegrityError, match="notnull"):
+        models.Author.objects.create(name="no-nickname", nickname=None)
     # The rebuilt column kept every value and now takes NULL.
     assert seeded.filter(email__endswith="@example.com").count() == SEED_AUTHORS
     one = seeded.get(name="seed-7")

@@ -8,7 +8,8 @@ Django's PostgreSQL schema editor, changed where DSQL differs:
 - no foreign-key constraints (see the features), no ``varchar_pattern_ops``
   indexes (DSQL collates in C, so a plain index serves LIKE);
 - ``ADD COLUMN`` carries only a name and a type: defaults are written into the
-  existing rows in batches, and uniqueness and indexes follow as indexes;
+  existing rows in batches, NOT NULL becomes a ``CHECK (... IS NOT NULL) NOT
+  VALID`` constraint, and uniqueness and indexes follow as indexes;
 - a column cannot change type or gain NOT NULL; it can lose NOT NULL, natively
   where the server allows it, else by rebuilding the column.
 
@@ -69,6 +70,13 @@ class DatabaseSchemaEditor(PostgreSQLSchemaEditor):
     sql_create_unique = sql_create_unique_index
     sql_create_column = "ALTER TABLE %(table)s ADD COLUMN %(column)s %(definition)s"
     sql_drop_not_null = "ALTER TABLE %(table)s ALTER COLUMN %(column)s DROP NOT NULL"
+    sql_create_not_null_check = (
+        "ALTER TABLE %(table)s ADD CONSTRAINT %(name)s"
+        " CHECK (%(column)s IS NOT NULL) NOT VALID"
+    )
+    sql_delete_not_null_check = (
+        "ALTER TABLE %(table)s DROP CONSTRAINT IF EXISTS %(name)s"
+    )
 
     def execute(self, sql: Any, params: Any = ()) -> None:
         """Run `sql`; for an ASYNC index, wait until the index is built."""
@@ -149,16 +157,25 @@ class DatabaseSchemaEditor(PostgreSQLSchemaEditor):
         if default is not None:
             self._fill_nulls(model, _column(field), "%s", [default])
         if not field.null:
-            logger.warning(
-                "%s.%s was added without NOT NULL: DSQL cannot add a constrained"
-                " column to an existing table, so the database will not refuse"
-                " NULLs there",
-                model._meta.db_table,
-                field.column,
+            # NOT NULL cannot come with ADD COLUMN; a CHECK added NOT VALID
+            # holds every later write to it (the rows are already filled).
+            self.execute(
+                self.sql_create_not_null_check
+                % {
+                    "table": table,
+                    "name": self.quote_name(self._not_null_check_name(model, field)),
+                    "column": column,
+                }
             )
         self.deferred_sql.extend(self._field_indexes_sql(model, field))  # type: ignore[attr-defined]
         if field.unique:
             self.deferred_sql.append(self._create_unique_sql(model, [field]))  # type: ignore[attr-defined]
+
+    def _not_null_check_name(self, model: type[Model], field: Field[Any, Any]) -> str:
+        name: str = self._create_index_name(  # type: ignore[attr-defined]
+            model._meta.db_table, [_column(field)], suffix="_notnull"
+        )
+        return name
 
     def _alter_field(  # noqa: PLR0917 (Django's signature)
         self,
@@ -209,6 +226,14 @@ class DatabaseSchemaEditor(PostgreSQLSchemaEditor):
     ) -> None:
         table = self.quote_name(model._meta.db_table)
         column = self.quote_name(_column(field))
+        # The CHECK standing for NOT NULL on a column added after its table.
+        self.execute(
+            self.sql_delete_not_null_check
+            % {
+                "table": table,
+                "name": self.quote_name(self._not_null_check_name(model, field)),
+            }
+        )
         native = self.sql_drop_not_null % {"table": table, "column": column}
         if self.collect_sql:
             self.execute(native)
