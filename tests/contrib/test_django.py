@@ -152,6 +152,24 @@ def test_every_connection_is_a_dsql_connection(alias: str) -> None:
         assert pool is None
 
 
+def test_dsql_options_go_in_options(dsql_local: DsqlLocal) -> None:
+    settings = django_databases(dsql_local)["default"]
+    options = {
+        **settings["OPTIONS"],
+        "cluster_id": dsql_local.cluster_id,
+        "region": dsql_local.region,
+        "token_duration": 60,
+    }
+    by_id = wrapper({**settings, "HOST": "", "OPTIONS": options}, "by_id")
+    try:
+        with by_id.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            assert cursor.fetchone() == (1,)
+        assert by_id.connection.info.host == dsql_local.host
+    finally:
+        by_id.close()
+
+
 def test_pool_lifetime_over_dsql_cap_is_refused(dsql_local: DsqlLocal) -> None:
     settings = django_databases(dsql_local)["pooled"]
     options = {**settings["OPTIONS"], "pool": {"max_lifetime": 2 * 3600}}
