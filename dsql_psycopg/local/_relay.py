@@ -188,13 +188,11 @@ class Relay:
             timeout = self._deadline - now
             if delayed:
                 timeout = min(timeout, delayed[0][0] - now)
-            if client.pending():
-                timeout = 0
+            # _read_client drains TLS records it has started, so poll sees
+            # everything that is left to read.
             for fd, event in poller.poll(math.ceil(max(timeout, 0.0) * 1000)):
                 if not self._on_event(fd == cfd, event):
                     return
-            if client.pending() and not self._read_client():
-                return
             if delayed:
                 now = time.monotonic()
                 while delayed and delayed[0][0] <= now:
