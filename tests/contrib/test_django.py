@@ -132,6 +132,30 @@ def test_removed_uniques_are_gone(models: ModuleType) -> None:
     assert author.books.count() == 2
 
 
+def test_unique_constraint_on_rows_is_an_index_job(models: ModuleType) -> None:
+    from django.db.models import UniqueConstraint  # noqa: PLC0415
+
+    models.Tag.objects.bulk_create([models.Tag(slug="twin"), models.Tag(slug="twin")])
+    constraint = UniqueConstraint(fields=["slug"], name="tag_slug_uniq")
+    # The duplicates fail the index build job, and the error says so.
+    with (
+        pytest.raises(IntegrityError, match=r"index build job .* failed"),
+        connections["default"].schema_editor() as editor,
+    ):
+        editor.add_constraint(models.Tag, constraint)
+    models.Tag.objects.filter(slug="twin").first().delete()
+    models.Tag.objects.filter(slug="dup").delete()
+    with connections["default"].schema_editor() as editor:
+        editor.add_constraint(models.Tag, constraint)
+    with pytest.raises(IntegrityError, match="tag_slug_uniq"):
+        models.Tag.objects.create(slug="twin")
+    # Dropped as the index it is, not as a table constraint.
+    with connections["default"].schema_editor() as editor:
+        editor.remove_constraint(models.Tag, constraint)
+    models.Tag.objects.create(slug="twin")
+    assert models.Tag.objects.filter(slug="twin").count() == 2
+
+
 # -- connections -------------------------------------------------------------
 
 

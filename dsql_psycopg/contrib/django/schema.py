@@ -31,6 +31,8 @@ from django.db.models import Field, Model
 from django.db.transaction import TransactionManagementError
 from django.db.utils import IntegrityError
 
+from dsql_psycopg.retry import retry_on_occ
+
 logger = logging.getLogger("dsql_psycopg.contrib.django")
 
 # DSQL limits a transaction to 3,000 changed rows: backfills go in batches.
@@ -292,8 +294,14 @@ class DatabaseSchemaEditor(PostgreSQLSchemaEditor):
             self.execute(sql, params)
             return
         text = self.connection.ops.compose_sql(sql, params) if params else sql
-        while True:
+
+        # Each batch commits on its own; one that meets a conflict was rolled
+        # back and is simply run again.
+        @retry_on_occ
+        def batch() -> int:
             with self.connection.cursor() as cursor:
                 cursor.execute(text)
-                if cursor.rowcount < BATCH_ROWS:
-                    return
+                return int(cursor.rowcount)
+
+        while batch() == BATCH_ROWS:
+            pass
