@@ -21,13 +21,12 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import string
 import tempfile
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
@@ -36,6 +35,7 @@ from psycopg import sql
 
 from dsql_psycopg.errors import DsqlLocalError
 
+from . import _signals
 from ._backend import SUPERUSER, Backend
 from ._certs import make_certificates
 from ._endpoint import Endpoint
@@ -49,7 +49,6 @@ logger = logging.getLogger("dsql_psycopg.local")
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 _CLUSTER_ID = re.compile(r"[a-z0-9]{26}")
-_SignalHandler = Any  # what signal.signal() returns: a callable, an int or None
 
 
 def _new_cluster_id() -> str:
@@ -60,8 +59,9 @@ def _load_strict_policy() -> StatementPolicy | None:
     try:
         # Imported late: strict mode is optional and pulls in pglast.
         from .strict import StrictPolicy  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
-    except ImportError:
-        logger.debug("strict mode is not available; statements are not checked")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.strict":
+            logger.warning("strict mode is off: %s (install dsql-psycopg[local])", exc)
         return None
     policy: StatementPolicy = StrictPolicy()
     return policy
@@ -118,7 +118,6 @@ class DsqlLocal:
         self._backend = Backend(Path(pg_bindir) if pg_bindir is not None else None)
         self._endpoint: Endpoint | None = None
         self._tmp: Path | None = None
-        self._previous_sigterm: _SignalHandler = None
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -158,7 +157,7 @@ class DsqlLocal:
                 raise
             self._endpoint = endpoint
             atexit.register(self.stop)
-            self._catch_sigterm()
+            _signals.hold()
         logger.info("DSQL Local listening on 127.0.0.1:%s as %s", self.port, self.host)
         return self
 
@@ -166,10 +165,10 @@ class DsqlLocal:
         """Close every connection, stop the backend and delete all files."""
         with self._lock:
             atexit.unregister(self.stop)
-            self._restore_sigterm()
             endpoint, self._endpoint = self._endpoint, None
             if endpoint is not None:
                 endpoint.stop()
+                _signals.release()
             self._cleanup()
 
     def _cleanup(self) -> None:
@@ -200,26 +199,6 @@ class DsqlLocal:
                 "will do), or pass credentials={access_key_id: secret_access_key}"
             )
         return {key: secret}
-
-    def _catch_sigterm(self) -> None:
-        """Turn SIGTERM into KeyboardInterrupt so that cleanup code runs."""
-        if threading.current_thread() is not threading.main_thread():
-            return
-        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
-            return
-
-        def interrupt(signum: int, frame: FrameType | None) -> None:
-            raise KeyboardInterrupt(f"signal {signum}")
-
-        self._previous_sigterm = signal.signal(signal.SIGTERM, interrupt)
-
-    def _restore_sigterm(self) -> None:
-        previous, self._previous_sigterm = self._previous_sigterm, None
-        if (
-            previous is not None
-            and threading.current_thread() is threading.main_thread()
-        ):
-            signal.signal(signal.SIGTERM, previous)
 
     # -- where it is ----------------------------------------------------------
 
