@@ -63,7 +63,7 @@ def test_migrate_applies_every_app() -> None:
     applied = MigrationRecorder(connections["default"]).applied_migrations()
     apps = {app for app, _ in applied}
     assert {"contenttypes", "auth", "sessions", "djangoapp"} <= apps
-    assert ("djangoapp", "0002_dsql_alterations") in applied
+    assert ("djangoapp", "0003_status_nullable") in applied
 
 
 def test_schema_has_no_foreign_keys_and_bigint_identities() -> None:
@@ -108,6 +108,19 @@ def test_second_migration_kept_and_filled_existing_rows(models: ModuleType) -> N
     # ...and NOT NULL from now on, though ADD COLUMN could not say so.
     with pytest.raises(IntegrityError, match="notnull"):
         models.Author.objects.create(name="no-nickname", nickname=None)
+    # A check constraint (PositiveSmallIntegerField) came the same way.
+    with pytest.raises(IntegrityError, match="check"):
+        models.Author.objects.create(name="negative", age=-1)
+    # NOT NULL lifted again (0003): its CHECK dropped, no column rebuilt.
+    assert seeded.exclude(status="new").count() == 0
+    assert models.Author.objects.create(name="no-status", status=None).status is None
+    rebuilt = query(
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_name = 'djangoapp_author' ORDER BY ordinal_position"
+    )
+    # email was rebuilt (it moved to the end); status kept its place.
+    names = [name for (name,) in rebuilt]
+    assert names.index("status") < names.index("email")
     # The rebuilt column kept every value and now takes NULL.
     assert seeded.filter(email__endswith="@example.com").count() == SEED_AUTHORS
     one = seeded.get(name="seed-7")

@@ -8,8 +8,9 @@ Django's PostgreSQL schema editor, changed where DSQL differs:
 - no foreign-key constraints (see the features), no ``varchar_pattern_ops``
   indexes (DSQL collates in C, so a plain index serves LIKE);
 - ``ADD COLUMN`` carries only a name and a type: defaults are written into the
-  existing rows in batches, NOT NULL becomes a ``CHECK (... IS NOT NULL) NOT
-  VALID`` constraint, and uniqueness and indexes follow as indexes;
+  existing rows in batches, NOT NULL and checks become ``CHECK (...) NOT
+  VALID`` constraints (where the server has them), and uniqueness and indexes
+  follow as indexes;
 - a column cannot change type or gain NOT NULL; it can lose NOT NULL, natively
   where the server allows it, else by rebuilding the column.
 
@@ -72,9 +73,8 @@ class DatabaseSchemaEditor(PostgreSQLSchemaEditor):
     sql_create_unique = sql_create_unique_index
     sql_create_column = "ALTER TABLE %(table)s ADD COLUMN %(column)s %(definition)s"
     sql_drop_not_null = "ALTER TABLE %(table)s ALTER COLUMN %(column)s DROP NOT NULL"
-    sql_create_not_null_check = (
-        "ALTER TABLE %(table)s ADD CONSTRAINT %(name)s"
-        " CHECK (%(column)s IS NOT NULL) NOT VALID"
+    sql_create_check_not_valid = (
+        "ALTER TABLE %(table)s ADD CONSTRAINT %(name)s CHECK (%(check)s) NOT VALID"
     )
     sql_delete_not_null_check = (
         "ALTER TABLE %(table)s DROP CONSTRAINT IF EXISTS %(name)s"
@@ -159,19 +159,53 @@ class DatabaseSchemaEditor(PostgreSQLSchemaEditor):
         if default is not None:
             self._fill_nulls(model, _column(field), "%s", [default])
         if not field.null:
-            # NOT NULL cannot come with ADD COLUMN; a CHECK added NOT VALID
-            # holds every later write to it (the rows are already filled).
-            self.execute(
-                self.sql_create_not_null_check
-                % {
-                    "table": table,
-                    "name": self.quote_name(self._not_null_check_name(model, field)),
-                    "column": column,
-                }
+            self._add_check(
+                model,
+                field,
+                self._not_null_check_name(model, field),
+                f"{column} IS NOT NULL",
             )
+        if check := field.db_parameters(connection=self.connection)["check"]:
+            name = self._create_index_name(  # type: ignore[attr-defined]
+                model._meta.db_table, [_column(field)], suffix="_check"
+            )
+            self._add_check(model, field, name, check)
         self.deferred_sql.extend(self._field_indexes_sql(model, field))  # type: ignore[attr-defined]
         if field.unique:
             self.deferred_sql.append(self._create_unique_sql(model, [field]))  # type: ignore[attr-defined]
+
+    def _is_not_null(self, model: type[Model], field: Field[Any, Any]) -> bool:
+        with self.connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT attnotnull FROM pg_attribute"
+                " WHERE attrelid = %s::regclass AND attname = %s",
+                [self.quote_name(model._meta.db_table), _column(field)],
+            )
+            row = cursor.fetchone()
+        return bool(row and row[0])
+
+    def _add_check(
+        self, model: type[Model], field: Field[Any, Any], name: str, check: str
+    ) -> None:
+        # ADD COLUMN takes no constraint; a CHECK added NOT VALID holds every
+        # later write (the existing rows were filled with a valid default).
+        sql = self.sql_create_check_not_valid % {
+            "table": self.quote_name(model._meta.db_table),
+            "name": self.quote_name(name),
+            "check": check,
+        }
+        if self.collect_sql:
+            self.execute(sql)
+            return
+        try:
+            self.execute(sql)
+        except NotSupportedError:
+            logger.warning(
+                "%s.%s was added without its constraint: the server refused %s",
+                model._meta.db_table,
+                field.column,
+                sql,
+            )
 
     def _not_null_check_name(self, model: type[Model], field: Field[Any, Any]) -> str:
         name: str = self._create_index_name(  # type: ignore[attr-defined]
@@ -229,14 +263,15 @@ class DatabaseSchemaEditor(PostgreSQLSchemaEditor):
         table = self.quote_name(model._meta.db_table)
         column = self.quote_name(_column(field))
         # The CHECK standing for NOT NULL on a column added after its table.
-        self.execute(
-            self.sql_delete_not_null_check
-            % {
-                "table": table,
-                "name": self.quote_name(self._not_null_check_name(model, field)),
-            }
-        )
+        check = self._not_null_check_name(model, field)
+        if self.collect_sql or self._is_constraint(model, check):
+            self.execute(
+                self.sql_delete_not_null_check
+                % {"table": table, "name": self.quote_name(check)}
+            )
         native = self.sql_drop_not_null % {"table": table, "column": column}
+        if not self.collect_sql and not self._is_not_null(model, field):
+            return  # added after its table: the CHECK was all there was
         if self.collect_sql:
             self.execute(native)
             return

@@ -9,6 +9,8 @@ class Author(models.Model):
     name = models.CharField(max_length=200, unique=True)
     email = models.EmailField(blank=True, null=True)
     nickname = models.CharField(max_length=30, default="anon")
+    status = models.CharField(max_length=10, default="new", null=True)
+    age = models.PositiveSmallIntegerField(null=True)
     joined = models.DateField(null=True, db_index=True)
 
     class Meta:

@@ -1,6 +1,7 @@
 """Changes DSQL cannot make in place, run on tables that already have rows.
 
-- AddField with a default: a bare ADD COLUMN, then the rows are filled in;
+- AddField with a default: a bare ADD COLUMN, then the rows are filled in,
+  NOT NULL and checks as CHECK ... NOT VALID constraints;
 - AlterField to null=True: DROP NOT NULL, or a rebuilt column;
 - AlterField of max_length: no DDL at all (CharField is an unbounded varchar);
 - unique removed from a field (a constraint) and from unique_together (an index);
@@ -20,6 +21,16 @@ class Migration(migrations.Migration):
             model_name="author",
             name="nickname",
             field=models.CharField(default="anon", max_length=30),
+        ),
+        migrations.AddField(
+            model_name="author",
+            name="status",
+            field=models.CharField(default="new", max_length=10),
+        ),
+        migrations.AddField(
+            model_name="author",
+            name="age",
+            field=models.PositiveSmallIntegerField(null=True),
         ),
         migrations.AddField(
             model_name="author",
