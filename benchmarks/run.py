@@ -79,6 +79,24 @@ def summary(samples: Sequence[float]) -> dict[str, float]:
     }
 
 
+def with_ratios(samples: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """Summaries, each with its ratio to the floor's.
+
+    `paired_ratio` is the median of per-round ratios (round i of a contender
+    against round i of the floor, run next to each other): on a busy machine
+    it is steadier than the ratio of medians.
+    """
+    stats = {name: summary(s) for name, s in samples.items()}
+    floor = samples["floor"]
+    for name, s in stats.items():
+        s["ratio_to_floor"] = s["median"] / stats["floor"]["median"]
+        paired = summary([a / b for a, b in zip(samples[name], floor, strict=True)])
+        s["paired_ratio"] = paired["median"]
+        s["paired_ratio_p10"] = paired["p10"]
+        s["paired_ratio_p90"] = paired["p90"]
+    return stats
+
+
 def rotated(items: Sequence[Any], i: int) -> list[Any]:
     """`items` starting at position `i`: each contender leads in turn."""
     k = i % len(items)
@@ -203,11 +221,7 @@ def bench_connect(ep: Endpoint, n: int, official_on: bool) -> dict[str, Any]:
     contenders = contenders_connect(ep, official_on)
     for call in contenders.values():  # warm up: imports, client caches
         call()
-    samples = time_calls(contenders, n)
-    stats = {name: summary(s) for name, s in samples.items()}
-    floor = stats["floor"]["median"]
-    for s in stats.values():
-        s["ratio_to_floor"] = s["median"] / floor
+    stats = with_ratios(time_calls(contenders, n))
     result: dict[str, Any] = {"n": n, "seconds": stats}
     if "official" in stats:
         result["official_over_ours"] = (
@@ -306,19 +320,29 @@ def bench_pool(
             pool.wait(30)
             _pool_round(pool, threads, 5)
         samples: dict[str, list[float]] = {name: [] for name in pools}
+        checkout: dict[str, list[float]] = {name: [] for name in pools}
         for i in range(rounds):
             for name in rotated(list(pools), i):
                 samples[name].append(_pool_round(pools[name], threads, ops))
-    stats = {name: summary(s) for name, s in samples.items()}
-    floor = stats["floor"]["median"]
-    for s in stats.values():
-        s["ratio_to_floor"] = s["median"] / floor
+                checkout[name].append(_checkout_cost(pools[name], ops))
     return {
         "rounds": rounds,
         "threads": threads,
         "ops_per_thread": ops,
-        "ops_per_s": stats,
+        "ops_per_s": with_ratios(samples),
+        "checkout_microseconds": {
+            name: summary([x * 1e6 for x in s]) for name, s in checkout.items()
+        },
     }
+
+
+def _checkout_cost(pool: psycopg_pool.ConnectionPool[Any], n: int) -> float:
+    """Seconds per checkout and return, no query: the pool's own overhead."""
+    started = time.perf_counter()
+    for _ in range(n):
+        with pool.connection():
+            pass
+    return (time.perf_counter() - started) / n
 
 
 # -- scenario 4: hot-row contention -----------------------------------------------
@@ -587,6 +611,13 @@ def _ms(s: dict[str, float]) -> str:
     return f"{s['median'] * 1e3:.2f} ({s['p10'] * 1e3:.2f}-{s['p90'] * 1e3:.2f})"
 
 
+def _ratios(s: dict[str, float]) -> str:
+    return (
+        f"{s['ratio_to_floor']:.3f} | {s['paired_ratio']:.3f}"
+        f" ({s['paired_ratio_p10']:.3f}-{s['paired_ratio_p90']:.3f})"
+    )
+
+
 def render(results: dict[str, Any]) -> str:
     out: list[str] = []
     meta = results["meta"]
@@ -604,11 +635,12 @@ def render(results: dict[str, Any]) -> str:
             "",
             f"### 1. Connect + first query (sequential, N = {r['n']})",
             "",
-            "| contender | median ms (p10-p90) | ratio to floor |",
-            "|---|---|---|",
+            "| contender | median ms (p10-p90) | ratio of medians"
+            " | paired ratio (p10-p90) |",
+            "|---|---|---|---|",
         ]
         for name, s in r["seconds"].items():
-            out.append(f"| {name} | {_ms(s)} | {s['ratio_to_floor']:.3f} |")
+            out.append(f"| {name} | {_ms(s)} | {_ratios(s)} |")
         if "official_over_ours" in r:
             out.append(f"\nofficial / ours = {r['official_over_ours']:.2f}")
     if "sign" in sc:
@@ -631,14 +663,18 @@ def render(results: dict[str, Any]) -> str:
             f"### 3. Pool throughput ({r['threads']} threads x {r['ops_per_thread']}"
             f" checkouts + SELECT 1, {r['rounds']} rounds)",
             "",
-            "| pool | median ops/s (p10-p90) | ratio to floor |",
-            "|---|---|---|",
+            "| pool | median ops/s (p10-p90) | ratio of medians"
+            " | paired ratio (p10-p90) |",
+            "|---|---|---|---|",
         ]
         for name, s in r["ops_per_s"].items():
             out.append(
                 f"| {name} | {s['median']:.0f} ({s['p10']:.0f}-{s['p90']:.0f})"
-                f" | {s['ratio_to_floor']:.3f} |"
+                f" | {_ratios(s)} |"
             )
+        out += ["", "checkout + return alone, one thread, no query (µs):", ""]
+        for name, s in r["checkout_microseconds"].items():
+            out.append(f"- {name}: {s['median']:.1f} ({s['p10']:.1f}-{s['p90']:.1f})")
     if "contention" in sc:
         r = sc["contention"]
         out += [
@@ -789,9 +825,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             elif name == "pool":
                 sc[name] = bench_pool(
                     ep,
-                    2 if quick else 7,
+                    2 if quick else 21,
                     2 if quick else 8,
-                    5 if quick else 500,
+                    5 if quick else 150,
                     official_on,
                 )
             elif name == "contention":
