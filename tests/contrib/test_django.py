@@ -134,6 +134,15 @@ def test_second_migration_kept_and_filled_existing_rows(models: ModuleType) -> N
     assert models.Author.objects.filter(name=long_name).exists()
 
 
+def test_rebuilt_column_keeps_its_check(models: ModuleType) -> None:
+    author = models.Author.objects.create(name="copies")
+    fields = {"price": Decimal("1.00"), "published": dt.date(2020, 1, 1), "pages": 1}
+    book = models.Book.objects.create(author=author, title="t", copies=None, **fields)
+    assert book.copies is None
+    with pytest.raises(IntegrityError, match="copies"):
+        models.Book.objects.create(author=author, title="u", copies=-1, **fields)
+
+
 def test_removed_uniques_are_gone(models: ModuleType) -> None:
     # A field's UNIQUE constraint and a unique_together index, both dropped.
     models.Tag.objects.bulk_create([models.Tag(slug="dup"), models.Tag(slug="dup")])

@@ -11,6 +11,7 @@ Django's PostgreSQL schema editor, changed where DSQL differs:
   existing rows in batches, NOT NULL and checks become ``CHECK (...) NOT
   VALID`` constraints (where the server has them), and uniqueness and indexes
   follow as indexes;
+- check constraints added to an existing table are ``NOT VALID``;
 - a column cannot change type or gain NOT NULL; it can lose NOT NULL, natively
   where the server allows it, else by rebuilding the column.
 
@@ -73,11 +74,10 @@ class DatabaseSchemaEditor(PostgreSQLSchemaEditor):
     sql_create_unique = sql_create_unique_index
     sql_create_column = "ALTER TABLE %(table)s ADD COLUMN %(column)s %(definition)s"
     sql_drop_not_null = "ALTER TABLE %(table)s ALTER COLUMN %(column)s DROP NOT NULL"
-    sql_create_check_not_valid = (
+    # DSQL adds a check to a table only NOT VALID: later writes are checked,
+    # the rows already there are not.
+    sql_create_check = (
         "ALTER TABLE %(table)s ADD CONSTRAINT %(name)s CHECK (%(check)s) NOT VALID"
-    )
-    sql_delete_not_null_check = (
-        "ALTER TABLE %(table)s DROP CONSTRAINT IF EXISTS %(name)s"
     )
 
     def execute(self, sql: Any, params: Any = ()) -> None:
@@ -166,10 +166,7 @@ class DatabaseSchemaEditor(PostgreSQLSchemaEditor):
                 f"{column} IS NOT NULL",
             )
         if check := field.db_parameters(connection=self.connection)["check"]:
-            name = self._create_index_name(  # type: ignore[attr-defined]
-                model._meta.db_table, [_column(field)], suffix="_check"
-            )
-            self._add_check(model, field, name, check)
+            self._add_check(model, field, self._check_name(model, field), check)
         self.deferred_sql.extend(self._field_indexes_sql(model, field))  # type: ignore[attr-defined]
         if field.unique:
             self.deferred_sql.append(self._create_unique_sql(model, [field]))  # type: ignore[attr-defined]
@@ -189,7 +186,7 @@ class DatabaseSchemaEditor(PostgreSQLSchemaEditor):
     ) -> None:
         # ADD COLUMN takes no constraint; a CHECK added NOT VALID holds every
         # later write (the existing rows were filled with a valid default).
-        sql = self.sql_create_check_not_valid % {
+        sql = self.sql_create_check % {
             "table": self.quote_name(model._meta.db_table),
             "name": self.quote_name(name),
             "check": check,
@@ -210,6 +207,12 @@ class DatabaseSchemaEditor(PostgreSQLSchemaEditor):
     def _not_null_check_name(self, model: type[Model], field: Field[Any, Any]) -> str:
         name: str = self._create_index_name(  # type: ignore[attr-defined]
             model._meta.db_table, [_column(field)], suffix="_notnull"
+        )
+        return name
+
+    def _check_name(self, model: type[Model], field: Field[Any, Any]) -> str:
+        name: str = self._create_index_name(  # type: ignore[attr-defined]
+            model._meta.db_table, [_column(field)], suffix="_check"
         )
         return name
 
@@ -266,12 +269,11 @@ class DatabaseSchemaEditor(PostgreSQLSchemaEditor):
         check = self._not_null_check_name(model, field)
         if self.collect_sql or self._is_constraint(model, check):
             self.execute(
-                self.sql_delete_not_null_check
-                % {"table": table, "name": self.quote_name(check)}
+                self.sql_delete_check % {"table": table, "name": self.quote_name(check)}
             )
-        native = self.sql_drop_not_null % {"table": table, "column": column}
         if not self.collect_sql and not self._is_not_null(model, field):
             return  # added after its table: the CHECK was all there was
+        native = self.sql_drop_not_null % {"table": table, "column": column}
         if self.collect_sql:
             self.execute(native)
             return
@@ -301,6 +303,8 @@ class DatabaseSchemaEditor(PostgreSQLSchemaEditor):
         self._fill_nulls(model, spare_name, column, [], source=column)
         self.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
         self.execute(f"ALTER TABLE {table} RENAME COLUMN {spare} TO {column}")
+        if check := field.db_parameters(connection=self.connection)["check"]:
+            self._add_check(model, field, self._check_name(model, field), check)
         for statement in self._field_indexes_sql(model, field):  # type: ignore[attr-defined]
             self.execute(statement)
         if field.unique:

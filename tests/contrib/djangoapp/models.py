@@ -30,6 +30,7 @@ class Book(models.Model):
     summary = models.TextField(blank=True)
     pages = models.IntegerField()
     words = models.BigIntegerField(default=0)
+    copies = models.PositiveIntegerField(default=1, null=True)
     edition = models.SmallIntegerField(default=1)
     rating = models.PositiveSmallIntegerField(null=True)
     in_print = models.BooleanField(default=True)

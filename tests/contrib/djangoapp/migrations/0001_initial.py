@@ -100,6 +100,7 @@ class Migration(migrations.Migration):
                 ("summary", models.TextField(blank=True)),
                 ("pages", models.IntegerField()),
                 ("words", models.BigIntegerField(default=0)),
+                ("copies", models.PositiveIntegerField(default=1)),
                 ("edition", models.SmallIntegerField(default=1)),
                 ("rating", models.PositiveSmallIntegerField(null=True)),
                 ("in_print", models.BooleanField(default=True)),

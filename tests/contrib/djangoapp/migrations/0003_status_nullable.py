@@ -1,4 +1,6 @@
-"""NOT NULL lifted from a column added by 0002: only its CHECK goes."""
+"""NOT NULL lifted: from a column added by 0002 (only its CHECK goes), and
+from one made with its table (rebuilt where DROP NOT NULL is refused, its
+check constraint made again)."""
 
 from __future__ import annotations
 
@@ -13,5 +15,10 @@ class Migration(migrations.Migration):
             model_name="author",
             name="status",
             field=models.CharField(default="new", max_length=10, null=True),
+        ),
+        migrations.AlterField(
+            model_name="book",
+            name="copies",
+            field=models.PositiveIntegerField(default=1, null=True),
         ),
     ]
