@@ -51,7 +51,8 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
     ``token_duration``...) and libpq ones (``hostaddr``, ``sslrootcert``...)
     go in ``OPTIONS``; ``OPTIONS["pool"]`` builds the pool with
     `dsql_psycopg.create_pool`, so connections are retired before DSQL's
-    connection age cap. ``OPTIONS["identity_cache"]`` sets the sequence cache
+    connection age cap; persistent connections (``CONN_MAX_AGE``) are closed
+    before it too. ``OPTIONS["identity_cache"]`` sets the sequence cache
     of automatic primary keys (1, the default, or at least 65536).
     """
 
