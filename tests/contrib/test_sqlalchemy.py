@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -82,6 +84,20 @@ def test_plain_sqlalchemy_knows_the_dsql_driver(dsql_local: DsqlLocal) -> None:
             assert isinstance(conn.connection.driver_connection, DsqlConnection)
     finally:
         engine.dispose()
+
+
+def test_dialect_is_found_without_importing_it() -> None:
+    # Through the package's sqlalchemy.dialects entry point, in a fresh process.
+    code = (
+        "import sys, sqlalchemy as sa;"
+        "engine = sa.create_engine('postgresql+dsql://admin@h/postgres');"
+        "print(type(engine.dialect).__name__);"
+        "print('dsql_psycopg' in sys.modules and 'imported' or '')"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["DsqlDialect", "imported"]
 
 
 @pytest.mark.parametrize(
