@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -163,3 +164,17 @@ def test_session_token_is_accepted() -> None:
             assert conn.execute("select 1").fetchone() == (1,)
         # The environment's key is not accepted when credentials are given.
         _refusal(local, make_token(local))
+
+
+def test_tokens_never_reach_the_logs(
+    dsql_local: DsqlLocal, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="dsql_psycopg")
+    good = make_token(dsql_local)
+    open_connection(dsql_local, token=good).close()
+    bad = make_token(dsql_local, "app_writer")
+    _refusal(dsql_local, bad)
+    assert "refused user" in caplog.text
+    for token in (good, bad):
+        assert token not in caplog.text
+        assert token.rsplit("=", 1)[-1] not in caplog.text
