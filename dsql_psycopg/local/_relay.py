@@ -71,8 +71,8 @@ _ROLLBACK = pq.query("ROLLBACK")
 _AS_IDLE = 1  # rewrite the unit's ReadyForQuery status to 'I'
 _SWALLOW = 2  # hide the whole unit from the client
 
-_Q, _P, _S, _F, _X = b"QPSFX"
-_E, _Z, _C = b"EZC"
+_Q, _P, _B, _S, _F = b"QPBSF"
+_E, _Z, _C, _PARSE_COMPLETE = b"EZC1"
 
 
 def refusal_sql(refusal: Refusal, undeclared: list[int] | None = None) -> str:
@@ -128,6 +128,12 @@ class Relay:
         self._unit_actions: dict[int, int] = {}
         self._rollback_after_sync = False
         self._pending_start: float | None = None
+        # Prepared (named) COMMIT statements, and the ParseCompletes to hide
+        # for Parses the relay adds: {unit: {index of the Parse in the unit}}.
+        self._commit_statements: set[str] = set()
+        self._parses_sent = 0
+        self._parses_done = 0
+        self._hidden_parses: dict[int, set[int]] = {}
 
     # -- control from other threads ---------------------------------------
 
@@ -314,7 +320,7 @@ class Relay:
                 need = end - pos
                 break
             kind = data[pos]
-            if kind in (_Q, _P, _S, _F):
+            if kind in (_Q, _P, _S, _F) or (kind == _B and self._commit_statements):
                 replacement = self._client_message(kind, view, pos, end)
                 if replacement is not None:
                     out += view[start:pos]
@@ -331,6 +337,7 @@ class Relay:
     ) -> bytes | None:
         if kind in (_S, _F):
             self._units_sent += 1
+            self._parses_sent = 0
             if kind == _S and self._rollback_after_sync:
                 self._rollback_after_sync = False
                 return bytes(view[pos:end]) + self._inject_rollback()
@@ -339,7 +346,11 @@ class Relay:
             self._pending_start = time.monotonic()
         if kind == _Q:
             self._units_sent += 1
+            self._parses_sent = 0
             return self._query_message(view, pos, end)
+        if kind == _B:
+            return self._bind_message(view, pos, end)
+        self._parses_sent += 1
         return self._parse_message(view, pos, end)
 
     def _query_message(self, view: memoryview, pos: int, end: int) -> bytes | None:
@@ -368,6 +379,10 @@ class Relay:
             if refusal is not None:
                 self._rollback_after_sync = True
                 return self._parse(name, refusal_sql(refusal), body, at, [])
+        elif _COMMIT_RE.match(sql):
+            self._commit_statements.add(name)
+        else:
+            self._commit_statements.discard(name)
         verdict = self._check(sql)
         if verdict is None:
             return None
@@ -381,6 +396,25 @@ class Relay:
             ]
             return self._parse(name, refusal_sql(verdict, undeclared), body, at, None)
         return self._parse(name, verdict, body, at, None)
+
+    def _bind_message(self, view: memoryview, pos: int, end: int) -> bytes | None:
+        """Fail a COMMIT that runs a prepared statement, if it must fail."""
+        body = bytes(view[pos + 5 : end])
+        portal, at = pq.cstring(body, 0)
+        statement, _ = pq.cstring(body, at)
+        if statement not in self._commit_statements:
+            return None
+        refusal = self._commit_refusal("COMMIT")
+        if refusal is None:
+            return None
+        self._rollback_after_sync = True
+        # Run the refusal from an extra unnamed statement; hide its ParseComplete.
+        unit = self._units_sent + 1
+        self._hidden_parses.setdefault(unit, set()).add(self._parses_sent)
+        self._parses_sent += 1
+        parse = self._parse("", refusal_sql(refusal), b"\0\0", 0, [])
+        no_params = _INT16.pack(0) * 3
+        return parse + pq.message(b"B", portal.encode() + b"\0\0" + no_params)
 
     @staticmethod
     def _parse(
@@ -435,7 +469,11 @@ class Relay:
                 need = end - pos
                 break
             kind = data[pos]
-            if self._unit_actions or kind in (_E, _Z) or (watch_tags and kind == _C):
+            if (
+                self._unit_actions
+                or kind in (_E, _Z, _PARSE_COMPLETE)
+                or (watch_tags and kind == _C)
+            ):
                 replacement = self._backend_message(kind, view, pos, end)
                 if replacement is not None:
                     out += view[start:pos]
@@ -450,17 +488,12 @@ class Relay:
     def _backend_message(
         self, kind: int, view: memoryview, pos: int, end: int
     ) -> bytes | None:
-        action = self._unit_actions.get(self._units_done + 1)
+        unit = self._units_done + 1
+        action = self._unit_actions.get(unit)
+        if kind == _PARSE_COMPLETE:
+            return self._parse_complete(unit, action)
         if kind == _Z:
-            self._units_done += 1
-            if action is not None:
-                del self._unit_actions[self._units_done]
-                if action == _SWALLOW:
-                    return b""
-                self._set_status(b"I")
-                return pq.ready_for_query(b"I")
-            self._set_status(bytes(view[pos + 5 : pos + 6]))
-            return None
+            return self._ready_for_query(unit, action, bytes(view[pos + 5 : pos + 6]))
         if action == _SWALLOW:
             return b""
         if kind == _E:
@@ -468,6 +501,29 @@ class Relay:
         if kind == _C and self._policy is not None:
             tag, _ = pq.cstring(view, pos + 5)
             self._policy.statement_done(tag, self.session)
+        return None
+
+    def _ready_for_query(
+        self, unit: int, action: int | None, status: bytes
+    ) -> bytes | None:
+        """End a unit: apply its action and note the transaction status."""
+        self._units_done = unit
+        self._parses_done = 0
+        self._hidden_parses.pop(unit, None)
+        if action is None:
+            self._set_status(status)
+            return None
+        del self._unit_actions[unit]
+        if action == _SWALLOW:
+            return b""
+        self._set_status(b"I")
+        return pq.ready_for_query(b"I")
+
+    def _parse_complete(self, unit: int, action: int | None) -> bytes | None:
+        index = self._parses_done
+        self._parses_done += 1
+        if action == _SWALLOW or index in self._hidden_parses.get(unit, ()):
+            return b""
         return None
 
     def _rewrite_error(self, body: memoryview) -> bytes | None:

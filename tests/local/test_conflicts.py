@@ -121,3 +121,22 @@ def test_inject_conflicts_validates_its_arguments(dsql_local: DsqlLocal) -> None
         dsql_local.inject_conflicts(1, code="OC999")
     with pytest.raises(DsqlLocalError, match="zero or more"):
         dsql_local.inject_conflicts(-1)
+
+
+def test_injected_conflict_on_a_prepared_commit(
+    dsql_local: DsqlLocal, connect: Connect, counter: str
+) -> None:
+    conn = connect(prepare_threshold=0)  # every statement is prepared at once
+    cur = conn.cursor()
+    for n in range(1, 4):
+        cur.execute(f"update {counter} set n = %s where id = 1", [n])
+        if n == 2:
+            dsql_local.inject_conflicts(1)
+            with pytest.raises(errors.SerializationFailure, match=r"\(OC000\)"):
+                cur.execute("commit")
+            assert conn.info.transaction_status == TransactionStatus.IDLE
+        else:
+            cur.execute("commit")
+    assert cur.execute(f"select n from {counter}").fetchone() == (3,)
+    assert cur.execute("select count(*) from pg_prepared_statements").fetchone()[0] >= 2
+    conn.commit()
