@@ -4,8 +4,8 @@ One thread per connection runs a poll loop over the client's TLS socket and
 the backend's unix socket. Data is read in large chunks; only the message
 headers are looked at, and the few messages DSQL Local acts on are decoded:
 
-- client Query/Parse: COMMIT interception (injected conflicts, the policy's
-  check_commit) and the policy's check_statement;
+- client Query/Parse (and Bind of a prepared COMMIT): COMMIT interception
+  (injected conflicts, the policy's check_commit) and check_statement;
 - backend ErrorResponse: PostgreSQL's serialization and lock-timeout errors
   become DSQL's 40001 ``(OC000)``; refusals lose their PL/pgSQL context;
 - backend ReadyForQuery/CommandComplete: the session state the policy sees.
@@ -14,6 +14,13 @@ Responses are counted in *units*: every Query, Sync and FunctionCall gets
 exactly one ReadyForQuery, so unit k is everything the backend sends after the
 (k-1)-th ReadyForQuery up to and including the k-th. This lets the relay
 swallow the answer to a statement it injected without tracking every message.
+Within a unit, ParseCompletes are counted too, to hide those of Parses the
+relay added.
+
+A refused statement is replaced by ``CALL dsql_local.refuse(...)``, so the
+backend itself raises the error and leaves the transaction exactly as any
+server-side error would. A failed COMMIT becomes such a refusal followed by a
+hidden ROLLBACK, so the client is idle afterwards, as with DSQL.
 """
 
 from __future__ import annotations
