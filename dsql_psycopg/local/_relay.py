@@ -198,19 +198,17 @@ class Relay:
             if now >= self._deadline:
                 self._age_out()
                 return
-            timeout = self._deadline - now
+            timeout_ms = math.ceil((self._deadline - now) * 1000)
             if delayed:
-                timeout = min(timeout, delayed[0][0] - now)
+                # poll counts in milliseconds: wake early, sleep the rest.
+                timeout_ms = min(timeout_ms, int((delayed[0][0] - now) * 1000))
             # _read_client drains TLS records it has started, so poll sees
             # everything that is left to read.
-            for fd, event in poller.poll(math.ceil(max(timeout, 0.0) * 1000)):
+            for fd, event in poller.poll(max(timeout_ms, 0)):
                 if not self._on_event(fd == cfd, event):
                     return
             if delayed:
-                now = time.monotonic()
-                while delayed and delayed[0][0] <= now:
-                    self._from_client(delayed.popleft()[1])
-                self._flush(backend, self._to_backend)
+                self._release_delayed()
             if (
                 self._to_client
                 or self._to_backend
@@ -224,6 +222,19 @@ class Relay:
                     if masks[fd] != want:
                         masks[fd] = want
                         poller.modify(fd, want)
+
+    def _release_delayed(self) -> None:
+        """Process the client data whose simulated latency has passed."""
+        delayed = self._delayed
+        wait = delayed[0][0] - time.monotonic()
+        if wait > 0.001:
+            return
+        if wait > 0:
+            time.sleep(wait)
+        now = time.monotonic()
+        while delayed and delayed[0][0] <= now:
+            self._from_client(delayed.popleft()[1])
+        self._flush(self._backend, self._to_backend)
 
     def _on_event(self, from_client: bool, event: int) -> bool:
         """Handle one poll event; return False when the connection is over."""
