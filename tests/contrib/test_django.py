@@ -392,6 +392,26 @@ def test_view_meeting_a_conflict_is_retried_and_writes_once(
     assert models.Hit.objects.filter(counter=counter).count() == 1
 
 
+def test_retry_atomic_on_the_pooled_alias(
+    dsql_local: DsqlLocal, models: ModuleType
+) -> None:
+    runs = []
+
+    @retry_atomic(using="pooled", base_delay=0, max_delay=0)
+    def open_counter(name: str) -> int:
+        runs.append(name)
+        return models.Counter.objects.using("pooled").create(name=name).pk
+
+    dsql_local.inject_conflicts(1)
+    pk = open_counter("pooled-occ")
+    assert runs == ["pooled-occ", "pooled-occ"]
+    assert list(
+        models.Counter.objects.using("pooled")
+        .filter(name="pooled-occ")
+        .values_list("pk", flat=True)
+    ) == [pk]
+
+
 def test_retries_give_up_after_max_attempts(
     dsql_local: DsqlLocal, models: ModuleType
 ) -> None:
