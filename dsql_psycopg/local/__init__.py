@@ -131,7 +131,11 @@ class DsqlLocal:
         with self._lock:
             if self._endpoint is not None:
                 return self
-            credentials = self._credentials or self._environment_credentials()
+            credentials = (
+                self._credentials
+                if self._credentials is not None
+                else self._environment_credentials()
+            )
             policy = self._policy
             if policy is None and self.strict:
                 policy = _load_strict_policy()
