@@ -81,7 +81,9 @@ class DsqlLocal:
     ``[a-z0-9]``, random by default), ``policy`` (a `StatementPolicy` used
     instead of strict mode's), ``pg_bindir`` (where initdb and postgres are;
     found on PATH, through pg_config or in /usr/lib/postgresql by default) and
-    ``clock_skew`` (seconds a token's times may be off).
+    ``clock_skew`` (seconds a token's times may be off) and
+    ``schema_conflicts`` (as in DSQL, a transaction that began before another
+    one committed DDL fails with 40001 ``(OC001)`` at its next statement).
     """
 
     def __init__(
@@ -97,6 +99,7 @@ class DsqlLocal:
         policy: StatementPolicy | None = None,
         pg_bindir: str | os.PathLike[str] | None = None,
         clock_skew: float = 300.0,
+        schema_conflicts: bool = False,
     ) -> None:
         if max_connection_age <= 0:
             raise DsqlLocalError(
@@ -115,6 +118,7 @@ class DsqlLocal:
         self._requested_port = port
         self._policy = policy
         self._clock_skew = clock_skew
+        self._schema_conflicts = schema_conflicts
         self._backend = Backend(Path(pg_bindir) if pg_bindir is not None else None)
         self._endpoint: Endpoint | None = None
         self._tmp: Path | None = None
@@ -154,6 +158,7 @@ class DsqlLocal:
                     max_connection_age=self.max_connection_age,
                     latency=self._latency,
                     policy=policy,
+                    schema_conflicts=self._schema_conflicts,
                 )
                 endpoint.start()
             except BaseException:

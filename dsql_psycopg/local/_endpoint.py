@@ -20,6 +20,7 @@ from . import _protocol as pq
 from ._certs import CertFiles
 from ._policy import Session, StatementPolicy
 from ._relay import Relay, close_tls
+from ._schema import SchemaClock
 from ._sigv4 import TokenError, TokenVerifier
 
 logger = logging.getLogger("dsql_psycopg.local")
@@ -48,12 +49,14 @@ class Endpoint:
         max_connection_age: float = 3600.0,
         latency: float = 0.0,
         policy: StatementPolicy | None = None,
+        schema_conflicts: bool = False,
     ) -> None:
         self.verifier = verifier
         self.backend_socket = backend_socket
         self.max_connection_age = max_connection_age
         self.latency = latency
         self.policy = policy
+        self.schema_clock = SchemaClock() if schema_conflicts else None
         self._requested_port = port
         self._ctx = self._tls_context(certs)
         self._lock = threading.Lock()

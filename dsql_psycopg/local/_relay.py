@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING
 
 from . import _protocol as pq
 from ._policy import Refusal, Session, StatementPolicy
+from ._schema import OC001_MESSAGE, SchemaWatch
 
 if TYPE_CHECKING:
     from ._endpoint import Endpoint
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("dsql_psycopg.local")
 
 OC000_MESSAGE = "change conflicts with another transaction, please retry: (OC000)"
-OC001_MESSAGE = "schema has been updated by another transaction, please retry: (OC001)"
 CONFLICT_MESSAGES = {"OC000": OC000_MESSAGE, "OC001": OC001_MESSAGE}
 # PostgreSQL errors that mean "another writer got there first".
 _CONFLICT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
@@ -63,6 +63,7 @@ BOOTSTRAP_SQL = (
     END $$""",
 )
 
+_STALE_SCHEMA = Refusal("40001", OC001_MESSAGE)
 _COMMIT_RE = re.compile(
     r"\s*(?:commit|end)(?:\s+(?:work|transaction))?\s*;?\s*\Z", re.IGNORECASE
 )
@@ -119,6 +120,8 @@ class Relay:
         self.session = session
         self._deadline = deadline
         self._policy: StatementPolicy | None = endpoint.policy
+        clock = endpoint.schema_clock
+        self._schema = SchemaWatch(clock) if clock is not None else None
         self._lock = threading.Lock()
         self._closed = False
         self._killed = False
@@ -135,9 +138,9 @@ class Relay:
         self._unit_actions: dict[int, int] = {}
         self._rollback_after_sync = False
         self._pending_start: float | None = None
-        # Prepared (named) COMMIT statements, and the ParseCompletes to hide
-        # for Parses the relay adds: {unit: {index of the Parse in the unit}}.
-        self._commit_statements: set[str] = set()
+        # Prepared (named) statements: name -> (SQL, not run yet); and
+        # the ParseCompletes to hide: {unit: {index of an added Parse}}.
+        self._statements: dict[str, tuple[str, int]] = {}
         self._parses_sent = 0
         self._parses_done = 0
         self._hidden_parses: dict[int, set[int]] = {}
@@ -338,7 +341,7 @@ class Relay:
                 need = end - pos
                 break
             kind = data[pos]
-            if kind in (_Q, _P, _S, _F) or (kind == _B and self._commit_statements):
+            if kind in (_Q, _P, _S, _F) or (kind == _B and self._statements):
                 replacement = self._client_message(kind, view, pos, end)
                 if replacement is not None:
                     out += view[start:pos]
@@ -362,6 +365,8 @@ class Relay:
             return None
         if not self.session.in_transaction and self._pending_start is None:
             self._pending_start = time.monotonic()
+            if self._schema is not None:
+                self._schema.begin()
         if kind == _Q:
             self._units_sent += 1
             self._parses_sent = 0
@@ -384,6 +389,8 @@ class Relay:
         return pq.query(verdict)
 
     def _check(self, sql: str) -> Refusal | str | None:
+        if self._status == b"T" and self._schema is not None and self._schema.stale():
+            return _STALE_SCHEMA
         if self._policy is None:
             return None
         return self._policy.check_statement(sql, self.session)
@@ -397,10 +404,8 @@ class Relay:
             if refusal is not None:
                 self._rollback_after_sync = True
                 return self._parse(name, refusal_sql(refusal), body, at, [])
-        elif _COMMIT_RE.match(sql):
-            self._commit_statements.add(name)
         else:
-            self._commit_statements.discard(name)
+            self._statements[name] = (sql, True)
         verdict = self._check(sql)
         if verdict is None:
             return None
@@ -416,17 +421,36 @@ class Relay:
         return self._parse(name, verdict, body, at, None)
 
     def _bind_message(self, view: memoryview, pos: int, end: int) -> bytes | None:
-        """Fail a COMMIT that runs a prepared statement, if it must fail."""
+        """Check a prepared statement again each time it runs."""
         body = bytes(view[pos + 5 : end])
         portal, at = pq.cstring(body, 0)
         statement, _ = pq.cstring(body, at)
-        if statement not in self._commit_statements:
+        known = self._statements.get(statement)
+        if known is None:
             return None
-        refusal = self._commit_refusal("COMMIT")
-        if refusal is None:
+        sql, fresh = known
+        if _COMMIT_RE.match(sql):
+            refusal = self._commit_refusal(sql)
+            if refusal is None:
+                return None
+            self._rollback_after_sync = True
+            return self._refuse_bind(portal, refusal)
+        if fresh:
+            # Its first run was checked at its Parse, which psycopg sends
+            # right before (in the same Sync or the previous one).
+            self._statements[statement] = (sql, False)
             return None
-        self._rollback_after_sync = True
-        # Run the refusal from an extra unnamed statement; hide its ParseComplete.
+        verdict = self._check(sql)
+        # A rewrite cannot apply to a prepared statement: it runs as prepared.
+        return (
+            self._refuse_bind(portal, verdict) if isinstance(verdict, Refusal) else None
+        )
+
+    def _refuse_bind(self, portal: str, refusal: Refusal) -> bytes:
+        """Bind `portal` to an extra unnamed statement raising `refusal`.
+
+        The backend answers the extra Parse too: its ParseComplete is hidden.
+        """
         unit = self._units_sent + 1
         self._hidden_parses.setdefault(unit, set()).add(self._parses_sent)
         self._parses_sent += 1
@@ -449,6 +473,8 @@ class Relay:
         """Decide whether this COMMIT must fail; consume an injected conflict."""
         if self._status != b"T" or not _COMMIT_RE.match(sql):
             return None
+        if self._schema is not None and self._schema.stale():
+            return _STALE_SCHEMA
         if self._policy is not None:
             refusal = self._policy.check_commit(self.session)
             if refusal is not None:
@@ -480,7 +506,7 @@ class Relay:
         need = 5
         out = self._to_client
         view = memoryview(data)
-        watch_tags = self._policy is not None
+        watch_tags = self._policy is not None or self._schema is not None
         while n - pos >= 5:
             end = pos + 1 + _UNPACK_LEN(data, pos + 1)[0]
             if end > n:
@@ -515,10 +541,15 @@ class Relay:
         if action == _SWALLOW:
             return b""
         if kind == _E:
+            if self._schema is not None:
+                self._schema.error()
             return self._rewrite_error(view[pos + 5 : end])
-        if kind == _C and self._policy is not None:
+        if kind == _C:
             tag, _ = pq.cstring(view, pos + 5)
-            self._policy.statement_done(tag, self.session)
+            if self._schema is not None:
+                self._schema.command_done(tag)
+            if self._policy is not None:
+                self._policy.statement_done(tag, self.session)
         return None
 
     def _ready_for_query(
@@ -560,6 +591,8 @@ class Relay:
         self._status = status
         session = self.session
         if status == b"I":
+            if self._schema is not None:
+                self._schema.idle()
             session.in_transaction = False
             session.transaction_started_at = None
             session.scratch.clear()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import psycopg
 import pytest
-from dsql_local_helpers import Connect
+from dsql_local_helpers import Connect, open_connection
 from psycopg import errors
 from psycopg.pq import TransactionStatus
 
@@ -140,3 +142,64 @@ def test_injected_conflict_on_a_prepared_commit(
     assert cur.execute(f"select n from {counter}").fetchone() == (3,)
     assert cur.execute("select count(*) from pg_prepared_statements").fetchone()[0] >= 2
     conn.commit()
+
+
+@pytest.fixture(scope="module")
+def schema_local() -> Iterator[DsqlLocal]:
+    with DsqlLocal(strict=False, schema_conflicts=True) as local:
+        yield local
+
+
+def test_schema_change_fails_older_transactions(schema_local: DsqlLocal) -> None:
+    with (
+        open_connection(schema_local) as older,
+        open_connection(schema_local, autocommit=True) as ddl,
+    ):
+        older.execute("select 1")
+        ddl.execute("create table changed (id int primary key)")
+        with pytest.raises(errors.SerializationFailure) as info:
+            older.execute("select 2")
+        assert str(info.value) == (
+            "schema has been updated by another transaction, please retry: (OC001)"
+        )
+        assert older.info.transaction_status == TransactionStatus.INERROR
+        older.rollback()
+        # A transaction that begins after the change sees the new schema.
+        assert older.execute("select count(*) from changed").fetchone() == (0,)
+        older.commit()
+
+
+def test_schema_change_fails_an_older_commit(schema_local: DsqlLocal) -> None:
+    with (
+        open_connection(schema_local) as older,
+        open_connection(schema_local, autocommit=True) as ddl,
+    ):
+        older.execute("select 1")
+        ddl.execute("create table changed_at_commit (id int primary key)")
+        with pytest.raises(errors.SerializationFailure, match=r"\(OC001\)"):
+            older.commit()
+        assert older.info.transaction_status == TransactionStatus.IDLE
+
+
+def test_own_and_rolled_back_schema_changes_do_not_conflict(
+    schema_local: DsqlLocal,
+) -> None:
+    with (
+        open_connection(schema_local) as older,
+        open_connection(schema_local) as ddl,
+    ):
+        older.execute("select 1")
+        ddl.execute("create table never_made (id int primary key)")
+        ddl.rollback()
+        older.execute("create table own_change (id int primary key)")
+        assert older.execute("select count(*) from own_change").fetchone() == (0,)
+        older.commit()
+
+
+def test_schema_conflicts_are_off_by_default(connect: Connect) -> None:
+    older = connect()
+    ddl = connect(autocommit=True)
+    older.execute("select 1")
+    ddl.execute("create table unnoticed (id int primary key)")
+    assert older.execute("select 2").fetchone() == (2,)
+    older.commit()

@@ -34,6 +34,10 @@ class TinyPolicy:
         )
         if "mark_commit" in sql:
             session.scratch["veto"] = True
+        if "block_next" in sql:
+            session.scratch["block"] = True
+        if "stateful" in sql and session.scratch.get("block"):
+            return Refusal("0A000", "forbidden is not supported")
         if "forbidden" in sql:
             return Refusal("0A000", "forbidden is not supported")
         if "rewrite_me" in sql:
@@ -213,3 +217,29 @@ def test_a_failing_policy_is_reported_to_the_client(
             conn.execute("select 'explode'")
         assert conn.closed
         assert "relay failed" in caplog.text
+
+
+def test_prepared_statements_are_checked_each_time_they_run(
+    local: DsqlLocal, policy: TinyPolicy
+) -> None:
+    with open_connection(local, prepare_threshold=0) as conn:
+        policy.seen.clear()
+        assert conn.execute("select 'stateful', %s::int", [1]).fetchone() == (
+            "stateful",
+            1,
+        )
+        conn.commit()
+        conn.execute("select 'block_next'")
+        with pytest.raises(psycopg.Error) as info:
+            conn.execute("select 'stateful', %s::int", [2])
+        _assert_refused(info)
+        assert conn.info.transaction_status == TransactionStatus.INERROR
+        conn.rollback()
+        assert conn.execute("select 'stateful', %s::int", [3]).fetchone() == (
+            "stateful",
+            3,
+        )
+        # Checked once per run: at its Parse first, then at each Bind.
+        checks = [sql for sql, *_ in policy.seen if "stateful" in sql]
+        assert len(checks) == 3
+        conn.commit()
