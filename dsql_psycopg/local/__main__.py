@@ -48,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="add this much to every round trip (default: 0)",
     )
+    parser.add_argument(
+        "--schema-conflicts",
+        action="store_true",
+        help="fail transactions older than another one's DDL with OC001",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     return parser
 
@@ -86,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             strict=not args.no_strict,
             latency=args.latency,
             port=args.port,
+            schema_conflicts=args.schema_conflicts,
         )
         local.start()
     except DsqlLocalError as exc:

@@ -4,8 +4,9 @@ One thread per connection runs a poll loop over the client's TLS socket and
 the backend's unix socket. Data is read in large chunks; only the message
 headers are looked at, and the few messages DSQL Local acts on are decoded:
 
-- client Query/Parse (and Bind of a prepared COMMIT): COMMIT interception
-  (injected conflicts, the policy's check_commit) and check_statement;
+- client Query/Parse, and Bind of a prepared statement: COMMIT interception
+  (injected conflicts, the policy's check_commit), the policy's
+  check_statement and stale-schema (OC001) checks;
 - backend ErrorResponse: PostgreSQL's serialization and lock-timeout errors
   become DSQL's 40001 ``(OC000)``; refusals lose their PL/pgSQL context;
 - backend ReadyForQuery/CommandComplete: the session state the policy sees.

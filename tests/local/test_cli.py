@@ -32,6 +32,7 @@ def test_cli_serves_until_interrupted(sig: signal.Signals) -> None:
             "--no-strict",
             "--max-connection-age",
             "600",
+            "--schema-conflicts",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
