@@ -24,9 +24,9 @@ def connection_lost(conn: psycopg.Connection[Any]) -> psycopg.OperationalError |
     if conn.closed:
         return psycopg.OperationalError("the connection is closed")
     try:
+        fd = conn.pgconn.socket
         for _ in range(_READS):
-            readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
-            if not readable:
+            if not _readable(fd):
                 break
             conn.pgconn.consume_input()
     except psycopg.OperationalError as ex:
@@ -34,3 +34,14 @@ def connection_lost(conn: psycopg.Connection[Any]) -> psycopg.OperationalError |
     except (OSError, ValueError) as ex:
         return psycopg.OperationalError(f"the connection's socket failed: {ex}")
     return None
+
+
+def _readable(fd: int) -> bool:
+    # poll() where there is one: select() fails on descriptors above 1023,
+    # which a busy process reaches.
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([fd], [], [], 0)
+    return bool(readable)
