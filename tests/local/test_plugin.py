@@ -83,3 +83,38 @@ def test_fixtures_in_a_fresh_session(
     after = (pytester.path / "env-after.json").read_text()
     assert "AWS_ACCESS_KEY_ID" not in after
     assert "AWS_EC2_METADATA_DISABLED" not in after
+
+
+_LEAKY_TEST = """
+import boto3
+import psycopg
+import pytest
+
+
+@pytest.fixture
+def conn(dsql_local):
+    client = boto3.client("dsql", region_name=dsql_local.region)
+    host, region = dsql_local.host, dsql_local.region
+    token = client.generate_db_connect_admin_auth_token(host, region)
+    with psycopg.connect(
+        **dsql_local.connect_kwargs(), password=token, sslmode="verify-full"
+    ) as conn:
+        yield conn
+
+
+def test_leaves_a_transaction_open(conn, dsql_schema):
+    # `conn` is set up first, so it is torn down after the schema is dropped,
+    # while its transaction still holds a lock on the table.
+    conn.execute(f"create table {dsql_schema}.t (id int primary key)")
+    conn.execute(f"insert into {dsql_schema}.t values (1)")
+"""
+
+
+def test_schema_in_use_at_teardown_is_left_in_place(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_leaky=_LEAKY_TEST)
+    result = pytester.runpytest_subprocess(
+        "-p", "no:cacheprovider", "--dsql-local-no-strict"
+    )
+    result.assert_outcomes(passed=1)
