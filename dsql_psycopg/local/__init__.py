@@ -49,6 +49,7 @@ logger = logging.getLogger("dsql_psycopg.local")
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
 _CLUSTER_ID = re.compile(r"[a-z0-9]{26}")
+_REGION = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)+")
 
 
 def _new_cluster_id() -> str:
@@ -80,7 +81,7 @@ class DsqlLocal:
     Also: ``port`` (0: any free port), ``cluster_id`` (26 characters of
     ``[a-z0-9]``, random by default), ``policy`` (a `StatementPolicy` used
     instead of strict mode's), ``pg_bindir`` (where initdb and postgres are;
-    found on PATH, through pg_config or in /usr/lib/postgresql by default) and
+    found on PATH, through pg_config or in /usr/lib/postgresql by default),
     ``clock_skew`` (seconds a token's times may be off) and
     ``schema_conflicts`` (as in DSQL, a transaction that began before another
     one committed DDL fails with 40001 ``(OC001)`` at its next statement).
@@ -107,6 +108,8 @@ class DsqlLocal:
             )
         if latency < 0:
             raise DsqlLocalError("latency must be zero or a positive number of seconds")
+        if not _REGION.fullmatch(region):
+            raise DsqlLocalError(f"region must look like 'us-east-1', not {region!r}")
         if cluster_id is not None and not _CLUSTER_ID.fullmatch(cluster_id):
             raise DsqlLocalError("cluster_id must be 26 characters of a-z and 0-9")
         self.region = region

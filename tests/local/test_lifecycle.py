@@ -173,6 +173,8 @@ def test_invalid_arguments_are_refused() -> None:
         DsqlLocal(cluster_id="Not-An-Id")
     with pytest.raises(DsqlLocalError, match="max_connection_age"):
         DsqlLocal(max_connection_age=0)
+    with pytest.raises(DsqlLocalError, match="region"):
+        DsqlLocal(region="us east")
 
 
 def test_fixed_cluster_id_and_port(unused_port: int) -> None:
