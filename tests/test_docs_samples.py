@@ -166,3 +166,19 @@ def test_page_test_modules_pass(page: Path, tmp_path: Path) -> None:
             f"{sample.page}:{sample.line}\n{done.stdout}{done.stderr}"
         )
         assert " passed" in done.stdout
+
+
+def test_documented_retry_defaults_are_the_real_ones() -> None:
+    from dsql_psycopg import RetryPolicy  # noqa: PLC0415
+
+    text = (DOCS / "retries.md").read_text()
+    defaults = RetryPolicy()
+    for name in ("max_attempts", "base_delay", "max_delay", "jitter", "timeout"):
+        row = re.search(rf"^\| `{name}` \| `?([^`|]+?)`? \|", text, re.MULTILINE)
+        assert row is not None, name
+        documented = row[1].strip()
+        value = getattr(defaults, name)
+        if value is None:
+            assert documented == "None", name
+        else:
+            assert float(documented) == value, name
