@@ -97,7 +97,9 @@ def runnable(kind: str) -> list[Path]:
 
 
 @pytest.mark.parametrize("page", runnable("script"), ids=lambda p: p.name)
-def test_page_samples_run(page: Path, dsql_local: DsqlLocal, tmp_path: Path) -> None:
+def test_page_samples_run(
+    page: Path, dsql_local: DsqlLocal, dsql_schema: str, tmp_path: Path
+) -> None:
     for role in ROLES:
         dsql_local.create_role(role)
     blocks = [
@@ -115,10 +117,12 @@ def test_page_samples_run(page: Path, dsql_local: DsqlLocal, tmp_path: Path) -> 
     if any(PLACEHOLDER in s.code for s in samples(page)):
         # Only for pages that use the placeholder: a page that starts its own
         # DSQL Local must not have its backend connections rerouted.
+        # The page's tables go to a schema of its own, dropped afterwards.
         env.update(
             PGHOSTADDR="127.0.0.1",
             PGPORT=str(dsql_local.port),
             SSL_CERT_FILE=dsql_local.ca_file,
+            PGOPTIONS=f"-c search_path={dsql_schema}",
         )
     done = subprocess.run(
         [
