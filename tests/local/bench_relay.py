@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -56,7 +57,6 @@ def endpoint(strict: bool, in_process: bool) -> Iterator[tuple[str, str, int]]:
     try:
         assert proc.stdout is not None
         url = next(line[5:].strip() for line in proc.stdout if line.startswith("URL: "))
-        sockdir = None
         for line in proc.stdout:
             if line.startswith("Press Ctrl-C"):
                 break
@@ -69,10 +69,9 @@ def endpoint(strict: bool, in_process: bool) -> Iterator[tuple[str, str, int]]:
         ).stdout
         match = re.search(r"-k (\S+)", out)
         assert match, out
-        sockdir = match.group(1)
-        yield url, f"host={sockdir} dbname=postgres user=admin", proc.pid
+        yield url, f"host={match.group(1)} dbname=postgres user=admin", proc.pid
     finally:
-        proc.send_signal(2)
+        proc.send_signal(signal.SIGINT)
         proc.wait()
 
 
