@@ -22,6 +22,10 @@ from dsql_psycopg.local import DsqlLocal
 from dsql_psycopg.local._backend import find_bindir
 
 
+# Processes are found through /proc (Linux).
+needs_proc = pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs /proc")
+
+
 def _footprint(backend_dsn: str, ca_file: str) -> tuple[list[Path], list[int]]:
     """The directories DSQL Local made and the server processes it runs."""
     conninfo = psycopg.conninfo.conninfo_to_dict(backend_dsn)
@@ -52,6 +56,7 @@ def _assert_gone(dirs: list[Path], pids: list[int]) -> None:
         assert not directory.exists(), f"{directory} was left behind"
 
 
+@needs_proc
 def test_stop_leaves_nothing_behind() -> None:
     local = DsqlLocal(strict=False).start()
     try:
@@ -94,6 +99,7 @@ def test_waits(dsql_local):
 """
 
 
+@needs_proc
 @pytest.mark.parametrize(
     ("how", "sig"),
     [("signal", signal.SIGTERM), ("signal", signal.SIGINT), ("exit", None)],
@@ -120,6 +126,7 @@ def test_process_end_cleans_up(how: str, sig: signal.Signals | None) -> None:
     _assert_gone(dirs, pids)
 
 
+@needs_proc
 def test_interrupted_pytest_run_cleans_up(pytester: pytest.Pytester) -> None:
     info = pytester.path / "info.json"
     pytester.makepyfile(test_waits=_PYTEST_FILE.format(path=str(info)))
