@@ -21,7 +21,6 @@ from dsql_psycopg.errors import DsqlLocalError
 from dsql_psycopg.local import DsqlLocal
 from dsql_psycopg.local._backend import find_bindir
 
-
 # Processes are found through /proc (Linux).
 needs_proc = pytest.mark.skipif(not Path("/proc/self").exists(), reason="needs /proc")
 
