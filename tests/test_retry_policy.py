@@ -157,7 +157,7 @@ def test_decorator_retries_conflicts_and_reports_each_retry(no_sleep, caplog):
     events: list[RetryEvent] = []
     flaky = Flaky(pge.SerializationFailure(OC000), psycopg.OperationalError(OC001))
     policy = RetryPolicy(
-        base_delay=0.5, max_delay=5.0, jitter=0, on_retry=events.append
+        max_attempts=10, base_delay=0.5, max_delay=5.0, jitter=0, on_retry=events.append
     )
     caplog.set_level(logging.DEBUG, logger="dsql_psycopg.retry")
 
