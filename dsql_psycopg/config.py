@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 
 DEFAULT_USER = "admin"
 DEFAULT_DBNAME = "postgres"
-DEFAULT_PORT = "5432"
 DEFAULT_TOKEN_DURATION = 900
 MAX_TOKEN_DURATION = 604_800
 
@@ -198,7 +197,7 @@ def _validate(ours: dict[str, Any], libpq: dict[str, Any]) -> DsqlParams:
     libpq["host"] = host
     libpq["user"] = user = str(libpq.get("user") or DEFAULT_USER)
     libpq.setdefault("dbname", DEFAULT_DBNAME)
-    libpq.setdefault("port", DEFAULT_PORT)
+    # No port default of ours: libpq's is DSQL's 5432, and it honours PGPORT.
 
     session = ours.get("session")
     if session is not None and not hasattr(session, "client"):

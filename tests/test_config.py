@@ -49,7 +49,7 @@ def test_defaults() -> None:
     params = parse(host=HOST)
     assert params.user == "admin"
     assert params.libpq["dbname"] == "postgres"
-    assert params.libpq["port"] == "5432"
+    assert "port" not in params.libpq  # libpq's default: 5432, or PGPORT
     assert params.token_duration == 900
 
 

@@ -37,10 +37,7 @@ ROLES = ("app",)
 
 RUNNER = """
 import json, sys
-import dsql_psycopg.config
 
-# DSQL always listens on 5432, DSQL Local on a free port: make it the default.
-dsql_psycopg.config.DEFAULT_PORT = sys.argv[2]
 namespace = {"__name__": "__main__"}
 with open(sys.argv[1]) as f:
     blocks = json.load(f)
@@ -131,7 +128,6 @@ def test_page_samples_run(
             "error",
             "runner.py",
             "samples.json",
-            str(dsql_local.port),
         ],
         cwd=tmp_path,
         env=env,

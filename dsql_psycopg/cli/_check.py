@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -45,6 +46,8 @@ def configuration(state: State) -> Outcome:
         tls.apply_tls(libpq)
     except ConfigurationError as ex:
         raise StepFailed("the target is not valid", str(ex)) from None
+    # What libpq will use when the target names no port.
+    libpq.setdefault("port", os.environ.get("PGPORT") or "5432")
     state.params, state.libpq = params, libpq
     shown = {
         "host": params.host,
