@@ -185,11 +185,12 @@ class Endpoint:
         Gives up when the connection is dropped or the endpoint stops.
         """
         deadline = time.monotonic() + _HANDSHAKE_TIMEOUT
+        poller = select.poll()  # not select(): descriptors may exceed 1023
+        poller.register(sock, select.POLLIN)
         while not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
             if self._state.generation != self._generation:
                 raise _Closed
-            ready, _, _ = select.select([sock], [], [], 0.2)
-            if ready:
+            if poller.poll(200):
                 break
             if time.monotonic() > deadline:
                 raise _Closed

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import resource
+import socket
 import threading
 import time
 
@@ -139,3 +141,20 @@ def test_cancel_reaches_the_backend(connect: Connect) -> None:
     finally:
         timer.cancel()
     assert conn.execute("select 1").fetchone() == (1,)
+
+
+def test_descriptors_above_1023_work(dsql_local: DsqlLocal) -> None:
+    # select() cannot watch them; the endpoint must not depend on it.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip("the descriptor limit is too low")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    hogs = [socket.socket() for _ in range(1100)]
+    try:
+        with open_connection(dsql_local) as conn:
+            assert conn.pgconn.socket > 1023
+            assert conn.execute("select 1").fetchone() == (1,)
+    finally:
+        for hog in hogs:
+            hog.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
