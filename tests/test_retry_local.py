@@ -34,6 +34,7 @@ Conn = dsql.DsqlConnection[Any]
 def local(dsql_local: DsqlLocal) -> Iterator[DsqlLocal]:
     yield dsql_local
     dsql_local.inject_conflicts(0)
+    dsql_local.inject_commit_drops(0)
 
 
 @pytest.fixture
@@ -403,6 +404,79 @@ def test_decorator_reruns_a_connection_lost_before_commit_by_an_inner_transactio
         assert work() == 1
     assert runs == 2
     assert value_of(lonely_local, lonely_counter) == 1
+
+
+@pytest.fixture
+def ledger(local: DsqlLocal, dsql_schema: str) -> str:
+    """An empty table of (id, amount) rows; returns its qualified name."""
+    table = f"{dsql_schema}.ledger"
+    with dsql.connect(local.url, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, amount int NOT NULL)")
+    return table
+
+
+def ledger_rows(local: DsqlLocal, table: str) -> list[tuple[int, int]]:
+    with dsql.connect(local.url, autocommit=True) as conn:
+        return conn.execute(f"SELECT id, amount FROM {table} ORDER BY id").fetchall()
+
+
+@pytest.mark.parametrize("form", ["iterator", "run_transaction"])
+@pytest.mark.parametrize("kind", ["pool", "connection"])
+def test_connection_lost_after_commit_is_not_rerun(local, ledger, pool, form, kind):
+    runs = 0
+
+    def body(conn: Conn) -> None:
+        nonlocal runs
+        runs += 1
+        conn.execute(f"INSERT INTO {ledger} VALUES (%s, 10)", (runs,))
+
+    source = pool if kind == "pool" else pool.getconn()
+    local.inject_commit_drops(1)
+    with pytest.raises(CommitOutcomeUnknown) as info:  # noqa: PT012
+        if form == "iterator":
+            for attempt in transaction(source):
+                with attempt as conn:
+                    body(conn)
+        else:
+            run_transaction(source, body)
+    if kind == "connection":
+        assert source.closed
+        pool.putconn(source)
+    assert runs == 1
+    assert isinstance(info.value.__cause__, psycopg.OperationalError)
+    # The COMMIT reached the server: the row is there, exactly once.
+    assert ledger_rows(local, ledger) == [(1, 10)]
+    # The pool replaced the broken connection.
+    assert run_transaction(pool, lambda c: c.execute("SELECT 1").fetchone()) == (1,)
+
+
+def test_connection_lost_after_commit_reruns_an_idempotent_body(
+    local, ledger, pool, no_sleep
+):
+    runs = 0
+    events: list[RetryEvent] = []
+
+    def upsert(conn: Conn) -> None:
+        nonlocal runs
+        runs += 1
+        conn.execute(
+            f"INSERT INTO {ledger} VALUES (1, 10)"
+            " ON CONFLICT (id) DO UPDATE SET amount = excluded.amount"
+        )
+
+    local.inject_commit_drops(1)
+    run_transaction(pool, upsert, idempotent=True, on_retry=events.append)
+    assert runs == 2
+    assert [(e.attempt, e.reason) for e in events] == [(1, "commit_outcome_unknown")]
+    # Both runs committed; an idempotent body leaves what one run would.
+    assert ledger_rows(local, ledger) == [(1, 10)]
+
+
+def test_idempotent_is_a_promise_the_body_must_keep(local, counter, pool, no_sleep):
+    local.inject_commit_drops(1)
+    assert run_transaction(pool, increment, counter, idempotent=True) == 2
+    # An increment is not idempotent: the lost confirmation made it count twice.
+    assert value_of(local, counter) == 2
 
 
 # -- transactions, nesting and misuse --------------------------------------------

@@ -3,8 +3,8 @@
 It behaves like DSQL where a client can tell: TLS only (classic and direct
 negotiation), IAM token authentication (SigV4, verified with the configured
 secrets), optimistic conflicts reported as SQLSTATE 40001 ``(OC000)``, and a
-connection age cap. For tests it can inject conflicts, drop connections and
-add latency::
+connection age cap. For tests it can inject conflicts, lose connections
+(now, or right after a COMMIT has committed) and add latency::
 
     with DsqlLocal() as local:
         token = boto3.client("dsql", region_name=local.region) \\
@@ -303,6 +303,22 @@ class DsqlLocal:
         if count < 0:
             raise DsqlLocalError("count must be zero or more")
         self._running().inject_conflicts(count, code)
+
+    def inject_commit_drops(self, count: int) -> None:
+        """Lose the connection of each of the next `count` COMMITs after it commits.
+
+        The COMMIT reaches the backend and commits; when the backend confirms
+        it, the client connection is closed abruptly instead of relaying the
+        confirmation. The client sees a broken connection while COMMIT is in
+        flight and cannot tell whether it committed: this is how to test code
+        that must cope with an unknown commit outcome (it did commit here).
+        Counts only COMMITs of a transaction in progress (not failed), on any
+        connection, after injected conflicts and the policy have let them
+        through. Replaces any injection not used yet; ``0`` cancels them.
+        """
+        if count < 0:
+            raise DsqlLocalError("count must be zero or more")
+        self._running().inject_commit_drops(count)
 
     def drop_connections(self) -> None:
         """Close every client connection now, without a message."""

@@ -61,6 +61,7 @@ class Endpoint:
         self._ctx = self._tls_context(certs)
         self._lock = threading.Lock()
         self._conflicts: deque[str] = deque()
+        self._commit_drops = 0
         self._relays: set[Relay] = set()
         self._threads: set[threading.Thread] = set()
         self._generation = 0
@@ -137,6 +138,17 @@ class Endpoint:
     def take_conflict(self) -> str | None:
         with self._lock:
             return self._conflicts.popleft() if self._conflicts else None
+
+    def inject_commit_drops(self, count: int) -> None:
+        with self._lock:
+            self._commit_drops = count
+
+    def take_commit_drop(self) -> bool:
+        with self._lock:
+            if self._commit_drops <= 0:
+                return False
+            self._commit_drops -= 1
+            return True
 
     def drop_connections(self) -> None:
         with self._lock:

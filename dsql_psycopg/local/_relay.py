@@ -9,7 +9,9 @@ headers are looked at, and the few messages DSQL Local acts on are decoded:
   check_statement and stale-schema (OC001) checks;
 - backend ErrorResponse: PostgreSQL's serialization and lock-timeout errors
   become DSQL's 40001 ``(OC000)``; refusals lose their PL/pgSQL context;
-- backend ReadyForQuery/CommandComplete: the session state the policy sees.
+- backend ReadyForQuery/CommandComplete: the session state the policy sees;
+  an injected commit drop closes the client connection at COMMIT's
+  CommandComplete, after the backend has committed.
 
 Responses are counted in *units*: every Query, Sync and FunctionCall gets
 exactly one ReadyForQuery, so unit k is everything the backend sends after the
@@ -76,9 +78,10 @@ _CHUNK = 256 * 1024
 _HIGH_WATER = 4 * 1024 * 1024  # stop reading a side while this much is queued
 _ROLLBACK = pq.query("ROLLBACK")
 
-# Unit actions.
+# Unit actions (bit flags).
 _AS_IDLE = 1  # rewrite the unit's ReadyForQuery status to 'I'
 _SWALLOW = 2  # hide the whole unit from the client
+_DROP_AT_COMMIT = 4  # close the client connection instead of confirming COMMIT
 
 _Q, _P, _B, _S, _F = b"QPBSF"
 _E, _Z, _C, _PARSE_COMPLETE = b"EZC1"
@@ -138,6 +141,7 @@ class Relay:
         self._units_done = 0
         self._unit_actions: dict[int, int] = {}
         self._rollback_after_sync = False
+        self._dropping = False
         self._pending_start: float | None = None
         # Prepared (named) statements: name -> (SQL, not run yet); and
         # the ParseCompletes to hide: {unit: {index of an added Parse}}.
@@ -291,6 +295,9 @@ class Relay:
             return False
         self._from_backend(data)
         self._flush(self._client, self._to_client)
+        if self._dropping:
+            self.kill()
+            return False
         return True
 
     @staticmethod
@@ -379,7 +386,7 @@ class Relay:
 
     def _query_message(self, view: memoryview, pos: int, end: int) -> bytes | None:
         sql = bytes(view[pos + 5 : end - 1]).decode("utf-8", "replace")
-        refusal = self._commit_refusal(sql)
+        refusal = self._commit_refusal(sql, self._units_sent)
         if refusal is not None:
             return pq.query(refusal_sql(refusal)) + self._inject_rollback()
         verdict = self._check(sql)
@@ -401,7 +408,7 @@ class Relay:
         name, at = pq.cstring(body, 0)
         sql, at = pq.cstring(body, at)
         if not name:
-            refusal = self._commit_refusal(sql)
+            refusal = self._commit_refusal(sql, self._units_sent + 1)
             if refusal is not None:
                 self._rollback_after_sync = True
                 return self._parse(name, refusal_sql(refusal), body, at, [])
@@ -431,7 +438,7 @@ class Relay:
             return None
         sql, fresh = known
         if _COMMIT_RE.match(sql):
-            refusal = self._commit_refusal(sql)
+            refusal = self._commit_refusal(sql, self._units_sent + 1)
             if refusal is None:
                 return None
             self._rollback_after_sync = True
@@ -470,8 +477,11 @@ class Relay:
             types = _INT16.pack(len(oids)) + b"".join(_INT32.pack(o) for o in oids)
         return pq.message(b"P", name.encode() + b"\0" + sql.encode() + b"\0" + types)
 
-    def _commit_refusal(self, sql: str) -> Refusal | None:
-        """Decide whether this COMMIT must fail; consume an injected conflict."""
+    def _commit_refusal(self, sql: str, unit: int) -> Refusal | None:
+        """Decide whether this COMMIT, answered in `unit`, must fail.
+
+        Consumes an injected conflict, or else an injected commit drop.
+        """
         if self._status != b"T" or not _COMMIT_RE.match(sql):
             return None
         if self._schema is not None and self._schema.stale():
@@ -481,9 +491,14 @@ class Relay:
             if refusal is not None:
                 return refusal
         code = self._endpoint.take_conflict()
-        if code is None:
-            return None
-        return Refusal("40001", CONFLICT_MESSAGES[code])
+        if code is not None:
+            return Refusal("40001", CONFLICT_MESSAGES[code])
+        if self._endpoint.take_commit_drop():
+            self._add_action(unit, _DROP_AT_COMMIT)
+        return None
+
+    def _add_action(self, unit: int, action: int) -> None:
+        self._unit_actions[unit] = self._unit_actions.get(unit, 0) | action
 
     def _inject_rollback(self) -> bytes:
         """Follow a failed COMMIT with a hidden ROLLBACK, as DSQL ends it."""
@@ -524,6 +539,8 @@ class Relay:
                     out += view[start:pos]
                     out += replacement
                     start = end
+                    if self._dropping:
+                        return
             pos = end
         out += view[start:pos]
         if pos < n:
@@ -539,7 +556,7 @@ class Relay:
             return self._parse_complete(unit, action)
         if kind == _Z:
             return self._ready_for_query(unit, action, bytes(view[pos + 5 : pos + 6]))
-        if action == _SWALLOW:
+        if action and action & _SWALLOW:
             return b""
         if kind == _E:
             if self._schema is not None:
@@ -547,6 +564,10 @@ class Relay:
             return self._rewrite_error(view[pos + 5 : end])
         if kind == _C:
             tag, _ = pq.cstring(view, pos + 5)
+            if action and action & _DROP_AT_COMMIT and tag == "COMMIT":
+                # It committed; the client shall not know.
+                self._dropping = True
+                return b""
             if self._schema is not None:
                 self._schema.command_done(tag)
             if self._policy is not None:
@@ -564,15 +585,18 @@ class Relay:
             self._set_status(status)
             return None
         del self._unit_actions[unit]
-        if action == _SWALLOW:
+        if action & _SWALLOW:
             return b""
-        self._set_status(b"I")
-        return pq.ready_for_query(b"I")
+        if action & _AS_IDLE:
+            self._set_status(b"I")
+            return pq.ready_for_query(b"I")
+        self._set_status(status)
+        return None
 
     def _parse_complete(self, unit: int, action: int | None) -> bytes | None:
         index = self._parses_done
         self._parses_done += 1
-        if action == _SWALLOW or index in self._hidden_parses.get(unit, ()):
+        if (action and action & _SWALLOW) or index in self._hidden_parses.get(unit, ()):
             return b""
         return None
 

@@ -6,6 +6,7 @@ import resource
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -41,6 +42,72 @@ def test_dropped_transaction_is_rolled_back(
         conn.commit()
     check = connect(autocommit=True)
     assert check.execute("select count(*) from dropped").fetchone() == (0,)
+
+
+@pytest.fixture
+def commit_drops(dsql_local: DsqlLocal) -> Iterator[DsqlLocal]:
+    yield dsql_local
+    dsql_local.inject_commit_drops(0)
+
+
+@pytest.mark.parametrize("protocol", ["method", "simple", "prepared", "pipeline"])
+def test_commit_drop_loses_the_connection_after_committing(
+    commit_drops: DsqlLocal, connect: Connect, protocol: str
+) -> None:
+    check = connect(autocommit=True)
+    check.execute("create table committed (id int primary key)")
+    conn = connect(prepare_threshold=0 if protocol == "prepared" else 5)
+    conn.execute("insert into committed values (1)")
+    commit_drops.inject_commit_drops(1)
+    with pytest.raises(psycopg.OperationalError):  # noqa: PT012
+        if protocol == "method":
+            conn.commit()
+        elif protocol == "simple":
+            psycopg.ClientCursor(conn).execute("commit")
+        elif protocol == "prepared":
+            conn.execute("commit")
+        else:
+            with conn.pipeline():
+                conn.execute("insert into committed values (2)")
+                conn.commit()
+    assert conn.closed
+    expected = [(1,), (2,)] if protocol == "pipeline" else [(1,)]
+    assert check.execute("select id from committed order by id").fetchall() == expected
+    # One drop was injected, one was taken.
+    with connect() as again:
+        again.execute("insert into committed values (3)")
+    assert check.execute("select count(*) from committed").fetchone() == (
+        len(expected) + 1,
+    )
+
+
+def test_commit_drops_count_only_commits_of_live_transactions(
+    commit_drops: DsqlLocal, connect: Connect
+) -> None:
+    check = connect(autocommit=True)
+    check.execute("create table counted (id int primary key)")
+    commit_drops.inject_commit_drops(2)
+    check.execute("insert into counted values (0)")
+    check.execute("commit")  # no transaction in progress
+    failed = connect()
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        failed.execute("insert into counted values (0)")
+    failed.commit()  # the backend answers ROLLBACK: nothing to confirm
+    commit_drops.inject_conflicts(1)  # a conflict is reported instead of a drop
+    with pytest.raises(psycopg.errors.SerializationFailure), failed.transaction():
+        failed.execute("insert into counted values (1)")
+    assert not failed.closed
+    for key in (2, 3):
+        conn = connect()
+        conn.execute("insert into counted values (%s)", (key,))
+        with pytest.raises(psycopg.OperationalError):
+            conn.commit()
+    with connect() as kept:
+        kept.execute("insert into counted values (4)")
+    rows = check.execute("select id from counted order by id").fetchall()
+    assert rows == [(0,), (2,), (3,), (4,)]
+    with pytest.raises(DsqlLocalError, match="zero or more"):
+        commit_drops.inject_commit_drops(-1)
 
 
 def test_connections_are_closed_at_the_age_cap() -> None:
