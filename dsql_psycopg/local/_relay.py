@@ -6,7 +6,10 @@ headers are looked at, and the few messages DSQL Local acts on are decoded:
 
 - client Query/Parse, and Bind of a prepared statement: COMMIT interception
   (injected conflicts, the policy's check_commit), the policy's
-  check_statement and stale-schema (OC001) checks;
+  check_statement and stale-schema (OC001) checks. A Query whose text holds
+  COMMITs among other statements runs in pieces (see `_commits`), each sent
+  when the one before has finished, so that each COMMIT is checked in turn;
+  client data that follows it waits;
 - backend ErrorResponse: PostgreSQL's serialization and lock-timeout errors
   become DSQL's 40001 ``(OC000)``; refusals lose their PL/pgSQL context;
 - backend ReadyForQuery/CommandComplete: the session state the policy sees;
@@ -42,6 +45,7 @@ from collections import deque
 from typing import TYPE_CHECKING
 
 from . import _protocol as pq
+from ._commits import Piece, commit_pieces
 from ._policy import Refusal, Session, StatementPolicy
 from ._schema import OC001_MESSAGE, SchemaWatch
 
@@ -82,6 +86,7 @@ _ROLLBACK = pq.query("ROLLBACK")
 _AS_IDLE = 1  # rewrite the unit's ReadyForQuery status to 'I'
 _SWALLOW = 2  # hide the whole unit from the client
 _DROP_AT_COMMIT = 4  # close the client connection instead of confirming COMMIT
+_NEXT_PIECE = 8  # at ReadyForQuery, hide it and send the query's next piece
 
 _Q, _P, _B, _S, _F = b"QPBSF"
 _E, _Z, _C, _PARSE_COMPLETE = b"EZC1"
@@ -142,6 +147,11 @@ class Relay:
         self._unit_actions: dict[int, int] = {}
         self._rollback_after_sync = False
         self._dropping = False
+        self._unit_failed = False
+        # A query split at its COMMITs: the pieces not sent yet, and the
+        # client data that arrived after the query and waits for them.
+        self._pieces: deque[Piece] = deque()
+        self._held = bytearray()
         self._pending_start: float | None = None
         # Prepared (named) statements: name -> (SQL, not run yet); and
         # the ParseCompletes to hide: {unit: {index of an added Parse}}.
@@ -298,6 +308,8 @@ class Relay:
         if self._dropping:
             self.kill()
             return False
+        if self._to_backend:  # a query's next piece, or client data it held
+            self._flush(self._backend, self._to_backend)
         return True
 
     @staticmethod
@@ -331,6 +343,9 @@ class Relay:
     # -- client -> backend -------------------------------------------------
 
     def _from_client(self, data: bytes) -> None:
+        if self._pieces:
+            self._held += data
+            return
         buf = self._cbuf
         if buf:
             buf += data
@@ -355,6 +370,10 @@ class Relay:
                     out += view[start:pos]
                     out += replacement
                     start = end
+                    if self._pieces:
+                        # What follows waits for the rest of the split query.
+                        self._held += view[end:]
+                        return
             pos = end
         out += view[start:pos]
         if pos < n:
@@ -386,15 +405,59 @@ class Relay:
 
     def _query_message(self, view: memoryview, pos: int, end: int) -> bytes | None:
         sql = bytes(view[pos + 5 : end - 1]).decode("utf-8", "replace")
-        refusal = self._commit_refusal(sql, self._units_sent)
-        if refusal is not None:
-            return pq.query(refusal_sql(refusal)) + self._inject_rollback()
+        if _COMMIT_RE.match(sql):
+            refusal = self._commit_refusal(self._units_sent)
+            if refusal is not None:
+                return pq.query(refusal_sql(refusal)) + self._inject_rollback()
+        else:
+            pieces = commit_pieces(sql)
+            if pieces is not None:
+                self._pieces.extend(pieces)
+                return self._next_piece()
         verdict = self._check(sql)
         if verdict is None:
             return None
         if isinstance(verdict, Refusal):
             return pq.query(refusal_sql(verdict))
         return pq.query(verdict)
+
+    def _next_piece(self) -> bytes:
+        """Build the Query of the next piece of a split query (unit counted).
+
+        Each piece is checked when the pieces before it have run, so a COMMIT
+        sees what its transaction did. A refused piece ends the query.
+        """
+        piece = self._pieces.popleft()
+        unit = self._units_sent
+        if piece.commit:
+            refusal = self._commit_refusal(unit)
+            if refusal is not None:
+                self._pieces.clear()
+                return pq.query(refusal_sql(refusal)) + self._inject_rollback()
+        verdict = self._check(piece.sql)
+        if isinstance(verdict, Refusal):
+            self._pieces.clear()
+            return pq.query(refusal_sql(verdict))
+        if self._pieces:
+            self._add_action(unit, _NEXT_PIECE)
+        return pq.query(piece.sql if verdict is None else verdict)
+
+    def _after_piece(self, failed: bool) -> bool:
+        """At the end of a piece: send the next one, if any; True if sent."""
+        sent = False
+        if failed:
+            # As PostgreSQL does: an error skips the rest of the query.
+            self._pieces.clear()
+        elif self._pieces:
+            self._units_sent += 1
+            self._parses_sent = 0
+            self._to_backend += self._next_piece()
+            sent = True
+        if not self._pieces and self._held:
+            held = bytes(self._held)
+            self._held.clear()
+            self._from_client(held)
+        return sent
 
     def _check(self, sql: str) -> Refusal | str | None:
         if self._status == b"T" and self._schema is not None and self._schema.stale():
@@ -407,13 +470,13 @@ class Relay:
         body = bytes(view[pos + 5 : end])
         name, at = pq.cstring(body, 0)
         sql, at = pq.cstring(body, at)
-        if not name:
-            refusal = self._commit_refusal(sql, self._units_sent + 1)
+        if name:
+            self._statements[name] = (sql, True)
+        elif _COMMIT_RE.match(sql):
+            refusal = self._commit_refusal(self._units_sent + 1)
             if refusal is not None:
                 self._rollback_after_sync = True
                 return self._parse(name, refusal_sql(refusal), body, at, [])
-        else:
-            self._statements[name] = (sql, True)
         verdict = self._check(sql)
         if verdict is None:
             return None
@@ -438,7 +501,7 @@ class Relay:
             return None
         sql, fresh = known
         if _COMMIT_RE.match(sql):
-            refusal = self._commit_refusal(sql, self._units_sent + 1)
+            refusal = self._commit_refusal(self._units_sent + 1)
             if refusal is None:
                 return None
             self._rollback_after_sync = True
@@ -477,12 +540,12 @@ class Relay:
             types = _INT16.pack(len(oids)) + b"".join(_INT32.pack(o) for o in oids)
         return pq.message(b"P", name.encode() + b"\0" + sql.encode() + b"\0" + types)
 
-    def _commit_refusal(self, sql: str, unit: int) -> Refusal | None:
-        """Decide whether this COMMIT, answered in `unit`, must fail.
+    def _commit_refusal(self, unit: int) -> Refusal | None:
+        """Decide whether the COMMIT answered in `unit` must fail.
 
         Consumes an injected conflict, or else an injected commit drop.
         """
-        if self._status != b"T" or not _COMMIT_RE.match(sql):
+        if self._status != b"T":
             return None
         if self._schema is not None and self._schema.stale():
             return _STALE_SCHEMA
@@ -559,6 +622,7 @@ class Relay:
         if action and action & _SWALLOW:
             return b""
         if kind == _E:
+            self._unit_failed = True
             if self._schema is not None:
                 self._schema.error()
             return self._rewrite_error(view[pos + 5 : end])
@@ -581,6 +645,7 @@ class Relay:
         self._units_done = unit
         self._parses_done = 0
         self._hidden_parses.pop(unit, None)
+        failed, self._unit_failed = self._unit_failed, False
         if action is None:
             self._set_status(status)
             return None
@@ -591,6 +656,8 @@ class Relay:
             self._set_status(b"I")
             return pq.ready_for_query(b"I")
         self._set_status(status)
+        if action & _NEXT_PIECE and self._after_piece(failed):
+            return b""
         return None
 
     def _parse_complete(self, unit: int, action: int | None) -> bytes | None:

@@ -14,8 +14,9 @@ quoting and nested statements, where regular expressions would guess. Parses
 are cached per statement text, so a repeated statement costs a dict lookup.
 
 The row limit is counted from the command tags the relay reports and checked
-at COMMIT, so it holds for explicit transactions; a statement in autocommit
-mode has committed by the time its tag arrives.
+at COMMIT, so it holds for explicit transactions, also those a single query
+text begins and commits (the relay runs such a text piece by piece); a
+statement in autocommit mode has committed by the time its tag arrives.
 """
 
 from __future__ import annotations

@@ -89,6 +89,32 @@ def test_injected_schema_conflict(
     assert conn.execute(f"select n from {counter}").fetchone() == (0,)
 
 
+@pytest.mark.parametrize(
+    ("query", "autocommit"),
+    [
+        ("begin; update {t} set n = 5 where id = 1; commit", True),
+        ("update {t} set n = 5 where id = 1; commit; update {t} set n = 6", False),
+    ],
+    ids=["begin-update-commit", "update-commit-more"],
+)
+def test_injected_conflict_at_a_commit_inside_a_query(
+    dsql_local: DsqlLocal, connect: Connect, counter: str, query: str, autocommit: bool
+) -> None:
+    conn = connect(autocommit=autocommit)
+    dsql_local.inject_conflicts(1)
+    with pytest.raises(errors.SerializationFailure, match=r"\(OC000\)"):
+        conn.execute(query.format(t=counter))  # one simple Query message
+    assert conn.info.transaction_status == TransactionStatus.IDLE
+    # Rolled back, and nothing after the COMMIT ran.
+    assert conn.execute(f"select n from {counter}").fetchone() == (0,)
+    conn.rollback()
+    conn.execute(query.format(t=counter))
+    conn.commit()
+    assert conn.execute(f"select n from {counter}").fetchone() == (
+        5 if autocommit else 6,
+    )
+
+
 def test_injection_spares_autocommit_and_empty_commits(
     dsql_local: DsqlLocal, connect: Connect, counter: str
 ) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import socket
+import ssl
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +17,7 @@ from dsql_local_helpers import Connect, make_token, open_connection
 
 from dsql_psycopg.errors import DsqlLocalError
 from dsql_psycopg.local import DsqlLocal
+from dsql_psycopg.local import _protocol as pq
 
 
 def test_drop_connections_closes_every_client(
@@ -108,6 +112,58 @@ def test_commit_drops_count_only_commits_of_live_transactions(
     assert rows == [(0,), (2,), (3,), (4,)]
     with pytest.raises(DsqlLocalError, match="zero or more"):
         commit_drops.inject_commit_drops(-1)
+
+
+def read_message(sock: ssl.SSLSocket) -> tuple[bytes, bytes]:
+    header = b""
+    while len(header) < 5:
+        header += sock.recv(5 - len(header))
+    size = int.from_bytes(header[1:], "big") - 4
+    body = b""
+    while len(body) < size:
+        body += sock.recv(size - len(body))
+    return header[:1], body
+
+
+def raw_session(local: DsqlLocal) -> ssl.SSLSocket:
+    """A protocol-level client: TLS, token, and nothing in the way."""
+    ctx = ssl.create_default_context(cafile=local.ca_file)
+    sock = socket.create_connection(("127.0.0.1", local.port), timeout=10)
+    sock.sendall(struct.pack("!II", 8, pq.SSL_REQUEST))
+    assert sock.recv(1) == b"S"
+    tls = ctx.wrap_socket(sock, server_hostname=local.host)
+    tls.sendall(pq.startup_message({"user": "admin", "database": "postgres"}))
+    assert read_message(tls)[0] == b"R"
+    tls.sendall(pq.message(b"p", make_token(local).encode() + b"\0"))
+    while read_message(tls)[0] != b"Z":
+        pass
+    return tls
+
+
+def test_queries_sent_behind_a_split_query_wait_their_turn(
+    dsql_local: DsqlLocal, connect: Connect, dsql_schema: str
+) -> None:
+    table = f"{dsql_schema}.queued"
+    connect(autocommit=True).execute(f"create table {table} (id int primary key)")
+    with contextlib.closing(raw_session(dsql_local)) as sock:
+        # Two Query messages in one write: the first one runs in pieces.
+        sock.sendall(
+            pq.query(f"begin; insert into {table} values (1); commit")
+            + pq.query(f"select count(*) from {table}")
+        )
+        seen: list[tuple[bytes, bytes]] = []
+        while sum(kind == b"Z" for kind, _ in seen) < 2:
+            seen.append(read_message(sock))
+    answers = [(kind, body.rstrip(b"\0")) for kind, body in seen if kind in b"CDZE"]
+    assert answers == [
+        (b"C", b"BEGIN"),
+        (b"C", b"INSERT 0 1"),
+        (b"C", b"COMMIT"),
+        (b"Z", b"I"),
+        (b"D", b"\0\x01\0\0\0\x011"),
+        (b"C", b"SELECT 1"),
+        (b"Z", b"I"),
+    ]
 
 
 def test_connections_are_closed_at_the_age_cap() -> None:

@@ -335,6 +335,92 @@ def test_row_limit_fails_at_commit(rules_conn: psycopg.Connection[Any]) -> None:
     conn.commit()
 
 
+def fill_many(conn: psycopg.Connection[Any], rows: int) -> None:
+    """Table ``many`` with `rows` rows, inserted in transactions under the limit."""
+    conn.execute("CREATE TABLE many (id int PRIMARY KEY, v int NOT NULL)")
+    conn.commit()
+    for low in range(1, rows + 1, 1500):
+        conn.execute(
+            "INSERT INTO many SELECT i, 0 FROM generate_series(%s::int, %s::int) AS i",
+            (low, min(low + 1499, rows)),
+        )
+        conn.commit()
+
+
+@pytest.mark.parametrize(
+    ("query", "autocommit"),
+    [
+        ("BEGIN; UPDATE many SET v = 2; COMMIT", True),
+        ("UPDATE many SET v = 2; COMMIT", False),
+        ("BEGIN; UPDATE many SET v = 2; END; UPDATE many SET v = 3", True),
+        (
+            "BEGIN; UPDATE many SET v = 2 WHERE id <= 1500; COMMIT;"
+            " BEGIN; UPDATE many SET v = 2 WHERE id > 1500; COMMIT;"
+            " BEGIN; UPDATE many SET v = 4; COMMIT",
+            True,
+        ),
+    ],
+    ids=["begin-update-commit", "update-commit", "then-more", "third-commit"],
+)
+def test_row_limit_applies_to_a_commit_inside_a_query(
+    rules_conn: psycopg.Connection[Any], query: str, autocommit: bool
+) -> None:
+    conn = rules_conn
+    fill_many(conn, 3001)
+    conn.autocommit = autocommit
+    before = snapshot(conn)
+    with pytest.raises(errors.ProgramLimitExceeded) as caught:
+        conn.execute(query)  # no parameters: one simple Query message
+    assert caught.value.sqlstate == "54000"
+    assert caught.value.diag.message_primary == ROW_LIMIT
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    after = snapshot(conn)
+    if query.count("COMMIT") == 3:
+        # The first two transactions were under the limit and committed.
+        assert after == {**before, "many": [(i, 2) for i in range(1, 3002)]}
+    else:
+        assert after == before
+    conn.execute("SELECT 1")
+    conn.rollback()
+
+
+def test_commits_inside_a_query_under_the_limit(
+    rules_conn: psycopg.Connection[Any],
+) -> None:
+    conn = rules_conn
+    fill_many(conn, 3001)
+    conn.autocommit = True
+    cur = conn.execute(
+        "BEGIN; UPDATE many SET v = 5 WHERE id <= 3000; COMMIT;"
+        " UPDATE kept SET v = 7; SELECT v FROM kept"
+    )
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    tags = []
+    while True:
+        tags.append(cur.statusmessage)
+        if not cur.nextset():
+            break
+    # Every statement's answer arrives, in order, as from one query.
+    assert tags == ["BEGIN", "UPDATE 3000", "COMMIT", "UPDATE 1", "SELECT 1"]
+    assert cur.fetchall() == [(7,)]
+    counts = conn.execute("SELECT v, count(*) FROM many GROUP BY v ORDER BY v")
+    assert counts.fetchall() == [(0, 1), (5, 3000)]
+
+
+def test_error_before_a_commit_inside_a_query_skips_the_rest(
+    rules_conn: psycopg.Connection[Any],
+) -> None:
+    conn = rules_conn
+    conn.autocommit = True
+    before = snapshot(conn)
+    with pytest.raises(errors.DivisionByZero):
+        conn.execute("BEGIN; UPDATE kept SET v = 9; SELECT 1 / 0; COMMIT; SELECT 2")
+    # As in PostgreSQL: the transaction is left failed, nothing after ran.
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+    conn.execute("ROLLBACK")
+    assert snapshot(conn) == before
+
+
 def test_age_limit(short_local: DsqlLocal, signer: Any) -> None:
     with connect(short_local, signer) as conn:
         fresh_schema(conn, "aged")
