@@ -56,15 +56,17 @@ def _new_cluster_id() -> str:
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(26))
 
 
-def _load_strict_policy() -> StatementPolicy | None:
+def _load_policy(strict: bool) -> StatementPolicy | None:
+    """The strict policy, or the lax one that only knows DSQL's syntax."""
     try:
-        # Imported late: strict mode is optional and pulls in pglast.
-        from .strict import StrictPolicy  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+        # Imported late: both are optional and pull in pglast.
+        from .strict import LaxPolicy, StrictPolicy  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
     except ModuleNotFoundError as exc:
         if exc.name != f"{__name__}.strict":
-            logger.warning("strict mode is off: %s (install dsql-psycopg[local])", exc)
+            what = "strict mode" if strict else "DSQL syntax (CREATE INDEX ASYNC, sys)"
+            logger.warning("%s is off: %s (install dsql-psycopg[local])", what, exc)
         return None
-    policy: StatementPolicy = StrictPolicy()
+    policy: StatementPolicy = StrictPolicy() if strict else LaxPolicy()
     return policy
 
 
@@ -74,7 +76,10 @@ class DsqlLocal:
     ``credentials`` maps access key ids to secret access keys the endpoint
     accepts tokens from; by default, the key pair in ``AWS_ACCESS_KEY_ID`` /
     ``AWS_SECRET_ACCESS_KEY`` when started. ``strict`` refuses statements DSQL
-    does not support (when the strict-mode policy is installed). ``latency``
+    does not support (when the strict-mode policy is installed); with
+    ``strict=False`` nothing is refused, but DSQL's own syntax still works
+    (``CREATE [UNIQUE] INDEX ASYNC``, ``sys.jobs``, ``CALL
+    sys.wait_for_job``). ``latency``
     (seconds) is added to every client round trip; it can be changed at run
     time. Use it as a context manager, or call ``start()`` and ``stop()``.
 
@@ -144,8 +149,8 @@ class DsqlLocal:
                 else self._environment_credentials()
             )
             policy = self._policy
-            if policy is None and self.strict:
-                policy = _load_strict_policy()
+            if policy is None:
+                policy = _load_policy(self.strict)
             try:
                 self._tmp = Path(tempfile.mkdtemp(prefix="dsql-local-certs-"))
                 certs = make_certificates(self._tmp, self.region)

@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--no-strict",
         action="store_true",
-        help="accept statements Aurora DSQL would refuse",
+        help="accept statements Aurora DSQL would refuse (its own syntax still works)",
     )
     parser.add_argument(
         "--max-connection-age",

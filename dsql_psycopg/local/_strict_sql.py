@@ -1,16 +1,17 @@
-"""SQL that strict mode installs in the backend, and the ASYNC index rewrite.
+"""SQL that DSQL Local installs in the backend, and the ASYNC index rewrite.
 
-The backend gets DSQL's ``sys`` schema: ``sys.jobs`` and
-``CALL sys.wait_for_job(job_id)``. ``CREATE INDEX ASYNC`` becomes a call of
-``sys._create_index_async``, which builds the index at once and records a
-finished job. An event trigger refuses a plain ``CREATE INDEX`` on a table
-that has rows, as DSQL does; it is the only place that can see the rows, and
-it keeps the statement's own command tag.
+The backend gets DSQL's ``sys`` schema (`SYS_SQL`, also when not strict):
+``sys.jobs`` and ``CALL sys.wait_for_job(job_id)``. ``CREATE INDEX ASYNC``
+becomes a call of ``sys._create_index_async``, which builds the index at once
+and records a finished job. In strict mode (`BOOTSTRAP_SQL`), an event trigger
+also refuses a plain ``CREATE INDEX`` on a table that has rows, as DSQL does;
+it is the only place that can see the rows, and it keeps the statement's own
+command tag.
 """
 
 from __future__ import annotations
 
-BOOTSTRAP_SQL: tuple[str, ...] = (
+SYS_SQL: tuple[str, ...] = (
     "CREATE SCHEMA sys",
     "GRANT USAGE ON SCHEMA sys TO PUBLIC",
     """
@@ -74,6 +75,9 @@ BOOTSTRAP_SQL: tuple[str, ...] = (
     END
     $$
     """,
+)
+
+_INDEX_ON_ROWS_SQL: tuple[str, ...] = (
     """
     CREATE FUNCTION sys._refuse_index_on_rows() RETURNS event_trigger
     LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $$
@@ -105,6 +109,8 @@ BOOTSTRAP_SQL: tuple[str, ...] = (
     WHEN TAG IN ('CREATE INDEX') EXECUTE FUNCTION sys._refuse_index_on_rows()
     """,
 )
+
+BOOTSTRAP_SQL: tuple[str, ...] = (*SYS_SQL, *_INDEX_ON_ROWS_SQL)
 
 
 def _literal(text: str | None) -> str:

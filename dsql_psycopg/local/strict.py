@@ -1,5 +1,9 @@
 """Strict mode: DSQL Local refuses what Aurora DSQL refuses.
 
+Without it (`LaxPolicy`), DSQL Local refuses nothing but still speaks DSQL's
+own syntax: ``CREATE [UNIQUE] INDEX ASYNC``, ``sys.jobs`` and
+``CALL sys.wait_for_job(id)``, so code written for DSQL runs either way.
+
 `StrictPolicy` is the statement policy DSQL Local's relay consults for every
 statement a client sends. It refuses the PostgreSQL features DSQL lacks
 (foreign keys, temporary tables, triggers, non-SQL functions, TRUNCATE,
@@ -29,9 +33,9 @@ from dsql_psycopg.errors import ConfigurationError
 
 from ._policy import Refusal, Session
 from ._strict_rules import Kind, analyse
-from ._strict_sql import BOOTSTRAP_SQL
+from ._strict_sql import BOOTSTRAP_SQL, SYS_SQL
 
-__all__ = ["StrictPolicy"]
+__all__ = ["LaxPolicy", "StrictPolicy"]
 
 logger = logging.getLogger("dsql_psycopg.local.strict")
 
@@ -158,6 +162,34 @@ class StrictPolicy:
         return started is not None and (
             self._clock() - started > self.transaction_age_limit
         )
+
+
+class LaxPolicy:
+    """Refuse nothing; accept DSQL's own syntax on top of PostgreSQL's.
+
+    ``CREATE [UNIQUE] INDEX ASYNC`` runs at once and answers a job id, and
+    the ``sys`` schema is there (``sys.jobs``, ``CALL sys.wait_for_job``).
+    Plain ``CREATE INDEX`` works on any table, and no transaction rule or
+    limit applies. What ``DsqlLocal(strict=False)`` uses.
+    """
+
+    bootstrap_sql: Sequence[str] = SYS_SQL
+
+    def __repr__(self) -> str:
+        return "LaxPolicy()"
+
+    def check_statement(self, sql: str, session: Session) -> Refusal | str | None:
+        """Give the SQL to run in place of an ASYNC index build; else None."""
+        if "async" not in sql.lower():  # spares nearly every statement a parse
+            return None
+        return analyse(sql).replacement
+
+    def statement_done(self, command_tag: str, session: Session) -> None:
+        """Nothing to count."""
+
+    def check_commit(self, session: Session) -> Refusal | None:
+        """Let every COMMIT through."""
+        return None
 
 
 def _count(scratch: dict[str, object], key: str) -> int:

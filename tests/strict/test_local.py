@@ -199,8 +199,15 @@ def test_parameters_through_the_extended_protocol(
         ]
 
 
-def test_async_index_jobs(strict_local: DsqlLocal, signer: Any) -> None:
-    with connect(strict_local, signer) as conn:
+@pytest.fixture(params=["strict", "lax"])
+def either_local(request: pytest.FixtureRequest) -> DsqlLocal:
+    """The strict DSQL Local, then the lax one: DSQL's syntax works in both."""
+    local: DsqlLocal = request.getfixturevalue(f"{request.param}_local")
+    return local
+
+
+def test_async_index_jobs(either_local: DsqlLocal, signer: Any) -> None:
+    with connect(either_local, signer) as conn:
         fresh_schema(conn, "jobs")
         conn.execute("CREATE TABLE j (id int PRIMARY KEY, x int)")
         conn.execute("INSERT INTO j VALUES (1, 7), (2, 7)")
@@ -248,6 +255,29 @@ def test_async_index_by_a_plain_role(strict_local: DsqlLocal, signer: Any) -> No
         assert conn.execute(
             "SELECT status FROM sys.jobs WHERE job_id = %s", (job,)
         ).fetchone() == ("completed",)
+
+
+def test_not_strict_speaks_dsql_and_refuses_nothing(
+    lax_local: DsqlLocal, signer: Any
+) -> None:
+    with connect(lax_local, signer) as conn:
+        fresh_schema(conn, "lax_rules")
+        conn.execute("CREATE TABLE t (id int PRIMARY KEY, x int)")
+        conn.execute("INSERT INTO t SELECT i, i % 7 FROM generate_series(1, 3001) i")
+        with conn.transaction():  # DDL and DML, two DDL, 3,001 rows: all fine
+            conn.execute("UPDATE t SET x = x + 1")
+            conn.execute("CREATE INDEX t_x ON t (x)")  # on rows, not ASYNC
+            cur = conn.execute("CREATE UNIQUE INDEX ASYNC t_id ON t (id)")
+            (job,) = cur.fetchone() or ("",)
+        assert conn.execute("CALL sys.wait_for_job(%s)", (job,)).fetchone() == (True,)
+        assert conn.execute(
+            "SELECT status, object_name FROM sys.jobs WHERE job_id = %s", (job,)
+        ).fetchone() == ("completed", "t_id")
+        indexes = conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE schemaname = 'lax_rules' ORDER BY 1"
+        ).fetchall()
+        assert indexes == [("t_id",), ("t_pkey",), ("t_x",)]
+        assert conn.execute("SELECT count(*) FROM t WHERE x > 0").fetchone() == (3001,)
 
 
 # -- transaction rules -----------------------------------------------------------

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 from dsql_psycopg.errors import ConfigurationError
 from dsql_psycopg.local._policy import Refusal, Session
 from dsql_psycopg.local._strict_rules import Kind, analyse
-from dsql_psycopg.local.strict import StrictPolicy
+from dsql_psycopg.local.strict import LaxPolicy, StrictPolicy
 
-from .cases import CORPUS, REFUSED, RefusedCase
+from .cases import CORPUS, INDEX_ON_ROWS, REFUSED, RefusedCase
 
 MIXED = Refusal("0A000", "ddl and dml are not supported in the same transaction")
 TWO_DDL = Refusal("0A000", "multiple ddl statements not supported in a transaction")
@@ -379,6 +379,44 @@ def test_bootstrap_sql_defines_the_sys_schema(policy: StrictPolicy) -> None:
     assert "CREATE SCHEMA sys" in text
     assert "CREATE TABLE sys.jobs" in text
     assert "CREATE PROCEDURE sys.wait_for_job" in text
+
+
+# -- the lax policy of strict=False ------------------------------------------------
+
+LAX_CASES = (*REFUSED, INDEX_ON_ROWS)
+
+
+@pytest.mark.parametrize("case", LAX_CASES, ids=[c.name for c in LAX_CASES])
+def test_lax_policy_refuses_nothing(case: RefusedCase) -> None:
+    lax = LaxPolicy()
+    state = session(in_transaction=case.in_transaction)
+    for sql in (*case.setup, *case.lax_prelude, case.sql):
+        assert lax.check_statement(sql, state) is None, sql
+        lax.statement_done("UPDATE 5000", state)
+    assert lax.check_commit(state) is None
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "CREATE INDEX ASYNC i ON t (x)",
+        "create unique index async if not exists u_idx on s.t (a, b)",
+        "BEGIN; CREATE INDEX ASYNC i ON t (x); COMMIT",
+    ],
+)
+def test_lax_policy_rewrites_async_indexes_as_strict_does(sql: str) -> None:
+    rewritten = LaxPolicy().check_statement(sql, session())
+    assert isinstance(rewritten, str)
+    assert "sys._create_index_async(" in rewritten
+    assert rewritten == StrictPolicy().check_statement(sql, session())
+
+
+def test_lax_policy_installs_sys_but_not_the_index_rule() -> None:
+    text = "\n".join(LaxPolicy().bootstrap_sql)
+    assert "CREATE PROCEDURE sys.wait_for_job" in text
+    assert "CREATE TABLE sys.jobs" in text
+    assert "EVENT TRIGGER" not in text
+    assert "EVENT TRIGGER" in "\n".join(StrictPolicy().bootstrap_sql)
 
 
 # Text arrives as UTF-8 from the wire: no NUL, no lone surrogates.
