@@ -8,6 +8,7 @@ out here, so libpq never sees them.
 from __future__ import annotations
 
 import functools
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,8 @@ _CLUSTER_ID = re.compile(r"[a-z0-9]{26}")
 _DSQL_HOST = re.compile(r"(?P<id>[^.]+)\.dsql[^.]*\.(?P<region>[^.]+)\.on\.aws", re.I)
 _REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
 _URL_PREFIXES = ("postgresql://", "postgres://")
+# libpq's environment defaults for the parameters a token is signed for.
+_ENV_DEFAULTS = ("PGHOST", "PGUSER", "PGDATABASE")
 _PAIR = re.compile(
     r"\s*(?P<key>[^=\s]+)\s*=\s*"
     r"(?:'(?P<quoted>(?:[^'\\]|\\.)*)'|(?P<bare>(?!')(?:[^\s\\]|\\.)*))"
@@ -77,18 +80,23 @@ def parse(conninfo: str = "", **kwargs: Any) -> DsqlParams:
     """Merge `!conninfo` and `!kwargs` (which win) into validated parameters."""
     # A pool connects with the same arguments over and over: parsing them once
     # keeps our share of a connect down to signing the token.
+    env = tuple(os.environ.get(name) for name in _ENV_DEFAULTS)
     try:
-        return _parse_cached(conninfo, tuple(sorted(kwargs.items())))
+        return _parse_cached(conninfo, tuple(sorted(kwargs.items())), env)
     except TypeError:  # an unhashable argument: parse without the cache
-        return _parse(conninfo, kwargs)
+        return _parse(conninfo, kwargs, env)
 
 
 @functools.lru_cache(maxsize=128)
-def _parse_cached(conninfo: str, items: tuple[tuple[str, Any], ...]) -> DsqlParams:
-    return _parse(conninfo, dict(items))
+def _parse_cached(
+    conninfo: str, items: tuple[tuple[str, Any], ...], env: tuple[str | None, ...]
+) -> DsqlParams:
+    return _parse(conninfo, dict(items), env)
 
 
-def _parse(conninfo: str, kwargs: Mapping[str, Any]) -> DsqlParams:
+def _parse(
+    conninfo: str, kwargs: Mapping[str, Any], env: tuple[str | None, ...]
+) -> DsqlParams:
     if not isinstance(conninfo, str):
         raise ConfigurationError(
             f"conninfo must be a string (a postgresql:// URL or key=value pairs),"
@@ -101,6 +109,10 @@ def _parse(conninfo: str, kwargs: Mapping[str, Any]) -> DsqlParams:
         if key in DSQL_OPTIONS or key in PYTHON_OPTIONS:
             ours[key] = value
         else:
+            libpq[key] = value
+    # libpq's own fallbacks, read here because the token depends on them.
+    for key, value in zip(("host", "user", "dbname"), env, strict=True):
+        if value and not libpq.get(key):
             libpq[key] = value
     return _validate(ours, libpq)
 

@@ -53,11 +53,15 @@ def apply_tls(libpq: MutableMapping[str, Any]) -> None:
 
 
 def default_ca_file() -> str:
-    """Return the CA bundle used when the user names none.
+    """Return the CA bundle used when the connection names none.
 
-    ``SSL_CERT_FILE`` wins, then the operating system's bundle, then the one
-    shipped inside botocore (it holds Amazon's roots).
+    ``PGSSLROOTCERT`` (libpq's own variable) wins, then ``SSL_CERT_FILE``,
+    then the operating system's bundle, then the one shipped inside botocore
+    (it holds Amazon's roots).
     """
+    pg_root = os.environ.get("PGSSLROOTCERT")
+    if pg_root and pg_root != "system":
+        return pg_root
     env = os.environ.get("SSL_CERT_FILE")
     if env and os.path.isfile(env):
         return env

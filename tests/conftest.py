@@ -36,6 +36,16 @@ def pytest_configure(config: pytest.Config) -> None:
         "AWS_CONTAINER_CREDENTIALS_FULL_URI",
         "AWS_REGION",
         "AWS_DEFAULT_REGION",
+        # libpq's defaults would change what the tests connect to.
+        "PGHOST",
+        "PGHOSTADDR",
+        "PGPORT",
+        "PGUSER",
+        "PGDATABASE",
+        "PGSSLROOTCERT",
+        "PGSSLMODE",
+        "PGOPTIONS",
+        "PGSERVICE",
     ):
         env.delenv(name, raising=False)
 

@@ -12,6 +12,7 @@ from psycopg.conninfo import make_conninfo
 
 from dsql_psycopg import ConfigurationError
 from dsql_psycopg.config import DSQL_OPTIONS, parse
+from dsql_psycopg.tls import apply_tls
 
 CLUSTER = "abcdefghijklmnopqrstuvwx12"
 HOST = f"{CLUSTER}.dsql.us-east-1.on.aws"
@@ -181,3 +182,26 @@ def test_parser_raises_only_configuration_error(
 def test_url_parser_raises_only_configuration_error(url: str) -> None:
     with contextlib.suppress(ConfigurationError):
         parse(url)
+
+
+def test_libpq_environment_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGHOST", HOST)
+    monkeypatch.setenv("PGUSER", "app")
+    monkeypatch.setenv("PGDATABASE", "postgres")
+    params = parse()
+    assert (params.host, params.user, params.region) == (HOST, "app", "us-east-1")
+    # what is given wins over the environment
+    assert parse(user="admin").user == "admin"
+    monkeypatch.setenv("PGHOST", "two,hosts")
+    with pytest.raises(ConfigurationError, match="one host"):
+        parse()
+
+
+def test_ca_file_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGSSLROOTCERT", "/some/ca.pem")
+    libpq: dict[str, object] = {}
+    apply_tls(libpq)
+    assert libpq["sslrootcert"] == "/some/ca.pem"
+    libpq = {"sslrootcert": "/mine.pem"}
+    apply_tls(libpq)
+    assert libpq["sslrootcert"] == "/mine.pem"
