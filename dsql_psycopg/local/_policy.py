@@ -32,6 +32,10 @@ class Session:
     """Monotonic time of the first statement of the current explicit transaction."""
     scratch: dict[str, object] = field(default_factory=dict)
     """The policy's per-transaction state; cleared when a transaction ends."""
+    run_in_transaction: bool = False
+    """Set by check_statement to ask that the statement, sent outside a
+    transaction, run in a hidden transaction of its own, so that check_commit
+    judges it before it commits. Reset before each check."""
 
 
 class StatementPolicy(Protocol):

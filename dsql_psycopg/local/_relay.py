@@ -9,7 +9,10 @@ headers are looked at, and the few messages DSQL Local acts on are decoded:
   check_statement and stale-schema (OC001) checks. A Query whose text holds
   COMMITs among other statements runs in pieces (see `_commits`), each sent
   when the one before has finished, so that each COMMIT is checked in turn;
-  client data that follows it waits;
+  client data that follows it waits. A statement the policy wants in a
+  transaction (`Session.run_in_transaction`), sent outside one, runs between a
+  hidden BEGIN and a hidden COMMIT that check_commit decides on; its
+  CommandComplete is held until that COMMIT has succeeded;
 - backend ErrorResponse: PostgreSQL's serialization and lock-timeout errors
   become DSQL's 40001 ``(OC000)``; refusals lose their PL/pgSQL context;
 - backend ReadyForQuery/CommandComplete: the session state the policy sees;
@@ -84,11 +87,18 @@ _ROLLBACK = pq.query("ROLLBACK")
 
 # Unit actions (bit flags).
 _AS_IDLE = 1  # rewrite the unit's ReadyForQuery status to 'I'
-_SWALLOW = 2  # hide the whole unit from the client
+_SWALLOW = 2  # hide the unit's messages but its errors and ReadyForQuery
 _DROP_AT_COMMIT = 4  # close the client connection instead of confirming COMMIT
 _NEXT_PIECE = 8  # at ReadyForQuery, hide it and send the query's next piece
+_HIDE_READY = 16  # hide the unit's ReadyForQuery
+_AUTOCOMMIT = 32  # hold its CommandComplete; at ReadyForQuery, end the
+# hidden transaction around the unit
+_RELEASE_TAG = 64  # the hidden COMMIT: send the held CommandComplete first
+_BEGIN = pq.query("BEGIN")
+_COMMIT = pq.query("COMMIT")
 
 _Q, _P, _B, _S, _F = b"QPBSF"
+_DESCRIBE, _EXECUTE = b"DE"
 _E, _Z, _C, _PARSE_COMPLETE = b"EZC1"
 
 
@@ -152,10 +162,16 @@ class Relay:
         # client data that arrived after the query and waits for them.
         self._pieces: deque[Piece] = deque()
         self._held = bytearray()
+        # A statement sent outside a transaction that runs in a hidden one:
+        # its Sync is still to come / its answer is awaited.
+        self._wrap_at_sync = False
+        self._awaiting_commit = False
+        self._held_tag = b""
         self._pending_start: float | None = None
-        # Prepared (named) statements: name -> (SQL, not run yet); and
+        # Prepared (named) statements: name -> (SQL, not run yet, to wrap in
+        # a hidden transaction); and
         # the ParseCompletes to hide: {unit: {index of an added Parse}}.
-        self._statements: dict[str, tuple[str, int]] = {}
+        self._statements: dict[str, tuple[str, bool, bool]] = {}
         self._parses_sent = 0
         self._parses_done = 0
         self._hidden_parses: dict[int, set[int]] = {}
@@ -342,8 +358,12 @@ class Relay:
 
     # -- client -> backend -------------------------------------------------
 
+    def _holding(self) -> bool:
+        """Client data waits: the relay still sends statements of its own."""
+        return bool(self._pieces) or self._awaiting_commit
+
     def _from_client(self, data: bytes) -> None:
-        if self._pieces:
+        if self._holding():
             self._held += data
             return
         buf = self._cbuf
@@ -370,8 +390,8 @@ class Relay:
                     out += view[start:pos]
                     out += replacement
                     start = end
-                    if self._pieces:
-                        # What follows waits for the rest of the split query.
+                    if self._holding():
+                        # What follows waits for the relay's own statements.
                         self._held += view[end:]
                         return
             pos = end
@@ -386,6 +406,11 @@ class Relay:
         if kind in (_S, _F):
             self._units_sent += 1
             self._parses_sent = 0
+            if kind == _S and self._wrap_at_sync:
+                self._wrap_at_sync = False
+                self._add_action(self._units_sent, _HIDE_READY | _AUTOCOMMIT)
+                self._awaiting_commit = True
+                return bytes(view[pos:end])
             if kind == _S and self._rollback_after_sync:
                 self._rollback_after_sync = False
                 return bytes(view[pos:end]) + self._inject_rollback()
@@ -415,11 +440,67 @@ class Relay:
                 self._pieces.extend(pieces)
                 return self._next_piece()
         verdict = self._check(sql)
-        if verdict is None:
-            return None
         if isinstance(verdict, Refusal):
             return pq.query(refusal_sql(verdict))
-        return pq.query(verdict)
+        if self._may_wrap(self.session.run_in_transaction, self._units_sent - 1):
+            # The hidden BEGIN takes the client's unit; the query the next.
+            self._add_action(self._units_sent, _SWALLOW | _HIDE_READY)
+            self._units_sent += 1
+            self._add_action(self._units_sent, _HIDE_READY | _AUTOCOMMIT)
+            self._awaiting_commit = True
+            return _BEGIN + pq.query(sql if verdict is None else verdict)
+        return None if verdict is None else pq.query(verdict)
+
+    def _may_wrap(self, wanted: bool, units_before: int) -> bool:
+        """Whether to run a statement in a hidden transaction.
+
+        Only when the policy asks (`wanted`), outside a transaction, and with
+        every earlier answer in, so that the status is known to be idle.
+        """
+        return (
+            wanted
+            and self._status == b"I"
+            and self._units_done == units_before
+            and not self._wrap_at_sync
+        )
+
+    def _wrap_extended(self, message: bytes) -> bytes:
+        """Precede the unit's first message with a hidden BEGIN."""
+        self._units_sent += 1
+        self._add_action(self._units_sent, _SWALLOW | _HIDE_READY)
+        self._wrap_at_sync = True
+        return _BEGIN + message
+
+    def _end_hidden_transaction(self, status: bytes, failed: bool) -> bytes:
+        """Commit the hidden transaction, or fail it as a COMMIT would fail.
+
+        Returns what to send in place of the unit's ReadyForQuery: nothing
+        when a unit sent now answers for it.
+        """
+        self._awaiting_commit = False
+        tag, self._held_tag = self._held_tag, b""
+        if status == b"E" or failed:
+            self._to_backend += self._hidden(_ROLLBACK, _SWALLOW | _AS_IDLE)
+        elif status != b"T":  # not in the transaction after all: pass it on
+            self._release_held()
+            return tag + pq.ready_for_query(status)
+        else:
+            refusal = self._policy.check_commit(self.session) if self._policy else None
+            if refusal is None:
+                self._held_tag = tag
+                self._to_backend += self._hidden(_COMMIT, _SWALLOW | _RELEASE_TAG)
+            else:
+                self._to_backend += self._hidden(
+                    pq.query(refusal_sql(refusal)), _HIDE_READY
+                ) + self._hidden(_ROLLBACK, _SWALLOW | _AS_IDLE)
+        self._release_held()
+        return b""
+
+    def _hidden(self, message: bytes, action: int) -> bytes:
+        self._units_sent += 1
+        self._parses_sent = 0
+        self._add_action(self._units_sent, action)
+        return message
 
     def _next_piece(self) -> bytes:
         """Build the Query of the next piece of a split query (unit counted).
@@ -453,31 +534,47 @@ class Relay:
             self._parses_sent = 0
             self._to_backend += self._next_piece()
             sent = True
-        if not self._pieces and self._held:
+        if not self._pieces:
+            self._release_held()
+        return sent
+
+    def _release_held(self) -> None:
+        if self._held and not self._holding():
             held = bytes(self._held)
             self._held.clear()
             self._from_client(held)
-        return sent
 
     def _check(self, sql: str) -> Refusal | str | None:
         if self._status == b"T" and self._schema is not None and self._schema.stale():
             return _STALE_SCHEMA
         if self._policy is None:
             return None
+        self.session.run_in_transaction = False
         return self._policy.check_statement(sql, self.session)
 
     def _parse_message(self, view: memoryview, pos: int, end: int) -> bytes | None:
         body = bytes(view[pos + 5 : end])
         name, at = pq.cstring(body, 0)
         sql, at = pq.cstring(body, at)
-        if name:
-            self._statements[name] = (sql, True)
-        elif _COMMIT_RE.match(sql):
+        if not name and _COMMIT_RE.match(sql):
             refusal = self._commit_refusal(self._units_sent + 1)
             if refusal is not None:
                 self._rollback_after_sync = True
                 return self._parse(name, refusal_sql(refusal), body, at, [])
         verdict = self._check(sql)
+        if name:
+            # Wrapped, if need be, where it runs: at its Bind.
+            wanted = self.session.run_in_transaction
+            self._statements[name] = (sql, True, wanted)
+        elif (
+            not isinstance(verdict, Refusal)
+            and self._parses_sent == 1
+            and self._may_wrap(self.session.run_in_transaction, self._units_sent)
+            and _synced_alone(view, end)
+        ):
+            if verdict is None:
+                return self._wrap_extended(bytes(view[pos:end]))
+            return self._wrap_extended(self._parse(name, verdict, body, at, None))
         if verdict is None:
             return None
         if isinstance(verdict, Refusal):
@@ -499,7 +596,7 @@ class Relay:
         known = self._statements.get(statement)
         if known is None:
             return None
-        sql, fresh = known
+        sql, fresh, wanted = known
         if _COMMIT_RE.match(sql):
             refusal = self._commit_refusal(self._units_sent + 1)
             if refusal is None:
@@ -509,13 +606,20 @@ class Relay:
         if fresh:
             # Its first run was checked at its Parse, which psycopg sends
             # right before (in the same Sync or the previous one).
-            self._statements[statement] = (sql, False)
-            return None
-        verdict = self._check(sql)
-        # A rewrite cannot apply to a prepared statement: it runs as prepared.
-        return (
-            self._refuse_bind(portal, verdict) if isinstance(verdict, Refusal) else None
-        )
+            self._statements[statement] = (sql, False, wanted)
+        else:
+            verdict = self._check(sql)
+            if isinstance(verdict, Refusal):
+                return self._refuse_bind(portal, verdict)
+            # A rewrite cannot apply to a prepared statement: it runs as prepared.
+            wanted = self.session.run_in_transaction
+        if (
+            self._parses_sent == 0
+            and self._may_wrap(wanted, self._units_sent)
+            and _synced_alone(view, end)
+        ):
+            return self._wrap_extended(bytes(view[pos:end]))
+        return None
 
     def _refuse_bind(self, portal: str, refusal: Refusal) -> bytes:
         """Bind `portal` to an extra unnamed statement raising `refusal`.
@@ -567,7 +671,7 @@ class Relay:
         """Follow a failed COMMIT with a hidden ROLLBACK, as DSQL ends it."""
         self._unit_actions[self._units_sent] = _AS_IDLE
         self._units_sent += 1
-        self._unit_actions[self._units_sent] = _SWALLOW
+        self._unit_actions[self._units_sent] = _SWALLOW | _HIDE_READY
         return _ROLLBACK
 
     # -- backend -> client -------------------------------------------------
@@ -619,23 +723,33 @@ class Relay:
             return self._parse_complete(unit, action)
         if kind == _Z:
             return self._ready_for_query(unit, action, bytes(view[pos + 5 : pos + 6]))
-        if action and action & _SWALLOW:
-            return b""
         if kind == _E:
             self._unit_failed = True
             if self._schema is not None:
                 self._schema.error()
             return self._rewrite_error(view[pos + 5 : end])
+        if action and action & _SWALLOW:
+            return b""
         if kind == _C:
-            tag, _ = pq.cstring(view, pos + 5)
-            if action and action & _DROP_AT_COMMIT and tag == "COMMIT":
-                # It committed; the client shall not know.
-                self._dropping = True
-                return b""
-            if self._schema is not None:
-                self._schema.command_done(tag)
-            if self._policy is not None:
-                self._policy.statement_done(tag, self.session)
+            return self._command_complete(action or 0, view, pos, end)
+        return None
+
+    def _command_complete(
+        self, action: int, view: memoryview, pos: int, end: int
+    ) -> bytes | None:
+        tag, _ = pq.cstring(view, pos + 5)
+        if action & _DROP_AT_COMMIT and tag == "COMMIT":
+            # It committed; the client shall not know.
+            self._dropping = True
+            return b""
+        if self._schema is not None:
+            self._schema.command_done(tag)
+        if self._policy is not None:
+            self._policy.statement_done(tag, self.session)
+        if action & _AUTOCOMMIT:
+            # Confirmed only once the hidden COMMIT has succeeded.
+            self._held_tag = bytes(view[pos:end])
+            return b""
         return None
 
     def _ready_for_query(
@@ -650,15 +764,17 @@ class Relay:
             self._set_status(status)
             return None
         del self._unit_actions[unit]
-        if action & _SWALLOW:
-            return b""
-        if action & _AS_IDLE:
-            self._set_status(b"I")
-            return pq.ready_for_query(b"I")
-        self._set_status(status)
+        self._set_status(b"I" if action & _AS_IDLE else status)
         if action & _NEXT_PIECE and self._after_piece(failed):
             return b""
-        return None
+        if action & _AUTOCOMMIT:
+            return self._end_hidden_transaction(status, failed)
+        if action & _HIDE_READY:
+            return b""
+        if action & _RELEASE_TAG:
+            tag, self._held_tag = self._held_tag, b""
+            return (b"" if failed else tag) + pq.ready_for_query(status)
+        return pq.ready_for_query(b"I") if action & _AS_IDLE else None
 
     def _parse_complete(self, unit: int, action: int | None) -> bytes | None:
         index = self._parses_done
@@ -693,3 +809,25 @@ class Relay:
             session.in_transaction = True
             if session.transaction_started_at is None:
                 session.transaction_started_at = self._pending_start or time.monotonic()
+
+
+def _synced_alone(view: memoryview, end: int) -> bool:
+    """Whether the client data after `end` runs one statement, then Sync.
+
+    That is: Bind and Describe messages, one Execute, and a Sync, all already
+    received, as libpq sends a statement outside pipeline mode.
+    """
+    executes = 0
+    pos, n = end, len(view)
+    while n - pos >= 5:
+        kind = view[pos]
+        pos += 1 + _UNPACK_LEN(view, pos + 1)[0]
+        if pos > n:
+            return False
+        if kind == _S:
+            return executes == 1
+        if kind == _EXECUTE:
+            executes += 1
+        elif kind not in (_B, _DESCRIBE):
+            return False
+    return False

@@ -451,6 +451,52 @@ def test_error_before_a_commit_inside_a_query_skips_the_rest(
     assert snapshot(conn) == before
 
 
+def run(conn: psycopg.Connection[Any], protocol: str, query: str, *args: Any) -> Any:
+    """Run `query` through the given protocol; %s placeholders take `args`."""
+    if protocol == "simple":
+        return psycopg.ClientCursor(conn).execute(query, args)
+    return conn.execute(query, args, prepare=protocol == "prepared")
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended", "prepared"])
+def test_row_limit_applies_to_an_autocommit_statement(
+    strict_local: DsqlLocal, signer: Any, protocol: str
+) -> None:
+    with connect(strict_local, signer) as conn:  # autocommit
+        fresh_schema(conn, f"autocommit_{protocol}")
+        conn.execute("CREATE TABLE many (id int PRIMARY KEY, v int NOT NULL)")
+        for low, high in [(1, 1500), (1501, 3001)]:
+            run(
+                conn,
+                protocol,
+                "INSERT INTO many SELECT i, 0"
+                " FROM generate_series(%s::int, %s::int) AS i",
+                low,
+                high,
+            )
+        before = snapshot(conn)
+        assert len(before["many"]) == 3001
+        for _ in range(2):  # a prepared statement: at its Parse, then its Bind
+            with pytest.raises(errors.ProgramLimitExceeded) as caught:
+                run(conn, protocol, "UPDATE many SET v = %s", 2)
+            assert caught.value.diag.message_primary == ROW_LIMIT
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+            assert snapshot(conn) == before
+        # Under the limit it commits, and the client sees what it asked for.
+        cur = run(conn, protocol, "UPDATE many SET v = %s WHERE id <= 3000", 3)
+        assert cur.rowcount == 3000
+        assert cur.statusmessage == "UPDATE 3000"
+        cur = run(
+            conn, protocol, "UPDATE many SET v = %s WHERE id > 2999 RETURNING id", 4
+        )
+        assert sorted(cur.fetchall()) == [(3000,), (3001,)]
+        with pytest.raises(errors.UniqueViolation):
+            run(conn, protocol, "INSERT INTO many VALUES (%s, 0)", 1)
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        counts = conn.execute("SELECT v, count(*) FROM many GROUP BY v ORDER BY v")
+        assert counts.fetchall() == [(3, 2999), (4, 2)]
+
+
 def test_age_limit(short_local: DsqlLocal, signer: Any) -> None:
     with connect(short_local, signer) as conn:
         fresh_schema(conn, "aged")

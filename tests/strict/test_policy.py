@@ -381,6 +381,27 @@ def test_bootstrap_sql_defines_the_sys_schema(policy: StrictPolicy) -> None:
     assert "CREATE PROCEDURE sys.wait_for_job" in text
 
 
+@pytest.mark.parametrize(
+    ("sql", "in_transaction", "wanted"),
+    [
+        ("UPDATE t SET x = 1", False, True),
+        ("WITH d AS (DELETE FROM t RETURNING *) SELECT count(*) FROM d", False, True),
+        ("INSERT INTO t VALUES ($1)", False, True),
+        ("UPDATE t SET x = 1", True, False),  # the transaction's COMMIT decides
+        ("SELECT * FROM t", False, False),
+        ("UPDATE t SET x = 1; UPDATE t SET x = 2", False, False),
+        ("COPY t FROM STDIN", False, False),
+        ("CREATE TABLE n (id int PRIMARY KEY)", False, False),
+    ],
+)
+def test_lone_autocommit_dml_asks_for_a_transaction(
+    policy: StrictPolicy, sql: str, in_transaction: bool, wanted: bool
+) -> None:
+    state = session(in_transaction=in_transaction)
+    assert policy.check_statement(sql, state) is None
+    assert state.run_in_transaction is wanted
+
+
 # -- the lax policy of strict=False ------------------------------------------------
 
 LAX_CASES = (*REFUSED, INDEX_ON_ROWS)
