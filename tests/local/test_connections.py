@@ -54,7 +54,9 @@ def commit_drops(dsql_local: DsqlLocal) -> Iterator[DsqlLocal]:
     dsql_local.inject_commit_drops(0)
 
 
-@pytest.mark.parametrize("protocol", ["method", "simple", "prepared", "pipeline"])
+@pytest.mark.parametrize(
+    "protocol", ["method", "simple", "prepared", "pipeline", "in-a-query"]
+)
 def test_commit_drop_loses_the_connection_after_committing(
     commit_drops: DsqlLocal, connect: Connect, protocol: str
 ) -> None:
@@ -70,12 +72,14 @@ def test_commit_drop_loses_the_connection_after_committing(
             psycopg.ClientCursor(conn).execute("commit")
         elif protocol == "prepared":
             conn.execute("commit")
+        elif protocol == "in-a-query":
+            conn.execute("insert into committed values (2); commit; select 1")
         else:
             with conn.pipeline():
                 conn.execute("insert into committed values (2)")
                 conn.commit()
     assert conn.closed
-    expected = [(1,), (2,)] if protocol == "pipeline" else [(1,)]
+    expected = [(1,), (2,)] if protocol in ("pipeline", "in-a-query") else [(1,)]
     assert check.execute("select id from committed order by id").fetchall() == expected
     # One drop was injected, one was taken.
     with connect() as again:
