@@ -46,7 +46,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--dsql-local-no-strict",
         action="store_true",
         default=False,
-        help="let DSQL Local accept statements Aurora DSQL would refuse",
+        help=(
+            "let DSQL Local accept statements Aurora DSQL would refuse"
+            " (DSQL's own syntax, such as CREATE INDEX ASYNC, still works)"
+        ),
     )
     group.addoption(
         "--dsql-local-region",
