@@ -10,6 +10,7 @@ thread-safe).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import weakref
 from typing import Any, Protocol, cast
@@ -165,11 +166,16 @@ def _make_token(params: DsqlParams) -> str:
 
 def _provided_token(params: DsqlParams) -> str:
     assert params.token_provider is not None
-    region = params.region
+    # The environment variables boto3 itself would read for the region.
+    region = (
+        params.region
+        or os.environ.get("AWS_REGION")
+        or os.environ.get("AWS_DEFAULT_REGION")
+    )
     if region is None:
         raise ConfigurationError(
-            f"no AWS region for host {params.host!r}: pass region= along with"
-            " token_provider="
+            f"no AWS region for host {params.host!r}: pass region= (or set"
+            " AWS_REGION) along with token_provider="
         )
     try:
         token: Any = params.token_provider(

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from psycopg.conninfo import make_conninfo
 
 from dsql_psycopg import ConfigurationError
+from dsql_psycopg.auth import make_token
 from dsql_psycopg.config import DSQL_OPTIONS, parse
 from dsql_psycopg.tls import apply_tls
 
@@ -205,3 +206,19 @@ def test_ca_file_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     libpq = {"sslrootcert": "/mine.pem"}
     apply_tls(libpq)
     assert libpq["sslrootcert"] == "/mine.pem"
+
+
+def test_token_provider_region(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+
+    def provider(*, host: str, region: str, user: str, expires_in: int) -> str:
+        seen.append(region)
+        return "token"
+
+    params = parse(host="localhost", token_provider=provider)
+    with pytest.raises(ConfigurationError, match="AWS_REGION"):
+        make_token(params)
+    monkeypatch.setenv("AWS_REGION", "eu-central-1")
+    assert make_token(params) == "token"
+    assert make_token(parse(host=HOST, token_provider=provider)) == "token"
+    assert seen == ["eu-central-1", "us-east-1"]
