@@ -107,7 +107,10 @@ def rotated(items: Sequence[Any], i: int) -> list[Any]:
 
 
 def _serve_local(pipe: multiprocessing.connection.Connection, latency: float) -> None:
-    with DsqlLocal(region="us-east-1", strict=False, latency=latency) as local:
+    # No admission rate limit: the connect scenarios measure clients, not DSQL.
+    with DsqlLocal(
+        region="us-east-1", strict=False, latency=latency, connection_rate=None
+    ) as local:
         pipe.send(
             {
                 "url": local.url,

@@ -19,6 +19,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
 
+import dsql_psycopg
 from dsql_psycopg import auth
 from dsql_psycopg.__main__ import main
 from dsql_psycopg.local import DsqlLocal
@@ -319,6 +320,25 @@ def test_check_token_rejected(
     assert step["step"] == "authentication"
     assert "signature" in step["detail"]
     assert "AWS_SECRET_ACCESS_KEY" in step["hint"]
+
+
+def test_check_expired_token() -> None:
+    # No clock skew allowed, a 1 s token, and 0.5 s per round trip: the token
+    # has expired by the time the server reads it.
+    with DsqlLocal(strict=False, clock_skew=0, latency=0.5) as local:
+        step = failure(check_json(local.url, "--duration", "1"))
+    assert step["step"] == "authentication"
+    assert "the token has expired" in step["detail"]
+    assert "clock" in step["hint"]
+
+
+def test_check_connection_rate_exceeded() -> None:
+    local = DsqlLocal(strict=False, connection_rate=0.01, connection_burst=1)
+    with local, dsql_psycopg.connect(local.url):  # spends the only admission
+        step = failure(check_json(local.url))
+    assert step["step"] == "authentication"
+    assert "rate exceeded" in step["detail"]
+    assert "100 new per second" in step["hint"]
 
 
 def test_check_role_does_not_exist(dsql_local: DsqlLocal) -> None:

@@ -87,9 +87,13 @@ class DsqlLocal:
     ``[a-z0-9]``, random by default), ``policy`` (a `StatementPolicy` used
     instead of strict mode's), ``pg_bindir`` (where initdb and postgres are;
     found on PATH, through pg_config or in /usr/lib/postgresql by default),
-    ``clock_skew`` (seconds a token's times may be off) and
+    ``clock_skew`` (seconds a token's times may be off),
     ``schema_conflicts`` (as in DSQL, a transaction that began before another
-    one committed DDL fails with 40001 ``(OC001)`` at its next statement).
+    one committed DDL fails with 40001 ``(OC001)`` at its next statement), and
+    DSQL's connection limits: ``max_connections`` open at once (SQLSTATE
+    53300 past it; the private PostgreSQL allows 300, whichever is lower
+    applies), ``connection_rate`` new connections per second on average with
+    bursts of ``connection_burst`` (53400 past it; ``None`` turns it off).
     """
 
     def __init__(
@@ -106,6 +110,9 @@ class DsqlLocal:
         pg_bindir: str | os.PathLike[str] | None = None,
         clock_skew: float = 300.0,
         schema_conflicts: bool = False,
+        max_connections: int = 10_000,
+        connection_rate: float | None = 100.0,
+        connection_burst: int = 1_000,
     ) -> None:
         if max_connection_age <= 0:
             raise DsqlLocalError(
@@ -113,6 +120,15 @@ class DsqlLocal:
             )
         if latency < 0:
             raise DsqlLocalError("latency must be zero or a positive number of seconds")
+        if max_connections < 1:
+            raise DsqlLocalError("max_connections must be at least 1")
+        if connection_rate is not None and not connection_rate > 0:
+            raise DsqlLocalError(
+                "connection_rate must be a positive number of connections per"
+                " second, or None for no limit"
+            )
+        if connection_burst < 1:
+            raise DsqlLocalError("connection_burst must be at least 1")
         if not _REGION.fullmatch(region):
             raise DsqlLocalError(f"region must look like 'us-east-1', not {region!r}")
         if cluster_id is not None and not _CLUSTER_ID.fullmatch(cluster_id):
@@ -127,6 +143,9 @@ class DsqlLocal:
         self._policy = policy
         self._clock_skew = clock_skew
         self._schema_conflicts = schema_conflicts
+        self._max_connections = max_connections
+        self._connection_rate = connection_rate
+        self._connection_burst = connection_burst
         self._backend = Backend(Path(pg_bindir) if pg_bindir is not None else None)
         self._endpoint: Endpoint | None = None
         self._tmp: Path | None = None
@@ -167,6 +186,9 @@ class DsqlLocal:
                     latency=self._latency,
                     policy=policy,
                     schema_conflicts=self._schema_conflicts,
+                    max_connections=self._max_connections,
+                    connection_rate=self._connection_rate,
+                    connection_burst=self._connection_burst,
                 )
                 endpoint.start()
             except BaseException:

@@ -53,6 +53,21 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fail transactions older than another one's DDL with OC001",
     )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="open connections allowed at once (default: 10000, as DSQL)",
+    )
+    parser.add_argument(
+        "--connection-rate",
+        type=float,
+        default=100.0,
+        metavar="PER_SECOND",
+        help="new connections per second, in bursts of up to 1000"
+        " (default: 100, as DSQL; 0: no limit)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     return parser
 
@@ -92,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             latency=args.latency,
             port=args.port,
             schema_conflicts=args.schema_conflicts,
+            max_connections=args.max_connections,
+            connection_rate=args.connection_rate or None,
         )
         local.start()
     except DsqlLocalError as exc:

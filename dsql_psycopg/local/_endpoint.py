@@ -30,10 +30,32 @@ _HANDSHAKE_TIMEOUT = 30.0
 _MAX_STARTUP = 10_000
 # Startup parameters that are DSQL Local's business, not the backend's.
 _NOT_FORWARDED = frozenset({"replication"})
+_TOO_MANY = "Unable to accept connection, too many open connections."
+_RATE_EXCEEDED = "Unable to accept connection, rate exceeded."
 
 
 class _Closed(Exception):
     """The client went away or was answered with a FATAL; stop quietly."""
+
+
+class _TokenBucket:
+    """Admit `rate` events per second on average, `burst` at once."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._last = time.monotonic()
+
+    def take(self) -> bool:
+        """Spend one token if there is one; the caller holds the lock."""
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
 
 
 class Endpoint:
@@ -50,6 +72,9 @@ class Endpoint:
         latency: float = 0.0,
         policy: StatementPolicy | None = None,
         schema_conflicts: bool = False,
+        max_connections: int = 10_000,
+        connection_rate: float | None = 100.0,
+        connection_burst: int = 1_000,
     ) -> None:
         self.verifier = verifier
         self.backend_socket = backend_socket
@@ -57,6 +82,12 @@ class Endpoint:
         self.latency = latency
         self.policy = policy
         self.schema_clock = SchemaClock() if schema_conflicts else None
+        self.max_connections = max_connections
+        self._admissions = (
+            _TokenBucket(connection_rate, connection_burst)
+            if connection_rate is not None
+            else None
+        )
         self._requested_port = port
         self._ctx = self._tls_context(certs)
         self._lock = threading.Lock()
@@ -280,6 +311,7 @@ class Endpoint:
             raise self._fatal(
                 client, "08004", "unable to accept connection, sni was not received"
             )
+        self._admit(client)
 
         client.sendall(pq.auth_cleartext_request())
         self._wait(client)
@@ -303,6 +335,19 @@ class Endpoint:
         session = Session(user=user)
         return Relay(self, client, backend, session, accepted + self.max_connection_age)
 
+    def _admit(self, client: ssl.SSLSocket) -> None:
+        """Refuse the connection past DSQL's open-connection or rate limit."""
+        with self._lock:
+            # Every connection, authenticated or not yet, has a thread.
+            too_many = len(self._threads) > self.max_connections
+            admitted = not too_many and (
+                self._admissions is None or self._admissions.take()
+            )
+        if too_many:
+            raise self._fatal(client, "53300", _TOO_MANY)
+        if not admitted:
+            raise self._fatal(client, "53400", _RATE_EXCEEDED)
+
     def _connect_backend(
         self, client: ssl.SSLSocket, params: dict[str, str], version: int
     ) -> socket.socket:
@@ -321,6 +366,9 @@ class Endpoint:
                 if kind == b"Z":
                     break
                 if kind == b"E":
+                    if pq.parse_fields(body).get("C") == "53300":
+                        # The backend's own cap (max_connections) came first.
+                        raise self._fatal(client, "53300", _TOO_MANY)
                     client.sendall(greeting)
                     raise _Closed
             client.sendall(greeting)

@@ -10,6 +10,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -182,6 +183,80 @@ def test_connections_are_closed_at_the_age_cap() -> None:
         # The cap counts from each connection's start.
         with open_connection(local) as fresh:
             assert fresh.execute("select 2").fetchone() == (2,)
+
+
+def test_connection_rate_limit_answers_like_dsql() -> None:
+    with DsqlLocal(strict=False, connection_rate=0.5, connection_burst=2) as local:
+        conns = [open_connection(local), open_connection(local)]
+        with pytest.raises(psycopg.OperationalError) as info:
+            open_connection(local)
+        assert "Unable to accept connection, rate exceeded." in str(info.value)
+        time.sleep(2.1)  # one new connection every 2 s
+        open_connection(local).close()
+        for conn in conns:  # the refusal left the open ones alone
+            assert conn.execute("select 1").fetchone() == (1,)
+            conn.close()
+
+
+def test_open_connection_limit_answers_like_dsql() -> None:
+    with DsqlLocal(strict=False, max_connections=2) as local:
+        first, second = open_connection(local), open_connection(local)
+        with pytest.raises(psycopg.OperationalError) as info:
+            open_connection(local)
+        assert "too many open connections" in str(info.value)
+        first.close()
+        deadline = time.monotonic() + 5
+        while True:  # the slot frees once the endpoint sees the close
+            try:
+                third = open_connection(local)
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        assert third.execute("select 1").fetchone() == (1,)
+        third.close()
+        second.close()
+
+
+def test_backend_connection_cap_answers_like_dsql(dsql_local: DsqlLocal) -> None:
+    # The private PostgreSQL's own max_connections (300) comes first here.
+    token = make_token(dsql_local)
+    held: list[psycopg.Connection[Any]] = []
+    refusal: psycopg.OperationalError | None = None
+    try:
+        for _ in range(400):
+            try:
+                held.append(open_connection(dsql_local, token=token))
+            except psycopg.OperationalError as exc:
+                refusal = exc
+                break
+        assert refusal is not None
+        assert "too many open connections" in str(refusal)
+        assert len(held) > 200
+    finally:
+        for conn in held:
+            conn.close()
+    # Let the backend processes end before the next test needs their slots.
+    with open_connection(dsql_local, token=token, autocommit=True) as conn:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "select count(*) from pg_stat_activity"
+                " where backend_type = 'client backend'"
+            ).fetchone()
+            if row is not None and row[0] < 20:
+                break
+            time.sleep(0.05)
+
+
+def test_connection_limits_are_validated() -> None:
+    with pytest.raises(DsqlLocalError, match="max_connections"):
+        DsqlLocal(max_connections=0)
+    with pytest.raises(DsqlLocalError, match="connection_rate"):
+        DsqlLocal(connection_rate=0)
+    with pytest.raises(DsqlLocalError, match="connection_burst"):
+        DsqlLocal(connection_burst=0)
 
 
 def test_latency_is_added_to_every_round_trip(
