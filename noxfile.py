@@ -11,7 +11,7 @@ nox.options.reuse_existing_virtualenvs = True
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 
 
-def install(session: nox.Session, *groups: str, extras: str = "local") -> None:
+def install(session: nox.Session, *groups: str, extras: str = "local,pgserver") -> None:
     """Install the package with `extras` and the named dependency groups."""
     deps = [
         dep
@@ -24,7 +24,7 @@ def install(session: nox.Session, *groups: str, extras: str = "local") -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite against DSQL Local."""
-    install(session, "test", extras="local,django,sqlalchemy")
+    install(session, "test", extras="local,pgserver,django,sqlalchemy")
     session.run("pytest", *session.posargs, env={"AWS_EC2_METADATA_DISABLED": "true"})
 
 
@@ -82,5 +82,5 @@ def bench(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation site with mkdocs --strict."""
-    install(session, "docs")
+    install(session, "docs", extras="local")
     session.run("mkdocs", "build", "--strict")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import glob
+import importlib.util
 import logging
 import os
 import pwd
@@ -29,7 +30,8 @@ logger = logging.getLogger("dsql_psycopg.local")
 INSTALL_HINT = (
     "DSQL Local needs the PostgreSQL server programs (initdb, postgres). Install "
     "them, e.g. `apt-get install postgresql` on Debian/Ubuntu or `brew install "
-    "postgresql` on macOS, or put their directory on PATH."
+    "postgresql` on macOS, or put their directory on PATH; or, with Python "
+    "3.10-3.12 on Linux x86_64 or macOS, `pip install 'dsql-psycopg[pgserver]'`."
 )
 SUPERUSER = "admin"
 _UNPRIVILEGED_USER = "nobody"
@@ -58,7 +60,8 @@ def find_bindir(debian_root: str = "/usr/lib/postgresql") -> Path:
     """Find the directory holding initdb and postgres.
 
     Looked for on PATH, then through ``pg_config --bindir``, then in Debian's
-    versioned directories (newest version first).
+    versioned directories (newest version first), then in the ``pgserver``
+    wheel, if installed.
     """
     on_path = shutil.which("postgres")
     if on_path and shutil.which("initdb"):
@@ -79,7 +82,25 @@ def find_bindir(debian_root: str = "/usr/lib/postgresql") -> Path:
     candidates = [p for p in candidates if _has_server(p)]
     if candidates:
         return max(candidates, key=lambda p: _version_key(p.parent.name))
+    wheel = _pgserver_bindir()
+    if wheel is not None:
+        return wheel
     raise DsqlLocalError(INSTALL_HINT)
+
+
+def _pgserver_bindir() -> Path | None:
+    """The server programs inside the ``pgserver`` wheel, if it is installed."""
+    # find_spec, not import: only the files are wanted, and importing
+    # pgserver has side effects (it warns about XDG_RUNTIME_DIR).
+    try:
+        spec = importlib.util.find_spec("pgserver")
+    except (ImportError, ValueError):
+        return None
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        bindir = Path(location) / "pginstall" / "bin"
+        if _has_server(bindir):
+            return bindir
+    return None
 
 
 def _has_server(bindir: Path) -> bool:
@@ -173,14 +194,17 @@ class Backend:
             "--locale=C",
             "--no-sync",
         ]
-        done = subprocess.run(
-            initdb,
-            check=False,
-            capture_output=True,
-            text=True,
-            user=self._user,
-            cwd=self._tmp,
-        )
+        try:
+            done = subprocess.run(
+                initdb,
+                check=False,
+                capture_output=True,
+                text=True,
+                user=self._user,
+                cwd=self._tmp,
+            )
+        except OSError as exc:
+            raise DsqlLocalError(self._cannot_run(initdb[0], exc)) from None
         if done.returncode != 0:
             raise DsqlLocalError(f"initdb failed: {done.stderr.strip()[-2000:]}")
         cmd = [str(bindir / "postgres"), "-D", str(data), "-k", str(sock)]
@@ -204,6 +228,16 @@ class Backend:
             for sql in bootstrap_sql:
                 conn.execute(sql.encode())
         logger.debug("backend PostgreSQL pid %s in %s", self._proc.pid, self._tmp)
+
+    def _cannot_run(self, program: str, exc: OSError) -> str:
+        message = f"could not run {program}: {exc.strerror or exc}"
+        if self._user is not None:
+            message += (
+                f". As root, DSQL Local runs PostgreSQL as user {self._user!r},"
+                " which must be able to reach and run it: install PostgreSQL"
+                " system-wide, or keep the environment outside /root"
+            )
+        return message
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
         assert self._proc is not None

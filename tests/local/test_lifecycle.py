@@ -17,8 +17,9 @@ import psycopg
 import pytest
 from dsql_local_helpers import open_connection
 
+import dsql_psycopg
 from dsql_psycopg.errors import DsqlLocalError
-from dsql_psycopg.local import DsqlLocal
+from dsql_psycopg.local import DsqlLocal, _backend
 from dsql_psycopg.local._backend import find_bindir
 
 # Processes are found through /proc (Linux).
@@ -158,6 +159,7 @@ def test_missing_postgresql_says_how_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(_backend, "_pgserver_bindir", lambda: None)
     with pytest.raises(DsqlLocalError, match="apt-get install postgresql"):
         find_bindir(debian_root=str(tmp_path))
     scratch = tmp_path / "tmp"
@@ -166,6 +168,33 @@ def test_missing_postgresql_says_how_to_install(
     with pytest.raises(DsqlLocalError, match="apt-get install postgresql"):
         DsqlLocal(pg_bindir=tmp_path).start()
     assert list(scratch.iterdir()) == []
+
+
+def test_pgserver_wheel_is_the_last_resort(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wheel = _backend._pgserver_bindir()
+    if wheel is None:
+        pytest.skip("the pgserver wheel is not installed")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert find_bindir(debian_root=str(tmp_path)) == wheel
+    with DsqlLocal(pg_bindir=wheel) as local:
+        conn = dsql_psycopg.connect(local.url, autocommit=True)
+        with conn:
+            conn.execute("CREATE TABLE wheel_t (id INT PRIMARY KEY)")
+            with pytest.raises(psycopg.errors.FeatureNotSupported, match="TRUNCATE"):
+                conn.execute("TRUNCATE wheel_t")
+            assert conn.execute("SELECT count(*) FROM wheel_t").fetchone() == (0,)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands PostgreSQL over")
+def test_unreachable_programs_are_explained_when_root(tmp_path: Path) -> None:
+    # pytest's tmp_path is private to root: the unprivileged user cannot
+    # reach a bin directory through it.
+    hidden = tmp_path / "bin"
+    hidden.symlink_to(find_bindir())
+    with pytest.raises(DsqlLocalError, match="must be able to reach and run it"):
+        DsqlLocal(pg_bindir=hidden).start()
 
 
 def test_missing_credentials_are_explained(monkeypatch: pytest.MonkeyPatch) -> None:
