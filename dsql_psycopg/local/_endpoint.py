@@ -19,7 +19,8 @@ from pathlib import Path
 from . import _protocol as pq
 from ._certs import CertFiles
 from ._policy import Session, StatementPolicy
-from ._relay import Relay, close_tls
+from ._pump import close_tls
+from ._relay import Relay
 from ._schema import SchemaClock
 from ._sigv4 import TokenError, TokenVerifier
 
