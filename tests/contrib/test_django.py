@@ -84,6 +84,40 @@ def test_schema_has_no_foreign_keys_and_bigint_identities() -> None:
         assert identities[table] == "bigint"
 
 
+def test_keys_to_narrow_auto_fields_are_bigint() -> None:
+    types = dict(
+        query(
+            "SELECT table_name || '.' || column_name, data_type"
+            " FROM information_schema.columns WHERE table_schema = 'public'"
+        )
+    )
+    # To a SmallAutoField (an m2m table) and to an AutoField (Django's own).
+    assert types["djangoapp_book_tags.tag_id"] == "bigint"
+    assert types["auth_user_groups.user_id"] == "bigint"
+    assert types["auth_permission.content_type_id"] == "bigint"
+
+
+def test_ids_past_integer_range_fit_in_their_keys(models: ModuleType) -> None:
+    group_model = importlib.import_module("django.contrib.auth.models").Group
+    user = get_user_model().objects.create(id=2**31 + 7, username="wide")
+    group = group_model.objects.create(id=2**31 + 9, name="wide")
+    user.groups.add(group)
+    assert get_user_model().objects.get(id=2**31 + 7) == user
+    assert list(group.user_set.all()) == [user]
+    assert list(user.groups.all()) == [group]
+    tag = models.Tag.objects.create(id=40_000, slug="wide")
+    author = models.Author.objects.create(name="Wide Keys")
+    book = models.Book.objects.create(
+        author=author,
+        title="Wide",
+        price=Decimal("1.00"),
+        published=dt.date(2020, 1, 1),
+        pages=1,
+    )
+    book.tags.add(tag)
+    assert list(tag.books.all()) == [book]
+
+
 def test_indexes_were_built_as_async_jobs() -> None:
     built = {
         name

@@ -12,6 +12,9 @@ Django's PostgreSQL schema editor, changed where DSQL differs:
   VALID`` constraints (where the server has them), and uniqueness and indexes
   follow as indexes;
 - check constraints added to an existing table are ``NOT VALID``;
+- a key pointing at an ``AutoField`` or ``SmallAutoField`` is ``bigint``, as
+  wide as the identity it refers to (Django would make it ``integer`` or
+  ``smallint``);
 - a column cannot change type or gain NOT NULL; it can lose NOT NULL, natively
   where the server allows it, else by rebuilding the column.
 
@@ -50,6 +53,17 @@ def _column(field: Field[Any, Any] | None) -> str:
     return field.column
 
 
+def _refers_to_narrow_auto_field(field: Field[Any, Any]) -> bool:
+    """Whether `field` is a key that ends at an AutoField or SmallAutoField."""
+    target = field
+    while target.many_to_one or target.one_to_one:
+        target = target.target_field  # type: ignore[attr-defined]
+    return target is not field and target.get_internal_type() in {
+        "AutoField",
+        "SmallAutoField",
+    }
+
+
 def _unsupported(model: type[Model], field: Field[Any, Any], what: str) -> Exception:
     return NotSupportedError(
         f"DSQL cannot {what} of {model._meta.db_table}.{field.column}: add a new"
@@ -79,6 +93,19 @@ class DatabaseSchemaEditor(PostgreSQLSchemaEditor):
     sql_create_check = (
         "ALTER TABLE %(table)s ADD CONSTRAINT %(name)s CHECK (%(check)s) NOT VALID"
     )
+
+    def column_sql(
+        self, model: type[Model], field: Field[Any, Any], include_default: bool = False
+    ) -> tuple[None, None] | tuple[str, list[Any]]:
+        """Return the column definition, widening keys to narrow AutoFields."""
+        column = super().column_sql(model, field, include_default)
+        sql, params = column
+        if sql is None or params is None or not _refers_to_narrow_auto_field(field):
+            return column
+        narrow = field.db_parameters(connection=self.connection)["type"]
+        if narrow and sql.startswith(narrow):
+            sql = "bigint" + sql[len(narrow) :]
+        return sql, params
 
     def execute(self, sql: Any, params: Any = ()) -> None:
         """Run `sql`; for an ASYNC index, wait until the index is built."""
@@ -145,6 +172,8 @@ class DatabaseSchemaEditor(PostgreSQLSchemaEditor):
         db_type = field.db_parameters(connection=self.connection)["type"]
         if db_type is None:
             return
+        if _refers_to_narrow_auto_field(field):
+            db_type = "bigint"
         if field.primary_key or field.has_db_default() or field.generated:
             raise _unsupported(
                 model, field, "add a key, db_default or generated column"
