@@ -71,6 +71,7 @@ _COMMIT_RE = re.compile(
     r"\s*(?:commit|end)(?:\s+(?:work|transaction))?\s*;?\s*\Z", re.IGNORECASE
 )
 _PARAM_RE = re.compile(r"\$(\d+)")
+_COPY_RE = re.compile(r"\s*copy\b", re.IGNORECASE)
 _INT32 = struct.Struct("!I")
 _INT16 = struct.Struct("!H")
 _UNPACK_LEN = _INT32.unpack_from
@@ -89,6 +90,7 @@ _BEGIN = pq.query("BEGIN")
 _COMMIT = pq.query("COMMIT")
 
 _Q, _P, _B, _S, _F = b"QPBSF"
+_COPY_IN, _COPY_DONE, _COPY_FAIL = b"Gcf"
 _DESCRIBE, _EXECUTE = b"DE"
 _E, _Z, _C, _PARSE_COMPLETE = b"EZC1"
 
@@ -139,6 +141,8 @@ class Relay(Pump):
         # its Sync is still to come / its answer is awaited.
         self._wrap_at_sync = False
         self._awaiting_commit = False
+        # ... and the client streams COPY data into it meanwhile.
+        self._copy_in = False
         self._held_tag = b""
         self._pending_start: float | None = None
         # Prepared (named) statements: name -> (SQL, not run yet, to wrap in
@@ -153,7 +157,7 @@ class Relay(Pump):
 
     def _holding(self) -> bool:
         """Client data waits: the relay still sends statements of its own."""
-        return bool(self._pieces) or self._awaiting_commit
+        return bool(self._pieces) or (self._awaiting_commit and not self._copy_in)
 
     def _from_client(self, data: bytes) -> None:
         if self._holding():
@@ -177,16 +181,21 @@ class Relay(Pump):
                 need = end - pos
                 break
             kind = data[pos]
-            if kind in (_Q, _P, _S, _F) or (kind == _B and self._statements):
+            if (
+                kind in (_Q, _P, _S, _F)
+                or (kind == _B and self._statements)
+                or (self._copy_in and kind in (_COPY_DONE, _COPY_FAIL))
+            ):
                 replacement = self._client_message(kind, view, pos, end)
                 if replacement is not None:
                     out += view[start:pos]
                     out += replacement
                     start = end
-                    if self._holding():
-                        # What follows waits for the relay's own statements.
-                        self._held += view[end:]
-                        return
+                if self._holding():
+                    # What follows waits for the relay's own statements.
+                    out += view[start:end]
+                    self._held += view[end:]
+                    return
             pos = end
         out += view[start:pos]
         if pos < n:
@@ -196,18 +205,12 @@ class Relay(Pump):
     def _client_message(
         self, kind: int, view: memoryview, pos: int, end: int
     ) -> bytes | None:
-        if kind in (_S, _F):
-            self._units_sent += 1
-            self._parses_sent = 0
-            if kind == _S and self._wrap_at_sync:
-                self._wrap_at_sync = False
-                self._add_action(self._units_sent, _HIDE_READY | _AUTOCOMMIT)
-                self._awaiting_commit = True
-                return bytes(view[pos:end])
-            if kind == _S and self._rollback_after_sync:
-                self._rollback_after_sync = False
-                return bytes(view[pos:end]) + self._inject_rollback()
+        if kind in (_COPY_DONE, _COPY_FAIL):
+            # The data is in: the hidden COMMIT decides, then what follows.
+            self._copy_in = False
             return None
+        if kind in (_S, _F):
+            return self._end_of_unit(kind == _S, bytes(view[pos:end]))
         if not self.session.in_transaction and self._pending_start is None:
             self._pending_start = time.monotonic()
             if self._schema is not None:
@@ -220,6 +223,20 @@ class Relay(Pump):
             return self._bind_message(view, pos, end)
         self._parses_sent += 1
         return self._parse_message(view, pos, end)
+
+    def _end_of_unit(self, sync: bool, message: bytes) -> bytes | None:
+        """Count a Sync or FunctionCall, which the backend answers once."""
+        self._units_sent += 1
+        self._parses_sent = 0
+        if sync and self._wrap_at_sync:
+            self._wrap_at_sync = False
+            self._add_action(self._units_sent, _HIDE_READY | _AUTOCOMMIT)
+            self._awaiting_commit = True
+            return message
+        if sync and self._rollback_after_sync:
+            self._rollback_after_sync = False
+            return message + self._inject_rollback()
+        return None
 
     def _query_message(self, view: memoryview, pos: int, end: int) -> bytes | None:
         sql = bytes(view[pos + 5 : end - 1]).decode("utf-8", "replace")
@@ -256,6 +273,14 @@ class Relay(Pump):
             and self._units_done == units_before
             and not self._wrap_at_sync
         )
+
+    def _wanted_extended(self, sql: str) -> bool:
+        """Whether the policy wants `sql`, sent by Parse, in a hidden transaction.
+
+        Never a COPY: the backend skips the Sync sent along with it, and libpq
+        sends another one after the data, which the relay would hold.
+        """
+        return self.session.run_in_transaction and not _COPY_RE.match(sql)
 
     def _wrap_extended(self, message: bytes) -> bytes:
         """Precede the unit's first message with a hidden BEGIN."""
@@ -355,14 +380,14 @@ class Relay(Pump):
                 self._rollback_after_sync = True
                 return self._parse(name, refusal_sql(refusal), body, at, [])
         verdict = self._check(sql)
+        wanted = self._wanted_extended(sql)
         if name:
             # Wrapped, if need be, where it runs: at its Bind.
-            wanted = self.session.run_in_transaction
             self._statements[name] = (sql, True, wanted)
         elif (
             not isinstance(verdict, Refusal)
             and self._parses_sent == 1
-            and self._may_wrap(self.session.run_in_transaction, self._units_sent)
+            and self._may_wrap(wanted, self._units_sent)
             and _synced_alone(view, end)
         ):
             if verdict is None:
@@ -405,7 +430,7 @@ class Relay(Pump):
             if isinstance(verdict, Refusal):
                 return self._refuse_bind(portal, verdict)
             # A rewrite cannot apply to a prepared statement: it runs as prepared.
-            wanted = self.session.run_in_transaction
+            wanted = self._wanted_extended(sql)
         if (
             self._parses_sent == 0
             and self._may_wrap(wanted, self._units_sent)
@@ -521,6 +546,10 @@ class Relay(Pump):
             if self._schema is not None:
                 self._schema.error()
             return self._rewrite_error(view[pos + 5 : end])
+        if kind == _COPY_IN and action and action & _AUTOCOMMIT:
+            # COPY FROM STDIN in a hidden transaction: let its data through.
+            self._copy_in = True
+            self._release_held()
         if action and action & _SWALLOW:
             return b""
         if kind == _C:
@@ -551,6 +580,7 @@ class Relay(Pump):
         """End a unit: apply its action and note the transaction status."""
         self._units_done = unit
         self._parses_done = 0
+        self._copy_in = False  # a failed COPY ends before its data does
         self._hidden_parses.pop(unit, None)
         failed, self._unit_failed = self._unit_failed, False
         if action is None:

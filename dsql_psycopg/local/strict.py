@@ -24,9 +24,11 @@ data-modifying statement sent outside a transaction is run by the relay in a
 hidden transaction of its own (`Session.run_in_transaction`), so past the
 limit it fails with 54000 as in DSQL and commits nothing; this costs one more
 backend round trip per such statement (about a third fewer autocommit writes
-per second through DSQL Local). Not covered, and committed unchecked: several
-statements in one autocommit query text, ``COPY FROM``, and a statement whose
-Sync is not sent with it (pipeline mode).
+per second through DSQL Local). That includes ``COPY FROM STDIN`` sent as a
+simple query, as psycopg sends it. Not covered, and committed unchecked:
+several statements in one autocommit query text, ``COPY`` sent through the
+extended protocol, and a statement whose Sync is not sent with it (pipeline
+mode).
 """
 
 from __future__ import annotations
@@ -202,13 +204,8 @@ class LaxPolicy:
 
 
 def _mutates_alone(statements: tuple[Statement, ...]) -> bool:
-    """Whether `statements` are one statement that mutates rows (COPY FROM,
-    which streams its data, is left alone)."""
-    return (
-        len(statements) == 1
-        and statements[0].kind is Kind.DML
-        and not statements[0].copy_from
-    )
+    """Whether `statements` are one statement that mutates rows."""
+    return len(statements) == 1 and statements[0].kind is Kind.DML
 
 
 def _count(scratch: dict[str, object], key: str) -> int:

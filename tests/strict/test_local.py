@@ -497,6 +497,55 @@ def test_row_limit_applies_to_an_autocommit_statement(
         assert counts.fetchall() == [(3, 2999), (4, 2)]
 
 
+def copy_ids(conn: psycopg.Connection[Any], ids: range | list[int]) -> None:
+    with conn.cursor().copy("COPY many (id, v) FROM STDIN") as copy:
+        for i in ids:
+            copy.write_row((i, 0))
+
+
+def test_row_limit_applies_to_an_autocommit_copy(
+    strict_local: DsqlLocal, signer: Any
+) -> None:
+    with connect(strict_local, signer) as conn:  # autocommit
+        fresh_schema(conn, "autocommit_copy")
+        conn.execute("CREATE TABLE many (id int PRIMARY KEY, v int NOT NULL)")
+        with pytest.raises(errors.ProgramLimitExceeded) as caught:
+            copy_ids(conn, range(1, 3002))
+        assert caught.value.diag.message_primary == ROW_LIMIT
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert conn.execute("SELECT count(*) FROM many").fetchone() == (0,)
+        copy_ids(conn, range(1, 3001))  # at the limit it commits
+        assert conn.execute("SELECT count(*) FROM many").fetchone() == (3000,)
+        # A COPY that fails on its data commits nothing; the session goes on.
+        with pytest.raises(errors.UniqueViolation):
+            copy_ids(conn, [5000, 1])
+        assert conn.execute("SELECT count(*) FROM many").fetchone() == (3000,)
+        with conn.cursor().copy("COPY (SELECT 1) TO STDOUT") as copy:
+            assert b"".join(bytes(data) for data in copy) == b"1\n"
+
+
+def test_row_limit_counts_copy_in_a_transaction(
+    rules_conn: psycopg.Connection[Any],
+) -> None:
+    conn = rules_conn
+    conn.execute("CREATE TABLE many (id int PRIMARY KEY, v int NOT NULL)")
+    conn.commit()
+    copy_ids(conn, range(1, 3002))
+    with pytest.raises(errors.ProgramLimitExceeded):
+        conn.commit()
+    assert conn.execute("SELECT count(*) FROM many").fetchone() == (0,)
+
+
+def test_autocommit_copy_is_unchecked_when_not_strict(
+    lax_local: DsqlLocal, signer: Any
+) -> None:
+    with connect(lax_local, signer) as conn:
+        fresh_schema(conn, "lax_copy")
+        conn.execute("CREATE TABLE many (id int PRIMARY KEY, v int NOT NULL)")
+        copy_ids(conn, range(1, 3002))
+        assert conn.execute("SELECT count(*) FROM many").fetchone() == (3001,)
+
+
 def test_age_limit(short_local: DsqlLocal, signer: Any) -> None:
     with connect(short_local, signer) as conn:
         fresh_schema(conn, "aged")

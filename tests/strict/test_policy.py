@@ -390,7 +390,8 @@ def test_bootstrap_sql_defines_the_sys_schema(policy: StrictPolicy) -> None:
         ("UPDATE t SET x = 1", True, False),  # the transaction's COMMIT decides
         ("SELECT * FROM t", False, False),
         ("UPDATE t SET x = 1; UPDATE t SET x = 2", False, False),
-        ("COPY t FROM STDIN", False, False),
+        ("COPY t FROM STDIN", False, True),
+        ("COPY t TO STDOUT", False, False),
         ("CREATE TABLE n (id int PRIMARY KEY)", False, False),
     ],
 )
