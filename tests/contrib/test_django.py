@@ -20,7 +20,7 @@ from django.contrib.auth import authenticate, get_user_model
 from django.contrib.sessions.backends.db import SessionStore
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.color import no_style
-from django.db import IntegrityError, connections, transaction
+from django.db import IntegrityError, OperationalError, connections, transaction
 from django.db.migrations.recorder import MigrationRecorder
 from django.db.transaction import TransactionManagementError
 from django.test import Client
@@ -406,6 +406,24 @@ def test_flush_deletes_and_restarts_identities(models: ModuleType) -> None:
     )
     assert models.Hit.objects.count() == 0
     assert models.Hit.objects.create(counter=counter).id == 1
+
+
+def test_flush_empties_tables_past_the_row_limit(models: ModuleType) -> None:
+    ops = connections["default"].ops
+    tables = ["djangoapp_hit", "djangoapp_counter"]
+    counter = models.Counter.objects.create(name="big flush")
+    for _ in range(2):  # 3,500 rows, each half a transaction of its own
+        models.Hit.objects.bulk_create(
+            [models.Hit(counter=counter) for _ in range(1750)]
+        )
+    # What Django's flush would run in one transaction is refused by DSQL.
+    with pytest.raises(OperationalError, match="row limit"), transaction.atomic():
+        ops.execute_sql_flush(ops.sql_flush(no_style(), tables))
+    assert models.Hit.objects.filter(counter=counter).count() == 3500
+    # Outside one (flush, TransactionTestCase), it goes in batches.
+    ops.execute_sql_flush(ops.sql_flush(no_style(), tables))
+    assert models.Hit.objects.count() == 0
+    assert models.Counter.objects.count() == 0
 
 
 # -- OCC ----------------------------------------------------------------------

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Any
 
+from django.db import OperationalError
 from django.db.backends.postgresql.operations import (
     DatabaseOperations as PostgreSQLOperations,
 )
 from django.db.models.expressions import Col
 
+from .schema import BATCH_ROWS
+
 _INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})
+# A statement of sql_flush's, styled or not: the table it empties.
+_FLUSH_DELETE = re.compile(r'DELETE FROM "((?:[^"]|"")+)";')
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+_ROW_LIMIT = "54000"
 
 
 class DatabaseOperations(PostgreSQLOperations):
@@ -57,7 +66,7 @@ class DatabaseOperations(PostgreSQLOperations):
         """Empty `tables` with DELETE: DSQL has no TRUNCATE.
 
         Without foreign keys there is nothing to cascade to. A transaction
-        may delete at most 3,000 rows in DSQL.
+        may delete at most 3,000 rows in DSQL: see `execute_sql_flush`.
         """
         statements = [
             f"{style.SQL_KEYWORD('DELETE FROM')} {style.SQL_FIELD(self.quote_name(t))};"
@@ -72,3 +81,50 @@ class DatabaseOperations(PostgreSQLOperations):
             ]
             statements.extend(self.sequence_reset_by_name_sql(style, sequences))
         return statements
+
+    def execute_sql_flush(self, sql_list: Iterable[str]) -> None:
+        """Run `sql_list`, each statement a transaction of its own.
+
+        A table with more rows than DSQL lets a transaction delete is emptied
+        in batches. A flush is not atomic then; on DSQL it cannot be. Inside
+        an atomic block, everything runs in that block, as Django does it.
+        """
+        if self.connection.in_atomic_block:
+            super().execute_sql_flush(sql_list)
+            return
+        with self.connection.cursor() as cursor:
+            for sql in sql_list:
+                try:
+                    cursor.execute(sql)
+                except OperationalError as exc:
+                    table = _flushed_table(sql)
+                    if table is None or _sqlstate(exc) != _ROW_LIMIT:
+                        raise
+                    # Refused whole, nothing deleted: delete in batches.
+                    self._delete_in_batches(cursor, table)
+
+    def _delete_in_batches(self, cursor: Any, table: str) -> None:
+        keys = self.connection.introspection.get_primary_key_columns(cursor, table)
+        if not keys:
+            raise OperationalError(
+                f"cannot empty table {table!r} in batches: it has no primary key"
+            )
+        columns = ", ".join(self.quote_name(k) for k in keys)
+        name = self.quote_name(table)
+        batch = (
+            f"DELETE FROM {name} WHERE ({columns}) IN"  # noqa: S608 (quoted names)
+            f" (SELECT {columns} FROM {name} LIMIT {BATCH_ROWS})"
+        )
+        cursor.execute(batch)
+        while cursor.rowcount == BATCH_ROWS:
+            cursor.execute(batch)
+
+
+def _flushed_table(sql: str) -> str | None:
+    match = _FLUSH_DELETE.fullmatch(_ANSI_ESCAPE.sub("", sql).strip())
+    return match.group(1).replace('""', '"') if match else None
+
+
+def _sqlstate(exc: BaseException) -> str | None:
+    cause = exc.__cause__
+    return getattr(cause, "sqlstate", None) if cause is not None else None
