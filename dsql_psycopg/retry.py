@@ -348,16 +348,14 @@ class TransactionAttempt(Generic[C]):
 
     def _classify_body_error(self, conn: C, error: BaseException) -> RetryReason | None:
         loop = self._loop
-        if not isinstance(error, Exception):
-            return None
-        if is_occ_error(error):
-            return "conflict"
-        if error is loop.safe_error:
-            return "connection_lost"
-        # No COMMIT was sent: nothing committed, a fresh connection may redo it.
-        if isinstance(error, psycopg.OperationalError) and conn.closed:
-            return "connection_lost" if loop.pool is not None else None
-        return None
+        if conn.closed:
+            # No COMMIT was sent: nothing committed, so a fresh connection may
+            # redo it, if there is one to take.
+            if loop.pool is None:
+                return None
+            if isinstance(error, psycopg.OperationalError):
+                return "connection_lost"
+        return loop.classify(error)
 
     def _commit(
         self, conn: C, tx: AbstractContextManager[psycopg.Transaction]
