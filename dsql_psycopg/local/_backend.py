@@ -96,7 +96,9 @@ def _pgserver_bindir() -> Path | None:
         spec = importlib.util.find_spec("pgserver")
     except (ImportError, ValueError):
         return None
-    for location in (spec.submodule_search_locations or []) if spec else []:
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
         bindir = Path(location) / "pginstall" / "bin"
         if _has_server(bindir):
             return bindir
