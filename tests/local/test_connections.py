@@ -219,6 +219,18 @@ def test_open_connection_limit_answers_like_dsql() -> None:
         second.close()
 
 
+@pytest.fixture
+def descriptors() -> Iterator[None]:
+    """Room for ~300 connections with both ends in this process (3 each)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1500:
+        pytest.skip("the descriptor limit is too low")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1500), hard))
+    yield
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.mark.usefixtures("descriptors")
 def test_backend_connection_cap_answers_like_dsql(dsql_local: DsqlLocal) -> None:
     # The private PostgreSQL's own max_connections (300) comes first here.
     token = make_token(dsql_local)
