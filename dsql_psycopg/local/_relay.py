@@ -11,7 +11,9 @@ looked at, and the few messages DSQL Local acts on are decoded:
   client data that follows it waits. A statement the policy wants in a
   transaction (`Session.run_in_transaction`), sent outside one, runs between a
   hidden BEGIN and a hidden COMMIT that check_commit decides on; its
-  CommandComplete is held until that COMMIT has succeeded;
+  CommandComplete is held until that COMMIT has succeeded, and other client
+  data waits, but the data of a ``COPY FROM STDIN`` (from CopyInResponse to
+  CopyDone or CopyFail);
 - backend ErrorResponse: PostgreSQL's serialization and lock-timeout errors
   become DSQL's 40001 ``(OC000)``; refusals lose their PL/pgSQL context;
 - backend ReadyForQuery/CommandComplete: the session state the policy sees;
