@@ -90,6 +90,7 @@ _AUTOCOMMIT = 32  # hold its CommandComplete; at ReadyForQuery, end the
 _RELEASE_TAG = 64  # the hidden COMMIT: send the held CommandComplete first
 _BEGIN = pq.query("BEGIN")
 _COMMIT = pq.query("COMMIT")
+_SYNC = pq.message(b"S")  # a Sync has no body: every one is these bytes
 
 _Q, _P, _B, _S, _F = b"QPBSF"
 _COPY_IN, _COPY_DONE, _COPY_FAIL = b"Gcf"
@@ -212,7 +213,7 @@ class Relay(Pump):
             self._copy_in = False
             return None
         if kind in (_S, _F):
-            return self._end_of_unit(kind == _S, bytes(view[pos:end]))
+            return self._end_of_unit(kind == _S)
         if not self.session.in_transaction and self._pending_start is None:
             self._pending_start = time.monotonic()
             if self._schema is not None:
@@ -226,7 +227,7 @@ class Relay(Pump):
         self._parses_sent += 1
         return self._parse_message(view, pos, end)
 
-    def _end_of_unit(self, sync: bool, message: bytes) -> bytes | None:
+    def _end_of_unit(self, sync: bool) -> bytes | None:
         """Count a Sync or FunctionCall, which the backend answers once."""
         self._units_sent += 1
         self._parses_sent = 0
@@ -234,10 +235,10 @@ class Relay(Pump):
             self._wrap_at_sync = False
             self._add_action(self._units_sent, _HIDE_READY | _AUTOCOMMIT)
             self._awaiting_commit = True
-            return message
+            return _SYNC
         if sync and self._rollback_after_sync:
             self._rollback_after_sync = False
-            return message + self._inject_rollback()
+            return _SYNC + self._inject_rollback()
         return None
 
     def _query_message(self, view: memoryview, pos: int, end: int) -> bytes | None:

@@ -98,7 +98,8 @@ class DatabaseOperations(PostgreSQLOperations):
                     cursor.execute(sql)
                 except OperationalError as exc:
                     table = _flushed_table(sql)
-                    if table is None or _sqlstate(exc) != _ROW_LIMIT:
+                    sqlstate = getattr(exc.__cause__, "sqlstate", None)
+                    if table is None or sqlstate != _ROW_LIMIT:
                         raise
                     # Refused whole, nothing deleted: delete in batches.
                     self._delete_in_batches(cursor, table)
@@ -107,7 +108,8 @@ class DatabaseOperations(PostgreSQLOperations):
         keys = self.connection.introspection.get_primary_key_columns(cursor, table)
         if not keys:
             raise OperationalError(
-                f"cannot empty table {table!r} in batches: it has no primary key"
+                f"cannot empty table {table!r} in batches: it has no primary key;"
+                " give it one, or delete its rows 3,000 at a time yourself"
             )
         columns = ", ".join(self.quote_name(k) for k in keys)
         name = self.quote_name(table)
@@ -123,8 +125,3 @@ class DatabaseOperations(PostgreSQLOperations):
 def _flushed_table(sql: str) -> str | None:
     match = _FLUSH_DELETE.fullmatch(_ANSI_ESCAPE.sub("", sql).strip())
     return match.group(1).replace('""', '"') if match else None
-
-
-def _sqlstate(exc: BaseException) -> str | None:
-    cause = exc.__cause__
-    return getattr(cause, "sqlstate", None) if cause is not None else None
