@@ -44,7 +44,7 @@ def django(session: nox.Session, django: str) -> None:
     session.install(DJANGO[django])
     session.run(
         "pytest",
-        "tests/contrib",
+        "tests/dsql_psycopg/contrib",
         *session.posargs,
         env={"AWS_EC2_METADATA_DISABLED": "true"},
     )
@@ -60,9 +60,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
-    """Type-check the package with mypy --strict."""
+    """Type-check both packages with mypy --strict."""
     install(session, "typecheck", extras="local,django,sqlalchemy")
-    session.run("mypy", "--strict", "dsql_psycopg")
+    session.run("mypy", "--strict", "dsql_psycopg", "dsql_local")
 
 
 @nox.session

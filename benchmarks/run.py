@@ -42,9 +42,10 @@ import psycopg
 import psycopg_pool
 
 import dsql_psycopg as dsql
-from dsql_psycopg import auth, config
-from dsql_psycopg.local import DsqlLocal
-from dsql_psycopg.tls import DIRECT_NEGOTIATION
+from dsql_local import DsqlLocal
+from dsql_psycopg import _auth as auth
+from dsql_psycopg import _config as config
+from dsql_psycopg._tls import DIRECT_NEGOTIATION
 
 try:
     import aurora_dsql_psycopg as official

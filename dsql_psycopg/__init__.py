@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from . import errors
+from ._config import TokenProvider
 from ._retry_policy import RetryEvent, RetryPolicy, is_occ_error, retry_testing
 from ._version import __version__
-from .config import TokenProvider
 from .connection import DsqlConnection, connect
 from .errors import (
     AuthenticationError,

@@ -10,10 +10,11 @@ import psycopg
 from psycopg.rows import Row, RowFactory, TupleRow
 from typing_extensions import Self
 
-from . import auth, config
+from . import _auth as auth
+from . import _config as config
+from ._tls import apply_tls
 from ._version import __version__
 from .errors import AuthenticationError
-from .tls import apply_tls
 
 logger = logging.getLogger("dsql_psycopg")
 

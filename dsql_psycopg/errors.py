@@ -46,7 +46,3 @@ class CommitOutcomeUnknown(DsqlError):
     The transaction may or may not have committed, so it was not run again.
     The connection error is the exception's ``__cause__``.
     """
-
-
-class DsqlLocalError(DsqlError):
-    """DSQL Local could not start or run."""

@@ -21,7 +21,7 @@ import threading
 from typing import Any
 
 import dsql_psycopg as dsql
-from dsql_psycopg.local import DsqlLocal
+from dsql_local import DsqlLocal
 
 TASKS = 5
 # DSQL Local answers in microseconds; a few milliseconds per round trip make

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from dsql_psycopg.local import DsqlLocal
+from dsql_local import DsqlLocal
 
 DOCS = Path(__file__).parent.parent / "docs"
 PLACEHOLDER = "<cluster-id>"

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from dsql_psycopg import tls
+from dsql_psycopg import _tls as tls
 from dsql_psycopg.errors import ConfigurationError
 
 from . import _db, _iam, _net, _target

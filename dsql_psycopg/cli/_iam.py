@@ -16,7 +16,7 @@ import boto3
 import botocore.credentials
 import botocore.exceptions
 
-from dsql_psycopg import auth
+from dsql_psycopg import _auth as auth
 from dsql_psycopg.errors import DsqlError
 
 from ._steps import Outcome, State, StepFailed

@@ -20,7 +20,8 @@ from typing import Any
 from psycopg import pq
 from psycopg.conninfo import make_conninfo
 
-from dsql_psycopg import auth, tls
+from dsql_psycopg import _auth as auth
+from dsql_psycopg import _tls as tls
 
 from . import _target
 

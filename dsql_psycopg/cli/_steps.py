@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dsql_psycopg.config import DsqlParams
+from dsql_psycopg._config import DsqlParams
 
 if TYPE_CHECKING:
     import boto3

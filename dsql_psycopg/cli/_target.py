@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from dsql_psycopg import config
-from dsql_psycopg.config import DsqlParams
+from dsql_psycopg import _config as config
+from dsql_psycopg._config import DsqlParams
 
 _URL_PREFIXES = ("postgresql://", "postgres://")
 

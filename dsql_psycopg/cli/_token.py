@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dsql_psycopg import auth
+from dsql_psycopg import _auth as auth
 
 from . import _target
 

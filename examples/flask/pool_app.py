@@ -1,6 +1,6 @@
 """Flask on a dsql_psycopg pool: one retried transaction per request.
 
-Run it against a cluster (or DSQL Local: ``python -m dsql_psycopg.local``)::
+Run it against a cluster (or DSQL Local: ``python -m dsql_local``)::
 
     DSQL_URL=postgresql://admin@<cluster-id>.dsql.us-east-1.on.aws/postgres \
         flask --app pool_app run

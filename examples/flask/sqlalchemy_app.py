@@ -1,6 +1,6 @@
 """Flask-SQLAlchemy on Aurora DSQL, through dsql_psycopg's engine helper.
 
-Run it against a cluster (or DSQL Local: ``python -m dsql_psycopg.local``)::
+Run it against a cluster (or DSQL Local: ``python -m dsql_local``)::
 
     DSQL_URL=postgresql://admin@<cluster-id>.dsql.us-east-1.on.aws/postgres \
         flask --app sqlalchemy_app run

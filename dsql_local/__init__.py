@@ -1,0 +1,351 @@
+"""DSQL Local: an Aurora DSQL look-alike endpoint in front of a private PostgreSQL.
+
+It behaves like DSQL where a client can tell: TLS only (classic and direct
+negotiation), IAM token authentication (SigV4, verified with the configured
+secrets), optimistic conflicts reported as SQLSTATE 40001 ``(OC000)``, and a
+connection age cap. For tests it can inject conflicts, lose connections
+(now, or right after a COMMIT has committed) and add latency::
+
+    with DsqlLocal() as local:
+        token = boto3.client("dsql", region_name=local.region) \\
+            .generate_db_connect_admin_auth_token(local.host, local.region)
+        psycopg.connect(**local.connect_kwargs(), password=token,
+                        sslmode="verify-full")
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import re
+import secrets
+import shutil
+import string
+import tempfile
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+from psycopg import sql
+
+from . import _signals
+from ._backend import SUPERUSER, Backend
+from ._certs import make_certificates
+from ._endpoint import Endpoint
+from ._errors import DsqlLocalError
+from ._policy import Refusal, Session, StatementPolicy
+from ._relay import BOOTSTRAP_SQL, CONFLICT_MESSAGES
+from ._sigv4 import TokenVerifier
+
+__all__ = ["DsqlLocal", "DsqlLocalError", "Refusal", "Session", "StatementPolicy"]
+
+logger = logging.getLogger("dsql_local")
+
+_ID_ALPHABET = string.ascii_lowercase + string.digits
+_CLUSTER_ID = re.compile(r"[a-z0-9]{26}")
+_REGION = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)+")
+
+
+def _new_cluster_id() -> str:
+    return "".join(secrets.choice(_ID_ALPHABET) for _ in range(26))
+
+
+def _load_policy(strict: bool) -> StatementPolicy | None:
+    """The strict policy, or the lax one that only knows DSQL's syntax."""
+    try:
+        # Imported late: both are optional and pull in pglast.
+        from .strict import LaxPolicy, StrictPolicy  # type: ignore[import-not-found,unused-ignore]  # noqa: PLC0415
+    except ModuleNotFoundError as exc:
+        if exc.name != f"{__name__}.strict":
+            what = "strict mode" if strict else "DSQL syntax (CREATE INDEX ASYNC, sys)"
+            logger.warning("%s is off: %s (install dsql-psycopg[local])", what, exc)
+        return None
+    policy: StatementPolicy = StrictPolicy() if strict else LaxPolicy()
+    return policy
+
+
+class DsqlLocal:
+    """A local endpoint that stands in for an Aurora DSQL cluster.
+
+    ``credentials`` maps access key ids to secret access keys the endpoint
+    accepts tokens from; by default, the key pair in ``AWS_ACCESS_KEY_ID`` /
+    ``AWS_SECRET_ACCESS_KEY`` when started. ``strict`` refuses statements DSQL
+    does not support (when the strict-mode policy is installed); with
+    ``strict=False`` nothing is refused, but DSQL's own syntax still works
+    (``CREATE [UNIQUE] INDEX ASYNC``, ``sys.jobs``, ``CALL
+    sys.wait_for_job``). ``latency``
+    (seconds) is added to every client round trip; it can be changed at run
+    time. Use it as a context manager, or call ``start()`` and ``stop()``.
+
+    Also: ``port`` (0: any free port), ``cluster_id`` (26 characters of
+    ``[a-z0-9]``, random by default), ``policy`` (a `StatementPolicy` used
+    instead of strict mode's), ``pg_bindir`` (where initdb and postgres are;
+    found on PATH, through pg_config or in /usr/lib/postgresql by default),
+    ``clock_skew`` (seconds a token's times may be off),
+    ``schema_conflicts`` (as in DSQL, a transaction that began before another
+    one committed DDL fails with 40001 ``(OC001)`` at its next statement), and
+    DSQL's connection limits: ``max_connections`` open at once (SQLSTATE
+    53300 past it; the private PostgreSQL allows 300, whichever is lower
+    applies), ``connection_rate`` new connections per second on average with
+    bursts of ``connection_burst`` (53400 past it; ``None`` turns it off).
+    """
+
+    def __init__(
+        self,
+        region: str = "us-east-1",
+        max_connection_age: float = 3600.0,
+        strict: bool = True,
+        latency: float = 0.0,
+        credentials: Mapping[str, str] | None = None,
+        *,
+        port: int = 0,
+        cluster_id: str | None = None,
+        policy: StatementPolicy | None = None,
+        pg_bindir: str | os.PathLike[str] | None = None,
+        clock_skew: float = 300.0,
+        schema_conflicts: bool = False,
+        max_connections: int = 10_000,
+        connection_rate: float | None = 100.0,
+        connection_burst: int = 1_000,
+    ) -> None:
+        if max_connection_age <= 0:
+            raise DsqlLocalError(
+                "max_connection_age must be a positive number of seconds"
+            )
+        if latency < 0:
+            raise DsqlLocalError("latency must be zero or a positive number of seconds")
+        if max_connections < 1:
+            raise DsqlLocalError("max_connections must be at least 1")
+        if connection_rate is not None and not connection_rate > 0:
+            raise DsqlLocalError(
+                "connection_rate must be a positive number of connections per"
+                " second, or None for no limit"
+            )
+        if connection_burst < 1:
+            raise DsqlLocalError("connection_burst must be at least 1")
+        if not _REGION.fullmatch(region):
+            raise DsqlLocalError(f"region must look like 'us-east-1', not {region!r}")
+        if cluster_id is not None and not _CLUSTER_ID.fullmatch(cluster_id):
+            raise DsqlLocalError("cluster_id must be 26 characters of a-z and 0-9")
+        self.region = region
+        self.cluster_id = cluster_id or _new_cluster_id()
+        self.max_connection_age = max_connection_age
+        self.strict = strict
+        self._latency = latency
+        self._credentials = dict(credentials) if credentials is not None else None
+        self._requested_port = port
+        self._policy = policy
+        self._clock_skew = clock_skew
+        self._schema_conflicts = schema_conflicts
+        self._max_connections = max_connections
+        self._connection_rate = connection_rate
+        self._connection_burst = connection_burst
+        self._backend = Backend(Path(pg_bindir) if pg_bindir is not None else None)
+        self._endpoint: Endpoint | None = None
+        self._tmp: Path | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        state = f"port={self.port}" if self._endpoint else "stopped"
+        return f"<DsqlLocal {self.host} {state}>"
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> DsqlLocal:
+        """Start the backend and the endpoint; return self."""
+        with self._lock:
+            if self._endpoint is not None:
+                return self
+            credentials = (
+                self._credentials
+                if self._credentials is not None
+                else self._environment_credentials()
+            )
+            policy = self._policy
+            if policy is None:
+                policy = _load_policy(self.strict)
+            try:
+                self._tmp = Path(tempfile.mkdtemp(prefix="dsql-local-certs-"))
+                certs = make_certificates(self._tmp, self.region)
+                bootstrap = [*BOOTSTRAP_SQL, *(policy.bootstrap_sql if policy else ())]
+                self._backend.start(bootstrap)
+                endpoint = Endpoint(
+                    certs=certs,
+                    verifier=TokenVerifier(
+                        self.region, credentials, clock_skew=self._clock_skew
+                    ),
+                    backend_socket=self._backend.socket_path(),
+                    port=self._requested_port,
+                    max_connection_age=self.max_connection_age,
+                    latency=self._latency,
+                    policy=policy,
+                    schema_conflicts=self._schema_conflicts,
+                    max_connections=self._max_connections,
+                    connection_rate=self._connection_rate,
+                    connection_burst=self._connection_burst,
+                )
+                endpoint.start()
+            except BaseException:
+                self._cleanup()
+                raise
+            self._endpoint = endpoint
+            atexit.register(self.stop)
+            _signals.hold()
+        logger.info("DSQL Local listening on 127.0.0.1:%s as %s", self.port, self.host)
+        return self
+
+    def stop(self) -> None:
+        """Close every connection, stop the backend and delete all files."""
+        with self._lock:
+            atexit.unregister(self.stop)
+            endpoint, self._endpoint = self._endpoint, None
+            if endpoint is not None:
+                endpoint.stop()
+                _signals.release()
+            self._cleanup()
+
+    def _cleanup(self) -> None:
+        self._backend.stop()
+        tmp, self._tmp = self._tmp, None
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def __enter__(self) -> DsqlLocal:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @staticmethod
+    def _environment_credentials() -> dict[str, str]:
+        key = os.environ.get("AWS_ACCESS_KEY_ID")
+        secret = os.environ.get("AWS_SECRET_ACCESS_KEY")
+        if not key or not secret:
+            raise DsqlLocalError(
+                "DSQL Local verifies tokens with an AWS key pair: set "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (any fake values "
+                "will do), or pass credentials={access_key_id: secret_access_key}"
+            )
+        return {key: secret}
+
+    # -- where it is ----------------------------------------------------------
+
+    def _running(self) -> Endpoint:
+        if self._endpoint is None:
+            raise DsqlLocalError(
+                "DSQL Local is not running: call start() or use `with`"
+            )
+        return self._endpoint
+
+    @property
+    def host(self) -> str:
+        """The DSQL-style host name; it resolves through ``hostaddr``."""
+        return f"{self.cluster_id}.dsql.{self.region}.on.aws"
+
+    @property
+    def port(self) -> int:
+        return self._running().port
+
+    @property
+    def ca_file(self) -> str:
+        """The PEM file of the CA that signed the endpoint's certificate."""
+        self._running()
+        assert self._tmp is not None
+        return str(self._tmp / "root.crt")
+
+    @property
+    def url(self) -> str:
+        """A connection URL (user admin); add a token as the password."""
+        return (
+            f"postgresql://{SUPERUSER}@{self.host}:{self.port}/postgres"
+            f"?hostaddr=127.0.0.1&sslrootcert={quote(self.ca_file, safe='/')}"
+        )
+
+    def connect_kwargs(self, user: str = SUPERUSER) -> dict[str, Any]:
+        """Keyword arguments for psycopg.connect(), without the password."""
+        return {
+            "host": self.host,
+            "hostaddr": "127.0.0.1",
+            "port": self.port,
+            "dbname": "postgres",
+            "user": user,
+            "sslrootcert": self.ca_file,
+        }
+
+    @property
+    def backend_dsn(self) -> str:
+        """A libpq conninfo straight to the backend's unix socket (as admin)."""
+        self._running()
+        return self._backend.dsn()
+
+    # -- controls -------------------------------------------------------------
+
+    @property
+    def latency(self) -> float:
+        """Seconds added to every client round trip."""
+        return self._latency
+
+    @latency.setter
+    def latency(self, value: float) -> None:
+        if value < 0:
+            raise DsqlLocalError("latency must be zero or a positive number of seconds")
+        self._latency = value
+        if self._endpoint is not None:
+            self._endpoint.latency = value
+
+    def create_role(self, name: str) -> None:
+        """Create a login role in the backend (no error if it exists).
+
+        Connect as it with a ``DbConnect`` token; grant it what it needs as admin.
+        """
+        with psycopg.connect(self.backend_dsn, autocommit=True) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)
+            ).fetchone()
+            if not exists:
+                conn.execute(
+                    sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name))
+                )
+
+    def inject_conflicts(self, count: int, code: str = "OC000") -> None:
+        """Make the next `count` COMMITs fail with SQLSTATE 40001.
+
+        The transaction is rolled back and the connection stays usable, as
+        in DSQL. `code` is ``"OC000"`` (data conflict) or ``"OC001"`` (schema).
+        Replaces any injection not used yet; ``0`` cancels them.
+        """
+        if code not in CONFLICT_MESSAGES:
+            raise DsqlLocalError(f"code must be one of {sorted(CONFLICT_MESSAGES)}")
+        if count < 0:
+            raise DsqlLocalError("count must be zero or more")
+        self._running().inject_conflicts(count, code)
+
+    def inject_commit_drops(self, count: int) -> None:
+        """Lose the connection of each of the next `count` COMMITs after it commits.
+
+        The COMMIT reaches the backend and commits; when the backend confirms
+        it, the client connection is closed abruptly instead of relaying the
+        confirmation. The client sees a broken connection while COMMIT is in
+        flight and cannot tell whether it committed: this is how to test code
+        that must cope with an unknown commit outcome (it did commit here).
+        Counts only COMMITs of a transaction in progress (not failed), on any
+        connection, after injected conflicts and the policy have let them
+        through. Replaces any injection not used yet; ``0`` cancels them.
+        """
+        if count < 0:
+            raise DsqlLocalError("count must be zero or more")
+        self._running().inject_commit_drops(count)
+
+    def drop_connections(self) -> None:
+        """Close every client connection now, without a message."""
+        self._running().drop_connections()

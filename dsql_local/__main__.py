@@ -1,0 +1,135 @@
+"""Run DSQL Local in the foreground: ``python -m dsql_local``.
+
+Prints the connection URL and the environment to export, then serves until
+interrupted (Ctrl-C or SIGTERM). Secrets are never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from types import FrameType
+
+from . import DsqlLocal
+from ._errors import DsqlLocalError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m dsql_local",
+        description="Run a local endpoint that behaves like an Aurora DSQL cluster.",
+    )
+    parser.add_argument("--region", default="us-east-1", help="default: us-east-1")
+    parser.add_argument(
+        "--port", type=int, default=0, help="TCP port on 127.0.0.1 (default: any)"
+    )
+    parser.add_argument(
+        "--no-strict",
+        action="store_true",
+        help="accept statements Aurora DSQL would refuse (its own syntax still works)",
+    )
+    parser.add_argument(
+        "--max-connection-age",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="close connections older than this (default: 3600)",
+    )
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="add this much to every round trip (default: 0)",
+    )
+    parser.add_argument(
+        "--schema-conflicts",
+        action="store_true",
+        help="fail transactions older than another one's DDL with OC001",
+    )
+    parser.add_argument(
+        "--max-connections",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="open connections allowed at once (default: 10000, as DSQL)",
+    )
+    parser.add_argument(
+        "--connection-rate",
+        type=float,
+        default=100.0,
+        metavar="PER_SECOND",
+        help="new connections per second, in bursts of up to 1000"
+        " (default: 100, as DSQL; 0: no limit)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    return parser
+
+
+def _exports(local: DsqlLocal) -> list[str]:
+    values = {
+        "PGHOST": local.host,
+        "PGHOSTADDR": "127.0.0.1",
+        "PGPORT": str(local.port),
+        "PGDATABASE": "postgres",
+        "PGUSER": "admin",
+        "PGSSLMODE": "verify-full",
+        "PGSSLROOTCERT": local.ca_file,
+        "AWS_REGION": local.region,
+    }
+    return [f"export {name}={shlex.quote(value)}" for name, value in values.items()]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    try:
+        local = DsqlLocal(
+            region=args.region,
+            max_connection_age=args.max_connection_age,
+            strict=not args.no_strict,
+            latency=args.latency,
+            port=args.port,
+            schema_conflicts=args.schema_conflicts,
+            max_connections=args.max_connections,
+            connection_rate=args.connection_rate or None,
+        )
+        local.start()
+    except DsqlLocalError as exc:
+        sys.stderr.write(f"dsql-local: {exc}\n")
+        return 1
+    try:
+        out = sys.stdout
+        out.write(f"DSQL Local is running (cluster {local.cluster_id}).\n\n")
+        out.write(f"URL: {local.url}\n\n")
+        out.write("Environment for libpq/psycopg (the password is an IAM token):\n")
+        out.write("".join(line + "\n" for line in _exports(local)))
+        out.write(
+            "\nTokens are checked against AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+            "as they were when DSQL Local started.\nPress Ctrl-C to stop.\n"
+        )
+        out.flush()
+        while not stop.wait(3600):
+            pass
+    finally:
+        local.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,281 @@
+"""The private PostgreSQL server behind DSQL Local.
+
+It lives in a temporary directory, listens on a unix socket only, and runs as
+an unprivileged user when we are root (PostgreSQL refuses to run as root).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import glob
+import importlib.util
+import logging
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import psycopg
+
+from ._errors import DsqlLocalError
+
+logger = logging.getLogger("dsql_local")
+
+INSTALL_HINT = (
+    "DSQL Local needs the PostgreSQL server programs (initdb, postgres). Install "
+    "them, e.g. `apt-get install postgresql` on Debian/Ubuntu or `brew install "
+    "postgresql` on macOS, or put their directory on PATH; or, with Python "
+    "3.10-3.12 on Linux x86_64 or macOS, `pip install 'dsql-psycopg[pgserver]'`."
+)
+SUPERUSER = "admin"
+_UNPRIVILEGED_USER = "nobody"
+_PORT = 5432  # only names the socket file; there is no TCP listener
+
+# Speed over durability (the data is thrown away), snapshot isolation as in
+# DSQL, and a short lock_timeout so that a writer never waits for another one:
+# the relay turns the lock timeout into a DSQL-style conflict.
+_SERVER_SETTINGS: dict[str, str] = {
+    "listen_addresses": "",
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_connections": "300",
+    "shared_buffers": "64MB",
+    "default_transaction_isolation": "repeatable read",
+    "lock_timeout": "100ms",
+    "deadlock_timeout": "50ms",
+    "max_prepared_transactions": "0",
+    "log_min_messages": "warning",
+    "unix_socket_permissions": "0700",
+}
+
+
+def find_bindir(debian_root: str = "/usr/lib/postgresql") -> Path:
+    """Find the directory holding initdb and postgres.
+
+    Looked for on PATH, then through ``pg_config --bindir``, then in Debian's
+    versioned directories (newest version first), then in the ``pgserver``
+    wheel, if installed.
+    """
+    on_path = shutil.which("postgres")
+    if on_path and shutil.which("initdb"):
+        return Path(on_path).resolve().parent
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        try:
+            out = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, check=True
+            ).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            out = ""
+        if out and _has_server(Path(out)):
+            return Path(out)
+    candidates = [
+        Path(p) for p in glob.glob(os.path.join(glob.escape(debian_root), "*", "bin"))
+    ]
+    candidates = [p for p in candidates if _has_server(p)]
+    if candidates:
+        return max(candidates, key=lambda p: _version_key(p.parent.name))
+    wheel = _pgserver_bindir()
+    if wheel is not None:
+        return wheel
+    raise DsqlLocalError(INSTALL_HINT)
+
+
+def _pgserver_bindir() -> Path | None:
+    """The server programs inside the ``pgserver`` wheel, if it is installed."""
+    # find_spec, not import: only the files are wanted, and importing
+    # pgserver has side effects (it warns about XDG_RUNTIME_DIR).
+    try:
+        spec = importlib.util.find_spec("pgserver")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        bindir = Path(location) / "pginstall" / "bin"
+        if _has_server(bindir):
+            return bindir
+    return None
+
+
+def _has_server(bindir: Path) -> bool:
+    return (bindir / "postgres").is_file() and (bindir / "initdb").is_file()
+
+
+def _version_key(name: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in name.split(".") if p.isdigit())
+
+
+def _parent_death_hook() -> Callable[[], None] | None:
+    """Make the server quit if this process dies without stopping it (Linux)."""
+    if threading.current_thread() is not threading.main_thread():
+        # The signal fires when the creating *thread* exits, not the process.
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def hook() -> None:
+        prctl(pr_set_pdeathsig, signal.SIGQUIT, 0, 0, 0)
+
+    return hook
+
+
+class Backend:
+    """A throw-away PostgreSQL server reachable through a unix socket."""
+
+    def __init__(self, bindir: Path | None = None) -> None:
+        self._bindir = bindir
+        self._tmp: Path | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._user: str | None = None
+
+    @property
+    def socket_dir(self) -> str:
+        if self._tmp is None:
+            raise DsqlLocalError("the DSQL Local backend is not running")
+        return str(self._tmp / "sock")
+
+    @property
+    def directory(self) -> Path | None:
+        """The temporary directory holding data and socket, while running."""
+        return self._tmp
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    @property
+    def port(self) -> int:
+        return _PORT
+
+    def socket_path(self) -> str:
+        return os.path.join(self.socket_dir, f".s.PGSQL.{_PORT}")
+
+    def dsn(self, user: str = SUPERUSER) -> str:
+        """Return a libpq conninfo for a direct connection to the server."""
+        return f"host={self.socket_dir} port={_PORT} dbname=postgres user={user}"
+
+    def start(self, bootstrap_sql: Sequence[str] = ()) -> None:
+        bindir = self._bindir or find_bindir()
+        if not _has_server(bindir):
+            raise DsqlLocalError(f"no initdb and postgres in {bindir}. {INSTALL_HINT}")
+        self._tmp = Path(tempfile.mkdtemp(prefix="dsql-local-"))
+        try:
+            self._start(bindir, bootstrap_sql)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, bindir: Path, bootstrap_sql: Sequence[str]) -> None:
+        assert self._tmp is not None
+        data, sock = self._tmp / "data", self._tmp / "sock"
+        sock.mkdir()
+        if os.geteuid() == 0:
+            self._user = _UNPRIVILEGED_USER
+            entry = pwd.getpwnam(self._user)
+            for path in (self._tmp, sock):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+        initdb = [
+            str(bindir / "initdb"),
+            "-D",
+            str(data),
+            "-U",
+            SUPERUSER,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
+        ]
+        try:
+            done = subprocess.run(
+                initdb,
+                check=False,
+                capture_output=True,
+                text=True,
+                user=self._user,
+                cwd=self._tmp,
+            )
+        except OSError as exc:
+            raise DsqlLocalError(self._cannot_run(initdb[0], exc)) from None
+        if done.returncode != 0:
+            raise DsqlLocalError(f"initdb failed: {done.stderr.strip()[-2000:]}")
+        cmd = [str(bindir / "postgres"), "-D", str(data), "-k", str(sock)]
+        cmd += ["-p", str(_PORT)]
+        for name, value in _SERVER_SETTINGS.items():
+            cmd += ["-c", f"{name}={value}"]
+        log = open(self._tmp / "server.log", "wb")  # noqa: SIM115
+        with log:
+            self._proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                user=self._user,
+                cwd=self._tmp,
+                preexec_fn=_parent_death_hook(),  # noqa: PLW1509
+                start_new_session=True,  # a Ctrl-C in the terminal is ours
+            )
+        self._wait_ready()
+        with psycopg.connect(self.dsn(), autocommit=True) as conn:
+            for sql in bootstrap_sql:
+                conn.execute(sql.encode())
+        logger.debug("backend PostgreSQL pid %s in %s", self._proc.pid, self._tmp)
+
+    def _cannot_run(self, program: str, exc: OSError) -> str:
+        message = f"could not run {program}: {exc.strerror or exc}"
+        if self._user is not None:
+            message += (
+                f". As root, DSQL Local runs PostgreSQL as user {self._user!r},"
+                " which must be able to reach and run it: install PostgreSQL"
+                " system-wide, or keep the environment outside /root"
+            )
+        return message
+
+    def _wait_ready(self, timeout: float = 30.0) -> None:
+        assert self._proc is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._proc.poll() is not None:
+                raise DsqlLocalError(f"PostgreSQL did not start: {self._log_tail()}")
+            if os.path.exists(self.socket_path()):
+                try:
+                    psycopg.connect(self.dsn(), connect_timeout=2).close()
+                    return
+                except psycopg.OperationalError:
+                    pass
+            if time.monotonic() > deadline:
+                raise DsqlLocalError(
+                    f"PostgreSQL did not start in {timeout:g} s: {self._log_tail()}"
+                )
+            time.sleep(0.02)
+
+    def _log_tail(self) -> str:
+        assert self._tmp is not None
+        try:
+            return (self._tmp / "server.log").read_text(errors="replace")[-2000:]
+        except OSError:
+            return "(no server log)"
+
+    def stop(self) -> None:
+        """Stop the server (fast shutdown) and delete its directory."""
+        proc, self._proc = self._proc, None
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        tmp, self._tmp = self._tmp, None
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,404 @@
+"""The TLS front door of DSQL Local: negotiation, IAM token check, relay start.
+
+Every accepted connection gets a thread. Until authentication it runs the
+startup conversation with blocking reads; then a Relay takes over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import select
+import socket
+import ssl
+import threading
+import time
+from collections import deque
+from pathlib import Path
+
+from . import _protocol as pq
+from ._certs import CertFiles
+from ._policy import Session, StatementPolicy
+from ._pump import close_tls
+from ._relay import Relay
+from ._schema import SchemaClock
+from ._sigv4 import TokenError, TokenVerifier
+
+logger = logging.getLogger("dsql_local")
+
+_ALPN = "postgresql"
+_HANDSHAKE_TIMEOUT = 30.0
+_MAX_STARTUP = 10_000
+# Startup parameters that are DSQL Local's business, not the backend's.
+_NOT_FORWARDED = frozenset({"replication"})
+_TOO_MANY = "Unable to accept connection, too many open connections."
+_RATE_EXCEEDED = "Unable to accept connection, rate exceeded."
+
+
+class _Closed(Exception):
+    """The client went away or was answered with a FATAL; stop quietly."""
+
+
+class _TokenBucket:
+    """Admit `rate` events per second on average, `burst` at once."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._last = time.monotonic()
+
+    def take(self) -> bool:
+        """Spend one token if there is one; the caller holds the lock."""
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+
+class Endpoint:
+    """Listen on 127.0.0.1 and relay authenticated clients to the backend."""
+
+    def __init__(
+        self,
+        *,
+        certs: CertFiles,
+        verifier: TokenVerifier,
+        backend_socket: str,
+        port: int = 0,
+        max_connection_age: float = 3600.0,
+        latency: float = 0.0,
+        policy: StatementPolicy | None = None,
+        schema_conflicts: bool = False,
+        max_connections: int = 10_000,
+        connection_rate: float | None = 100.0,
+        connection_burst: int = 1_000,
+    ) -> None:
+        self.verifier = verifier
+        self.backend_socket = backend_socket
+        self.max_connection_age = max_connection_age
+        self.latency = latency
+        self.policy = policy
+        self.schema_clock = SchemaClock() if schema_conflicts else None
+        self.max_connections = max_connections
+        self._admissions = (
+            _TokenBucket(connection_rate, connection_burst)
+            if connection_rate is not None
+            else None
+        )
+        self._requested_port = port
+        self._ctx = self._tls_context(certs)
+        self._lock = threading.Lock()
+        self._conflicts: deque[str] = deque()
+        self._commit_drops = 0
+        self._relays: set[Relay] = set()
+        self._threads: set[threading.Thread] = set()
+        self._generation = 0
+        self._state = threading.local()  # per connection thread: its generation
+        self._listener: socket.socket | None = None
+        self._acceptor: threading.Thread | None = None
+        self.port = 0
+
+    @staticmethod
+    def _tls_context(certs: CertFiles) -> ssl.SSLContext:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.load_cert_chain(Path(certs.cert_file), Path(certs.key_file))
+        ctx.set_alpn_protocols([_ALPN])
+
+        def remember_sni(
+            sock: ssl.SSLSocket | ssl.SSLObject, name: str | None, _: ssl.SSLContext
+        ) -> None:
+            setattr(sock, "dsql_sni", name)  # noqa: B010
+
+        ctx.sni_callback = remember_sni
+        return ctx
+
+    # -- lifecycle ------------------------------------------------------------
+
+    def start(self) -> None:
+        listener = socket.create_server(
+            ("127.0.0.1", self._requested_port), backlog=512
+        )
+        self._listener = listener
+        self.port = listener.getsockname()[1]
+        self._acceptor = threading.Thread(
+            target=self._accept_loop, name="dsql-local-accept", daemon=True
+        )
+        self._acceptor.start()
+
+    def stop(self) -> None:
+        """Stop accepting, close every connection and wait for their threads."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(OSError):
+                listener.shutdown(socket.SHUT_RDWR)
+            listener.close()
+        if self._acceptor is not None:
+            self._acceptor.join(timeout=5)
+            self._acceptor = None
+        self.drop_connections()
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(timeout=5)
+
+    def _accept_loop(self) -> None:
+        listener = self._listener
+        assert listener is not None
+        while True:
+            try:
+                sock, _ = listener.accept()
+            except OSError:
+                return
+            thread = threading.Thread(
+                target=self._serve, args=(sock,), name="dsql-local-conn", daemon=True
+            )
+            with self._lock:
+                self._threads.add(thread)
+            thread.start()
+
+    # -- controls ---------------------------------------------------------------
+
+    def inject_conflicts(self, count: int, code: str) -> None:
+        with self._lock:
+            self._conflicts = deque([code] * count)
+
+    def take_conflict(self) -> str | None:
+        with self._lock:
+            return self._conflicts.popleft() if self._conflicts else None
+
+    def inject_commit_drops(self, count: int) -> None:
+        with self._lock:
+            self._commit_drops = count
+
+    def take_commit_drop(self) -> bool:
+        with self._lock:
+            if self._commit_drops <= 0:
+                return False
+            self._commit_drops -= 1
+            return True
+
+    def drop_connections(self) -> None:
+        with self._lock:
+            self._generation += 1
+            relays = list(self._relays)
+        for relay in relays:
+            relay.kill()
+
+    # -- one connection -----------------------------------------------------------
+
+    def _serve(self, sock: socket.socket) -> None:
+        accepted = time.monotonic()
+        with self._lock:
+            generation = self._state.generation = self._generation
+        client: ssl.SSLSocket | None = None
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            sock.settimeout(_HANDSHAKE_TIMEOUT)
+            client = self._negotiate_tls(sock)
+            relay = self._authenticate(client, accepted)
+            with self._lock:
+                if generation != self._generation:
+                    relay.kill()
+                self._relays.add(relay)
+            try:
+                relay.run()
+            finally:
+                with self._lock:
+                    self._relays.discard(relay)
+        except _Closed:
+            pass
+        except (OSError, ValueError) as exc:
+            logger.debug("connection ended during startup: %s", exc)
+        except Exception:
+            logger.exception("DSQL Local failed to serve a connection")
+        finally:
+            if client is not None:
+                close_tls(client)
+            sock.close()
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+
+    def _wait(self, sock: socket.socket) -> None:
+        """Wait for data from the client, then for the simulated latency.
+
+        Gives up when the connection is dropped or the endpoint stops.
+        """
+        deadline = time.monotonic() + _HANDSHAKE_TIMEOUT
+        poller = select.poll()  # not select(): descriptors may exceed 1023
+        poller.register(sock, select.POLLIN)
+        while not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+            if self._state.generation != self._generation:
+                raise _Closed
+            if poller.poll(200):
+                break
+            if time.monotonic() > deadline:
+                raise _Closed
+        if self.latency > 0:
+            time.sleep(self.latency)
+
+    @staticmethod
+    def _recv_exact(sock: socket.socket, size: int) -> bytes:
+        data = bytearray()
+        while len(data) < size:
+            chunk = sock.recv(size - len(data))
+            if not chunk:
+                raise _Closed
+            data += chunk
+        return bytes(data)
+
+    def _fatal(self, sock: socket.socket, sqlstate: str, text: str) -> _Closed:
+        with contextlib.suppress(OSError):
+            sock.sendall(pq.error_response(sqlstate, text, severity="FATAL"))
+        return _Closed()
+
+    def _negotiate_tls(self, sock: socket.socket) -> ssl.SSLSocket:
+        while True:
+            self._wait(sock)
+            first = sock.recv(1, socket.MSG_PEEK)
+            if not first:
+                raise _Closed
+            if first == b"\x16":
+                return self._handshake(sock, direct=True)
+            length, code = _len_code(self._recv_exact(sock, 8))
+            if length == 8 and code == pq.SSL_REQUEST:
+                sock.sendall(b"S")
+                self._wait(sock)
+                return self._handshake(sock, direct=False)
+            if length == 8 and code == pq.GSSENC_REQUEST:
+                sock.sendall(b"N")
+                continue
+            if length == 16 and code == pq.CANCEL_REQUEST:
+                self._cancel(self._recv_exact(sock, 8))
+                raise _Closed
+            raise self._fatal(
+                sock,
+                "28000",
+                "unable to accept connection, TLS is required "
+                "(set sslmode=verify-full)",
+            )
+
+    def _handshake(self, sock: socket.socket, *, direct: bool) -> ssl.SSLSocket:
+        try:
+            client = self._ctx.wrap_socket(sock, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            logger.debug("TLS handshake failed: %s", exc)
+            raise _Closed from None
+        if direct and client.selected_alpn_protocol() != _ALPN:
+            # As PostgreSQL does: direct TLS without ALPN could be another
+            # protocol's client.
+            client.close()
+            raise _Closed
+        return client
+
+    def _authenticate(self, client: ssl.SSLSocket, accepted: float) -> Relay:
+        self._wait(client)
+        length, version = _len_code(self._recv_exact(client, 8))
+        if version == pq.CANCEL_REQUEST and length == 16:
+            self._cancel(self._recv_exact(client, 8))
+            raise _Closed
+        if not 8 < length <= _MAX_STARTUP or version >> 16 != 3:
+            raise self._fatal(client, "08P01", "invalid startup packet")
+        params = pq.parse_startup(self._recv_exact(client, length - 8))
+        user = params.get("user", "")
+        if not user:
+            raise self._fatal(client, "28000", "no user name in the startup packet")
+        sni = getattr(client, "dsql_sni", None)
+        if not sni:
+            raise self._fatal(
+                client, "08004", "unable to accept connection, sni was not received"
+            )
+        self._admit(client)
+
+        client.sendall(pq.auth_cleartext_request())
+        self._wait(client)
+        kind, size = _kind_len(self._recv_exact(client, 5))
+        if kind != b"p" or not 4 < size <= 65_536:
+            raise self._fatal(client, "08P01", "expected a password message")
+        token = (
+            self._recv_exact(client, size - 4).rstrip(b"\0").decode("utf-8", "replace")
+        )
+        try:
+            self.verifier.verify(token, user=user, server_name=sni)
+        except TokenError as exc:
+            logger.info("refused user %r: %s", user, exc.reason)
+            raise self._fatal(
+                client,
+                exc.sqlstate,
+                f'IAM authentication failed for user "{user}": {exc.reason}',
+            ) from None
+
+        backend = self._connect_backend(client, params, version)
+        session = Session(user=user)
+        return Relay(self, client, backend, session, accepted + self.max_connection_age)
+
+    def _admit(self, client: ssl.SSLSocket) -> None:
+        """Refuse the connection past DSQL's open-connection or rate limit."""
+        with self._lock:
+            # Every connection, authenticated or not yet, has a thread.
+            too_many = len(self._threads) > self.max_connections
+            admitted = not too_many and (
+                self._admissions is None or self._admissions.take()
+            )
+        if too_many:
+            raise self._fatal(client, "53300", _TOO_MANY)
+        if not admitted:
+            raise self._fatal(client, "53400", _RATE_EXCEEDED)
+
+    def _connect_backend(
+        self, client: ssl.SSLSocket, params: dict[str, str], version: int
+    ) -> socket.socket:
+        """Start a backend session for `params`; relay its greeting to the client."""
+        backend = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            backend.settimeout(_HANDSHAKE_TIMEOUT)
+            backend.connect(self.backend_socket)
+            forwarded = {k: v for k, v in params.items() if k not in _NOT_FORWARDED}
+            backend.sendall(pq.startup_message(forwarded, version))
+            greeting = bytearray()
+            while True:
+                kind, size = _kind_len(self._recv_exact(backend, 5))
+                body = self._recv_exact(backend, size - 4)
+                greeting += kind + pq.INT32.pack(size) + body
+                if kind == b"Z":
+                    break
+                if kind == b"E":
+                    if pq.parse_fields(body).get("C") == "53300":
+                        # The backend's own cap (max_connections) came first.
+                        raise self._fatal(client, "53300", _TOO_MANY)
+                    client.sendall(greeting)
+                    raise _Closed
+            client.sendall(greeting)
+            backend.settimeout(None)
+        except BaseException:
+            backend.close()
+            raise
+        return backend
+
+    def _cancel(self, key: bytes) -> None:
+        """Pass a CancelRequest (process id and secret key) to the backend."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as backend:
+            backend.settimeout(5)
+            try:
+                backend.connect(self.backend_socket)
+                backend.sendall(
+                    pq.INT32.pack(16) + pq.INT32.pack(pq.CANCEL_REQUEST) + key
+                )
+                backend.recv(1)
+            except OSError:
+                pass
+
+
+def _len_code(data: bytes) -> tuple[int, int]:
+    """Split the 8 leading bytes of a startup-phase packet: length and code."""
+    length, code = pq.INT32.unpack_from(data, 0)[0], pq.INT32.unpack_from(data, 4)[0]
+    return length, code
+
+
+def _kind_len(data: bytes) -> tuple[bytes, int]:
+    """Split a message header: type byte and length."""
+    return data[:1], pq.INT32.unpack_from(data, 1)[0]

@@ -1,0 +1,253 @@
+"""The transport half of a relay: two sockets, one thread, a poll loop.
+
+`Pump` moves bytes between an authenticated client's TLS socket and its
+backend's unix socket. It reads in large chunks, holds client data back for
+the simulated latency, stops reading a side whose peer is not keeping up, and
+closes the connection at its age cap. What the bytes mean is the business of
+a subclass: `Relay` rewrites them in `_from_client` and `_from_backend`,
+which append to `_to_backend` and `_to_client`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import select
+import socket
+import ssl
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+from . import _protocol as pq
+
+if TYPE_CHECKING:
+    from ._endpoint import Endpoint
+
+logger = logging.getLogger("dsql_local")
+
+_CHUNK = 256 * 1024
+_HIGH_WATER = 4 * 1024 * 1024  # stop reading a side while this much is queued
+
+
+def close_tls(sock: ssl.SSLSocket) -> None:
+    """Close with a TLS close_notify, as PostgreSQL does (libpq expects it)."""
+    with contextlib.suppress(OSError, ValueError):
+        sock.settimeout(1.0)
+        sock.unwrap()
+    sock.close()
+
+
+class Pump:
+    """Move bytes between one client and its backend connection."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        client: ssl.SSLSocket,
+        backend: socket.socket,
+        deadline: float,
+    ) -> None:
+        self._endpoint = endpoint
+        self._client = client
+        self._backend = backend
+        self._deadline = deadline
+        self._lock = threading.Lock()
+        self._closed = False
+        self._killed = False
+        self._to_client = bytearray()
+        self._to_backend = bytearray()
+        self._delayed: deque[tuple[float, bytes]] = deque()
+        # Set by a subclass: close the client connection once _to_client
+        # has been flushed.
+        self._dropping = False
+
+    def _from_client(self, data: bytes) -> None:
+        """Take bytes from the client; queue what to send in `_to_backend`."""
+        raise NotImplementedError
+
+    def _from_backend(self, data: bytes) -> None:
+        """Take bytes from the backend; queue what to send in `_to_client`."""
+        raise NotImplementedError
+
+    # -- control from other threads ---------------------------------------
+
+    def kill(self) -> None:
+        """Close the client connection abruptly (no message)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._killed = True
+            for sock in (self._client, self._backend):
+                with contextlib.suppress(OSError):
+                    # socket.socket's own shutdown: SSLSocket's would tear down
+                    # the TLS object under the relay thread's feet.
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+    # -- main loop ----------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self._loop()
+        except (OSError, ValueError) as exc:
+            if not self._killed:
+                logger.debug("relay ended: %s", exc)
+        except Exception as exc:
+            # A bug or a failing policy: tell the client rather than vanish.
+            logger.exception("DSQL Local relay failed")
+            self._send_last_words(
+                pq.error_response(
+                    "XX000",
+                    f"DSQL Local internal error: {type(exc).__name__}: {exc}",
+                    severity="FATAL",
+                )
+            )
+        finally:
+            with self._lock:
+                self._closed = True
+                self._backend.close()
+            if self._killed:
+                self._client.close()
+            else:
+                close_tls(self._client)
+
+    def _loop(self) -> None:
+        client, backend = self._client, self._backend
+        client.setblocking(False)
+        backend.setblocking(False)
+        cfd, bfd = client.fileno(), backend.fileno()
+        poller = select.poll()
+        masks = {cfd: select.POLLIN, bfd: select.POLLIN}
+        poller.register(cfd, masks[cfd])
+        poller.register(bfd, masks[bfd])
+        delayed = self._delayed
+        while not self._killed:
+            now = time.monotonic()
+            if now >= self._deadline:
+                self._age_out()
+                return
+            timeout_ms = math.ceil((self._deadline - now) * 1000)
+            if delayed:
+                # poll counts in milliseconds: wake early, sleep the rest.
+                timeout_ms = min(timeout_ms, int((delayed[0][0] - now) * 1000))
+            # _read_client drains TLS records it has started, so poll sees
+            # everything that is left to read.
+            for fd, event in poller.poll(max(timeout_ms, 0)):
+                if not self._on_event(fd == cfd, event):
+                    return
+            if delayed:
+                self._release_delayed()
+            if (
+                self._to_client
+                or self._to_backend
+                or masks[cfd] != select.POLLIN
+                or masks[bfd] != select.POLLIN
+            ):
+                for fd, want in (
+                    (cfd, self._interest(self._to_client, self._to_backend)),
+                    (bfd, self._interest(self._to_backend, self._to_client)),
+                ):
+                    if masks[fd] != want:
+                        masks[fd] = want
+                        poller.modify(fd, want)
+
+    def _release_delayed(self) -> None:
+        """Process the client data whose simulated latency has passed."""
+        delayed = self._delayed
+        wait = delayed[0][0] - time.monotonic()
+        if wait > 0.001:
+            return
+        if wait > 0:
+            time.sleep(wait)
+        now = time.monotonic()
+        while delayed and delayed[0][0] <= now:
+            self._from_client(delayed.popleft()[1])
+        self._flush(self._backend, self._to_backend)
+
+    def _on_event(self, from_client: bool, event: int) -> bool:
+        """Handle one poll event; return False when the connection is over."""
+        readable = event & (select.POLLIN | select.POLLHUP | select.POLLERR)
+        if from_client:
+            if event & select.POLLOUT:
+                self._flush(self._client, self._to_client)
+            return not readable or self._read_client()
+        if event & select.POLLOUT:
+            self._flush(self._backend, self._to_backend)
+        return not readable or self._read_backend()
+
+    @staticmethod
+    def _interest(outgoing: bytearray, other_side: bytearray) -> int:
+        mask = select.POLLIN if len(other_side) < _HIGH_WATER else 0
+        return mask | select.POLLOUT if outgoing else mask
+
+    def _read_client(self) -> bool:
+        try:
+            data = self._client.recv(_CHUNK)
+            while data and self._client.pending():
+                data += self._client.recv(_CHUNK)
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return True
+        except (ssl.SSLError, OSError):
+            return False
+        if not data:
+            return False
+        latency = self._endpoint.latency
+        delayed = self._delayed
+        if latency > 0 or delayed:
+            # Never let new data overtake data still waiting out its delay.
+            due = time.monotonic() + latency
+            delayed.append((max(due, delayed[-1][0]) if delayed else due, data))
+        else:
+            self._from_client(data)
+            self._flush(self._backend, self._to_backend)
+        return True
+
+    def _read_backend(self) -> bool:
+        try:
+            data = self._backend.recv(_CHUNK)
+        except BlockingIOError:
+            return True
+        except OSError:
+            data = b""
+        if not data:
+            # The backend hung up (e.g. a FATAL error): pass on what it said.
+            self._send_last_words()
+            return False
+        self._from_backend(data)
+        self._flush(self._client, self._to_client)
+        if self._dropping:
+            self.kill()
+            return False
+        if self._to_backend:  # a query's next piece, or client data it held
+            self._flush(self._backend, self._to_backend)
+        return True
+
+    @staticmethod
+    def _flush(sock: socket.socket, buf: bytearray) -> None:
+        if not buf:
+            return
+        try:
+            sent = sock.send(buf)
+        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+            return
+        del buf[:sent]
+
+    def _age_out(self) -> None:
+        age = self._endpoint.max_connection_age
+        self._to_client += pq.error_response(
+            "57P01",
+            f"terminating connection: it exceeded the maximum connection age "
+            f"of {age:g} seconds",
+            severity="FATAL",
+        )
+        self._send_last_words()
+
+    def _send_last_words(self, extra: bytes = b"") -> None:
+        """Send what is queued for the client (plus `extra`), blocking briefly."""
+        self._to_client += extra
+        with contextlib.suppress(OSError, ValueError):
+            self._client.setblocking(True)
+            self._client.settimeout(2.0)
+            self._client.sendall(self._to_client)

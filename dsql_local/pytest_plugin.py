@@ -1,0 +1,110 @@
+"""pytest fixtures for testing against DSQL Local.
+
+Installed with dsql-psycopg (a ``pytest11`` entry point), so in any test suite:
+
+``dsql_local`` (session scope)
+    A running `dsql_local.DsqlLocal`. Connect with
+    ``dsql_psycopg.connect(dsql_local.url)`` or plain psycopg and a token.
+    If the environment has no ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``,
+    the fixture sets a fake key pair (and ``AWS_EC2_METADATA_DISABLED=true``)
+    for the duration of the test session, so that tokens can be signed and
+    verified offline; the previous environment is restored afterwards.
+
+``dsql_schema`` (function scope)
+    A fresh, empty schema for one test, dropped with everything in it after
+    the test. Its name is yielded; use it in ``search_path`` or qualify names.
+
+Options: ``--dsql-local-no-strict`` accepts statements DSQL would refuse;
+``--dsql-local-region`` picks the region (default ``us-east-1``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+import psycopg
+import pytest
+
+if TYPE_CHECKING:
+    from dsql_local import DsqlLocal
+
+logger = logging.getLogger("dsql_local")
+
+# Connections of a finished test may still be closing: wait for their locks.
+_WAIT = "-c lock_timeout=3s"
+_FAKE_ACCESS_KEY = "AKIADSQLLOCALFAKEKEY"
+_FAKE_SECRET_KEY = "dsql-local-fake-secret-access-key"  # noqa: S105 (fake)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("dsql-local", "DSQL Local (dsql-psycopg)")
+    group.addoption(
+        "--dsql-local-no-strict",
+        action="store_true",
+        default=False,
+        help=(
+            "let DSQL Local accept statements Aurora DSQL would refuse"
+            " (DSQL's own syntax, such as CREATE INDEX ASYNC, still works)"
+        ),
+    )
+    group.addoption(
+        "--dsql-local-region",
+        default="us-east-1",
+        help="AWS region DSQL Local pretends to be in (default: us-east-1)",
+    )
+
+
+@pytest.fixture(scope="session")
+def dsql_local(request: pytest.FixtureRequest) -> Iterator[DsqlLocal]:
+    """Run DSQL Local for the whole test session."""
+    from dsql_local import DsqlLocal  # noqa: PLC0415 (only when used)
+
+    with pytest.MonkeyPatch.context() as env:
+        if not (
+            os.environ.get("AWS_ACCESS_KEY_ID")
+            and os.environ.get("AWS_SECRET_ACCESS_KEY")
+        ):
+            env.setenv("AWS_ACCESS_KEY_ID", _FAKE_ACCESS_KEY)
+            env.setenv("AWS_SECRET_ACCESS_KEY", _FAKE_SECRET_KEY)
+            env.delenv("AWS_SESSION_TOKEN", raising=False)
+            env.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        local = DsqlLocal(
+            region=request.config.getoption("--dsql-local-region"),
+            strict=not request.config.getoption("--dsql-local-no-strict"),
+        )
+        with local:
+            yield local
+
+
+def _admin(local: DsqlLocal) -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(local.backend_dsn, autocommit=True, options=_WAIT)
+
+
+@pytest.fixture
+def dsql_schema(dsql_local: DsqlLocal) -> Iterator[str]:
+    """Create an empty schema for one test; drop it (cascade) afterwards.
+
+    If a connection still holds a transaction open on it (say, a connection
+    fixture torn down after this one), the schema is left in place: it goes
+    away with DSQL Local at the end of the session, and no later test uses it.
+    """
+    from psycopg import sql  # noqa: PLC0415
+
+    name = f"test_{secrets.token_hex(6)}"
+    ident = sql.Identifier(name)
+    with _admin(dsql_local) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(ident))
+        conn.execute(sql.SQL("GRANT ALL ON SCHEMA {} TO PUBLIC").format(ident))
+    try:
+        yield name
+    finally:
+        drop = sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(ident)
+        with _admin(dsql_local) as conn:
+            try:
+                conn.execute(drop)
+            except psycopg.errors.LockNotAvailable:
+                logger.info("schema %s is still in use; it is left in place", name)

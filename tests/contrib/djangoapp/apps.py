@@ -1,9 +1,0 @@
-from __future__ import annotations
-
-from django.apps import AppConfig
-
-
-class DjangoAppConfig(AppConfig):
-    name = "djangoapp"
-    # AutoField on purpose: the backend must make it a BIGINT identity.
-    default_auto_field = "django.db.models.AutoField"

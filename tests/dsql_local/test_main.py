@@ -1,0 +1,96 @@
+"""python -m dsql_local: prints where to connect, runs until interrupted."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import psycopg
+import pytest
+
+_CONNECT_FROM_ENVIRONMENT = """
+import psycopg
+with psycopg.connect("") as conn:
+    user = conn.execute("select current_user").fetchone()[0]
+    print(user, conn.info.get_parameters()["sslmode"])
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_cli_serves_until_interrupted(sig: signal.Signals) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dsql_local",
+            "--region",
+            "eu-west-1",
+            "--no-strict",
+            "--max-connection-age",
+            "600",
+            "--schema-conflicts",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("Press Ctrl-C"):
+                break
+        output = "".join(lines)
+        exports = dict(
+            line[len("export ") :].strip().split("=", 1)
+            for line in lines
+            if line.startswith("export ")
+        )
+        url = next(line[5:].strip() for line in lines if line.startswith("URL: "))
+        assert os.environ["AWS_SECRET_ACCESS_KEY"] not in output
+        assert exports["PGSSLMODE"] == "verify-full"
+        assert ".dsql.eu-west-1.on.aws" in exports["PGHOST"]
+        ca_file = Path(exports["PGSSLROOTCERT"])
+        assert ca_file.is_file()
+
+        token = boto3.client(
+            "dsql", region_name="eu-west-1"
+        ).generate_db_connect_admin_auth_token(exports["PGHOST"], "eu-west-1")
+        with psycopg.connect(url, password=token, sslmode="verify-full") as conn:
+            assert conn.execute("select current_user").fetchone() == ("admin",)
+        # The exported environment alone is enough for libpq.
+        check = subprocess.run(
+            [sys.executable, "-c", _CONNECT_FROM_ENVIRONMENT],
+            env={**os.environ, **exports, "PGPASSWORD": token},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert check.stdout == "admin verify-full\n", check.stderr
+
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == 0
+        assert not ca_file.exists()
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+def test_cli_without_credentials_explains(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    done = subprocess.run(
+        [sys.executable, "-m", "dsql_local"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "AWS_ACCESS_KEY_ID" in done.stderr

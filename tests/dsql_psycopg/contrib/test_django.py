@@ -1,0 +1,537 @@
+"""The Django backend on strict DSQL Local: migrate, ORM CRUD, OCC retries."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import io
+import time
+import uuid
+from decimal import Decimal
+from types import ModuleType
+from typing import Any
+
+import psycopg
+import pytest
+
+pytest.importorskip("django")
+
+from django.contrib.auth import authenticate, get_user_model
+from django.contrib.sessions.backends.db import SessionStore
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.color import no_style
+from django.db import IntegrityError, OperationalError, connections, transaction
+from django.db.migrations.recorder import MigrationRecorder
+from django.db.transaction import TransactionManagementError
+from django.test import Client
+
+from dsql_local import DsqlLocal
+from dsql_psycopg.connection import DsqlConnection
+from dsql_psycopg.contrib.django import retry_atomic
+from dsql_psycopg.contrib.django.base import DatabaseWrapper
+from dsql_psycopg.errors import ConfigurationError, OCCRetryExhausted
+from dsql_psycopg.pool import DEFAULT_MAX_LIFETIME, MAX_LIFETIME_CEILING
+from tests.dsql_psycopg.contrib.djangoapp.settings import SEED_AUTHORS
+from tests.dsql_psycopg.contrib.djangoapp.settings import databases as django_databases
+
+pytestmark = pytest.mark.usefixtures("django_db")
+
+ALIASES = ["default", "pooled"]
+
+
+@pytest.fixture
+def models() -> ModuleType:
+    return importlib.import_module("tests.dsql_psycopg.contrib.djangoapp.models")
+
+
+def wrapper(settings: dict[str, Any], alias: str) -> DatabaseWrapper:
+    """Build a backend for `settings`, with Django's defaults filled in."""
+    full = connections.configure_settings({"default": settings})["default"]
+    return DatabaseWrapper(full, alias=alias)
+
+
+def query(sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+    with connections["default"].cursor() as cursor:
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
+
+
+# -- migrate ----------------------------------------------------------------
+
+
+def test_migrate_applies_every_app() -> None:
+    applied = MigrationRecorder(connections["default"]).applied_migrations()
+    apps = {app for app, _ in applied}
+    assert {"contenttypes", "auth", "sessions", "djangoapp"} <= apps
+    assert ("djangoapp", "0003_status_nullable") in applied
+
+
+def test_schema_has_no_foreign_keys_and_bigint_identities() -> None:
+    fks = query(
+        "SELECT conname FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid"
+        " WHERE c.contype = 'f' AND t.relnamespace = 'public'::regnamespace"
+    )
+    assert fks == []
+    identities = dict(
+        query(
+            "SELECT table_name, data_type FROM information_schema.columns"
+            " WHERE table_schema = 'public' AND column_name = 'id'"
+            " AND is_identity = 'YES'"
+        )
+    )
+    # AutoField, SmallAutoField and BigAutoField alike.
+    for table in ("djangoapp_author", "djangoapp_tag", "djangoapp_book", "auth_user"):
+        assert identities[table] == "bigint"
+
+
+def test_keys_to_narrow_auto_fields_are_bigint() -> None:
+    types = dict(
+        query(
+            "SELECT table_name || '.' || column_name, data_type"
+            " FROM information_schema.columns WHERE table_schema = 'public'"
+        )
+    )
+    # To a SmallAutoField (an m2m table) and to an AutoField (Django's own).
+    assert types["djangoapp_book_tags.tag_id"] == "bigint"
+    assert types["auth_user_groups.user_id"] == "bigint"
+    assert types["auth_permission.content_type_id"] == "bigint"
+
+
+def test_ids_past_integer_range_fit_in_their_keys(models: ModuleType) -> None:
+    group_model = importlib.import_module("django.contrib.auth.models").Group
+    user = get_user_model().objects.create(id=2**31 + 7, username="wide")
+    group = group_model.objects.create(id=2**31 + 9, name="wide")
+    user.groups.add(group)
+    assert get_user_model().objects.get(id=2**31 + 7) == user
+    assert list(group.user_set.all()) == [user]
+    assert list(user.groups.all()) == [group]
+    tag = models.Tag.objects.create(id=40_000, slug="wide")
+    author = models.Author.objects.create(name="Wide Keys")
+    book = models.Book.objects.create(
+        author=author,
+        title="Wide",
+        price=Decimal("1.00"),
+        published=dt.date(2020, 1, 1),
+        pages=1,
+    )
+    book.tags.add(tag)
+    assert list(tag.books.all()) == [book]
+
+
+def test_indexes_were_built_as_async_jobs() -> None:
+    built = {
+        name
+        for (name,) in query(
+            "SELECT object_name FROM sys.jobs WHERE status = 'completed'"
+        )
+    }
+    # Made on a table with 1,500 rows, which a plain CREATE INDEX refuses.
+    assert "author_email_idx" in built
+    assert any(name.startswith("djangoapp_author_joined_") for name in built)
+    like_indexes = query(
+        "SELECT indexname FROM pg_indexes WHERE indexname LIKE %s", ["%\\_like"]
+    )
+    assert like_indexes == []
+
+
+def test_second_migration_kept_and_filled_existing_rows(models: ModuleType) -> None:
+    seeded = models.Author.objects.filter(name__startswith="seed-")
+    assert seeded.count() == SEED_AUTHORS
+    # Filled with the new field's default, batch after batch...
+    assert seeded.exclude(nickname="anon").count() == 0
+    # ...and NOT NULL from now on, though ADD COLUMN could not say so.
+    with pytest.raises(IntegrityError, match="notnull"):
+        models.Author.objects.create(name="no-nickname", nickname=None)
+    # A check constraint (PositiveSmallIntegerField) came the same way.
+    with pytest.raises(IntegrityError, match="check"):
+        models.Author.objects.create(name="negative", age=-1)
+    # NOT NULL lifted again (0003): its CHECK dropped, no column rebuilt.
+    assert seeded.exclude(status="new").count() == 0
+    assert models.Author.objects.create(name="no-status", status=None).status is None
+    rebuilt = query(
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_name = 'djangoapp_author' ORDER BY ordinal_position"
+    )
+    # email was rebuilt (it moved to the end); status kept its place.
+    names = [name for (name,) in rebuilt]
+    assert names.index("status") < names.index("email")
+    # The rebuilt column kept every value and now takes NULL.
+    assert seeded.filter(email__endswith="@example.com").count() == SEED_AUTHORS
+    one = seeded.get(name="seed-7")
+    assert one.email == "seed-7@example.com"
+    models.Author.objects.filter(pk=one.pk).update(email=None)
+    one.refresh_from_db()
+    assert one.email is None
+    # max_length grew without DDL: the column is an unbounded varchar.
+    long_name = "x" * 150
+    models.Author.objects.create(name=long_name)
+    assert models.Author.objects.filter(name=long_name).exists()
+
+
+def test_rebuilt_column_keeps_its_check(models: ModuleType) -> None:
+    author = models.Author.objects.create(name="copies")
+    fields = {"price": Decimal("1.00"), "published": dt.date(2020, 1, 1), "pages": 1}
+    book = models.Book.objects.create(author=author, title="t", copies=None, **fields)
+    assert book.copies is None
+    with pytest.raises(IntegrityError, match="copies"):
+        models.Book.objects.create(author=author, title="u", copies=-1, **fields)
+
+
+def test_removed_uniques_are_gone(models: ModuleType) -> None:
+    # A field's UNIQUE constraint and a unique_together index, both dropped.
+    models.Tag.objects.bulk_create([models.Tag(slug="dup"), models.Tag(slug="dup")])
+    assert models.Tag.objects.filter(slug="dup").count() == 2
+    author = models.Author.objects.create(name="twice")
+    fields = {"pages": 1, "price": Decimal("1.00"), "published": dt.date(2020, 1, 1)}
+    models.Book.objects.create(author=author, title="same", **fields)
+    models.Book.objects.create(author=author, title="same", **fields)
+    assert author.books.count() == 2
+
+
+def test_unique_constraint_on_rows_is_an_index_job(models: ModuleType) -> None:
+    from django.db.models import UniqueConstraint  # noqa: PLC0415
+
+    models.Tag.objects.bulk_create([models.Tag(slug="twin"), models.Tag(slug="twin")])
+    constraint = UniqueConstraint(fields=["slug"], name="tag_slug_uniq")
+    # The duplicates fail the index build job, and the error says so.
+    with (
+        pytest.raises(IntegrityError, match=r"index build job .* failed"),
+        connections["default"].schema_editor() as editor,
+    ):
+        editor.add_constraint(models.Tag, constraint)
+    models.Tag.objects.filter(slug="twin").first().delete()
+    models.Tag.objects.filter(slug="dup").delete()
+    with connections["default"].schema_editor() as editor:
+        editor.add_constraint(models.Tag, constraint)
+    with pytest.raises(IntegrityError, match="tag_slug_uniq"):
+        models.Tag.objects.create(slug="twin")
+    # Dropped as the index it is, not as a table constraint.
+    with connections["default"].schema_editor() as editor:
+        editor.remove_constraint(models.Tag, constraint)
+    models.Tag.objects.create(slug="twin")
+    assert models.Tag.objects.filter(slug="twin").count() == 2
+
+
+# -- connections -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alias", ALIASES)
+def test_every_connection_is_a_dsql_connection(alias: str) -> None:
+    wrapper = connections[alias]
+    with wrapper.cursor() as cursor:
+        cursor.execute("SELECT current_user, current_setting('TimeZone')")
+        assert cursor.fetchone() == ("admin", "UTC")
+    assert isinstance(wrapper.connection, DsqlConnection)
+    assert wrapper.connection.info.get_parameters()["sslmode"] == "verify-full"
+    pool = wrapper.pool
+    if alias == "pooled":
+        assert pool is not None
+        assert 0 < pool.max_lifetime <= MAX_LIFETIME_CEILING
+        assert pool.connection_class is DsqlConnection
+    else:
+        assert pool is None
+
+
+def test_dsql_options_go_in_options(dsql_local: DsqlLocal) -> None:
+    settings = django_databases(dsql_local)["default"]
+    options = {
+        **settings["OPTIONS"],
+        "cluster_id": dsql_local.cluster_id,
+        "region": dsql_local.region,
+        "token_duration": 60,
+    }
+    by_id = wrapper({**settings, "HOST": "", "OPTIONS": options}, "by_id")
+    try:
+        with by_id.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            assert cursor.fetchone() == (1,)
+        assert by_id.connection.info.host == dsql_local.host
+    finally:
+        by_id.close()
+
+
+def test_pool_lifetime_over_dsql_cap_is_refused(dsql_local: DsqlLocal) -> None:
+    settings = django_databases(dsql_local)["pooled"]
+    options = {**settings["OPTIONS"], "pool": {"max_lifetime": 2 * 3600}}
+    too_long = wrapper({**settings, "OPTIONS": options}, "too_long")
+    with pytest.raises(ConfigurationError, match="max_lifetime"):
+        _ = too_long.pool
+
+
+@pytest.mark.parametrize("max_age", [None, 7200])
+def test_persistent_connections_retire_before_dsql_cap(
+    dsql_local: DsqlLocal, max_age: int | None
+) -> None:
+    settings = {**django_databases(dsql_local)["default"], "CONN_MAX_AGE": max_age}
+    persistent = wrapper(settings, "persistent")
+    persistent.connect()
+    try:
+        assert persistent.close_at is not None
+        assert persistent.close_at - time.monotonic() <= DEFAULT_MAX_LIFETIME
+    finally:
+        persistent.close()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"PASSWORD": "secret"}, "IAM token"),
+        ({"OPTIONS": {"isolation_level": 1}}, "REPEATABLE READ"),
+        ({"OPTIONS": {"identity_cache": 100}}, "65536"),
+    ],
+)
+def test_bad_settings_are_refused(
+    dsql_local: DsqlLocal, change: dict[str, Any], message: str
+) -> None:
+    settings = {**django_databases(dsql_local)["default"], **change}
+    with pytest.raises(ImproperlyConfigured, match=message):
+        wrapper(settings, "bad")
+
+
+def test_identity_cache_option_reaches_the_ddl(dsql_local: DsqlLocal) -> None:
+    settings = django_databases(dsql_local)["default"]
+    options = {**settings["OPTIONS"], "identity_cache": 65536}
+    cached = wrapper({**settings, "OPTIONS": options}, "cached")
+    assert cached.data_types_suffix["AutoField"].endswith("(CACHE 65536)")
+
+
+# -- ORM ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("alias", ALIASES)
+def test_orm_create_read_update_delete(alias: str, models: ModuleType) -> None:
+    db = models.Author.objects.using(alias)
+    author = db.create(name=f"crud-{alias}", email=f"{alias}@example.com")
+    models.Profile.objects.using(alias).create(author=author, bio="writes")
+    tags = [models.Tag(slug=f"{alias}-{n}") for n in range(3)]
+    models.Tag.objects.using(alias).bulk_create(tags)
+    isbn = uuid.uuid4()
+    book = models.Book.objects.using(alias).create(
+        author=author,
+        title="Snapshot Isolation",
+        summary="All about optimism.",
+        pages=321,
+        words=9_000_000_000,
+        edition=2,
+        rating=5,
+        price=Decimal("42.50"),
+        weight=0.75,
+        published=dt.date(2024, 5, 17),
+        reading_time=dt.timedelta(hours=6, minutes=30),
+        opens_at=dt.time(9, 15),
+        isbn=isbn,
+        metadata={"lang": "en", "keywords": ["occ", "dsql"]},
+        cover=b"\x00\x01binary",
+        homepage="https://example.com/book",
+        ip="2001:db8::1",
+    )
+    book.tags.add(*models.Tag.objects.using(alias).filter(slug__startswith=alias))
+
+    got = models.Book.objects.using(alias).select_related("author").get(isbn=isbn)
+    assert got.id == book.id
+    assert got.author.name == f"crud-{alias}"
+    assert got.author.profile.bio == "writes"
+    assert (got.pages, got.words, got.edition, got.rating) == (321, 9_000_000_000, 2, 5)
+    assert got.price == Decimal("42.50")
+    assert got.weight == pytest.approx(0.75)
+    assert got.published == dt.date(2024, 5, 17)
+    assert got.added.tzinfo is not None
+    assert got.reading_time == dt.timedelta(hours=6, minutes=30)
+    assert got.opens_at == dt.time(9, 15)
+    assert got.metadata == {"lang": "en", "keywords": ["occ", "dsql"]}
+    assert bytes(got.cover) == b"\x00\x01binary"
+    assert got.ip == "2001:db8::1"
+    assert got.in_print is True
+    assert sorted(t.slug for t in got.tags.all()) == [f"{alias}-{n}" for n in range(3)]
+    found = models.Book.objects.using(alias).filter(
+        title__icontains="snapshot", metadata__lang="en", published__year=2024
+    )
+    assert list(found.values_list("id", flat=True)) == [book.id]
+    # iterator() would use a server-side cursor on PostgreSQL.
+    assert [b.id for b in found.iterator(chunk_size=1)] == [book.id]
+
+    models.Book.objects.using(alias).filter(pk=book.pk).update(pages=322)
+    got.title = "Snapshot Isolation, 2nd ed."
+    got.save(update_fields=["title"])
+    got.refresh_from_db()
+    assert (got.title, got.pages) == ("Snapshot Isolation, 2nd ed.", 322)
+
+    # No foreign keys in the database: Django's collector cascades.
+    author.delete()
+    assert not models.Book.objects.using(alias).filter(isbn=isbn).exists()
+    assert not models.Profile.objects.using(alias).filter(author_id=author.pk).exists()
+    through = models.Book.tags.through.objects.using(alias)
+    assert not through.filter(book_id=book.pk).exists()
+
+
+@pytest.mark.parametrize("alias", ALIASES)
+def test_nested_atomic_joins_the_outer_transaction(
+    alias: str, models: ModuleType
+) -> None:
+    name = f"nested-{alias}"
+    with transaction.atomic(using=alias):
+        models.Counter.objects.using(alias).create(name=name)
+        try:
+            with transaction.atomic(using=alias):
+                models.Counter.objects.using(alias).filter(name=name).update(value=1)
+                raise LookupError("inner block fails")
+        except LookupError:
+            pass
+        # Without savepoints the failure dooms the whole transaction.
+        assert connections[alias].needs_rollback
+    assert not models.Counter.objects.using(alias).filter(name=name).exists()
+
+
+def test_auth_and_sessions_work() -> None:
+    permission = importlib.import_module("django.contrib.auth.models").Permission
+    content_type = importlib.import_module("django.contrib.contenttypes.models")
+    user = get_user_model().objects.create_user("ada", password="correct horse")
+    assert user.last_login is None
+    assert authenticate(username="ada", password="correct horse") == user
+    assert authenticate(username="ada", password="wrong") is None
+    book = content_type.ContentType.objects.get(app_label="djangoapp", model="book")
+    assert permission.objects.filter(content_type=book).count() == 4
+    store = SessionStore()
+    store["user"] = user.pk
+    store.create()
+    assert SessionStore(session_key=store.session_key).load() == {"user": user.pk}
+
+
+def test_flush_deletes_and_restarts_identities(models: ModuleType) -> None:
+    counter = models.Counter.objects.create(name="flushed")
+    models.Hit.objects.bulk_create([models.Hit(counter=counter) for _ in range(5)])
+    ops = connections["default"].ops
+    ops.execute_sql_flush(
+        ops.sql_flush(no_style(), ["djangoapp_hit"], reset_sequences=True)
+    )
+    assert models.Hit.objects.count() == 0
+    assert models.Hit.objects.create(counter=counter).id == 1
+
+
+def test_flush_empties_tables_past_the_row_limit(models: ModuleType) -> None:
+    ops = connections["default"].ops
+    tables = ["djangoapp_hit", "djangoapp_counter"]
+    counter = models.Counter.objects.create(name="big flush")
+    for _ in range(2):  # 3,500 rows, each half a transaction of its own
+        models.Hit.objects.bulk_create(
+            [models.Hit(counter=counter) for _ in range(1750)]
+        )
+    # What Django's flush would run in one transaction is refused by DSQL.
+    with pytest.raises(OperationalError, match="row limit"), transaction.atomic():
+        ops.execute_sql_flush(ops.sql_flush(no_style(), tables))
+    assert models.Hit.objects.filter(counter=counter).count() == 3500
+    # Outside one (flush, TransactionTestCase), it goes in batches.
+    ops.execute_sql_flush(ops.sql_flush(no_style(), tables))
+    assert models.Hit.objects.count() == 0
+    assert models.Counter.objects.count() == 0
+
+
+# -- OCC ----------------------------------------------------------------------
+
+
+def test_view_meeting_a_conflict_is_retried_and_writes_once(
+    dsql_local: DsqlLocal, models: ModuleType
+) -> None:
+    views = importlib.import_module("tests.dsql_psycopg.contrib.djangoapp.views")
+    before = views.RUNS["hit"]
+    dsql_local.inject_conflicts(1)
+    response = Client().post("/hit/occ-view/")
+    assert response.status_code == 200
+    assert response.json() == {"name": "occ-view", "value": 1}
+    assert views.RUNS["hit"] - before == 2  # the conflict, then the success
+    counter = models.Counter.objects.get(name="occ-view")
+    assert counter.value == 1
+    assert models.Hit.objects.filter(counter=counter).count() == 1
+
+
+def test_retry_atomic_on_the_pooled_alias(
+    dsql_local: DsqlLocal, models: ModuleType
+) -> None:
+    runs = []
+
+    @retry_atomic(using="pooled", base_delay=0, max_delay=0)
+    def open_counter(name: str) -> int:
+        runs.append(name)
+        return models.Counter.objects.using("pooled").create(name=name).pk
+
+    dsql_local.inject_conflicts(1)
+    pk = open_counter("pooled-occ")
+    assert runs == ["pooled-occ", "pooled-occ"]
+    assert list(
+        models.Counter.objects.using("pooled")
+        .filter(name="pooled-occ")
+        .values_list("pk", flat=True)
+    ) == [pk]
+
+
+def test_retries_give_up_after_max_attempts(
+    dsql_local: DsqlLocal, models: ModuleType
+) -> None:
+    @retry_atomic(max_attempts=2, base_delay=0, max_delay=0)
+    def bump() -> None:
+        models.Counter.objects.create(name="given-up")
+
+    dsql_local.inject_conflicts(2)
+    with pytest.raises(OCCRetryExhausted) as info:
+        bump()
+    assert info.value.attempts == 2
+    cause = info.value.__cause__
+    while cause is not None and not isinstance(cause, psycopg.Error):
+        cause = cause.__cause__
+    assert isinstance(cause, psycopg.errors.SerializationFailure)
+    assert not models.Counter.objects.filter(name="given-up").exists()
+
+
+def test_retry_atomic_refuses_to_run_inside_atomic(models: ModuleType) -> None:
+    calls = []
+
+    @retry_atomic
+    def inner() -> None:
+        calls.append(1)
+
+    with (
+        pytest.raises(TransactionManagementError, match="outside atomic"),
+        transaction.atomic(),
+    ):
+        inner()
+    assert calls == []
+    inner()
+    assert calls == [1]
+
+
+# -- Django's own test framework --------------------------------------------
+
+
+def test_test_database_is_the_only_one_and_opt_in(dsql_local: DsqlLocal) -> None:
+    settings = django_databases(dsql_local)["default"]
+    with pytest.raises(ImproperlyConfigured, match="single database"):
+        wrapper(settings, "tests").creation._get_test_db_name()
+    opted_in = wrapper({**settings, "TEST": {"NAME": "postgres"}}, "tests")
+    assert opted_in.creation._get_test_db_name() == "postgres"
+
+
+def test_django_testcase_isolates_tests_without_savepoints(
+    models: ModuleType,
+) -> None:
+    """Without savepoints, TestCase runs each test in its own transaction."""
+    import unittest  # noqa: PLC0415
+
+    from django.test import TestCase  # noqa: PLC0415
+
+    class Isolated(TestCase):
+        @classmethod
+        def setUpTestData(cls) -> None:
+            models.Counter.objects.create(name="testcase", value=1)
+
+        def test_a_changes_the_row(self) -> None:
+            models.Counter.objects.filter(name="testcase").update(value=99)
+            assert models.Counter.objects.get(name="testcase").value == 99
+
+        def test_b_sees_the_class_data_again(self) -> None:
+            assert models.Counter.objects.get(name="testcase").value == 1
+
+    result = unittest.TextTestRunner(stream=io.StringIO()).run(
+        unittest.defaultTestLoader.loadTestsFromTestCase(Isolated)
+    )
+    assert result.wasSuccessful(), result.errors + result.failures
+    assert result.testsRun == 2

@@ -1,0 +1,622 @@
+"""OCC retries against DSQL Local, through our connector and pool."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import psycopg
+import pytest
+from psycopg import errors as pge
+
+import dsql_psycopg as dsql
+from dsql_local import DsqlLocal
+from dsql_psycopg.errors import CommitOutcomeUnknown, DsqlError, OCCRetryExhausted
+from dsql_psycopg.pool import create_pool
+from dsql_psycopg.retry import (
+    RetryEvent,
+    RetryPolicy,
+    is_occ_error,
+    retry_on_occ,
+    retry_testing,
+    run_transaction,
+    transaction,
+)
+
+Conn = dsql.DsqlConnection[Any]
+
+
+@pytest.fixture
+def local(dsql_local: DsqlLocal) -> Iterator[DsqlLocal]:
+    yield dsql_local
+    dsql_local.inject_conflicts(0)
+    dsql_local.inject_commit_drops(0)
+
+
+@pytest.fixture
+def counter(local: DsqlLocal, dsql_schema: str) -> str:
+    """A table with one row (id 1, value 0); returns its qualified name."""
+    table = f"{dsql_schema}.counter"
+    with dsql.connect(local.url, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, value int NOT NULL)")
+        conn.execute(f"INSERT INTO {table} VALUES (1, 0)")
+    return table
+
+
+def value_of(local: DsqlLocal, table: str) -> int:
+    with dsql.connect(local.url, autocommit=True) as conn:
+        row = conn.execute(f"SELECT value FROM {table} WHERE id = 1").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.fixture
+def pool(local: DsqlLocal) -> Iterator[Any]:
+    with create_pool(local.url, min_size=1, max_size=6) as pool:
+        yield pool
+
+
+@pytest.fixture
+def no_sleep() -> Iterator[None]:
+    with retry_testing():
+        yield
+
+
+# -- the article's Verification 2 ---------------------------------------------
+
+
+def race(pool: Any, table: str, max_attempts: int) -> tuple[int, list[BaseException]]:
+    """Five tasks read the counter, then write it back plus one, all at once."""
+    start = threading.Barrier(5, timeout=30)
+    successes = 0
+    failures: list[BaseException] = []
+    lock = threading.Lock()
+
+    def task() -> None:
+        nonlocal successes
+        try:
+            for attempt in transaction(pool, max_attempts=max_attempts):
+                with attempt as conn:
+                    row = conn.execute(
+                        f"SELECT value FROM {table} WHERE id = 1"
+                    ).fetchone()
+                    assert row is not None
+                    if attempt.number == 1:
+                        start.wait()  # everyone has read the same value
+                    conn.execute(
+                        f"UPDATE {table} SET value = %s WHERE id = 1", (row[0] + 1,)
+                    )
+        except OCCRetryExhausted as ex:
+            with lock:
+                failures.append(ex)
+        else:
+            with lock:
+                successes += 1
+
+    threads = [threading.Thread(target=task) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in threads)
+    return successes, failures
+
+
+@pytest.mark.parametrize("max_attempts", [1, 2, 3])
+def test_verification_2_no_lost_or_double_update(local, counter, max_attempts):
+    with create_pool(local.url, min_size=5, max_size=5) as pool:
+        successes, failures = race(pool, counter, max_attempts)
+    assert successes + len(failures) == 5
+    assert value_of(local, counter) == successes
+    assert all(is_occ_error(f) and f.attempts == max_attempts for f in failures)
+    if max_attempts == 1:
+        # All five read 0 before anyone wrote: exactly one can win.
+        assert successes == 1
+
+
+def test_verification_2_ten_attempts_all_succeed(local, counter):
+    with create_pool(local.url, min_size=5, max_size=5) as pool:
+        successes, failures = race(pool, counter, max_attempts=10)
+    assert failures == []
+    assert successes == 5
+    assert value_of(local, counter) == 5
+
+
+# -- the three forms, on a pool and on one connection ------------------------------
+
+
+def increment(conn: Conn, table: str, by: int = 1) -> int:
+    row = conn.execute(
+        f"UPDATE {table} SET value = value + %s WHERE id = 1 RETURNING value", (by,)
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def run_form(form: str, source: Any, table: str, **options: Any) -> tuple[int, int]:
+    """Increment in a retried transaction; return (result, body runs)."""
+    runs = 0
+
+    def body(conn: Conn, by: int) -> int:
+        nonlocal runs
+        runs += 1
+        return increment(conn, table, by)
+
+    if form == "iterator":
+        for attempt in transaction(source, **options):
+            with attempt as conn:
+                result = body(conn, 1)
+    elif form == "decorator":
+
+        @retry_on_occ(**options)
+        def decorated(by: int) -> int:
+            with transaction(source) as conn:
+                return body(conn, by)
+
+        result = decorated(1)
+    else:
+        result = run_transaction(source, body, 1, **options)
+    return result, runs
+
+
+FORMS = ["iterator", "decorator", "run_transaction"]
+
+
+@pytest.fixture(params=["pool", "connection"])
+def source(request, local, pool) -> Iterator[Any]:
+    if request.param == "pool":
+        yield pool
+    else:
+        with dsql.connect(local.url) as conn:
+            yield conn
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_forms_retry_injected_conflicts(local, counter, source, form, no_sleep):
+    events: list[RetryEvent] = []
+    local.inject_conflicts(2, code="OC001")
+    result, runs = run_form(
+        form, source, counter, base_delay=0.01, jitter=0, on_retry=events.append
+    )
+    assert runs == 3
+    assert result == 1
+    assert value_of(local, counter) == 1
+    assert [(e.attempt, e.delay, e.sqlstate, e.code) for e in events] == [
+        (1, 0.01, "40001", "OC001"),
+        (2, 0.02, "40001", "OC001"),
+    ]
+    assert all(isinstance(e.error, pge.SerializationFailure) for e in events)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_forms_exhaust_with_the_last_conflict(local, counter, source, form, no_sleep):
+    local.inject_conflicts(5)
+    with pytest.raises(OCCRetryExhausted) as info:
+        run_form(form, source, counter, max_attempts=3)
+    assert info.value.attempts == 3
+    cause = info.value.__cause__
+    assert isinstance(cause, pge.SerializationFailure)
+    assert cause.sqlstate == "40001"
+    assert "(OC000)" in str(cause)
+    assert "after 3 attempt(s)" in str(info.value)
+    assert value_of(local, counter) == 0
+    # Two injected conflicts are left: nothing ran a fourth time.
+    assert run_form(form, source, counter, max_attempts=3)[1] == 3
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_forms_let_other_errors_through_after_one_run(local, counter, source, form):
+    runs = 0
+    error = None
+
+    def body(conn: Conn) -> None:
+        nonlocal runs, error
+        runs += 1
+        increment(conn, counter)
+        try:
+            conn.execute(f"INSERT INTO {counter} VALUES (1, 0)")
+        except pge.UniqueViolation as ex:
+            error = ex
+            raise
+
+    def run() -> None:
+        if form == "iterator":
+            for attempt in transaction(source):
+                with attempt as conn:
+                    body(conn)
+        elif form == "decorator":
+            retry_on_occ(lambda: run_transaction(source, body))()
+        else:
+            run_transaction(source, body)
+
+    with pytest.raises(pge.UniqueViolation) as info:
+        run()
+    assert info.value is error
+    assert runs == 1
+    assert value_of(local, counter) == 0  # rolled back
+
+
+def test_exact_delays_are_slept_without_the_testing_switch(local, counter, pool):
+    slept: list[float] = []
+    local.inject_conflicts(3)
+    t0 = time.monotonic()
+    run_form(
+        "iterator",
+        pool,
+        counter,
+        base_delay=0.05,
+        jitter=0,
+        on_retry=lambda e: slept.append(e.delay),
+    )
+    assert slept == [0.05, 0.1, 0.2]
+    assert time.monotonic() - t0 >= 0.35
+
+
+# -- lost connections ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lonely_local() -> Iterator[DsqlLocal]:
+    """A DSQL Local of our own: these tests drop every connection and add latency."""
+    with DsqlLocal() as local:
+        yield local
+
+
+@pytest.fixture
+def lonely_counter(lonely_local: DsqlLocal) -> Iterator[str]:
+    with dsql.connect(lonely_local.url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS counter")
+        conn.execute("CREATE TABLE counter (id int PRIMARY KEY, value int NOT NULL)")
+        conn.execute("INSERT INTO counter VALUES (1, 0)")
+    yield "counter"
+    lonely_local.latency = 0
+
+
+@pytest.mark.parametrize("where", ["between statements", "after the last statement"])
+def test_connection_dropped_before_commit_reruns_on_a_fresh_one(
+    lonely_local, lonely_counter, where, no_sleep
+):
+    events: list[RetryEvent] = []
+    pids: list[int] = []
+    with create_pool(lonely_local.url, min_size=2, max_size=2) as pool:
+        for attempt in transaction(pool, on_retry=events.append):
+            with attempt as conn:
+                pids.append(conn.info.backend_pid)
+                increment(conn, lonely_counter)
+                if attempt.number == 1:
+                    lonely_local.drop_connections()
+                    if where == "between statements":
+                        increment(conn, lonely_counter)
+    assert len(pids) == 2
+    assert pids[0] != pids[1]
+    assert [(e.attempt, e.reason, e.sqlstate) for e in events] == [
+        (1, "connection_lost", None)
+    ]
+    assert value_of(lonely_local, lonely_counter) == 1
+
+
+def test_connection_dropped_before_commit_on_a_lone_connection_propagates(
+    lonely_local, lonely_counter
+):
+    runs = 0
+
+    def run(conn: Conn) -> None:
+        nonlocal runs
+        for attempt in transaction(conn):
+            with attempt as c:
+                runs += 1
+                increment(c, lonely_counter)
+                lonely_local.drop_connections()
+                increment(c, lonely_counter)
+
+    with dsql.connect(lonely_local.url) as conn:
+        with pytest.raises(psycopg.OperationalError) as info:
+            run(conn)
+        assert not isinstance(info.value, DsqlError)
+        assert conn.closed
+    assert runs == 1  # no fresh connection to run it on
+    assert value_of(lonely_local, lonely_counter) == 0
+
+
+def drop_during_commit(local: DsqlLocal) -> threading.Timer:
+    """Drop every connection while the COMMIT sent next is held in flight.
+
+    With 0.4 s of latency the endpoint holds each client message that long:
+    dropping 0.2 s after the body ends cuts the connection while COMMIT is on
+    its way to the server, and before any answer can come back.
+    """
+    local.latency = 0.4
+    timer = threading.Timer(0.2, local.drop_connections)
+    timer.start()
+    return timer
+
+
+@pytest.mark.parametrize("kind", ["pool", "connection"])
+def test_connection_dropped_during_commit_is_not_rerun(
+    lonely_local, lonely_counter, kind
+):
+    runs = 0
+    timers: list[threading.Timer] = []
+
+    def run(source: Any) -> None:
+        nonlocal runs
+        for attempt in transaction(source):
+            with attempt as conn:
+                runs += 1
+                increment(conn, lonely_counter)
+                timers.append(drop_during_commit(lonely_local))
+
+    with create_pool(lonely_local.url, min_size=1, max_size=1) as pool:
+        source = pool if kind == "pool" else pool.getconn()
+        with pytest.raises(CommitOutcomeUnknown) as info:
+            run(source)
+        if kind == "connection":
+            pool.putconn(source)
+    timers[0].join()
+    assert runs == 1
+    assert isinstance(info.value.__cause__, psycopg.OperationalError)
+    assert "may or may not have committed" in str(info.value)
+    lonely_local.latency = 0
+    # Here the COMMIT never reached the server; in DSQL it might have.
+    assert value_of(lonely_local, lonely_counter) == 0
+
+
+def test_connection_dropped_during_commit_reruns_when_idempotent(
+    lonely_local, lonely_counter, no_sleep
+):
+    events: list[RetryEvent] = []
+    timers: list[threading.Timer] = []
+    with create_pool(lonely_local.url, min_size=1, max_size=1) as pool:
+        for attempt in transaction(pool, idempotent=True, on_retry=events.append):
+            with attempt as conn:
+                conn.execute(f"UPDATE {lonely_counter} SET value = 7 WHERE id = 1")
+                if attempt.number == 1:
+                    timers.append(drop_during_commit(lonely_local))
+                else:
+                    lonely_local.latency = 0
+    timers[0].join()
+    assert [(e.attempt, e.reason) for e in events] == [(1, "commit_outcome_unknown")]
+    assert isinstance(events[0].error, CommitOutcomeUnknown)
+    assert value_of(lonely_local, lonely_counter) == 7
+
+
+def test_decorator_reruns_a_connection_lost_before_commit_by_an_inner_transaction(
+    lonely_local, lonely_counter, no_sleep
+):
+    runs = 0
+    with create_pool(lonely_local.url, min_size=1, max_size=2) as pool:
+
+        @retry_on_occ
+        def work() -> int:
+            nonlocal runs
+            runs += 1
+            with transaction(pool) as conn:
+                value = increment(conn, lonely_counter)
+                if runs == 1:
+                    lonely_local.drop_connections()
+                    increment(conn, lonely_counter)
+            return value
+
+        assert work() == 1
+    assert runs == 2
+    assert value_of(lonely_local, lonely_counter) == 1
+
+
+@pytest.fixture
+def ledger(local: DsqlLocal, dsql_schema: str) -> str:
+    """An empty table of (id, amount) rows; returns its qualified name."""
+    table = f"{dsql_schema}.ledger"
+    with dsql.connect(local.url, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE {table} (id int PRIMARY KEY, amount int NOT NULL)")
+    return table
+
+
+def ledger_rows(local: DsqlLocal, table: str) -> list[tuple[int, int]]:
+    with dsql.connect(local.url, autocommit=True) as conn:
+        return conn.execute(f"SELECT id, amount FROM {table} ORDER BY id").fetchall()
+
+
+@pytest.mark.parametrize("form", ["iterator", "run_transaction"])
+@pytest.mark.parametrize("kind", ["pool", "connection"])
+def test_connection_lost_after_commit_is_not_rerun(local, ledger, pool, form, kind):
+    runs = 0
+
+    def body(conn: Conn) -> None:
+        nonlocal runs
+        runs += 1
+        conn.execute(f"INSERT INTO {ledger} VALUES (%s, 10)", (runs,))
+
+    source = pool if kind == "pool" else pool.getconn()
+    local.inject_commit_drops(1)
+    with pytest.raises(CommitOutcomeUnknown) as info:  # noqa: PT012
+        if form == "iterator":
+            for attempt in transaction(source):
+                with attempt as conn:
+                    body(conn)
+        else:
+            run_transaction(source, body)
+    if kind == "connection":
+        assert source.closed
+        pool.putconn(source)
+    assert runs == 1
+    assert isinstance(info.value.__cause__, psycopg.OperationalError)
+    # The COMMIT reached the server: the row is there, exactly once.
+    assert ledger_rows(local, ledger) == [(1, 10)]
+    # The pool replaced the broken connection.
+    assert run_transaction(pool, lambda c: c.execute("SELECT 1").fetchone()) == (1,)
+
+
+def test_connection_lost_after_commit_reruns_an_idempotent_body(
+    local, ledger, pool, no_sleep
+):
+    runs = 0
+    events: list[RetryEvent] = []
+
+    def upsert(conn: Conn) -> None:
+        nonlocal runs
+        runs += 1
+        conn.execute(
+            f"INSERT INTO {ledger} VALUES (1, 10)"
+            " ON CONFLICT (id) DO UPDATE SET amount = excluded.amount"
+        )
+
+    local.inject_commit_drops(1)
+    run_transaction(pool, upsert, idempotent=True, on_retry=events.append)
+    assert runs == 2
+    assert [(e.attempt, e.reason) for e in events] == [(1, "commit_outcome_unknown")]
+    # Both runs committed; an idempotent body leaves what one run would.
+    assert ledger_rows(local, ledger) == [(1, 10)]
+
+
+def test_idempotent_is_a_promise_the_body_must_keep(local, counter, pool, no_sleep):
+    local.inject_commit_drops(1)
+    assert run_transaction(pool, increment, counter, idempotent=True) == 2
+    # An increment is not idempotent: the lost confirmation made it count twice.
+    assert value_of(local, counter) == 2
+
+
+# -- transactions, nesting and misuse --------------------------------------------
+
+
+def test_autocommit_connection_still_gets_one_transaction(local, counter):
+    def fail_halfway(conn: Conn) -> None:
+        with transaction(conn) as c:
+            increment(c, counter)
+            assert c.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+            _ = 1 / 0
+
+    with dsql.connect(local.url, autocommit=True) as conn:
+        with pytest.raises(ZeroDivisionError):
+            fail_halfway(conn)
+        assert value_of(local, counter) == 0
+        with transaction(conn) as c:
+            increment(c, counter)
+        assert conn.autocommit
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert value_of(local, counter) == 1
+
+
+def test_inner_transaction_on_the_same_source_joins(local, counter, pool):
+    for attempt in transaction(pool):
+        with attempt as outer:
+            increment(outer, counter)
+            with transaction(pool) as inner:
+                assert inner is outer
+                increment(inner, counter)
+            for inner_attempt in transaction(outer):
+                with inner_attempt as inner:
+                    assert inner is outer
+            # Nothing committed yet: the outer transaction owns COMMIT.
+            assert value_of(local, counter) == 0
+    assert value_of(local, counter) == 2
+
+
+def test_conflict_in_a_joined_scope_reruns_the_whole_transaction(
+    local, counter, pool, no_sleep
+):
+    runs = []
+    local.inject_conflicts(1)
+
+    @retry_on_occ(max_attempts=1)  # inside a retrying scope it would not retry anyway
+    def add_one(conn: Conn) -> None:
+        with transaction(conn) as c:
+            increment(c, counter)
+
+    for attempt in transaction(pool):
+        with attempt as conn:
+            runs.append(attempt.number)
+            add_one(conn)
+            add_one(conn)
+    assert runs == [1, 2]
+    assert value_of(local, counter) == 2
+
+
+def test_connection_in_a_foreign_transaction_is_refused(local, counter):
+    with dsql.connect(local.url) as conn:
+        conn.execute("SELECT 1")  # psycopg opened a transaction
+        with pytest.raises(DsqlError, match="already in a transaction"):
+            transaction(conn).__enter__()
+        conn.rollback()
+
+
+def test_swallowed_statement_error_does_not_commit_silently(local, counter, pool):
+    def swallow() -> None:
+        with transaction(pool) as conn:
+            increment(conn, counter)
+            with contextlib.suppress(pge.DivisionByZero):
+                conn.execute("SELECT 1 / 0")
+
+    with pytest.raises(pge.InFailedSqlTransaction, match="rolled back, not committed"):
+        swallow()
+    assert value_of(local, counter) == 0
+
+
+def test_leaving_the_loop_with_a_conflict_pending_warns(local, counter, pool, no_sleep):
+    def sloppy() -> int:
+        for attempt in transaction(pool):
+            with attempt as conn:
+                return increment(conn, counter)
+        raise AssertionError("unreachable")
+
+    local.inject_conflicts(1)
+    with pytest.warns(RuntimeWarning, match="did not commit"):
+        assert sloppy() == 1
+    assert value_of(local, counter) == 0
+
+
+def test_policy_object_and_keywords_combine(local, counter, pool, no_sleep):
+    events: list[RetryEvent] = []
+    policy = RetryPolicy(max_attempts=2, base_delay=0.3, max_delay=0.3, jitter=0)
+    local.inject_conflicts(1)
+    result = run_transaction(
+        pool,
+        lambda conn: increment(conn, counter),
+        policy=policy,
+        on_retry=events.append,
+    )
+    assert result == 1
+    assert [e.delay for e in events] == [0.3]
+    local.inject_conflicts(2)
+    with pytest.raises(OCCRetryExhausted):
+        run_transaction(pool, lambda conn: increment(conn, counter), policy=policy)
+
+
+def test_run_transaction_passes_arguments(local, counter, pool):
+    def add(conn: Conn, table: str, *, by: int) -> int:
+        return increment(conn, table, by)
+
+    assert run_transaction(pool, add, counter, by=5, max_attempts=2) == 5
+
+
+def test_retry_logs_hold_no_parameters_and_no_token(local, counter, caplog, no_sleep):
+    client = boto3.client("dsql", region_name=local.region)
+    tokens: list[str] = []
+
+    def provide(*, host: str, region: str, user: str, expires_in: int) -> str:
+        tokens.append(
+            client.generate_db_connect_admin_auth_token(host, region, expires_in)
+        )
+        return tokens[-1]
+
+    secret = "card-4111-1111-1111-1111"
+    events: list[RetryEvent] = []
+    caplog.set_level("DEBUG", logger="dsql_psycopg")
+    local.inject_conflicts(2)
+    with create_pool(local.url, min_size=1, token_provider=provide) as pool:
+        for attempt in transaction(pool, on_retry=events.append):
+            with attempt as conn:
+                conn.execute(
+                    f"UPDATE {counter} SET value = length(%s) WHERE id = 1", (secret,)
+                )
+    assert len(events) == 2
+    assert tokens
+    retry_lines = [r for r in caplog.records if r.name == "dsql_psycopg.retry"]
+    assert len(retry_lines) == 2
+    text = caplog.text + " ".join(repr(e) for e in events)
+    assert secret not in text
+    assert not any(token in text for token in tokens)
+    assert "X-Amz-Signature" not in text
