@@ -19,6 +19,10 @@ flight raises `CommitOutcomeUnknown`: the transaction may have committed, so
 it runs again only if the caller passed ``idempotent=True``. Anything else
 propagates at once, unchanged.
 
+All three forms drive one state machine, `_Retrying`, through its phases
+(`Phase`): an attempt is handed out, its body runs, it commits (transactions
+only), and it is settled once, as retried or as done.
+
 Nesting: DSQL has no savepoints, so there are no nested transactions. Only
 the outermost retrying scope retries; inner ones run once and let errors
 through, so that the outer scope re-runs the whole unit of work. An inner
@@ -28,11 +32,12 @@ enclosing transaction (same connection, no BEGIN or COMMIT of its own).
 
 from __future__ import annotations
 
+import enum
 import functools
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -42,7 +47,7 @@ from typing import Any, Generic, TypeVar, cast, overload
 import psycopg
 import psycopg_pool
 from psycopg.pq import TransactionStatus
-from typing_extensions import ParamSpec, Self, Unpack
+from typing_extensions import ParamSpec, Unpack
 
 from ._liveness import connection_lost
 from ._retry_policy import (
@@ -88,11 +93,28 @@ _POOL_ERRORS = (
 )
 
 
+class Phase(enum.Enum):
+    """Where a unit of work stands between its attempts."""
+
+    READY = "ready"
+    """Nothing has run yet."""
+    BEFORE_ATTEMPT = "before attempt"
+    """An attempt was handed out; its body has not started."""
+    IN_BODY = "in body"
+    """The attempt's body runs."""
+    COMMITTING = "committing"
+    """The body ended; its transaction's COMMIT is under way."""
+    RETRY_DUE = "retry due"
+    """The attempt failed with an error that the next attempt may re-run."""
+    DONE = "done"
+    """The work succeeded, or failed for good: no attempt follows."""
+
+
 @dataclass
 class _Scope:
     """The transaction (or retried call) the current code runs inside."""
 
-    owner: _Loop
+    owner: _Retrying
     source: object = None
     conn: psycopg.Connection[Any] | None = None
 
@@ -100,62 +122,108 @@ class _Scope:
 _current: ContextVar[_Scope | None] = ContextVar("dsql_psycopg_scope", default=None)
 
 
-class _Loop:
-    """Attempts of one unit of work, and the decision to run it again."""
+class _Retrying:
+    """The state machine of one unit of work: its attempts and their outcome.
+
+    Every change of phase goes through a method here; attempts and the three
+    public forms only call them.
+    """
 
     def __init__(self, policy: RetryPolicy, idempotent: bool, *, single: bool) -> None:
         self.policy = policy
         self.idempotent = idempotent
         self.outer = _current.get()
-        # None for the outermost loop (no self-reference: a cycle would delay
-        # __del__'s warning until the garbage collector runs).
+        # None for the outermost machine: no reference to itself.
         self._owner = self.outer.owner if self.outer else None
         # Only the outermost scope retries: an inner one cannot re-run what
         # the enclosing transaction did before it.
         self.retrying = not single and self.outer is None
+        self.phase = Phase.READY
         self.attempts = 0
         self.started = 0.0
         self.skipped = 0.0
-        self.in_attempt = False
         self.failure: tuple[BaseException, RetryReason] | None = None
         # Set by inner scopes: an error they know is safe to re-run although
         # it is no conflict (a connection lost before COMMIT).
         self.safe_error: BaseException | None = None
 
     @property
-    def owner(self) -> _Loop:
-        """The outermost loop: the one that retries."""
+    def owner(self) -> _Retrying:
+        """The outermost machine: the one that retries."""
         return self._owner or self
 
-    def __del__(self) -> None:
-        if self.failure is not None:
-            warnings.warn(
-                "a transaction attempt failed and was due to run again, but the"
-                " loop was left (return or break inside `with attempt`?): it did"
-                " not commit. Keep return and break out of the `with` block, or"
-                " use run_transaction()",
-                RuntimeWarning,
-                stacklevel=1,
+    def _move(self, allowed: tuple[Phase, ...], to: Phase) -> None:
+        if self.phase not in allowed:
+            raise AssertionError(
+                f"retry state machine: {self.phase.value} -> {to.value}"
             )
+        self.phase = to
 
-    def advance(self) -> int:
-        """Wait as the policy says and return the next attempt's number."""
-        if self.in_attempt:
+    def next_attempt(self) -> bool:
+        """Hand out the next attempt, after the policy's wait; False when done.
+
+        Raises `OCCRetryExhausted` when a retry is due but the policy allows
+        no more attempts.
+        """
+        phase = self.phase
+        if phase in (Phase.IN_BODY, Phase.COMMITTING):
             raise DsqlError(
                 "leave the `with attempt` block before starting the next attempt"
             )
-        if self.failure is None:
-            if self.attempts:
-                raise StopIteration
+        if phase is Phase.BEFORE_ATTEMPT:
+            # The attempt handed out was never entered: nothing to re-run.
+            self.phase = Phase.DONE
+        if self.phase is Phase.DONE:
+            return False
+        if phase is Phase.READY:
             self.started = time.monotonic()
         else:
-            error, reason = self.failure
-            self.failure = None
-            self._wait_before_retry(error, reason)
+            self._wait_before_retry()
         self.attempts += 1
-        return self.attempts
+        self.phase = Phase.BEFORE_ATTEMPT
+        return True
 
-    def _wait_before_retry(self, error: BaseException, reason: RetryReason) -> None:
+    def enter_body(self) -> None:
+        """Mark the body as started (its transaction, if any, has begun)."""
+        self._move((Phase.BEFORE_ATTEMPT,), Phase.IN_BODY)
+
+    def begin_commit(self) -> None:
+        """Mark the body as ended without error and its COMMIT as under way."""
+        self._move((Phase.IN_BODY,), Phase.COMMITTING)
+
+    def settle(self, error: BaseException | None, reason: RetryReason | None) -> bool:
+        """End the attempt, once; return True if `error` is to be re-run.
+
+        `reason` says why `error` may be re-run (None: it may not). An inner
+        scope does not retry: it hands a re-runnable error to the outermost.
+        """
+        self._move((Phase.BEFORE_ATTEMPT, Phase.IN_BODY, Phase.COMMITTING), Phase.DONE)
+        if error is None or reason is None:
+            return False
+        if not self.retrying:
+            self.owner.safe_error = error
+            return False
+        self.failure = (error, reason)
+        self.phase = Phase.RETRY_DUE
+        return True
+
+    def classify(self, error: BaseException) -> RetryReason | None:
+        """Tell why `error` (raised by a whole attempt) may be re-run, if it may."""
+        if not isinstance(error, Exception):
+            return None
+        if is_occ_error(error):
+            return "conflict"
+        if error is self.safe_error:
+            return "connection_lost"
+        if self.idempotent and isinstance(error, CommitOutcomeUnknown):
+            return "commit_outcome_unknown"
+        if self.idempotent and _is_connection_loss(error):
+            return "connection_lost"
+        return None
+
+    def _wait_before_retry(self) -> None:
+        assert self.failure is not None
+        (error, reason), self.failure = self.failure, None
         policy = self.policy
         delay = policy.compute_delay(self.attempts)
         # Waits skipped by retry_testing count, so tests see the real schedule.
@@ -163,6 +231,7 @@ class _Loop:
         sqlstate, code = occ_details(error)
         out_of_time = policy.timeout is not None and elapsed + delay >= policy.timeout
         if self.attempts >= policy.max_attempts or out_of_time:
+            self.phase = Phase.DONE
             limit = (
                 f"its {policy.timeout:g} s time limit"
                 if out_of_time
@@ -199,31 +268,6 @@ class _Loop:
         else:
             time.sleep(delay)
 
-    def settle(self, error: BaseException | None, reason: RetryReason | None) -> bool:
-        """Record how an attempt ended; return True if `error` is to be retried."""
-        self.in_attempt = False
-        if error is None or reason is None:
-            return False
-        if not self.retrying:
-            self.owner.safe_error = error
-            return False
-        self.failure = (error, reason)
-        return True
-
-    def classify(self, error: BaseException) -> RetryReason | None:
-        """Tell why `error` (raised by a whole attempt) may be re-run, if it may."""
-        if not isinstance(error, Exception):
-            return None
-        if is_occ_error(error):
-            return "conflict"
-        if error is self.safe_error:
-            return "connection_lost"
-        if self.idempotent and isinstance(error, CommitOutcomeUnknown):
-            return "commit_outcome_unknown"
-        if self.idempotent and _is_connection_loss(error):
-            return "connection_lost"
-        return None
-
 
 def _is_connection_loss(error: BaseException) -> bool:
     return (
@@ -253,49 +297,51 @@ class TransactionAttempt(Generic[C]):
     use it after the loop, or use `run_transaction`.
     """
 
-    def __init__(self, loop: _TransactionLoop[C], number: int) -> None:
-        self._loop = loop
-        self.number = number
+    def __init__(self, source: _Source[C], machine: _Retrying) -> None:
+        self._source = source
+        self._machine = machine
+        self.number = machine.attempts
         """Number of this attempt, from 1."""
         self._conn: C | None = None
         self._tx: AbstractContextManager[psycopg.Transaction] | None = None
         self._token: Any = None
 
     def __repr__(self) -> str:
-        return f"<TransactionAttempt {self.number} of {self._loop.policy.max_attempts}>"
+        limit = self._machine.policy.max_attempts
+        return f"<TransactionAttempt {self.number} of {limit}>"
 
     def __enter__(self) -> C:
-        loop = self._loop
-        loop.in_attempt = True
-        outer = loop.outer
+        machine, work = self._machine, self._source
+        outer = machine.outer
         if (
             outer
             and outer.conn is not None
-            and (loop.source is outer.source or loop.source is outer.conn)
+            and (work.source is outer.source or work.source is outer.conn)
         ):
             # Joined: the enclosing transaction owns BEGIN, COMMIT and retries.
+            machine.enter_body()
             return cast(C, outer.conn)
         try:
             self._conn, self._tx = self._begin()
-        except BaseException:
-            loop.in_attempt = False
+        except BaseException as error:
+            machine.settle(error, None)
             raise
-        scope = _Scope(owner=loop.owner, source=loop.source, conn=self._conn)
+        machine.enter_body()
+        scope = _Scope(owner=machine.owner, source=work.source, conn=self._conn)
         self._token = _current.set(scope)
         return self._conn
 
     def _begin(self) -> tuple[C, AbstractContextManager[psycopg.Transaction]]:
-        loop = self._loop
-        pool = loop.pool
+        pool = self._source.pool
         # A pooled connection can die while idle; the body has not run yet,
         # so trying the next one costs no attempt. After max_size of them the
         # pool is handing out new connections.
         tries = pool.max_size + 1 if pool is not None else 1
         for n in range(1, tries + 1):
-            conn = pool.getconn() if pool is not None else loop.conn
+            conn = pool.getconn() if pool is not None else self._source.conn
             assert conn is not None
             if conn.info.transaction_status != TransactionStatus.IDLE:
-                self._release(conn)
+                self._source.release(conn)
                 raise DsqlError(
                     "the connection is already in a transaction that"
                     " dsql_psycopg.transaction() did not start; DSQL has no"
@@ -306,7 +352,7 @@ class TransactionAttempt(Generic[C]):
             try:
                 tx.__enter__()
             except psycopg.OperationalError:
-                self._release(conn)
+                self._source.release(conn)
                 if pool is None or not conn.closed or n == tries:
                     raise
                 logger.debug("pooled connection lost before BEGIN; taking another")
@@ -314,54 +360,48 @@ class TransactionAttempt(Generic[C]):
             return conn, tx
         raise AssertionError("unreachable")
 
-    def _release(self, conn: C) -> None:
-        if self._loop.pool is not None:
-            self._loop.pool.putconn(conn)
-
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc_val: BaseException | None,
         exc_tb: TracebackType | None,
     ) -> bool:
-        loop = self._loop
+        machine = self._machine
         conn, tx = self._conn, self._tx
         if conn is None or tx is None:  # joined the enclosing transaction
-            loop.in_attempt = False
+            machine.settle(exc_val, None)
             return False
         _current.reset(self._token)
         try:
             if exc_val is not None:
                 if tx.__exit__(exc_type, exc_val, exc_tb):  # psycopg.Rollback
-                    loop.settle(None, None)
+                    machine.settle(None, None)
                     return True
-                return loop.settle(exc_val, self._classify_body_error(conn, exc_val))
+                reason = self._classify_body_error(conn, exc_val)
+                return machine.settle(exc_val, reason)
+            machine.begin_commit()
             error, reason = self._commit(conn, tx)
-            if error is not None:
-                if not loop.settle(error, reason):
-                    raise error
-                _drop_tracebacks(error)
-            loop.settle(None, None)
-            return False
         finally:
-            self._release(conn)
+            self._source.release(conn)
+        if machine.settle(error, reason) or error is None:
+            return False
+        raise error
 
     def _classify_body_error(self, conn: C, error: BaseException) -> RetryReason | None:
-        loop = self._loop
         if conn.closed:
             # No COMMIT was sent: nothing committed, so a fresh connection may
             # redo it, if there is one to take.
-            if loop.pool is None:
+            if self._source.pool is None:
                 return None
             if isinstance(error, psycopg.OperationalError):
                 return "connection_lost"
-        return loop.classify(error)
+        return self._machine.classify(error)
 
     def _commit(
         self, conn: C, tx: AbstractContextManager[psycopg.Transaction]
     ) -> tuple[Exception | None, RetryReason | None]:
         """Commit; return the error to raise or retry, and why it may be retried."""
-        loop = self._loop
+        pooled = self._source.pool is not None
         if conn.info.transaction_status == TransactionStatus.INERROR:
             failed = psycopg.errors.InFailedSqlTransaction(
                 "a statement failed inside the transaction and the error was"
@@ -374,7 +414,7 @@ class TransactionAttempt(Generic[C]):
         lost = connection_lost(conn)
         if lost is not None:
             tx.__exit__(type(lost), lost, None)
-            return lost, "connection_lost" if loop.pool is not None else None
+            return lost, "connection_lost" if pooled else None
         try:
             tx.__exit__(None, None, None)
         except psycopg.Error as ex:
@@ -388,33 +428,15 @@ class TransactionAttempt(Generic[C]):
                 " the data, or pass idempotent=True if running it twice is safe"
             )
             unknown.__cause__ = ex
-            rerun = loop.idempotent and loop.pool is not None
+            rerun = self._machine.idempotent and pooled
             return unknown, "commit_outcome_unknown" if rerun else None
         return None, None
 
 
-def _drop_tracebacks(error: BaseException | None) -> None:
-    """Drop the tracebacks of a COMMIT failure kept for a retry.
+class _Source(Generic[C]):
+    """Where a transaction's attempts take their connection from."""
 
-    They only show psycopg's internals, and their frames hold this attempt and
-    so the loop that keeps the error: a reference cycle that would delay the
-    loop's __del__ warning until the garbage collector runs.
-    """
-    while error is not None:
-        error.__traceback__ = None
-        error = error.__cause__
-
-
-class _TransactionLoop(_Loop, Generic[C]):
-    def __init__(
-        self,
-        source: psycopg_pool.ConnectionPool[C] | C,
-        policy: RetryPolicy,
-        idempotent: bool,
-        *,
-        single: bool,
-    ) -> None:
-        super().__init__(policy, idempotent, single=single)
+    def __init__(self, source: psycopg_pool.ConnectionPool[C] | C) -> None:
         self.source = source
         self.pool: psycopg_pool.ConnectionPool[C] | None = None
         self.conn: C | None = None
@@ -423,11 +445,10 @@ class _TransactionLoop(_Loop, Generic[C]):
         else:
             self.conn = source
 
-    def __iter__(self) -> Self:
-        return self
-
-    def __next__(self) -> TransactionAttempt[C]:
-        return TransactionAttempt(self, self.advance())
+    def release(self, conn: C) -> None:
+        """Give a connection taken for an attempt back to its pool."""
+        if self.pool is not None:
+            self.pool.putconn(conn)
 
 
 class RetryingTransaction(Generic[C]):
@@ -439,21 +460,34 @@ class RetryingTransaction(Generic[C]):
         policy: RetryPolicy,
         idempotent: bool,
     ) -> None:
-        self._source = source
+        self._source = _Source(source)
         self._policy = policy
         self._idempotent = idempotent
         self._attempt: TransactionAttempt[C] | None = None
 
-    def __iter__(self) -> _TransactionLoop[C]:
-        return _TransactionLoop(
-            self._source, self._policy, self._idempotent, single=False
-        )
+    def __iter__(self) -> Iterator[TransactionAttempt[C]]:
+        return self._attempts(_Retrying(self._policy, self._idempotent, single=False))
+
+    def _attempts(self, machine: _Retrying) -> Iterator[TransactionAttempt[C]]:
+        try:
+            while machine.next_attempt():
+                yield TransactionAttempt(self._source, machine)
+        except GeneratorExit:
+            if machine.phase is Phase.RETRY_DUE:
+                warnings.warn(
+                    "a transaction attempt failed and was due to run again, but"
+                    " the loop was left (return or break inside `with attempt`?):"
+                    " it did not commit. Keep return and break out of the `with`"
+                    " block, or use run_transaction()",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+            raise
 
     def __enter__(self) -> C:
-        loop = _TransactionLoop(
-            self._source, self._policy, self._idempotent, single=True
-        )
-        self._attempt = next(loop)
+        machine = _Retrying(self._policy, self._idempotent, single=True)
+        machine.next_attempt()
+        self._attempt = TransactionAttempt(self._source, machine)
         return self._attempt.__enter__()
 
     def __exit__(
@@ -527,36 +561,24 @@ def transaction(
     return RetryingTransaction(source, resolve_policy(policy, options), idempotent)
 
 
-class _CallAttempt:
-    def __init__(self, loop: _Loop) -> None:
-        self._loop = loop
-        self._token: Any = None
-
-    def __enter__(self) -> None:
-        self._loop.in_attempt = True
-        outer = self._loop.outer
-        scope = _Scope(owner=self._loop.owner) if outer is None else outer
-        self._token = _current.set(scope)
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> bool:
-        _current.reset(self._token)
-        loop = self._loop
-        reason = None if exc_val is None else loop.classify(exc_val)
-        return loop.settle(exc_val, reason)
-
-
 def _call_with_retries(policy: RetryPolicy, idempotent: bool, fn: Callable[[], R]) -> R:
-    loop = _Loop(policy, idempotent, single=False)
-    while True:
-        loop.advance()
-        # A retried error is swallowed here and the loop goes round again.
-        with _CallAttempt(loop):
-            return fn()
+    machine = _Retrying(policy, idempotent, single=False)
+    # Inside an enclosing scope, calls run in it (and it does the retrying).
+    scope = machine.outer or _Scope(owner=machine)
+    result: R
+    while machine.next_attempt():
+        token = _current.set(scope)
+        machine.enter_body()
+        try:
+            result = fn()
+        except BaseException as error:
+            if not machine.settle(error, machine.classify(error)):
+                raise
+        else:
+            machine.settle(None, None)
+        finally:
+            _current.reset(token)
+    return result
 
 
 @overload

@@ -18,6 +18,7 @@ from dsql_local import DsqlLocal
 from dsql_psycopg.errors import CommitOutcomeUnknown, DsqlError, OCCRetryExhausted
 from dsql_psycopg.pool import create_pool
 from dsql_psycopg.retry import (
+    Phase,
     RetryEvent,
     RetryPolicy,
     is_occ_error,
@@ -620,3 +621,45 @@ def test_retry_logs_hold_no_parameters_and_no_token(local, counter, caplog, no_s
     assert secret not in text
     assert not any(token in text for token in tokens)
     assert "X-Amz-Signature" not in text
+
+
+# -- the state machine's phases ----------------------------------------------------
+
+
+def test_a_conflict_at_commit_settles_its_attempt_once(local, counter, pool, no_sleep):
+    events: list[RetryEvent] = []
+    phases: list[Phase] = []
+    local.inject_conflicts(1)
+    for attempt in transaction(pool, on_retry=events.append):
+        machine = attempt._machine
+        phases.append(machine.phase)
+        with attempt as conn:
+            phases.append(machine.phase)
+            increment(conn, counter)
+        phases.append(machine.phase)
+    assert phases == [
+        Phase.BEFORE_ATTEMPT,
+        Phase.IN_BODY,
+        Phase.RETRY_DUE,  # the COMMIT's conflict, settled once
+        Phase.BEFORE_ATTEMPT,
+        Phase.IN_BODY,
+        Phase.DONE,
+    ]
+    assert [(e.attempt, e.reason) for e in events] == [(1, "conflict")]
+    assert value_of(local, counter) == 1
+
+
+def test_next_attempt_inside_the_with_block_is_refused(local, counter, pool):
+    attempts = iter(transaction(pool))
+    with (  # noqa: PT012
+        pytest.raises(DsqlError, match="leave the `with attempt` block"),
+        next(attempts) as conn,
+    ):
+        increment(conn, counter)
+        next(attempts)
+    assert value_of(local, counter) == 0  # the body's error rolled it back
+
+
+def test_an_attempt_never_entered_ends_the_loop(local, pool):
+    handed_out = [attempt.number for attempt in transaction(pool)]
+    assert handed_out == [1]

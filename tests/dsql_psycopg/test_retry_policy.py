@@ -11,8 +11,14 @@ from psycopg import errors as pge
 
 import dsql_psycopg.retry as retry
 from dsql_psycopg._retry_policy import is_retry_testing, occ_details
-from dsql_psycopg.errors import ConfigurationError, OCCRetryExhausted
-from dsql_psycopg.retry import RetryEvent, RetryPolicy, is_occ_error, retry_on_occ
+from dsql_psycopg.errors import ConfigurationError, DsqlError, OCCRetryExhausted
+from dsql_psycopg.retry import (
+    Phase,
+    RetryEvent,
+    RetryPolicy,
+    is_occ_error,
+    retry_on_occ,
+)
 
 OC000 = "change conflicts with another transaction, please retry: (OC000)"
 OC001 = "schema has been updated by another transaction, please retry: (OC001)"
@@ -288,3 +294,81 @@ def test_policy_argument_is_checked():
         retry_on_occ(policy={"max_attempts": 3})  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="ConnectionPool or a psycopg"):
         retry.transaction("host=localhost")  # type: ignore[call-overload]
+
+
+# -- the state machine, driven by hand ---------------------------------------------
+
+
+def machine(**options: object) -> retry._Retrying:
+    policy = RetryPolicy(jitter=0, **options)  # type: ignore[arg-type]
+    return retry._Retrying(policy, idempotent=False, single=False)
+
+
+def test_phases_of_a_retried_then_committed_unit_of_work(no_sleep):
+    m = machine(max_attempts=3)
+    assert m.phase is Phase.READY
+    assert m.next_attempt()
+    assert (m.phase, m.attempts) == (Phase.BEFORE_ATTEMPT, 1)
+    m.enter_body()
+    assert m.phase is Phase.IN_BODY
+    m.begin_commit()
+    assert m.phase is Phase.COMMITTING
+    assert m.settle(pge.SerializationFailure(OC000), "conflict")
+    assert m.phase is Phase.RETRY_DUE
+    assert m.next_attempt()
+    assert (m.phase, m.attempts) == (Phase.BEFORE_ATTEMPT, 2)
+    m.enter_body()
+    assert not m.settle(None, None)
+    assert m.phase is Phase.DONE
+    assert not m.next_attempt()
+    assert m.attempts == 2
+
+
+def test_settle_runs_once_per_attempt(no_sleep):
+    m = machine()
+    m.next_attempt()
+    m.enter_body()
+    m.begin_commit()
+    m.settle(pge.SerializationFailure(OC000), "conflict")
+    with pytest.raises(AssertionError, match="retry due"):
+        m.settle(None, None)
+
+
+def test_no_new_attempt_while_one_runs():
+    m = machine()
+    m.next_attempt()
+    m.enter_body()
+    with pytest.raises(DsqlError, match="leave the `with attempt` block"):
+        m.next_attempt()
+    assert m.phase is Phase.IN_BODY
+
+
+def test_exhaustion_ends_the_machine(no_sleep):
+    m = machine(max_attempts=1)
+    m.next_attempt()
+    m.enter_body()
+    conflict = pge.SerializationFailure(OC000)
+    assert m.settle(conflict, "conflict")
+    with pytest.raises(OCCRetryExhausted) as info:
+        m.next_attempt()
+    assert info.value.__cause__ is conflict
+    assert m.phase is Phase.DONE
+    assert not m.next_attempt()
+
+
+def test_an_inner_scope_hands_a_safe_error_to_the_outermost(no_sleep):
+    outer = machine()
+    outer.next_attempt()
+    token = retry._current.set(retry._Scope(owner=outer))
+    try:
+        inner = machine()
+    finally:
+        retry._current.reset(token)
+    assert not inner.retrying
+    assert inner.owner is outer
+    inner.next_attempt()
+    inner.enter_body()
+    lost = psycopg.OperationalError("server closed the connection unexpectedly")
+    assert not inner.settle(lost, "connection_lost")  # not retried here...
+    assert inner.phase is Phase.DONE
+    assert outer.classify(lost) == "connection_lost"  # ...but by the outer scope
