@@ -4,7 +4,10 @@ It behaves like DSQL where a client can tell: TLS only (classic and direct
 negotiation), IAM token authentication (SigV4, verified with the configured
 secrets), optimistic conflicts reported as SQLSTATE 40001 ``(OC000)``, and a
 connection age cap. For tests it can inject conflicts, lose connections
-(now, or right after a COMMIT has committed) and add latency::
+(now, or right after a COMMIT has committed), add latency, and reproduce
+DSQL's transient failures: connections refused while the cluster wakes up or
+past its limits, ``server unavailable`` at a statement or COMMIT, an outage,
+and the endpoint going away and coming back::
 
     with DsqlLocal() as local:
         token = boto3.client("dsql", region_name=local.region) \\
@@ -38,6 +41,7 @@ from ._backend import SUPERUSER, Backend
 from ._certs import make_certificates
 from ._endpoint import Endpoint
 from ._errors import DsqlLocalError
+from ._faults import ConnectRefusal
 from ._policy import Refusal, Session, StatementPolicy
 from ._relay import BOOTSTRAP_SQL, CONFLICT_MESSAGES
 from ._sigv4 import TokenVerifier
@@ -149,6 +153,7 @@ class DsqlLocal:
         self._endpoint: Endpoint | None = None
         self._tmp: Path | None = None
         self._lock = threading.Lock()
+        self._outage_end: threading.Timer | None = None
 
     def __repr__(self) -> str:
         state = f"port={self.port}" if self._endpoint else "stopped"
@@ -203,6 +208,7 @@ class DsqlLocal:
         """Close every connection, stop the backend and delete all files."""
         with self._lock:
             atexit.unregister(self.stop)
+            self._cancel_outage()
             endpoint, self._endpoint = self._endpoint, None
             if endpoint is not None:
                 endpoint.stop()
@@ -349,3 +355,107 @@ class DsqlLocal:
     def drop_connections(self) -> None:
         """Close every client connection now, without a message."""
         self._running().drop_connections()
+
+    # -- faults ---------------------------------------------------------------
+
+    def refuse_connections(
+        self,
+        reason: ConnectRefusal = "waking_up",
+        *,
+        count: int | None = None,
+        seconds: float | None = None,
+    ) -> None:
+        """Refuse new connections, as DSQL does, for `count` of them or `seconds`.
+
+        Each is answered at startup, before its token is checked, with the
+        FATAL error DSQL sends:
+
+        - ``"waking_up"``: ``unable to accept connection, waking up cluster,
+          please retry later``, from a cluster that scaled down while idle
+          (SQLSTATE 57P03 here; DSQL's own code for it is not documented);
+        - ``"rate_exceeded"``: 53400 ``Unable to accept connection, rate
+          exceeded.`` (DSQL admits 100 new connections a second, bursts of
+          1,000);
+        - ``"too_many"``: 53300 ``Unable to accept connection, too many open
+          connections.`` (10,000 open connections by default).
+
+        With both `count` and `seconds`, whichever runs out first ends it.
+        Replaces the refusal armed before; ``count=0`` cancels it.
+        """
+        self._running().faults.refuse_connections(reason, count, seconds)
+
+    def inject_server_unavailable(
+        self,
+        statements: int = 0,
+        *,
+        commits: int = 0,
+        commit_fraction: float = 0.0,
+        committed: bool | None = False,
+    ) -> None:
+        """Fail statements or COMMITs with ``ERROR: server unavailable`` (XX000).
+
+        DSQL answers so when the node serving the connection is lost: the
+        transaction is over and must run again, and at COMMIT its outcome is
+        unknown. Here, each of the next `statements` statements (not BEGIN,
+        COMMIT or ROLLBACK) fails with it and leaves its transaction failed;
+        each of the next `commits` COMMITs, and then a random `commit_fraction`
+        of all COMMITs, fails with it and ends the transaction. `committed`
+        says what such a COMMIT did: ``False`` rolled back, ``True``
+        committed, ``None`` either, at random. The connection stays usable.
+        Replaces what was armed before; all zeros cancel it.
+        """
+        self._running().faults.server_unavailable(
+            statements, commits, commit_fraction, committed
+        )
+
+    def outage(self, seconds: float, *, refuse: bool = True) -> None:
+        """Take the endpoint away for `seconds`, then bring it back on its port.
+
+        Every connection is cut at once without a message. With `refuse`,
+        nothing listens meanwhile, so connecting fails with ``Connection
+        refused``; otherwise new connections are accepted and reset at once.
+        Returns at once; `end_outage()` ends it early. The data stays.
+        """
+        if not seconds > 0:
+            raise DsqlLocalError("seconds must be a positive number")
+        endpoint = self._running()
+        with self._lock:
+            self._cancel_outage()
+            if refuse:
+                endpoint.suspend()
+            else:
+                endpoint.cut(seconds)
+            timer = threading.Timer(seconds, self.end_outage)
+            timer.daemon = True
+            self._outage_end = timer
+            timer.start()
+
+    def end_outage(self) -> None:
+        """End an outage (or a killed endpoint) now; nothing if there is none."""
+        with self._lock:
+            self._cancel_outage()
+            endpoint = self._endpoint
+            if endpoint is not None:
+                endpoint.cut(0)
+                endpoint.resume()
+
+    def _cancel_outage(self) -> None:
+        timer, self._outage_end = self._outage_end, None
+        if timer is not None and timer is not threading.current_thread():
+            timer.cancel()
+
+    def kill_endpoint(self) -> None:
+        """Make the endpoint vanish, as its process would if killed.
+
+        Every connection is cut without a message and nothing listens on the
+        port until `restart_endpoint()`; the backend and its data stay.
+        """
+        endpoint = self._running()
+        with self._lock:
+            self._cancel_outage()
+            endpoint.suspend()
+
+    def restart_endpoint(self) -> None:
+        """Listen again on the same port after `kill_endpoint()` or an outage."""
+        self._running()
+        self.end_outage()

@@ -17,6 +17,7 @@ from types import FrameType
 
 from . import DsqlLocal
 from ._errors import DsqlLocalError
+from ._faults import CONNECT_REFUSALS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -67,6 +68,45 @@ def _parser() -> argparse.ArgumentParser:
         help="new connections per second, in bursts of up to 1000"
         " (default: 100, as DSQL; 0: no limit)",
     )
+    faults = parser.add_argument_group(
+        "faults", "reproduce what Aurora DSQL does on a bad day"
+    )
+    faults.add_argument(
+        "--refuse-connections",
+        choices=sorted(CONNECT_REFUSALS),
+        metavar="REASON",
+        help="refuse new connections as DSQL does: waking_up (FATAL: unable to"
+        " accept connection, waking up cluster, please retry later),"
+        " rate_exceeded (53400) or too_many (53300); with --refuse-count"
+        " and/or --refuse-seconds",
+    )
+    faults.add_argument(
+        "--refuse-count",
+        type=int,
+        metavar="N",
+        help="refuse the first N connections",
+    )
+    faults.add_argument(
+        "--refuse-seconds",
+        type=float,
+        metavar="SECONDS",
+        help="refuse connections for this long after start",
+    )
+    faults.add_argument(
+        "--server-unavailable-commits",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="fail this fraction of COMMITs with ERROR: server unavailable"
+        " (XX000); each one committed or not, at random",
+    )
+    faults.add_argument(
+        "--outage-on-sigusr1",
+        type=float,
+        metavar="SECONDS",
+        help="on SIGUSR1, cut every connection and refuse new ones for this"
+        " long, then listen again on the same port",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     return parser
 
@@ -85,8 +125,35 @@ def _exports(local: DsqlLocal) -> list[str]:
     return [f"export {name}={shlex.quote(value)}" for name, value in values.items()]
 
 
+def _arm_faults(local: DsqlLocal, args: argparse.Namespace) -> None:
+    if args.refuse_connections:
+        local.refuse_connections(
+            args.refuse_connections,
+            count=args.refuse_count,
+            seconds=args.refuse_seconds,
+        )
+    if args.server_unavailable_commits:
+        local.inject_server_unavailable(
+            commit_fraction=args.server_unavailable_commits, committed=None
+        )
+    if args.outage_on_sigusr1 is not None:
+        seconds = args.outage_on_sigusr1
+
+        def outage(signum: int, frame: FrameType | None) -> None:
+            local.outage(seconds)
+
+        signal.signal(signal.SIGUSR1, outage)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    timed = args.refuse_count is not None or args.refuse_seconds is not None
+    if bool(args.refuse_connections) != timed:
+        parser.error(
+            "--refuse-connections needs --refuse-count and/or --refuse-seconds,"
+            " and they need it"
+        )
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -111,6 +178,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         local.start()
     except DsqlLocalError as exc:
+        sys.stderr.write(f"dsql-local: {exc}\n")
+        return 1
+    try:
+        _arm_faults(local, args)
+    except DsqlLocalError as exc:
+        local.stop()
         sys.stderr.write(f"dsql-local: {exc}\n")
         return 1
     try:

@@ -11,6 +11,7 @@ import logging
 import select
 import socket
 import ssl
+import struct
 import threading
 import time
 from collections import deque
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from . import _protocol as pq
 from ._certs import CertFiles
+from ._faults import Faults
 from ._policy import Session, StatementPolicy
 from ._pump import close_tls
 from ._relay import Relay
@@ -33,6 +35,7 @@ _MAX_STARTUP = 10_000
 _NOT_FORWARDED = frozenset({"replication"})
 _TOO_MANY = "Unable to accept connection, too many open connections."
 _RATE_EXCEEDED = "Unable to accept connection, rate exceeded."
+_LINGER_RESET = struct.pack("ii", 1, 0)
 
 
 class _Closed(Exception):
@@ -101,6 +104,9 @@ class Endpoint:
         self._listener: socket.socket | None = None
         self._acceptor: threading.Thread | None = None
         self.port = 0
+        self.faults = Faults()
+        # Until then (time.monotonic()), accepted connections are cut at once.
+        self._cut_until = 0.0
 
     @staticmethod
     def _tls_context(certs: CertFiles) -> ssl.SSLContext:
@@ -120,9 +126,10 @@ class Endpoint:
     # -- lifecycle ------------------------------------------------------------
 
     def start(self) -> None:
-        listener = socket.create_server(
-            ("127.0.0.1", self._requested_port), backlog=512
-        )
+        self._listen(self._requested_port)
+
+    def _listen(self, port: int) -> None:
+        listener = socket.create_server(("127.0.0.1", port), backlog=512)
         self._listener = listener
         self.port = listener.getsockname()[1]
         self._acceptor = threading.Thread(
@@ -132,6 +139,14 @@ class Endpoint:
 
     def stop(self) -> None:
         """Stop accepting, close every connection and wait for their threads."""
+        self.suspend()
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(timeout=5)
+
+    def suspend(self) -> None:
+        """Stop listening and cut every connection, as if the process died."""
         listener, self._listener = self._listener, None
         if listener is not None:
             with contextlib.suppress(OSError):
@@ -141,10 +156,21 @@ class Endpoint:
             self._acceptor.join(timeout=5)
             self._acceptor = None
         self.drop_connections()
+
+    @property
+    def listening(self) -> bool:
+        return self._listener is not None
+
+    def resume(self) -> None:
+        """Listen again, on the same port, after `suspend`."""
+        if self._listener is None:
+            self._listen(self.port)
+
+    def cut(self, seconds: float) -> None:
+        """Cut every connection, and each new one at once, for `seconds`."""
         with self._lock:
-            threads = list(self._threads)
-        for thread in threads:
-            thread.join(timeout=5)
+            self._cut_until = time.monotonic() + seconds
+        self.drop_connections()
 
     def _accept_loop(self) -> None:
         listener = self._listener
@@ -154,6 +180,11 @@ class Endpoint:
                 sock, _ = listener.accept()
             except OSError:
                 return
+            if self._cut_until and time.monotonic() < self._cut_until:
+                # An abortive close: the client reads a reset, not a goodbye.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+                sock.close()
+                continue
             thread = threading.Thread(
                 target=self._serve, args=(sock,), name="dsql-local-conn", daemon=True
             )
@@ -338,6 +369,9 @@ class Endpoint:
 
     def _admit(self, client: ssl.SSLSocket) -> None:
         """Refuse the connection past DSQL's open-connection or rate limit."""
+        injected = self.faults.connect_refusal()
+        if injected is not None:
+            raise self._fatal(client, *injected)
         with self._lock:
             # Every connection, authenticated or not yet, has a thread.
             too_many = len(self._threads) > self.max_connections

@@ -18,7 +18,9 @@ looked at, and the few messages DSQL Local acts on are decoded:
   become DSQL's 40001 ``(OC000)``; refusals lose their PL/pgSQL context;
 - backend ReadyForQuery/CommandComplete: the session state the policy sees;
   an injected commit drop closes the client connection at COMMIT's
-  CommandComplete, after the backend has committed.
+  CommandComplete, after the backend has committed, and an injected
+  ``server unavailable`` that lets the COMMIT commit replaces that
+  CommandComplete with the error.
 
 Responses are counted in *units*: every Query, Sync and FunctionCall gets
 exactly one ReadyForQuery, so unit k is everything the backend sends after the
@@ -45,6 +47,7 @@ from typing import TYPE_CHECKING
 
 from . import _protocol as pq
 from ._commits import Piece, commit_pieces
+from ._faults import SERVER_UNAVAILABLE
 from ._policy import Refusal, Session, StatementPolicy
 from ._pump import Pump
 from ._schema import OC001_MESSAGE, SchemaWatch
@@ -88,6 +91,7 @@ _HIDE_READY = 16  # hide the unit's ReadyForQuery
 _AUTOCOMMIT = 32  # hold its CommandComplete; at ReadyForQuery, end the
 # hidden transaction around the unit
 _RELEASE_TAG = 64  # the hidden COMMIT: send the held CommandComplete first
+_UNAVAILABLE_AT_COMMIT = 128  # answer a COMMIT that committed with an error
 _BEGIN = pq.query("BEGIN")
 _COMMIT = pq.query("COMMIT")
 _SYNC = pq.message(b"S")  # a Sync has no body: every one is these bytes
@@ -366,6 +370,9 @@ class Relay(Pump):
             self._from_client(held)
 
     def _check(self, sql: str) -> Refusal | str | None:
+        if self._endpoint.faults.take_statement(sql):
+            self.session.run_in_transaction = False
+            return SERVER_UNAVAILABLE
         if self._status == b"T" and self._schema is not None and self._schema.stale():
             return _STALE_SCHEMA
         if self._policy is None:
@@ -481,7 +488,12 @@ class Relay(Pump):
         code = self._endpoint.take_conflict()
         if code is not None:
             return Refusal("40001", CONFLICT_MESSAGES[code])
-        if self._endpoint.take_commit_drop():
+        committed = self._endpoint.faults.take_commit()
+        if committed is False:
+            return SERVER_UNAVAILABLE
+        if committed:
+            self._add_action(unit, _UNAVAILABLE_AT_COMMIT)
+        elif self._endpoint.take_commit_drop():
             self._add_action(unit, _DROP_AT_COMMIT)
         return None
 
@@ -567,6 +579,9 @@ class Relay(Pump):
             # It committed; the client shall not know.
             self._dropping = True
             return b""
+        if action & _UNAVAILABLE_AT_COMMIT and tag == "COMMIT":
+            # It committed; the client is told it may not have.
+            return pq.error_response(*SERVER_UNAVAILABLE)
         if self._schema is not None:
             self._schema.command_done(tag)
         if self._policy is not None:

@@ -94,3 +94,65 @@ def test_cli_without_credentials_explains(tmp_path: Path) -> None:
     )
     assert done.returncode == 1
     assert "AWS_ACCESS_KEY_ID" in done.stderr
+
+
+def test_cli_faults() -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "dsql_local",
+            "--refuse-connections",
+            "waking_up",
+            "--refuse-count",
+            "1",
+            "--server-unavailable-commits",
+            "1",
+            "--outage-on-sigusr1",
+            "600",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        url = ""
+        for line in proc.stdout:
+            url = line[5:].strip() if line.startswith("URL: ") else url
+            if line.startswith("Press Ctrl-C"):
+                break
+        token = boto3.client(
+            "dsql", region_name="us-east-1"
+        ).generate_db_connect_admin_auth_token(
+            url.split("@")[1].split(":")[0], "us-east-1"
+        )
+        kwargs: dict[str, object] = {"password": token, "sslmode": "verify-full"}
+        with pytest.raises(psycopg.OperationalError, match="waking up cluster"):
+            psycopg.connect(url, **kwargs)
+        with psycopg.connect(url, **kwargs) as conn:
+            conn.execute("SELECT 1")
+            with pytest.raises(psycopg.errors.InternalError_, match="unavailable"):
+                conn.commit()
+            proc.send_signal(signal.SIGUSR1)
+            with pytest.raises(psycopg.OperationalError):
+                conn.execute("SELECT pg_sleep(30)")
+        with pytest.raises(psycopg.OperationalError, match="refused"):
+            psycopg.connect(url, connect_timeout=5, **kwargs)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+def test_cli_refusal_needs_a_count_or_time() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "dsql_local", "--refuse-connections", "too_many"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "--refuse-count" in done.stderr
