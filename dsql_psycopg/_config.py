@@ -1,13 +1,14 @@
 """Turn a URL, a ``key=value`` string or keyword arguments into one parameter set.
 
 The DSQL-only options (``region``, ``cluster_id``, ``profile``,
-``token_duration``, and in Python ``session`` and ``token_provider``) are taken
-out here, so libpq never sees them.
+``token_duration``, ``connect_retry``, and in Python ``session`` and
+``token_provider``) are taken out here, so libpq never sees them.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -28,9 +29,16 @@ DEFAULT_USER = "admin"
 DEFAULT_DBNAME = "postgres"
 DEFAULT_TOKEN_DURATION = 900
 MAX_TOKEN_DURATION = 604_800
+#: Seconds a connect keeps retrying transient refusals (waking cluster, rate
+#: limit, full, endpoint restarting): a cluster scaled down while idle wakes
+#: up in seconds, and DSQL admits 100 new connections a second.
+DEFAULT_CONNECT_RETRY = 5.0
+_OFF = frozenset({"off", "false", "no"})
 
 #: Options understood in a URL query, a conninfo string or as keywords.
-DSQL_OPTIONS = frozenset({"region", "cluster_id", "profile", "token_duration"})
+DSQL_OPTIONS = frozenset(
+    {"region", "cluster_id", "profile", "token_duration", "connect_retry"}
+)
 #: Options that only make sense as Python objects.
 PYTHON_OPTIONS = frozenset({"session", "token_provider"})
 
@@ -233,6 +241,7 @@ def _validate(ours: dict[str, Any], libpq: dict[str, Any]) -> DsqlParams:
         psycopg.conninfo.make_conninfo("", **libpq)
     except psycopg.ProgrammingError as ex:
         raise ConfigurationError(f"invalid connection parameters: {ex}") from None
+    connect_retry_budget(ours.get("connect_retry"))
     return DsqlParams(
         host=host,
         user=user,
@@ -304,3 +313,35 @@ def _token_duration(value: Any) -> int:
             f" (one week), got {seconds}"
         )
     return seconds
+
+
+def connect_retry_budget(value: Any) -> float:
+    """Return the connect retry budget in seconds that `value` asks for (0: off).
+
+    `value` is seconds (a number or its text), ``False`` or ``"off"`` for no
+    retry, ``True`` or ``None`` for the default.
+    """
+    if value is None or value is True:
+        return DEFAULT_CONNECT_RETRY
+    if value is False or (isinstance(value, str) and value.lower() in _OFF):
+        return 0.0
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError, OverflowError):
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds >= 0):
+        raise ConfigurationError(
+            f"connect_retry must be the seconds to keep retrying a refused connect"
+            f" (0 or 'off' for never), got {value!r}"
+        )
+    return seconds
+
+
+def connect_retry_option(conninfo: str, kwargs: Mapping[str, Any]) -> float:
+    """Return the connect retry budget `conninfo` and `kwargs` ask for."""
+    if kwargs.get("connect_retry") is not None:
+        return connect_retry_budget(kwargs["connect_retry"])
+    if "connect_retry" not in conninfo:
+        return DEFAULT_CONNECT_RETRY
+    ours, _ = _split_conninfo(conninfo)
+    return connect_retry_budget(ours.get("connect_retry"))

@@ -12,6 +12,7 @@ from typing_extensions import Self
 
 from . import _auth as auth
 from . import _config as config
+from ._connect_retry import ConnectRetry, transient_cause
 from ._tls import apply_tls
 from ._version import __version__
 from .errors import AuthenticationError
@@ -32,23 +33,41 @@ class DsqlConnection(psycopg.Connection[Row]):
     or by a pool, gets a freshly signed IAM token as its password and
     ``sslmode=verify-full``. Every psycopg keyword argument still works; the
     DSQL options (``region``, ``cluster_id``, ``profile``, ``token_duration``,
-    ``session``, ``token_provider``) are accepted alongside.
+    ``connect_retry``, ``session``, ``token_provider``) are accepted alongside.
+
+    A connect refused for a transient reason (the cluster waking up, the
+    connection rate limit, too many connections, the endpoint refusing or
+    resetting connections while it restarts) is tried again, with a new
+    token, after a random wait, for up to ``connect_retry`` seconds (5 by
+    default; 0 or ``"off"`` never retries); then `ConnectRetryExhausted`.
     """
 
     @classmethod
     def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
         """Connect to a DSQL cluster and return a new connection."""
-        try:
-            return super().connect(conninfo, **kwargs)
-        except psycopg.OperationalError as ex:
-            if not any(s in str(ex).lower() for s in _AUTH_FAILURES):
-                raise
-            raise AuthenticationError(
-                f"the server refused the IAM token: {ex}. Check that the host is"
-                " the cluster's endpoint name, that the credentials are current,"
-                " and that the role may connect (dsql:DbConnectAdmin for admin,"
-                " dsql:DbConnect and a matching database role otherwise)"
-            ) from ex
+        started = time.monotonic()
+        retry: ConnectRetry | None = None
+        while True:
+            try:
+                return super().connect(conninfo, **kwargs)
+            except psycopg.OperationalError as ex:
+                if any(s in str(ex).lower() for s in _AUTH_FAILURES):
+                    raise AuthenticationError(
+                        f"the server refused the IAM token: {ex}. Check that the"
+                        " host is the cluster's endpoint name, that the"
+                        " credentials are current, and that the role may connect"
+                        " (dsql:DbConnectAdmin for admin, dsql:DbConnect and a"
+                        " matching database role otherwise)"
+                    ) from ex
+                cause = transient_cause(ex)
+                if cause is None:
+                    raise
+                budget = config.connect_retry_option(conninfo, kwargs)
+                if not budget:
+                    raise
+                if retry is None:
+                    retry = ConnectRetry(started)
+                retry.wait_or_raise(ex, cause, budget)
 
     # psycopg calls this hook for every connection it opens, after it has taken
     # its own keywords (autocommit, row_factory...) out, and pools go through

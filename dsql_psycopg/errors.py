@@ -3,7 +3,9 @@
 Every error the library raises on its own account derives from `DsqlError`.
 Errors coming from the server (psycopg's own hierarchy) propagate unchanged,
 except where noted: a connection refused because of its credentials becomes an
-`AuthenticationError`, which is also a `psycopg.OperationalError`.
+`AuthenticationError`, and one refused for a transient reason until the
+connect budget ran out a `ConnectRetryExhausted`; both are also
+`psycopg.OperationalError`.
 
 No message built here ever contains a token or a secret.
 """
@@ -27,6 +29,24 @@ class CredentialsError(DsqlError):
 
 class AuthenticationError(CredentialsError, psycopg.OperationalError):
     """The server refused the connection's IAM token."""
+
+
+class ConnectRetryExhausted(DsqlError, psycopg.OperationalError):
+    """A connect kept being refused for a transient reason until its budget ran out.
+
+    Transient: the cluster waking up, the connection rate limit, too many
+    connections, the endpoint refusing or resetting connections. `cause` names
+    the last one, `attempts` and `elapsed` (seconds) say what was spent; the
+    last connect error is the exception's ``__cause__``.
+    """
+
+    def __init__(
+        self, message: str, *, attempts: int, elapsed: float, cause: str
+    ) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.elapsed = elapsed
+        self.cause = cause
 
 
 class OCCRetryExhausted(DsqlError):

@@ -97,6 +97,7 @@ def create_pool(
     cluster_id: str | None = None,
     profile: str | None = None,
     token_duration: int | None = None,
+    connect_retry: float | str | bool | None = None,
     session: boto3.Session | None = None,
     token_provider: TokenProvider | None = None,
     **pool_kwargs: Any,
@@ -108,8 +109,9 @@ def create_pool(
 
     - each new connection signs a fresh IAM token, so the pool outlives any
       token; the DSQL options (``region``, ``cluster_id``, ``profile``,
-      ``token_duration``, ``session``, ``token_provider``) go to
-      `DsqlConnection.connect` with `kwargs`;
+      ``token_duration``, ``connect_retry``, ``session``, ``token_provider``)
+      go to `DsqlConnection.connect` with `kwargs`, so each connect the pool
+      makes retries transient refusals as `connect()` does;
     - `max_lifetime` defaults to 50 minutes (DSQL closes connections at 60)
       and is enforced at checkout too, without a round trip; a connection
       the server closed while idle is discarded at checkout as well;
@@ -143,6 +145,7 @@ def create_pool(
             ("cluster_id", cluster_id),
             ("profile", profile),
             ("token_duration", token_duration),
+            ("connect_retry", connect_retry),
             ("session", session),
             ("token_provider", token_provider),
         )
