@@ -15,6 +15,7 @@ from .errors import (
     CredentialsError,
     DsqlError,
     OCCRetryExhausted,
+    UntrustedCertificateError,
 )
 from .pool import create_pool
 from .retry import (
@@ -39,6 +40,7 @@ __all__ = [
     "RetryingTransaction",
     "TokenProvider",
     "TransactionAttempt",
+    "UntrustedCertificateError",
     "__version__",
     "connect",
     "create_pool",

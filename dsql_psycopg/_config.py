@@ -57,6 +57,11 @@ _PAIR = re.compile(
 _UNESCAPE = re.compile(r"\\(.)")
 
 
+def is_dsql_host(host: str) -> bool:
+    """Tell whether `!host` is a DSQL endpoint name (``<id>.dsql.<region>.on.aws``)."""
+    return _DSQL_HOST.fullmatch(host) is not None
+
+
 class TokenProvider(Protocol):
     """A callable that returns an IAM token for one connection."""
 

@@ -13,7 +13,7 @@ from typing_extensions import Self
 from . import _auth as auth
 from . import _config as config
 from ._connect_retry import ConnectRetry, transient_cause
-from ._tls import apply_tls
+from ._tls import apply_tls, untrusted_certificate
 from ._version import __version__
 from .errors import AuthenticationError
 
@@ -51,6 +51,8 @@ class DsqlConnection(psycopg.Connection[Row]):
             try:
                 return super().connect(conninfo, **kwargs)
             except psycopg.OperationalError as ex:
+                if "certificate verify failed" in str(ex):
+                    raise untrusted_certificate(ex, conninfo, kwargs) from ex
                 if any(s in str(ex).lower() for s in _AUTH_FAILURES):
                     raise AuthenticationError(
                         f"the server refused the IAM token: {ex}. Check that the"

@@ -3,8 +3,9 @@
 Every error the library raises on its own account derives from `DsqlError`.
 Errors coming from the server (psycopg's own hierarchy) propagate unchanged,
 except where noted: a connection refused because of its credentials becomes an
-`AuthenticationError`, and one refused for a transient reason until the
-connect budget ran out a `ConnectRetryExhausted`; both are also
+`AuthenticationError`, a certificate outside the connection's trust an
+`UntrustedCertificateError`, and one refused for a transient reason until the
+connect budget ran out a `ConnectRetryExhausted`; all three are also
 `psycopg.OperationalError`.
 
 No message built here ever contains a token or a secret.
@@ -47,6 +48,10 @@ class ConnectRetryExhausted(DsqlError, psycopg.OperationalError):
         self.attempts = attempts
         self.elapsed = elapsed
         self.cause = cause
+
+
+class UntrustedCertificateError(DsqlError, psycopg.OperationalError):
+    """The server's certificate does not chain to a root the connection trusts."""
 
 
 class OCCRetryExhausted(DsqlError):

@@ -3,7 +3,7 @@
 The samples of one page run in order in one fresh interpreter, sharing their
 names like a reader's session. The endpoint placeholder ``<cluster-id>`` is
 replaced by DSQL Local's cluster id; libpq reaches it through PGHOSTADDR and
-the library trusts its CA through SSL_CERT_FILE, so the samples stay exactly
+libpq trusts its CA through PGSSLROOTCERT, so the samples stay exactly
 what a reader would copy.
 
 A block preceded by ``<!-- docs-sample: skip (reason) -->`` is not run (the
@@ -118,7 +118,7 @@ def test_page_samples_run(
         env.update(
             PGHOSTADDR="127.0.0.1",
             PGPORT=str(dsql_local.port),
-            SSL_CERT_FILE=dsql_local.ca_file,
+            PGSSLROOTCERT=dsql_local.ca_file,
             PGOPTIONS=f"-c search_path={dsql_schema}",
         )
     done = subprocess.run(

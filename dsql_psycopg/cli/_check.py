@@ -42,8 +42,7 @@ def configuration(state: State) -> Outcome:
     try:
         params = _target.parse(state.args)
         libpq = dict(params.libpq)
-        given = libpq.get("sslrootcert")
-        tls.apply_tls(libpq)
+        trust = tls.apply_tls(libpq)
     except ConfigurationError as ex:
         raise StepFailed("the target is not valid", str(ex)) from None
     # What libpq will use when the target names no port.
@@ -60,16 +59,32 @@ def configuration(state: State) -> Outcome:
         "token_duration": params.token_duration,
         "sslmode": libpq["sslmode"],
         "sslrootcert": libpq["sslrootcert"],
+        "trust": trust.source,
+        "trusted_roots": tls.count_roots(trust.path),
         "sslnegotiation": libpq.get("sslnegotiation", "postgres"),
     }
     # Everything else the user gave goes to libpq unchanged; say so.
     shown.update({k: v for k, v in libpq.items() if k not in shown})
-    detail = " ".join(f"{k}={v}" for k, v in shown.items() if v is not None)
-    if libpq["sslrootcert"] != given:
-        detail += " (sslrootcert: the default bundle)"
+    hidden = {"trust", "trusted_roots"}
+    detail = " ".join(
+        f"{k}={v}" for k, v in shown.items() if v is not None and k not in hidden
+    )
+    detail += f" (trust: {_trust(trust.source)}, {shown['trusted_roots']} roots)"
     if params.region is None:
         detail += " (region: from the AWS configuration)"
     return Outcome(detail, {k: v for k, v in shown.items() if v is not None})
+
+
+def _trust(source: str) -> str:
+    """Say where the trust file came from."""
+    return {
+        "sslrootcert": "the given sslrootcert",
+        "PGSSLROOTCERT": "PGSSLROOTCERT",
+        "Amazon roots": "Amazon's roots, for a DSQL endpoint name",
+        "SSL_CERT_FILE": "SSL_CERT_FILE",
+        "OS bundle": "the operating system's bundle",
+        "botocore bundle": "botocore's bundle",
+    }.get(source, source)
 
 
 STEPS: tuple[tuple[str, Step], ...] = (

@@ -182,8 +182,8 @@ def _context(ca_file: str, direct: bool) -> ssl.SSLContext:
     except FileNotFoundError:
         raise StepFailed(
             f"CA file {ca_file} does not exist",
-            "point sslrootcert= at an existing bundle, or drop it to use the"
-            " default bundle (it holds Amazon Root CA 1)",
+            "point sslrootcert= at an existing bundle, or drop it to trust"
+            " Amazon's roots (for a DSQL endpoint name)",
         ) from None
     except (ssl.SSLError, OSError) as ex:
         raise StepFailed(
@@ -232,8 +232,9 @@ def _verify_failure(
         return StepFailed(
             f"{detail} (chain not trusted by {ca_file})",
             f"{ca_file} does not hold the CA that issued the server's certificate:"
-            " for DSQL drop sslrootcert= (the default bundle holds Amazon Root CA"
-            " 1) or name a bundle that has it; for DSQL Local use its ca_file",
+            " for DSQL drop sslrootcert= (a DSQL endpoint name then trusts Amazon's"
+            " roots) or name a bundle that has Amazon Root CA 1; behind a"
+            " TLS-inspecting proxy name its CA; for DSQL Local use its ca_file",
             ca_file=ca_file,
         )
     if code in _EXPIRED:

@@ -23,6 +23,7 @@ import dsql_psycopg
 from dsql_local import DsqlLocal
 from dsql_psycopg import _auth as auth
 from dsql_psycopg.__main__ import main
+from dsql_psycopg._tls import AMAZON_ROOTS
 
 STEPS = [
     "configuration",
@@ -197,6 +198,7 @@ def test_check_passes_on_healthy_dsql_local(dsql_local: DsqlLocal) -> None:
     assert config["region"] == dsql_local.region
     assert config["sslmode"] == "verify-full"
     assert config["sslrootcert"] == dsql_local.ca_file
+    assert (config["trust"], config["trusted_roots"]) == ("sslrootcert", 1)
     assert steps["tls"]["info"]["ca_file"] == dsql_local.ca_file
     assert steps["credentials"]["info"]["provider"] == "env"
     assert steps["token"]["info"]["action"] == "DbConnectAdmin"
@@ -234,6 +236,21 @@ def test_check_wrong_ca_file(dsql_local: DsqlLocal) -> None:
     assert other_ca in step["hint"]
     assert "sslrootcert" in step["hint"]
     assert "ca_file" in step["hint"]
+
+
+def test_check_reports_amazon_trust_for_dsql_names(dsql_local: DsqlLocal) -> None:
+    kwargs = dsql_local.connect_kwargs()
+    del kwargs["sslrootcert"]
+    report = check_json(make_conninfo(**kwargs))
+    config = report["steps"][0]["info"]
+    assert config["sslrootcert"] == AMAZON_ROOTS
+    assert (config["trust"], config["trusted_roots"]) == ("Amazon roots", 5)
+    # DSQL Local's certificate is not Amazon's: refused at the TLS step
+    step = failure(report)
+    assert step["step"] == "tls"
+    assert "proxy" in step["hint"]
+    text = cli("check", make_conninfo(**kwargs))
+    assert "(trust: Amazon's roots, for a DSQL endpoint name, 5 roots)" in text.stdout
 
 
 def test_check_missing_ca_file(dsql_local: DsqlLocal, tmp_path: Path) -> None:
