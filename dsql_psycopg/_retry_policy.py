@@ -13,12 +13,17 @@ from typing import Literal, TypedDict
 
 from typing_extensions import Self
 
-from .errors import ConfigurationError, OCCRetryExhausted
+from .errors import CommitOutcomeUnknown, ConfigurationError, OCCRetryExhausted
 
 OCC_SQLSTATE = "40001"
 _OCC_CODE = re.compile(r"\((OC00[01])\)")
 
-RetryReason = Literal["conflict", "connection_lost", "commit_outcome_unknown"]
+RetryReason = Literal[
+    "conflict", "connection_lost", "server_unavailable", "commit_outcome_unknown"
+]
+# DSQL's "the node serving this transaction is gone": re-run the transaction.
+UNAVAILABLE_SQLSTATE = "XX000"
+_UNAVAILABLE_TEXT = "server unavailable"
 
 
 @dataclass(frozen=True)
@@ -221,6 +226,20 @@ def is_occ_error(exc: BaseException) -> bool:
         or getattr(e, "sqlstate", None) == OCC_SQLSTATE
         or _own_occ_code(e) is not None
         for e in _chain(exc)
+    )
+
+
+def is_server_unavailable(exc: BaseException) -> bool:
+    """Tell whether `exc` is (or wraps) DSQL's ``ERROR: server unavailable``.
+
+    That is SQLSTATE XX000 with that message. A `CommitOutcomeUnknown` made of
+    one is not: the transaction may have committed.
+    """
+    chain = list(_chain(exc))
+    return not any(isinstance(e, CommitOutcomeUnknown) for e in chain) and any(
+        getattr(e, "sqlstate", None) == UNAVAILABLE_SQLSTATE
+        and _UNAVAILABLE_TEXT in str(e).lower()
+        for e in chain
     )
 
 

@@ -66,8 +66,10 @@ class OCCRetryExhausted(DsqlError):
 
 
 class CommitOutcomeUnknown(DsqlError):
-    """The connection broke while COMMIT was in flight.
+    """COMMIT's outcome is unknown: the connection broke, or the server was lost.
 
-    The transaction may or may not have committed, so it was not run again.
-    The connection error is the exception's ``__cause__``.
+    The connection broke while COMMIT was in flight, or DSQL answered COMMIT
+    with ``ERROR: server unavailable`` (XX000). The transaction may or may not
+    have committed, so it was not run again. The connection or server error is
+    the exception's ``__cause__``.
     """

@@ -12,11 +12,13 @@ twice, so a retried block is a loop of attempts::
 or a function, re-run whole: ``@dsql.retry_on_occ`` or
 ``dsql.run_transaction(pool, fn)``.
 
-What runs again: a conflict (the server rolled back), and a connection that
-broke before COMMIT was sent (nothing was committed; a pool gives the next
-attempt a fresh connection). A connection that broke while COMMIT was in
-flight raises `CommitOutcomeUnknown`: the transaction may have committed, so
-it runs again only if the caller passed ``idempotent=True``. Anything else
+What runs again: a conflict (the server rolled back), a statement answered
+with DSQL's ``server unavailable`` (SQLSTATE XX000: the server ended the
+transaction), and a connection that broke before COMMIT was sent (nothing was
+committed; a pool gives the next attempt a fresh connection). A connection
+that broke while COMMIT was in flight, or a COMMIT answered with ``server
+unavailable``, raises `CommitOutcomeUnknown`: the transaction may have
+committed, so it runs again only if the caller passed ``idempotent=True``. Anything else
 propagates at once, unchanged.
 
 All three forms drive one state machine, `_Retrying`, through its phases
@@ -57,6 +59,7 @@ from ._retry_policy import (
     RetryReason,
     is_occ_error,
     is_retry_testing,
+    is_server_unavailable,
     occ_details,
     resolve_policy,
     retry_testing,
@@ -213,11 +216,13 @@ class _Retrying:
             return None
         if is_occ_error(error):
             return "conflict"
-        if error is self.safe_error:
-            return "connection_lost"
+        if is_server_unavailable(error):
+            # Raised by a statement, never by COMMIT (that one is turned into
+            # CommitOutcomeUnknown): the server ended the transaction.
+            return "server_unavailable"
         if self.idempotent and isinstance(error, CommitOutcomeUnknown):
             return "commit_outcome_unknown"
-        if self.idempotent and _is_connection_loss(error):
+        if error is self.safe_error or (self.idempotent and _is_connection_loss(error)):
             return "connection_lost"
         return None
 
@@ -420,15 +425,21 @@ class TransactionAttempt(Generic[C]):
         except psycopg.Error as ex:
             if is_occ_error(ex):
                 return ex, "conflict"
-            if not (isinstance(ex, psycopg.OperationalError) and conn.closed):
+            if is_server_unavailable(ex):
+                # The connection is still usable: no pool is needed to re-run.
+                what = "the server answered COMMIT with 'server unavailable'"
+                rerun = self._machine.idempotent
+            elif isinstance(ex, psycopg.OperationalError) and conn.closed:
+                what = "the connection broke while COMMIT was in flight"
+                rerun = self._machine.idempotent and pooled
+            else:
                 return ex, None
             unknown = CommitOutcomeUnknown(
-                "the connection broke while COMMIT was in flight: the transaction"
-                " may or may not have committed, so it was not run again. Check"
-                " the data, or pass idempotent=True if running it twice is safe"
+                f"{what}: the transaction may or may not have committed, so it"
+                " was not run again. Check the data, or pass idempotent=True if"
+                " running it twice is safe"
             )
             unknown.__cause__ = ex
-            rerun = self._machine.idempotent and pooled
             return unknown, "commit_outcome_unknown" if rerun else None
         return None, None
 
