@@ -50,6 +50,25 @@ def django(session: nox.Session, django: str) -> None:
     )
 
 
+@nox.session(name="django-suite")
+def django_suite(session: nox.Session) -> None:
+    """Run Django's own tests (20 apps) on DSQL Local; ``-- --fast`` for CI's subset.
+
+    Takes the installed Django's source distribution from PyPI; other
+    arguments go to ``tests/django_suite/run.py`` (apps, ``--timeout``).
+    """
+    install(session, extras="local,pgserver,django")
+    # What these apps' tests need beyond Django (others skip without them).
+    session.install(DJANGO["5.2"], "pillow", "bcrypt", "argon2-cffi")
+    session.run(
+        "python",
+        "-m",
+        "tests.django_suite.run",
+        *session.posargs,
+        env={"AWS_EC2_METADATA_DISABLED": "true"},
+    )
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
     """Check style and formatting with ruff."""

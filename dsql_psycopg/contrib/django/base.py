@@ -9,6 +9,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.postgresql import base as postgresql
 from django.db.backends.postgresql.psycopg_any import IsolationLevel
+from django.db.transaction import TransactionManagementError
 from django.utils.asyncio import async_unsafe
 from psycopg_pool import ConnectionPool
 
@@ -19,6 +20,7 @@ from .creation import DatabaseCreation
 from .features import DatabaseFeatures
 from .operations import DatabaseOperations
 from .schema import DatabaseSchemaEditor
+from .validation import DatabaseValidation
 
 #: Sequence cache of identity columns when OPTIONS do not say: DSQL accepts 1
 #: (dense numbers, one sequence round trip per row) or at least 65536.
@@ -73,6 +75,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
     creation_class = DatabaseCreation
     features_class = DatabaseFeatures
     ops_class = DatabaseOperations
+    validation_class = DatabaseValidation
     # One pool per alias, apart from the PostgreSQL backend's.
     _connection_pools: ClassVar[dict[str, ConnectionPool[Any]]] = {}
 
@@ -158,3 +161,17 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
 
     def check_constraints(self, table_names: Any = None) -> None:
         """Do nothing: DSQL has no deferred constraints to check."""
+
+    def validate_no_broken_transaction(self) -> None:
+        """Refuse queries in a doomed transaction, saying why DSQL dooms it."""
+        if not self.needs_rollback:
+            return
+        raise TransactionManagementError(
+            "An error occurred in the current transaction. You can't execute"
+            " queries until the end of the 'atomic' block. DSQL has no"
+            " savepoints, so an error that left a nested atomic() block could"
+            " not be rolled back alone: the whole transaction will roll back."
+            " Let the error leave the outermost atomic() (and run it again, as"
+            " retry_atomic does), or check before writing instead of catching"
+            " the error inside the transaction."
+        ) from self.rollback_exc  # type: ignore[attr-defined]

@@ -28,11 +28,16 @@ class DatabaseFeatures(PostgreSQLFeatures):
     has_select_for_update_skip_locked = False
     has_select_for_update_of = False
     has_select_for_no_key_update = False
-    # No tablespaces, comments, materialized views, CREATE DATABASE, or
-    # custom collations (DSQL collates in C).
+    # No tablespaces, comments, materialized views or CREATE DATABASE.
     supports_tablespaces = False
     supports_comments = False
     can_introspect_materialized_views = False
     can_clone_databases = False
-    supports_collation_on_charfield = False
-    supports_collation_on_textfield = False
+    # DSQL collates in C, and only in C: db_collation="C" is accepted (and
+    # needs no COLLATE clause), any other is refused.
+    supports_collation_on_charfield = True
+    supports_collation_on_textfield = True
+    test_collations = {  # noqa: RUF012 (Django's class attribute)
+        "deterministic": "C",
+        "virtual": "C",
+    }

@@ -12,6 +12,8 @@ from django.db.backends.postgresql.operations import (
 )
 from django.db.models.expressions import Col
 
+from dsql_psycopg.retry import retry_on_occ
+
 from .schema import BATCH_ROWS
 
 _INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})
@@ -94,15 +96,21 @@ class DatabaseOperations(PostgreSQLOperations):
             return
         with self.connection.cursor() as cursor:
             for sql in sql_list:
-                try:
-                    cursor.execute(sql)
-                except OperationalError as exc:
-                    table = _flushed_table(sql)
-                    sqlstate = getattr(exc.__cause__, "sqlstate", None)
-                    if table is None or sqlstate != _ROW_LIMIT:
-                        raise
-                    # Refused whole, nothing deleted: delete in batches.
-                    self._delete_in_batches(cursor, table)
+                self._flush_one(cursor, sql)
+
+    @retry_on_occ
+    def _flush_one(self, cursor: Any, sql: str) -> None:
+        # Each statement (or batch) commits alone in autocommit: one that
+        # meets a conflict was rolled back whole and simply runs again.
+        try:
+            cursor.execute(sql)
+        except OperationalError as exc:
+            table = _flushed_table(sql)
+            sqlstate = getattr(exc.__cause__, "sqlstate", None)
+            if table is None or sqlstate != _ROW_LIMIT:
+                raise
+            # Refused whole, nothing deleted: delete in batches.
+            self._delete_in_batches(cursor, table)
 
     def _delete_in_batches(self, cursor: Any, table: str) -> None:
         keys = self.connection.introspection.get_primary_key_columns(cursor, table)

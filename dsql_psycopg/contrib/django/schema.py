@@ -38,6 +38,8 @@ from django.db.utils import IntegrityError
 
 from dsql_psycopg.retry import retry_on_occ
 
+from .validation import DSQL_COLLATION
+
 logger = logging.getLogger("dsql_psycopg.contrib.django")
 
 # DSQL limits a transaction to 3,000 changed rows: backfills go in batches.
@@ -135,6 +137,21 @@ class DatabaseSchemaEditor(PostgreSQLSchemaEditor):
         raise IntegrityError(
             f"index build job {job_id} ended {status}: {details or 'no details'}"
             f" ({text})"
+        )
+
+    def _collate_sql(
+        self,
+        collation: str | None,
+        old_collation: str | None = None,
+        table_name: str | None = None,
+    ) -> str:
+        # DSQL's only collation is C, and it takes no COLLATE clause in DDL.
+        if collation is None or collation == DSQL_COLLATION:
+            return ""
+        raise NotSupportedError(
+            f"DSQL collates in {DSQL_COLLATION!r} only: db_collation={collation!r}"
+            f" cannot be honoured; remove db_collation or set it to"
+            f" {DSQL_COLLATION!r}"
         )
 
     def _create_like_index_sql(self, model: type[Model], field: Field[Any, Any]) -> Any:
@@ -256,12 +273,19 @@ class DatabaseSchemaEditor(PostgreSQLSchemaEditor):
         new_db_params: dict[str, Any],
         strict: bool = False,
     ) -> None:
-        if old_type != new_type or old_db_params.get("collation") != new_db_params.get(
-            "collation"
-        ):
+        if old_type != new_type:
             raise _unsupported(
                 model, new_field, f"change the type {old_type} to {new_type}"
             )
+        if {old_db_params.get("collation"), new_db_params.get("collation")} <= {
+            None,
+            DSQL_COLLATION,
+        }:
+            # No collation and "C" are the same collation on DSQL: no DDL.
+            new_db_params = {
+                **new_db_params,
+                "collation": old_db_params.get("collation"),
+            }
         if old_field.null and not new_field.null:
             raise _unsupported(model, new_field, "add NOT NULL to the column")
         if getattr(old_field, "db_default", None) != getattr(

@@ -20,7 +20,13 @@ from django.contrib.auth import authenticate, get_user_model
 from django.contrib.sessions.backends.db import SessionStore
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.color import no_style
-from django.db import IntegrityError, OperationalError, connections, transaction
+from django.db import (
+    IntegrityError,
+    NotSupportedError,
+    OperationalError,
+    connections,
+    transaction,
+)
 from django.db.migrations.recorder import MigrationRecorder
 from django.db.transaction import TransactionManagementError
 from django.test import Client
@@ -29,6 +35,10 @@ from dsql_local import DsqlLocal
 from dsql_psycopg.connection import DsqlConnection
 from dsql_psycopg.contrib.django import retry_atomic
 from dsql_psycopg.contrib.django.base import DatabaseWrapper
+from dsql_psycopg.contrib.django.testing import (
+    DiscoverRunner,
+    rollback_failed_fixture_setup,
+)
 from dsql_psycopg.errors import ConfigurationError, OCCRetryExhausted
 from dsql_psycopg.pool import DEFAULT_MAX_LIFETIME, MAX_LIFETIME_CEILING
 from tests.dsql_psycopg.contrib.djangoapp.settings import SEED_AUTHORS
@@ -377,8 +387,14 @@ def test_nested_atomic_joins_the_outer_transaction(
                 raise LookupError("inner block fails")
         except LookupError:
             pass
-        # Without savepoints the failure dooms the whole transaction.
+        # Without savepoints the failure dooms the whole transaction, and
+        # the next query is refused, saying why and what to do instead.
         assert connections[alias].needs_rollback
+        with pytest.raises(
+            TransactionManagementError,
+            match=r"(?s)can't execute queries.*no savepoints.*outermost atomic",
+        ):
+            models.Counter.objects.using(alias).count()
     assert not models.Counter.objects.using(alias).filter(name=name).exists()
 
 
@@ -406,6 +422,22 @@ def test_flush_deletes_and_restarts_identities(models: ModuleType) -> None:
     )
     assert models.Hit.objects.count() == 0
     assert models.Hit.objects.create(counter=counter).id == 1
+
+
+def test_flush_retries_a_conflict(dsql_local: DsqlLocal, models: ModuleType) -> None:
+    counter = models.Counter.objects.create(name="conflicted flush")
+    models.Hit.objects.bulk_create([models.Hit(counter=counter) for _ in range(3)])
+    ops = connections["default"].ops
+    # The first DELETE meets a conflict at its (autocommit) COMMIT.
+    dsql_local.inject_conflicts(1)
+    try:
+        ops.execute_sql_flush(
+            ops.sql_flush(no_style(), ["djangoapp_hit", "djangoapp_counter"])
+        )
+    finally:
+        dsql_local.inject_conflicts(0)
+    assert models.Hit.objects.count() == 0
+    assert models.Counter.objects.count() == 0
 
 
 def test_flush_empties_tables_past_the_row_limit(models: ModuleType) -> None:
@@ -535,3 +567,96 @@ def test_django_testcase_isolates_tests_without_savepoints(
     )
     assert result.wasSuccessful(), result.errors + result.failures
     assert result.testsRun == 2
+
+
+def test_failing_test_data_fails_its_own_test_only(models: ModuleType) -> None:
+    """With the runner's fix, a setUpTestData that raises is rolled back."""
+    import unittest  # noqa: PLC0415
+
+    from django.test import TestCase  # noqa: PLC0415
+
+    calls = []
+
+    class BrokenSetup(TestCase):
+        @classmethod
+        def setUpTestData(cls) -> None:
+            calls.append(cls)
+            models.Counter.objects.create(name="half-set-up")
+            if len(calls) == 1:
+                raise OperationalError("a conflict while setting up")
+
+        def test_first(self) -> None:
+            assert models.Counter.objects.filter(name="half-set-up").count() == 1
+
+        def test_second(self) -> None:
+            assert models.Counter.objects.filter(name="half-set-up").count() == 1
+
+    class Healthy(TestCase):
+        def test_sees_a_clean_database(self) -> None:
+            assert not models.Counter.objects.filter(name="half-set-up").exists()
+
+    suite = unittest.TestSuite()
+    loader = unittest.defaultTestLoader
+    suite.addTests(loader.loadTestsFromTestCase(BrokenSetup))
+    suite.addTests(loader.loadTestsFromTestCase(Healthy))
+    with rollback_failed_fixture_setup():
+        result = unittest.TextTestRunner(stream=io.StringIO()).run(suite)
+    assert [test.id().rsplit(".", 1)[-1] for test, _ in result.errors] == ["test_first"]
+    assert result.failures == []
+    # Django counts a test whose setup failed as an error, not as run.
+    assert result.testsRun == 2
+    assert not connections["default"].in_atomic_block
+    assert not models.Counter.objects.filter(name="half-set-up").exists()
+
+
+def test_discover_runner_installs_the_fix_for_its_run() -> None:
+    from django.test import TestCase  # noqa: PLC0415
+
+    seen = []
+
+    class Runner(DiscoverRunner):
+        def run_suite(self, suite: Any, **kwargs: Any) -> Any:
+            seen.append(TestCase.__dict__["_fixture_setup"])
+            return super().run_suite(suite, **kwargs)
+
+        def setup_databases(self, **kwargs: Any) -> Any:
+            return []
+
+        def teardown_databases(self, old_config: Any, **kwargs: Any) -> None:
+            pass
+
+        def run_checks(self, databases: Any) -> None:
+            pass
+
+    original = TestCase.__dict__["_fixture_setup"]
+    Runner(verbosity=0).run_tests(["tests.dsql_psycopg.contrib.djangoapp.apps"])
+    assert seen
+    assert seen[0] is not original
+    assert TestCase.__dict__["_fixture_setup"] is original
+
+
+# -- collations -------------------------------------------------------------
+
+
+def test_collation_c_is_accepted_and_others_refused() -> None:
+    from django.db import models as m  # noqa: PLC0415
+
+    class Collated(m.Model):
+        c_name = m.CharField(max_length=10, db_collation="C")
+        c_text = m.TextField(db_collation="C")
+        swedish = m.CharField(max_length=10, db_collation="sv-x-icu")
+
+        class Meta:
+            app_label = "djangoapp"
+
+    errors = Collated.check(databases=["default"])
+    assert [(e.id, e.obj.name) for e in errors] == [("dsql_psycopg.E001", "swedish")]
+    assert "collates in 'C' only" in errors[0].msg
+    assert errors[0].hint == "Remove db_collation, or set it to 'C'."
+    connection = connections["default"]
+    with connection.schema_editor(collect_sql=True) as editor:
+        sql, _ = editor.column_sql(Collated, Collated._meta.get_field("c_name"))
+        # DSQL refuses COLLATE in a column definition, even "C".
+        assert sql.split() == ["varchar", "NOT", "NULL"]
+        with pytest.raises(NotSupportedError, match="sv-x-icu"):
+            editor.column_sql(Collated, Collated._meta.get_field("swedish"))
