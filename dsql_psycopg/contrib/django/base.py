@@ -70,6 +70,9 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         "FileField": "varchar",
         "FilePathField": "varchar",
         "SlugField": "varchar",
+        # DSQL has inet at run time only, not as a column type.
+        "GenericIPAddressField": "varchar(39)",
+        "IPAddressField": "varchar(15)",
     }
     SchemaEditorClass = DatabaseSchemaEditor
     creation_class = DatabaseCreation

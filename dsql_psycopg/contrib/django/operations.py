@@ -38,6 +38,16 @@ class DatabaseOperations(PostgreSQLOperations):
         ("AutoField", "BigAutoField", "SmallAutoField"), "bigint"
     )
 
+    def lookup_cast(self, lookup_type: str, internal_type: str | None = None) -> str:
+        """Cast for a lookup; IP addresses are text here, not ``inet``."""
+        if internal_type in {"IPAddressField", "GenericIPAddressField"}:
+            internal_type = "CharField"
+        return super().lookup_cast(lookup_type, internal_type)
+
+    def adapt_ipaddressfield_value(self, value: Any) -> str | None:
+        """Send an IP address as text: its column is ``varchar`` (DSQL has no inet)."""
+        return str(value) if value else None
+
     def prepare_join_on_clause(
         self, lhs_table: str, lhs_field: Any, rhs_table: str, rhs_field: Any
     ) -> tuple[Col, Col]:
