@@ -21,7 +21,6 @@ from __future__ import annotations
 import atexit
 import logging
 import os
-import re
 import secrets
 import shutil
 import string
@@ -36,6 +35,9 @@ from urllib.parse import quote
 import psycopg
 from psycopg import sql
 
+from dsql_psycopg._naming import CLUSTER_ID, REGION, endpoint_host
+
+from . import _defaults as defaults
 from . import _signals
 from ._backend import SUPERUSER, Backend
 from ._certs import make_certificates
@@ -51,8 +53,6 @@ __all__ = ["DsqlLocal", "DsqlLocalError", "Refusal", "Session", "StatementPolicy
 logger = logging.getLogger("dsql_local")
 
 _ID_ALPHABET = string.ascii_lowercase + string.digits
-_CLUSTER_ID = re.compile(r"[a-z0-9]{26}")
-_REGION = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)+")
 
 
 def _new_cluster_id() -> str:
@@ -101,8 +101,8 @@ class DsqlLocal:
 
     def __init__(
         self,
-        region: str = "us-east-1",
-        max_connection_age: float = 3600.0,
+        region: str = defaults.REGION,
+        max_connection_age: float = defaults.MAX_CONNECTION_AGE,
         strict: bool = True,
         latency: float = 0.0,
         credentials: Mapping[str, str] | None = None,
@@ -111,11 +111,11 @@ class DsqlLocal:
         cluster_id: str | None = None,
         policy: StatementPolicy | None = None,
         pg_bindir: str | os.PathLike[str] | None = None,
-        clock_skew: float = 300.0,
+        clock_skew: float = defaults.CLOCK_SKEW,
         schema_conflicts: bool = False,
-        max_connections: int = 10_000,
-        connection_rate: float | None = 100.0,
-        connection_burst: int = 1_000,
+        max_connections: int = defaults.MAX_CONNECTIONS,
+        connection_rate: float | None = defaults.CONNECTION_RATE,
+        connection_burst: int = defaults.CONNECTION_BURST,
     ) -> None:
         if max_connection_age <= 0:
             raise DsqlLocalError(
@@ -132,9 +132,9 @@ class DsqlLocal:
             )
         if connection_burst < 1:
             raise DsqlLocalError("connection_burst must be at least 1")
-        if not _REGION.fullmatch(region):
+        if not REGION.fullmatch(region):
             raise DsqlLocalError(f"region must look like 'us-east-1', not {region!r}")
-        if cluster_id is not None and not _CLUSTER_ID.fullmatch(cluster_id):
+        if cluster_id is not None and not CLUSTER_ID.fullmatch(cluster_id):
             raise DsqlLocalError("cluster_id must be 26 characters of a-z and 0-9")
         self.region = region
         self.cluster_id = cluster_id or _new_cluster_id()
@@ -256,7 +256,7 @@ class DsqlLocal:
     @property
     def host(self) -> str:
         """The DSQL-style host name; it resolves through ``hostaddr``."""
-        return f"{self.cluster_id}.dsql.{self.region}.on.aws"
+        return endpoint_host(self.cluster_id, self.region)
 
     @property
     def port(self) -> int:

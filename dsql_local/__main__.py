@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from types import FrameType
 
 from . import DsqlLocal
+from . import _defaults as defaults
 from ._errors import DsqlLocalError
 from ._faults import CONNECT_REFUSALS
 
@@ -25,7 +26,9 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m dsql_local",
         description="Run a local endpoint that behaves like an Aurora DSQL cluster.",
     )
-    parser.add_argument("--region", default="us-east-1", help="default: us-east-1")
+    parser.add_argument(
+        "--region", default=defaults.REGION, help=f"default: {defaults.REGION}"
+    )
     parser.add_argument(
         "--port", type=int, default=0, help="TCP port on 127.0.0.1 (default: any)"
     )
@@ -37,9 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-connection-age",
         type=float,
-        default=3600.0,
+        default=defaults.MAX_CONNECTION_AGE,
         metavar="SECONDS",
-        help="close connections older than this (default: 3600)",
+        help="close connections older than this (default: %(default)g)",
     )
     parser.add_argument(
         "--latency",
@@ -56,17 +59,17 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-connections",
         type=int,
-        default=10_000,
+        default=defaults.MAX_CONNECTIONS,
         metavar="N",
-        help="open connections allowed at once (default: 10000, as DSQL)",
+        help="open connections allowed at once (default: %(default)d, as DSQL)",
     )
     parser.add_argument(
         "--connection-rate",
         type=float,
-        default=100.0,
+        default=defaults.CONNECTION_RATE,
         metavar="PER_SECOND",
-        help="new connections per second, in bursts of up to 1000"
-        " (default: 100, as DSQL; 0: no limit)",
+        help=f"new connections per second, in bursts of up to"
+        f" {defaults.CONNECTION_BURST} (default: %(default)g, as DSQL; 0: no limit)",
     )
     faults = parser.add_argument_group(
         "faults", "reproduce what Aurora DSQL does on a bad day"

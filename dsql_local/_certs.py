@@ -13,6 +13,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from dsql_psycopg._naming import endpoint_host
+
 
 @dataclass(frozen=True)
 class CertFiles:
@@ -69,7 +71,7 @@ def make_certificates(directory: Path, region: str) -> CertFiles:
     )
 
     key = ec.generate_private_key(ec.SECP256R1())
-    wildcard = f"*.dsql.{region}.on.aws"
+    wildcard = endpoint_host("*", region)
     cert = (
         x509.CertificateBuilder()
         .subject_name(_name(wildcard))

@@ -29,6 +29,8 @@ from typing import TYPE_CHECKING
 import psycopg
 import pytest
 
+from dsql_local import _defaults as defaults
+
 if TYPE_CHECKING:
     from dsql_local import DsqlLocal
 
@@ -53,8 +55,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
     group.addoption(
         "--dsql-local-region",
-        default="us-east-1",
-        help="AWS region DSQL Local pretends to be in (default: us-east-1)",
+        default=defaults.REGION,
+        help=f"AWS region DSQL Local pretends to be in (default: {defaults.REGION})",
     )
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from . import errors
-from ._config import TokenProvider
-from ._retry_policy import RetryEvent, RetryPolicy, is_occ_error, retry_testing
+from . import errors, typing
+from ._detect import is_occ_error
+from ._retry_policy import RetryPolicy
+from ._retry_testing import retry_testing
 from ._version import __version__
 from .connection import DsqlConnection, connect
 from .errors import (
@@ -25,6 +26,7 @@ from .retry import (
     run_transaction,
     transaction,
 )
+from .typing import RetryEvent, TokenProvider
 
 __all__ = [
     "AuthenticationError",
@@ -50,4 +52,5 @@ __all__ = [
     "retry_testing",
     "run_transaction",
     "transaction",
+    "typing",
 ]

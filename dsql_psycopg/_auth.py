@@ -38,9 +38,18 @@ logger = logging.getLogger("dsql_psycopg")
 
 ADMIN_USER = "admin"
 
+
+def credentials_hint(profile_option: str) -> str:
+    """Say how to supply AWS credentials; `!profile_option` names a profile."""
+    return (
+        "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for"
+        f" temporary keys), or name a profile with AWS_PROFILE or {profile_option}"
+        " (run 'aws sso login' first for an SSO profile)"
+    )
+
+
 _NO_CREDENTIALS_HINT = (
-    "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, choose a profile with"
-    " AWS_PROFILE or profile=..., or pass session=boto3.Session(...)"
+    credentials_hint("profile=...") + ", or pass session=boto3.Session(...)"
 )
 
 

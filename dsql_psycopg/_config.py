@@ -14,16 +14,26 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
+from ._naming import (
+    CLUSTER_ID,
+    DSQL_HOST,
+    ENDPOINT_FORM,
+    REGION,
+    URL_PREFIXES,
+    endpoint_host,
+)
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
     import boto3
+
+    from .typing import TokenProvider
 
 DEFAULT_USER = "admin"
 DEFAULT_DBNAME = "postgres"
@@ -42,11 +52,6 @@ DSQL_OPTIONS = frozenset(
 #: Options that only make sense as Python objects.
 PYTHON_OPTIONS = frozenset({"session", "token_provider"})
 
-_CLUSTER_ID = re.compile(r"[a-z0-9]{26}")
-# The suffix after "dsql" covers endpoint variants (e.g. "dsql-fips").
-_DSQL_HOST = re.compile(r"(?P<id>[^.]+)\.dsql[^.]*\.(?P<region>[^.]+)\.on\.aws", re.I)
-_REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
-_URL_PREFIXES = ("postgresql://", "postgres://")
 # libpq's environment defaults for the parameters a token is signed for.
 _ENV_DEFAULTS = ("PGHOST", "PGUSER", "PGDATABASE")
 _PAIR = re.compile(
@@ -59,15 +64,7 @@ _UNESCAPE = re.compile(r"\\(.)")
 
 def is_dsql_host(host: str) -> bool:
     """Tell whether `!host` is a DSQL endpoint name (``<id>.dsql.<region>.on.aws``)."""
-    return _DSQL_HOST.fullmatch(host) is not None
-
-
-class TokenProvider(Protocol):
-    """A callable that returns an IAM token for one connection."""
-
-    def __call__(self, *, host: str, region: str, user: str, expires_in: int) -> str:
-        """Return a token valid for `!host` and `!user` for `!expires_in` s."""
-        ...
+    return DSQL_HOST.fullmatch(host) is not None
 
 
 @dataclass(frozen=True)
@@ -133,7 +130,7 @@ def _parse(
 def _split_conninfo(conninfo: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Split a conninfo string into our options and libpq's parameters."""
     ours: dict[str, Any] = {}
-    if conninfo.startswith(_URL_PREFIXES):
+    if conninfo.startswith(URL_PREFIXES):
         base, sep, query = conninfo.partition("?")
         if sep:
             # Only our own keys are taken out; the rest is left exactly as
@@ -198,16 +195,16 @@ def _validate(ours: dict[str, Any], libpq: dict[str, Any]) -> DsqlParams:
         )
 
     region = _optional_str(ours, "region")
-    if region is not None and not _REGION.fullmatch(region):
+    if region is not None and not REGION.fullmatch(region):
         raise ConfigurationError(
             f"region {region!r} does not look like an AWS region (e.g. 'us-east-1')"
         )
     host = _host(
         str(libpq.get("host") or ""), _optional_str(ours, "cluster_id"), region
     )
-    if match := _DSQL_HOST.fullmatch(host):
+    if match := DSQL_HOST.fullmatch(host):
         cluster_id, host_region = match["id"], match["region"].lower()
-        if not _CLUSTER_ID.fullmatch(cluster_id):
+        if not CLUSTER_ID.fullmatch(cluster_id):
             raise ConfigurationError(
                 f"malformed cluster id {cluster_id!r} in host {host!r}: a cluster id"
                 " is exactly 26 lowercase letters and digits"
@@ -261,7 +258,7 @@ def _validate(ours: dict[str, Any], libpq: dict[str, Any]) -> DsqlParams:
 
 def _host(host: str, cluster_id: str | None, region: str | None) -> str:
     if cluster_id is not None:
-        if not _CLUSTER_ID.fullmatch(cluster_id):
+        if not CLUSTER_ID.fullmatch(cluster_id):
             raise ConfigurationError(
                 f"malformed cluster_id {cluster_id!r}: a cluster id is exactly"
                 " 26 lowercase letters and digits"
@@ -273,20 +270,20 @@ def _host(host: str, cluster_id: str | None, region: str | None) -> str:
         host = cluster_id
     if not host:
         raise ConfigurationError(
-            "no host given: pass a DSQL endpoint ('<cluster-id>.dsql.<region>.on.aws'),"
+            f"no host given: pass a DSQL endpoint ('{ENDPOINT_FORM}'),"
             " or cluster_id= with region="
         )
     if host.startswith("/"):
         raise ConfigurationError(
             f"host {host!r} is a unix socket directory: DSQL is reached over TLS only"
         )
-    if _CLUSTER_ID.fullmatch(host):
+    if CLUSTER_ID.fullmatch(host):
         if region is None:
             raise ConfigurationError(
                 f"cluster id {host!r} needs a region: pass region='us-east-1' (for"
                 " example) or the full endpoint name"
             )
-        return f"{host}.dsql.{region}.on.aws"
+        return endpoint_host(host, region)
     return host
 
 

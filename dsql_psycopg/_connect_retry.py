@@ -16,7 +16,7 @@ import time
 
 import psycopg
 
-from ._retry_policy import is_retry_testing
+from ._retry_testing import is_retry_testing
 from .errors import ConnectRetryExhausted
 
 logger = logging.getLogger("dsql_psycopg")

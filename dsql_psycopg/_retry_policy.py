@@ -1,55 +1,18 @@
-"""Retry policy, OCC error detection, retry events and the testing switch."""
+"""The retry policy: how many attempts, how long to wait between them."""
 
 from __future__ import annotations
 
 import math
 import random
-import re
-import threading
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields, replace
-from types import TracebackType
-from typing import Literal, TypedDict
+from typing import TYPE_CHECKING
 
 from typing_extensions import Self
 
-from .errors import CommitOutcomeUnknown, ConfigurationError, OCCRetryExhausted
+from .errors import ConfigurationError
 
-OCC_SQLSTATE = "40001"
-_OCC_CODE = re.compile(r"\((OC00[01])\)")
-
-RetryReason = Literal[
-    "conflict", "connection_lost", "server_unavailable", "commit_outcome_unknown"
-]
-# DSQL's "the node serving this transaction is gone": re-run the transaction.
-UNAVAILABLE_SQLSTATE = "XX000"
-_UNAVAILABLE_TEXT = "server unavailable"
-
-
-@dataclass(frozen=True)
-class RetryEvent:
-    """What `RetryPolicy.on_retry` receives before each retry.
-
-    Carries no SQL and no parameters: `error` is the exception itself, for the
-    hook to inspect if it wants more.
-    """
-
-    attempt: int
-    """Number of the attempt that failed, from 1."""
-    delay: float
-    """Seconds the next attempt waits for (0 sleeps under `retry_testing`)."""
-    reason: RetryReason
-    sqlstate: str | None
-    """``40001`` for a conflict; ``None`` for a lost connection."""
-    code: str | None
-    """``OC000`` (data conflict) or ``OC001`` (schema conflict) when known."""
-    error: BaseException
-    elapsed: float
-    """Seconds since the first attempt started (waits skipped by
-    `retry_testing` included)."""
-
-
-RetryHook = Callable[[RetryEvent], None]
+if TYPE_CHECKING:
+    from .typing import RetryHook, RetryOptions
 
 # Defaults, chosen with the hot-row contention benchmark (benchmarks/run.py,
 # docs/retries.md has the table): K writers doing read-then-increment
@@ -69,17 +32,6 @@ DEFAULT_MAX_DELAY = 0.25
 DEFAULT_JITTER = 1.0
 
 
-class RetryOptions(TypedDict, total=False):
-    """Keyword arguments that override fields of a `RetryPolicy`."""
-
-    max_attempts: int
-    base_delay: float
-    max_delay: float
-    jitter: float
-    timeout: float | None
-    on_retry: RetryHook | None
-
-
 @dataclass(frozen=True)
 class RetryPolicy:
     """How a transaction is re-run after an optimistic-concurrency conflict.
@@ -89,15 +41,18 @@ class RetryPolicy:
     fraction of up to `jitter` of itself (``jitter=1`` draws it uniformly
     from zero to the cap, ``jitter=0`` makes it exact).
 
-    - `max_attempts`: runs of the body in all, including the first (>= 1).
-    - `base_delay`, `max_delay`: seconds (0 <= base_delay <= max_delay).
-    - `jitter`: fraction of the delay that is randomised, 0 to 1.
-    - `timeout`: seconds; no new attempt starts once this much time has
-      passed since the first one began (or would pass during the wait).
-      ``None``: no time limit.
-    - `on_retry`: called with a `RetryEvent` before each wait.
+    Args:
+        max_attempts: Runs of the body in all, including the first (>= 1).
+        base_delay: Seconds before the second attempt, before jitter (>= 0).
+        max_delay: Seconds no wait exceeds (>= base_delay).
+        jitter: Fraction of the delay that is randomised, 0 to 1.
+        timeout: Seconds; no new attempt starts once this much time has passed
+            since the first one began (or would pass during the wait). None:
+            no time limit.
+        on_retry: Called with a `RetryEvent` before each wait.
 
-    Invalid values raise `ConfigurationError`.
+    Raises:
+        ConfigurationError: A value is out of range or of the wrong type.
     """
 
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
@@ -187,111 +142,3 @@ def resolve_policy(policy: RetryPolicy | None, options: RetryOptions) -> RetryPo
 
 
 _DEFAULT_POLICY = RetryPolicy()
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """Yield `exc` and every exception it wraps, each once."""
-    seen: set[int] = set()
-    todo = [exc]
-    while todo:
-        current = todo.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        # SQLAlchemy keeps the DBAPI error as .orig on its own wrappers.
-        for inner in (
-            current.__cause__,
-            current.__context__,
-            getattr(current, "orig", None),
-        ):
-            if isinstance(inner, BaseException):
-                todo.append(inner)
-
-
-def _own_occ_code(exc: BaseException) -> str | None:
-    match = _OCC_CODE.search(str(exc))
-    return match.group(1) if match else None
-
-
-def is_occ_error(exc: BaseException) -> bool:
-    """Tell whether `exc` is (or wraps) a DSQL optimistic-concurrency conflict.
-
-    True for SQLSTATE 40001, for a message carrying ``(OC000)`` or
-    ``(OC001)``, and for `OCCRetryExhausted`, looking through ``__cause__``,
-    ``__context__`` and SQLAlchemy's ``.orig``.
-    """
-    return any(
-        isinstance(e, OCCRetryExhausted)
-        or getattr(e, "sqlstate", None) == OCC_SQLSTATE
-        or _own_occ_code(e) is not None
-        for e in _chain(exc)
-    )
-
-
-def is_server_unavailable(exc: BaseException) -> bool:
-    """Tell whether `exc` is (or wraps) DSQL's ``ERROR: server unavailable``.
-
-    That is SQLSTATE XX000 with that message. A `CommitOutcomeUnknown` made of
-    one is not: the transaction may have committed.
-    """
-    chain = list(_chain(exc))
-    return not any(isinstance(e, CommitOutcomeUnknown) for e in chain) and any(
-        getattr(e, "sqlstate", None) == UNAVAILABLE_SQLSTATE
-        and _UNAVAILABLE_TEXT in str(e).lower()
-        for e in chain
-    )
-
-
-def occ_details(exc: BaseException) -> tuple[str | None, str | None]:
-    """Return (SQLSTATE, OC code) of the conflict inside `exc`, if any."""
-    sqlstate = code = None
-    for e in _chain(exc):
-        if sqlstate is None and getattr(e, "sqlstate", None) == OCC_SQLSTATE:
-            sqlstate = OCC_SQLSTATE
-        code = code or _own_occ_code(e)
-    return sqlstate, code
-
-
-class _TestingState:
-    def __init__(self) -> None:
-        self.enabled = False
-        self.lock = threading.Lock()
-
-
-_testing = _TestingState()
-
-
-def is_retry_testing() -> bool:
-    """Tell whether `retry_testing` has turned backoff sleeps off."""
-    return _testing.enabled
-
-
-class retry_testing:
-    """Turn backoff sleeps off (or on again) for a test suite.
-
-    Delays are still computed, logged and passed to `on_retry`; only the
-    sleep is skipped, for every thread. Call it once (``retry_testing()`` in
-    a conftest or fixture) or use it as a context manager, which restores the
-    previous setting on exit::
-
-        with dsql.retry_testing():
-            run_the_code_under_test()
-    """
-
-    def __init__(self, enabled: bool = True) -> None:
-        with _testing.lock:
-            self._previous = _testing.enabled
-            _testing.enabled = bool(enabled)
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_val: BaseException | None,
-        exc_tb: TracebackType | None,
-    ) -> None:
-        with _testing.lock:
-            _testing.enabled = self._previous

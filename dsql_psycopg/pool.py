@@ -17,7 +17,7 @@ from .errors import ConfigurationError
 if TYPE_CHECKING:
     import boto3
 
-    from ._config import TokenProvider
+    from .typing import TokenProvider
 
 __all__ = ["DEFAULT_MAX_LIFETIME", "create_pool"]
 

@@ -51,25 +51,17 @@ import psycopg_pool
 from psycopg.pq import TransactionStatus
 from typing_extensions import ParamSpec, Unpack
 
+from ._detect import is_occ_error, is_server_unavailable, occ_details
 from ._liveness import connection_lost
-from ._retry_policy import (
-    RetryEvent,
-    RetryOptions,
-    RetryPolicy,
-    RetryReason,
-    is_occ_error,
-    is_retry_testing,
-    is_server_unavailable,
-    occ_details,
-    resolve_policy,
-    retry_testing,
-)
+from ._retry_policy import RetryPolicy, resolve_policy
+from ._retry_testing import is_retry_testing, retry_testing
 from .errors import (
     CommitOutcomeUnknown,
     ConfigurationError,
     DsqlError,
     OCCRetryExhausted,
 )
+from .typing import RetryEvent, RetryOptions, RetryReason
 
 __all__ = [
     "RetryEvent",
@@ -562,11 +554,26 @@ def transaction(
     Entered directly, ``with dsql.transaction(pool) as conn:`` is exactly one
     attempt: errors propagate, for an enclosing retrying scope to handle.
 
-    The body must be safe to run again. Policy fields (`RetryPolicy`) may be
-    given as keywords, on top of `policy`. `idempotent`: also re-run when the
-    connection broke while COMMIT was in flight. Inside an enclosing
-    transaction on the same pool or connection, this one joins it (DSQL has no
-    savepoints) and does not retry on its own.
+    The body must be safe to run again. Inside an enclosing transaction on the
+    same pool or connection, this one joins it (DSQL has no savepoints) and
+    does not retry on its own.
+
+    Args:
+        source: The pool each attempt checks a connection out of, or the one
+            connection every attempt runs on.
+        policy: How to retry; the default `RetryPolicy` if None.
+        idempotent: Also re-run when the connection broke while COMMIT was in
+            flight (the transaction may have committed: running it twice must
+            be harmless).
+        **options: `RetryPolicy` fields (`RetryOptions`), applied on top of
+            `policy`.
+
+    Returns:
+        An iterable of `TransactionAttempt`, also usable as one ``with`` block.
+
+    Raises:
+        ConfigurationError: `source` is no pool or connection, or an option is
+            invalid.
     """
     _check_source(source)
     return RetryingTransaction(source, resolve_policy(policy, options), idempotent)
@@ -620,9 +627,21 @@ def retry_on_occ(
     transaction each time it runs (``dsql.transaction(pool)``,
     ``pool.connection()``...), so that the server's rollback undid everything
     the failed run did. Only conflicts are retried, plus lost connections that
-    an inner `transaction()` saw before COMMIT; with ``idempotent=True`` also
-    `CommitOutcomeUnknown` and other lost connections. Called inside another
-    retrying scope, it runs once and leaves retrying to that scope.
+    an inner `transaction()` saw before COMMIT. Called inside another retrying
+    scope, it runs once and leaves retrying to that scope.
+
+    Args:
+        func: The function, when used bare.
+        policy: How to retry; the default `RetryPolicy` if None.
+        idempotent: Also re-run on `CommitOutcomeUnknown` and on any lost
+            connection.
+        **options: `RetryPolicy` fields (`RetryOptions`), applied on top of
+            `policy`.
+
+    Returns:
+        The wrapped function, or (with keywords) a decorator that wraps one.
+        The wrapped function raises `OCCRetryExhausted` when no attempt is
+        left.
     """
     resolved = resolve_policy(policy, options)
 
@@ -649,9 +668,24 @@ def run_transaction(
     """Return ``fn(conn, *args, **kwargs)`` run in a transaction, retried on conflict.
 
     `fn` runs inside ``for attempt in transaction(source): with attempt as
-    conn:``, so it may run several times. Keywords naming `RetryPolicy`
-    fields, ``policy`` and ``idempotent`` configure the retries and are not
-    passed to `fn` (bind those with `functools.partial` if `fn` needs them).
+    conn:``, so it may run several times.
+
+    Args:
+        source: A pool or a connection, as for `transaction`.
+        fn: The body; it gets the attempt's connection first.
+        *args: Passed to `fn` after the connection.
+        **kwargs: Passed to `fn`, except ``policy``, ``idempotent`` and the
+            `RetryPolicy` fields, which configure the retries as in
+            `transaction` (bind those with `functools.partial` if `fn` needs
+            them).
+
+    Returns:
+        What the run of `fn` that committed returned.
+
+    Raises:
+        OCCRetryExhausted: Every attempt the policy allows failed.
+        CommitOutcomeUnknown: The connection broke while COMMIT was in flight
+            (and `idempotent` was not set).
     """
     policy: RetryPolicy | None = kwargs.pop("policy", None)
     idempotent = bool(kwargs.pop("idempotent", False))

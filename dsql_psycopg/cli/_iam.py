@@ -21,11 +21,7 @@ from dsql_psycopg.errors import DsqlError
 
 from ._steps import Outcome, State, StepFailed
 
-_NO_CREDENTIALS_HINT = (
-    "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN for"
-    " temporary keys), or name a profile with AWS_PROFILE or --profile (run"
-    " 'aws sso login' first for an SSO profile)"
-)
+_NO_CREDENTIALS_HINT = auth.credentials_hint("--profile")
 
 
 def credentials(state: State) -> Outcome:

@@ -6,8 +6,7 @@ import argparse
 
 from dsql_psycopg import _config as config
 from dsql_psycopg._config import DsqlParams
-
-_URL_PREFIXES = ("postgresql://", "postgres://")
+from dsql_psycopg._naming import URL_PREFIXES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def conninfo(target: str) -> str:
     """Return `!target` as a conninfo string: a bare host becomes ``host=...``."""
     target = target.strip()
-    if target.startswith(_URL_PREFIXES) or "=" in target:
+    if target.startswith(URL_PREFIXES) or "=" in target:
         return target
     return f"host={target}" if target else ""
 

@@ -1,8 +1,9 @@
-"""OCC retries against DSQL Local, through our connector and pool."""
+"""The retry loop: on plain functions and by hand, then against DSQL Local."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -14,8 +15,14 @@ import pytest
 from psycopg import errors as pge
 
 import dsql_psycopg as dsql
+import dsql_psycopg.retry as retry
 from dsql_local import DsqlLocal
-from dsql_psycopg.errors import CommitOutcomeUnknown, DsqlError, OCCRetryExhausted
+from dsql_psycopg.errors import (
+    CommitOutcomeUnknown,
+    ConfigurationError,
+    DsqlError,
+    OCCRetryExhausted,
+)
 from dsql_psycopg.pool import create_pool
 from dsql_psycopg.retry import (
     Phase,
@@ -29,6 +36,9 @@ from dsql_psycopg.retry import (
 )
 
 Conn = dsql.DsqlConnection[Any]
+
+OC000 = "change conflicts with another transaction, please retry: (OC000)"
+OC001 = "schema has been updated by another transaction, please retry: (OC001)"
 
 
 @pytest.fixture
@@ -65,6 +75,222 @@ def pool(local: DsqlLocal) -> Iterator[Any]:
 def no_sleep() -> Iterator[None]:
     with retry_testing():
         yield
+
+
+# -- the loop, on plain functions (no server) ----------------------------------
+
+
+class Flaky:
+    """Fails with the given errors, one per call, then returns the call count."""
+
+    def __init__(self, *errors: BaseException) -> None:
+        self.errors = list(errors)
+        self.calls = 0
+
+    def __call__(self) -> int:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return self.calls
+
+
+def test_decorator_retries_conflicts_and_reports_each_retry(no_sleep, caplog):
+    events: list[RetryEvent] = []
+    flaky = Flaky(pge.SerializationFailure(OC000), psycopg.OperationalError(OC001))
+    policy = RetryPolicy(
+        max_attempts=10, base_delay=0.5, max_delay=5.0, jitter=0, on_retry=events.append
+    )
+    caplog.set_level(logging.DEBUG, logger="dsql_psycopg.retry")
+
+    assert retry_on_occ(policy=policy)(flaky)() == 3
+    assert flaky.calls == 3
+    assert [(e.attempt, e.delay, e.reason, e.sqlstate, e.code) for e in events] == [
+        (1, 0.5, "conflict", "40001", "OC000"),
+        (2, 1.0, "conflict", None, "OC001"),
+    ]
+    assert all(e.elapsed >= 0 for e in events)
+    lines = [r.getMessage() for r in caplog.records if r.name == "dsql_psycopg.retry"]
+    assert len(lines) == 2
+    assert "attempt 1 of 10 failed" in lines[0]
+    assert "OC000" in lines[0]
+    assert "retrying in 0.500 s" in lines[0]
+    # Codes only: the server's text (which might quote data) stays out.
+    assert "conflicts with another" not in " ".join(lines)
+
+
+def test_bare_decorator_and_wraps():
+    @retry_on_occ
+    def add(a: int, b: int) -> int:
+        """Add."""
+        return a + b
+
+    assert add(2, 3) == 5
+    assert add.__name__ == "add"
+    assert add.__doc__ == "Add."
+
+
+def test_exhaustion_carries_attempts_and_last_error(no_sleep):
+    errors = [pge.SerializationFailure(OC000) for _ in range(4)]
+    flaky = Flaky(*errors)
+    with pytest.raises(OCCRetryExhausted) as info:
+        retry_on_occ(max_attempts=3)(flaky)()
+    assert flaky.calls == 3
+    assert info.value.attempts == 3
+    assert info.value.__cause__ is errors[2]
+    assert "after 3 attempt(s)" in str(info.value)
+    assert "max_attempts=3" in str(info.value)
+    assert "OC000" in str(info.value)
+    assert is_occ_error(info.value)
+
+
+def test_time_budget_stops_before_a_wait_that_would_overrun_it(no_sleep):
+    flaky = Flaky(*(pge.SerializationFailure(OC000) for _ in range(5)))
+    decorated = retry_on_occ(base_delay=0.2, max_delay=2.0, jitter=0, timeout=0.5)(
+        flaky
+    )
+    with pytest.raises(OCCRetryExhausted, match=r"0\.5 s time limit") as info:
+        decorated()
+    # Waits of 0.2 and 0.4 s: the second would end past the 0.5 s budget.
+    assert flaky.calls == 2
+    assert info.value.attempts == 2
+
+
+def test_non_occ_error_runs_once_and_propagates_unchanged():
+    boom = pge.UniqueViolation("duplicate key")
+    flaky = Flaky(boom)
+    with pytest.raises(pge.UniqueViolation) as info:
+        retry_on_occ(flaky)()
+    assert info.value is boom
+    assert flaky.calls == 1
+
+
+def test_keyboard_interrupt_is_not_retried():
+    flaky = Flaky(KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        retry_on_occ(flaky)()
+    assert flaky.calls == 1
+
+
+def test_connection_loss_is_retried_only_when_idempotent(no_sleep):
+    lost = psycopg.OperationalError("server closed the connection unexpectedly")
+    flaky = Flaky(lost)
+    with pytest.raises(psycopg.OperationalError) as info:
+        retry_on_occ(flaky)()
+    assert info.value is lost
+    assert flaky.calls == 1
+
+    flaky = Flaky(psycopg.OperationalError("server closed the connection unexpectedly"))
+    assert retry_on_occ(idempotent=True)(flaky)() == 2
+
+
+def test_nested_retrying_scopes_leave_retries_to_the_outermost(no_sleep):
+    inner = Flaky(pge.SerializationFailure(OC000), pge.SerializationFailure(OC000))
+    outer_calls = 0
+
+    @retry_on_occ(max_attempts=5)
+    def outer() -> int:
+        nonlocal outer_calls
+        outer_calls += 1
+        return retry_on_occ(max_attempts=5)(inner)()
+
+    assert outer() == 3
+    # The inner decorator ran once per outer run: retries did not multiply.
+    assert outer_calls == 3
+    assert inner.calls == 3
+
+
+def test_hook_errors_propagate(no_sleep):
+    def hook(event: RetryEvent) -> None:
+        raise LookupError("hook failed")
+
+    flaky = Flaky(pge.SerializationFailure(OC000))
+    with pytest.raises(LookupError, match="hook failed"):
+        retry_on_occ(on_retry=hook)(flaky)()
+
+
+def test_policy_argument_is_checked():
+    with pytest.raises(ConfigurationError, match="policy must be a RetryPolicy"):
+        retry_on_occ(policy={"max_attempts": 3})  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="ConnectionPool or a psycopg"):
+        retry.transaction("host=localhost")  # type: ignore[call-overload]
+
+
+# -- the state machine, driven by hand (no server) ------------------------------
+
+
+def machine(**options: object) -> retry._Retrying:
+    policy = RetryPolicy(jitter=0, **options)  # type: ignore[arg-type]
+    return retry._Retrying(policy, idempotent=False, single=False)
+
+
+def test_phases_of_a_retried_then_committed_unit_of_work(no_sleep):
+    m = machine(max_attempts=3)
+    assert m.phase is Phase.READY
+    assert m.next_attempt()
+    assert (m.phase, m.attempts) == (Phase.BEFORE_ATTEMPT, 1)
+    m.enter_body()
+    assert m.phase is Phase.IN_BODY
+    m.begin_commit()
+    assert m.phase is Phase.COMMITTING
+    assert m.settle(pge.SerializationFailure(OC000), "conflict")
+    assert m.phase is Phase.RETRY_DUE
+    assert m.next_attempt()
+    assert (m.phase, m.attempts) == (Phase.BEFORE_ATTEMPT, 2)
+    m.enter_body()
+    assert not m.settle(None, None)
+    assert m.phase is Phase.DONE
+    assert not m.next_attempt()
+    assert m.attempts == 2
+
+
+def test_settle_runs_once_per_attempt(no_sleep):
+    m = machine()
+    m.next_attempt()
+    m.enter_body()
+    m.begin_commit()
+    m.settle(pge.SerializationFailure(OC000), "conflict")
+    with pytest.raises(AssertionError, match="retry due"):
+        m.settle(None, None)
+
+
+def test_no_new_attempt_while_one_runs():
+    m = machine()
+    m.next_attempt()
+    m.enter_body()
+    with pytest.raises(DsqlError, match="leave the `with attempt` block"):
+        m.next_attempt()
+    assert m.phase is Phase.IN_BODY
+
+
+def test_exhaustion_ends_the_machine(no_sleep):
+    m = machine(max_attempts=1)
+    m.next_attempt()
+    m.enter_body()
+    conflict = pge.SerializationFailure(OC000)
+    assert m.settle(conflict, "conflict")
+    with pytest.raises(OCCRetryExhausted) as info:
+        m.next_attempt()
+    assert info.value.__cause__ is conflict
+    assert m.phase is Phase.DONE
+    assert not m.next_attempt()
+
+
+def test_an_inner_scope_hands_a_safe_error_to_the_outermost(no_sleep):
+    outer = machine()
+    outer.next_attempt()
+    token = retry._current.set(retry._Scope(owner=outer))
+    try:
+        inner = machine()
+    finally:
+        retry._current.reset(token)
+    assert not inner.retrying
+    assert inner.owner is outer
+    inner.next_attempt()
+    inner.enter_body()
+    lost = psycopg.OperationalError("server closed the connection unexpectedly")
+    assert not inner.settle(lost, "connection_lost")  # not retried here...
+    assert inner.phase is Phase.DONE
+    assert outer.classify(lost) == "connection_lost"  # ...but by the outer scope
 
 
 # -- the article's Verification 2 ---------------------------------------------

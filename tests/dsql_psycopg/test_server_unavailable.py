@@ -12,7 +12,7 @@ import pytest
 
 import dsql_psycopg as dsql
 from dsql_local import DsqlLocal
-from dsql_psycopg._retry_policy import is_server_unavailable
+from dsql_psycopg._detect import is_server_unavailable
 from dsql_psycopg.connection import DsqlConnection
 
 _ids = itertools.count(1)

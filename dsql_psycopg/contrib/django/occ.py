@@ -10,8 +10,8 @@ from django.db import DEFAULT_DB_ALIAS, transaction
 from django.db.transaction import TransactionManagementError
 from typing_extensions import ParamSpec, Unpack
 
-from dsql_psycopg._retry_policy import RetryOptions, RetryPolicy
 from dsql_psycopg.retry import retry_on_occ
+from dsql_psycopg.typing import RetryOptions, RetryPolicy
 
 P = ParamSpec("P")
 R = TypeVar("R")
