@@ -1,4 +1,4 @@
-"""Development tasks: tests, lint, typecheck, demo, bench and docs."""
+"""Development tasks: tests, unit, lint, typecheck, demo, bench and docs."""
 
 from __future__ import annotations
 
@@ -26,6 +26,19 @@ def tests(session: nox.Session) -> None:
     """Run the test suite against DSQL Local."""
     install(session, "test", extras="local,pgserver,django,sqlalchemy")
     session.run("pytest", *session.posargs, env={"AWS_EC2_METADATA_DISABLED": "true"})
+
+
+@nox.session
+def unit(session: nox.Session) -> None:
+    """Run every test that needs no PostgreSQL (tests/README.md), in seconds."""
+    install(session, "test", extras="local,django,sqlalchemy")
+    session.run(
+        "pytest",
+        "-m",
+        "not backend",
+        *session.posargs,
+        env={"AWS_EC2_METADATA_DISABLED": "true"},
+    )
 
 
 # Django 5.2 LTS and the current 6.x (which needs Python >= 3.12). A Python
