@@ -26,10 +26,10 @@ import shutil
 import string
 import tempfile
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import psycopg
@@ -40,13 +40,15 @@ from dsql_psycopg._naming import CLUSTER_ID, REGION, endpoint_host
 from . import _defaults as defaults
 from . import _signals
 from ._backend import SUPERUSER, Backend
-from ._certs import make_certificates
 from ._endpoint import Endpoint
 from ._errors import DsqlLocalError
 from ._faults import ConnectRefusal
 from ._policy import Refusal, Session, StatementPolicy
 from ._relay import BOOTSTRAP_SQL, CONFLICT_MESSAGES
 from ._sigv4 import TokenVerifier
+
+if TYPE_CHECKING:
+    from ._certs import CertFiles
 
 __all__ = ["DsqlLocal", "DsqlLocalError", "Refusal", "Session", "StatementPolicy"]
 
@@ -57,6 +59,20 @@ _ID_ALPHABET = string.ascii_lowercase + string.digits
 
 def _new_cluster_id() -> str:
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(26))
+
+
+def _certificate_maker() -> Callable[[Path, str], CertFiles]:
+    """Import the certificate maker, which needs the [local] extra."""
+    # Imported late: the pytest plugin imports this package in every test
+    # session, and the base install has no cryptography.
+    try:
+        from ._certs import make_certificates  # noqa: PLC0415
+    except ModuleNotFoundError as exc:
+        raise DsqlLocalError(
+            f"DSQL Local needs the [local] extra ({exc}): pip install"
+            " 'dsql-psycopg[local]'"
+        ) from exc
+    return make_certificates
 
 
 def _load_policy(strict: bool) -> StatementPolicy | None:
@@ -174,6 +190,7 @@ class DsqlLocal:
             policy = self._policy
             if policy is None:
                 policy = _load_policy(self.strict)
+            make_certificates = _certificate_maker()
             try:
                 self._tmp = Path(tempfile.mkdtemp(prefix="dsql-local-certs-"))
                 certs = make_certificates(self._tmp, self.region)

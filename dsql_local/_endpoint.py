@@ -16,15 +16,19 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import _protocol as pq
-from ._certs import CertFiles
 from ._faults import Faults
 from ._policy import Session, StatementPolicy
 from ._pump import close_tls
 from ._relay import Relay
 from ._schema import SchemaClock
 from ._sigv4 import TokenError, TokenVerifier
+
+if TYPE_CHECKING:
+    # Only a type: the certificates (and cryptography) come with the [local] extra.
+    from ._certs import CertFiles
 
 logger = logging.getLogger("dsql_local")
 
