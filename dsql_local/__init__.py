@@ -92,27 +92,38 @@ def _load_policy(strict: bool) -> StatementPolicy | None:
 class DsqlLocal:
     """A local endpoint that stands in for an Aurora DSQL cluster.
 
-    ``credentials`` maps access key ids to secret access keys the endpoint
-    accepts tokens from; by default, the key pair in ``AWS_ACCESS_KEY_ID`` /
-    ``AWS_SECRET_ACCESS_KEY`` when started. ``strict`` refuses statements DSQL
-    does not support (when the strict-mode policy is installed); with
-    ``strict=False`` nothing is refused, but DSQL's own syntax still works
-    (``CREATE [UNIQUE] INDEX ASYNC``, ``sys.jobs``, ``CALL
-    sys.wait_for_job``). ``latency``
-    (seconds) is added to every client round trip; it can be changed at run
-    time. Use it as a context manager, or call ``start()`` and ``stop()``.
+    Use it as a context manager, or call ``start()`` and ``stop()``.
 
-    Also: ``port`` (0: any free port), ``cluster_id`` (26 characters of
-    ``[a-z0-9]``, random by default), ``policy`` (a `StatementPolicy` used
-    instead of strict mode's), ``pg_bindir`` (where initdb and postgres are;
-    found on PATH, through pg_config or in /usr/lib/postgresql by default),
-    ``clock_skew`` (seconds a token's times may be off),
-    ``schema_conflicts`` (as in DSQL, a transaction that began before another
-    one committed DDL fails with 40001 ``(OC001)`` at its next statement), and
-    DSQL's connection limits: ``max_connections`` open at once (SQLSTATE
-    53300 past it; the private PostgreSQL allows 300, whichever is lower
-    applies), ``connection_rate`` new connections per second on average with
-    bursts of ``connection_burst`` (53400 past it; ``None`` turns it off).
+    Args:
+        region: The AWS region it pretends to be in (``us-east-1`` form).
+        max_connection_age: Seconds before a connection is closed, as DSQL
+            does after an hour.
+        strict: Refuse statements DSQL does not support (when the strict-mode
+            policy is installed). With False nothing is refused, but DSQL's
+            own syntax still works (``CREATE [UNIQUE] INDEX ASYNC``,
+            ``sys.jobs``, ``CALL sys.wait_for_job``).
+        latency: Seconds added to every client round trip; can be changed at
+            run time.
+        credentials: Access key ids mapped to the secret access keys whose
+            tokens are accepted; by default, the key pair in
+            ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` when started.
+        port: TCP port on 127.0.0.1 (0: any free port).
+        cluster_id: 26 characters of ``[a-z0-9]``; random by default.
+        policy: A `StatementPolicy` used instead of strict mode's.
+        pg_bindir: Where initdb and postgres are; found on PATH, through
+            pg_config or in /usr/lib/postgresql by default.
+        clock_skew: Seconds a token's times may be off.
+        schema_conflicts: As in DSQL, a transaction that began before another
+            one committed DDL fails with 40001 ``(OC001)`` at its next
+            statement.
+        max_connections: Connections open at once (SQLSTATE 53300 past it;
+            the private PostgreSQL allows 300, whichever is lower applies).
+        connection_rate: New connections per second on average (53400 past
+            it; None turns the limit off).
+        connection_burst: New connections allowed in one burst.
+
+    Raises:
+        DsqlLocalError: A value is out of range.
     """
 
     def __init__(

@@ -109,11 +109,23 @@ def connect(
 ) -> DsqlConnection[Any]:
     """Connect to Aurora DSQL; see `DsqlConnection`.
 
-    `!conninfo` is a ``postgresql://`` URL or ``key=value`` string; keyword
-    arguments override it. Examples::
+    Examples::
 
         connect("postgresql://admin@<id>.dsql.us-east-1.on.aws/postgres")
         connect(cluster_id="<id>", region="us-east-1", autocommit=True)
+
+    Args:
+        conninfo: A ``postgresql://`` URL or a ``key=value`` string.
+        row_factory: As in `psycopg.connect`.
+        **kwargs: Override `conninfo`: psycopg's and libpq's keywords, and the
+            DSQL options ``region``, ``cluster_id``, ``profile``,
+            ``token_duration`` (seconds), ``session`` (a `boto3.Session`) and
+            ``token_provider`` (a `TokenProvider`).
+
+    Raises:
+        ConfigurationError: The parameters are invalid (nothing was sent).
+        CredentialsError: No AWS credentials could sign the token.
+        AuthenticationError: The server refused the token.
     """
     if row_factory is not None:
         kwargs["row_factory"] = row_factory

@@ -118,6 +118,24 @@ def create_pool(
     - the pool opens at once (``open=True``); ``with create_pool(...) as
       pool:`` also works and closes it on exit; ``open=False`` defers to
       ``pool.open()``.
+
+    Args:
+        conninfo: A ``postgresql://`` URL or a ``key=value`` string.
+        kwargs: Connection keywords, or a callable returning them before each
+            connection.
+        open: Open the pool now.
+        max_lifetime: Seconds a connection is kept (at most 55 minutes).
+        check: Called with a connection before it is handed out.
+        region: The AWS region, if the host does not name one.
+        cluster_id: The cluster id, with `region`, instead of a host.
+        profile: The AWS profile that signs the tokens.
+        token_duration: Seconds each token stays valid.
+        session: A `boto3.Session` that signs the tokens.
+        token_provider: A `TokenProvider` that makes the tokens instead.
+        **pool_kwargs: Passed to `psycopg_pool.ConnectionPool`.
+
+    Raises:
+        ConfigurationError: The parameters are invalid.
     """
     if (
         isinstance(max_lifetime, bool)

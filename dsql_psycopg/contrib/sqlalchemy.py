@@ -98,14 +98,20 @@ def create_engine(
 ) -> sa_engine.Engine:
     """Create a SQLAlchemy `Engine` for Aurora DSQL.
 
-    `url` is a ``postgresql://`` (or ``postgresql+psycopg://``) URL; DSQL
-    options (``region``, ``profile``, ``token_duration``) and libpq ones
-    (``hostaddr``, ``sslrootcert``...) may go in its query, Python objects
-    (``session``, ``token_provider``) in ``connect_args``. `pool_recycle`
-    (seconds) defaults to 50 minutes and may not exceed 55: DSQL closes
-    connections at 60. `pool_pre_ping` tests a connection before each
-    checkout (one round trip). Other keywords go to
-    `sqlalchemy.create_engine`.
+    Args:
+        url: A ``postgresql://`` (or ``postgresql+psycopg://``) URL; DSQL
+            options (``region``, ``profile``, ``token_duration``) and libpq
+            ones (``hostaddr``, ``sslrootcert``...) may go in its query.
+        pool_recycle: Seconds a connection is kept; 50 minutes by default, at
+            most 55: DSQL closes connections at 60.
+        pool_pre_ping: Test a connection before each checkout (one round
+            trip).
+        **kwargs: Passed to `sqlalchemy.create_engine`; Python objects
+            (``session``, ``token_provider``) go in ``connect_args``.
+
+    Raises:
+        ConfigurationError: The URL names another driver, or `pool_recycle`
+            is out of range.
     """
     parsed = make_url(url)
     if parsed.drivername not in _ACCEPTED_DRIVERS | {f"postgresql+{DRIVER}"}:

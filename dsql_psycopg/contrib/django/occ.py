@@ -48,6 +48,16 @@ def retry_atomic(
     inside ``atomic()`` it raises `TransactionManagementError`, since only
     the outer block could be retried. With ``ATOMIC_REQUESTS``, mark such
     views ``@transaction.non_atomic_requests`` (above this decorator).
+
+    Args:
+        func: The function, when used bare.
+        using: The database alias; ``default`` if None.
+        policy: How to retry; the default `RetryPolicy` if None.
+        **options: `RetryPolicy` fields (`RetryOptions`), applied on top of
+            `policy`.
+
+    Returns:
+        The wrapped function, or (with keywords) a decorator that wraps one.
     """
     alias = using or DEFAULT_DB_ALIAS
 
