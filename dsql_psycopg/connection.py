@@ -119,13 +119,16 @@ def connect(
         row_factory: As in `psycopg.connect`.
         **kwargs: Override `conninfo`: psycopg's and libpq's keywords, and the
             DSQL options ``region``, ``cluster_id``, ``profile``,
-            ``token_duration`` (seconds), ``session`` (a `boto3.Session`) and
-            ``token_provider`` (a `TokenProvider`).
+            ``token_duration`` (seconds), ``connect_retry`` (seconds to keep
+            retrying a connect refused for a transient reason; 0 or ``off``:
+            never), ``session`` (a `boto3.Session`) and ``token_provider`` (a
+            `TokenProvider`).
 
     Raises:
         ConfigurationError: The parameters are invalid (nothing was sent).
         CredentialsError: No AWS credentials could sign the token.
         AuthenticationError: The server refused the token.
+        ConnectRetryExhausted: Transient refusals outlasted ``connect_retry``.
     """
     if row_factory is not None:
         kwargs["row_factory"] = row_factory

@@ -130,6 +130,8 @@ def create_pool(
         cluster_id: The cluster id, with `region`, instead of a host.
         profile: The AWS profile that signs the tokens.
         token_duration: Seconds each token stays valid.
+        connect_retry: Seconds to keep retrying a connect refused for a
+            transient reason (0 or ``off``: never).
         session: A `boto3.Session` that signs the tokens.
         token_provider: A `TokenProvider` that makes the tokens instead.
         **pool_kwargs: Passed to `psycopg_pool.ConnectionPool`.
