@@ -83,6 +83,15 @@ def django_suite(session: nox.Session) -> None:
 
 
 @nox.session
+def conformance(session: nox.Session) -> None:
+    """Replay a real DSQL cluster's recorded answers; print what differs."""
+    install(session, "test")
+    session.run(
+        "python", "-m", "tests.conformance", env={"AWS_EC2_METADATA_DISABLED": "true"}
+    )
+
+
+@nox.session
 def lint(session: nox.Session) -> None:
     """Check style and formatting with ruff."""
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
