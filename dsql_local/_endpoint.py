@@ -367,6 +367,9 @@ class Endpoint:
                 f'IAM authentication failed for user "{user}": {exc.reason}',
             ) from None
 
+        refusal = self.policy.check_startup(params) if self.policy else None
+        if refusal is not None:
+            raise self._fatal(client, refusal.sqlstate, refusal.message)
         backend = self._connect_backend(client, params, version)
         session = Session(user=user)
         return Relay(self, client, backend, session, accepted + self.max_connection_age)

@@ -7,7 +7,7 @@ transaction state afterwards is exactly what a server-side error leaves.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -36,6 +36,10 @@ class Session:
     """Set by check_statement to ask that the statement, sent outside a
     transaction, run in a hidden transaction of its own, so that check_commit
     judges it before it commits. Reset before each check."""
+    command_tags: tuple[str | None, ...] = ()
+    """Set by check_statement when it rewrites a statement into one with
+    another command tag: for each statement of the text, the tag the client
+    is to see (None: the backend's own). Reset before each check."""
 
 
 class StatementPolicy(Protocol):
@@ -44,6 +48,10 @@ class StatementPolicy(Protocol):
     @property
     def bootstrap_sql(self) -> Sequence[str]:
         """SQL run once on the backend as admin after it is created."""
+        ...
+
+    def check_startup(self, parameters: Mapping[str, str]) -> Refusal | None:
+        """Return a Refusal to fail a connection (FATAL) for its startup parameters."""
         ...
 
     def check_statement(self, sql: str, session: Session) -> Refusal | str | None:

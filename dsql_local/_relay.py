@@ -16,6 +16,9 @@ looked at, and the few messages DSQL Local acts on are decoded:
   CopyDone or CopyFail);
 - backend ErrorResponse: PostgreSQL's serialization and lock-timeout errors
   become DSQL's 40001 ``(OC000)``; refusals lose their PL/pgSQL context;
+- backend CommandComplete of a statement the policy rewrote into one with
+  another tag (``CREATE INDEX ASYNC`` runs as a SELECT): the tag DSQL gives
+  (`Session.command_tags`);
 - backend ReadyForQuery/CommandComplete: the session state the policy sees;
   an injected commit drop closes the client connection at COMMIT's
   CommandComplete, after the backend has committed, and an injected
@@ -155,10 +158,13 @@ class Relay(Pump):
         # Prepared (named) statements: name -> (SQL, not run yet, to wrap in
         # a hidden transaction); and
         # the ParseCompletes to hide: {unit: {index of an added Parse}}.
-        self._statements: dict[str, tuple[str, bool, bool]] = {}
+        self._statements: dict[str, tuple[str, bool, bool, tuple[str | None, ...]]] = {}
         self._parses_sent = 0
         self._parses_done = 0
         self._hidden_parses: dict[int, set[int]] = {}
+        # The command tags DSQL gives for rewritten statements, per unit, in
+        # the order of the unit's CommandCompletes (None: the backend's own).
+        self._tags: dict[int, list[str | None]] = {}
 
     # -- client -> backend -------------------------------------------------
 
@@ -259,6 +265,7 @@ class Relay(Pump):
         verdict = self._check(sql)
         if isinstance(verdict, Refusal):
             return pq.query(refusal_sql(verdict))
+        self._note_tags(self._units_sent, self.session.command_tags)
         if self._may_wrap(self.session.run_in_transaction, self._units_sent - 1):
             # The hidden BEGIN takes the client's unit; the query the next.
             self._add_action(self._units_sent, _SWALLOW | _HIDE_READY)
@@ -344,6 +351,7 @@ class Relay(Pump):
         if isinstance(verdict, Refusal):
             self._pieces.clear()
             return pq.query(refusal_sql(verdict))
+        self._note_tags(unit, self.session.command_tags)
         if self._pieces:
             self._add_action(unit, _NEXT_PIECE)
         return pq.query(piece.sql if verdict is None else verdict)
@@ -378,7 +386,13 @@ class Relay(Pump):
         if self._policy is None:
             return None
         self.session.run_in_transaction = False
+        self.session.command_tags = ()
         return self._policy.check_statement(sql, self.session)
+
+    def _note_tags(self, unit: int, tags: tuple[str | None, ...]) -> None:
+        """Remember the command tags DSQL gives for a statement of `unit`."""
+        if tags or unit in self._tags:
+            self._tags.setdefault(unit, []).extend(tags or (None,))
 
     def _parse_message(self, view: memoryview, pos: int, end: int) -> bytes | None:
         body = bytes(view[pos + 5 : end])
@@ -393,16 +407,17 @@ class Relay(Pump):
         wanted = self._wanted_extended(sql)
         if name:
             # Wrapped, if need be, where it runs: at its Bind.
-            self._statements[name] = (sql, True, wanted)
-        elif (
-            not isinstance(verdict, Refusal)
-            and self._parses_sent == 1
-            and self._may_wrap(wanted, self._units_sent)
-            and _synced_alone(view, end)
-        ):
-            if verdict is None:
-                return self._wrap_extended(bytes(view[pos:end]))
-            return self._wrap_extended(self._parse(name, verdict, body, at, None))
+            self._statements[name] = (sql, True, wanted, self.session.command_tags)
+        elif not isinstance(verdict, Refusal):
+            self._note_tags(self._units_sent + 1, self.session.command_tags)
+            if (
+                self._parses_sent == 1
+                and self._may_wrap(wanted, self._units_sent)
+                and _synced_alone(view, end)
+            ):
+                if verdict is None:
+                    return self._wrap_extended(bytes(view[pos:end]))
+                return self._wrap_extended(self._parse(name, verdict, body, at, None))
         if verdict is None:
             return None
         if isinstance(verdict, Refusal):
@@ -424,7 +439,7 @@ class Relay(Pump):
         known = self._statements.get(statement)
         if known is None:
             return None
-        sql, fresh, wanted = known
+        sql, fresh, wanted, tags = known
         if _COMMIT_RE.match(sql):
             refusal = self._commit_refusal(self._units_sent + 1)
             if refusal is None:
@@ -434,13 +449,14 @@ class Relay(Pump):
         if fresh:
             # Its first run was checked at its Parse, which psycopg sends
             # right before (in the same Sync or the previous one).
-            self._statements[statement] = (sql, False, wanted)
+            self._statements[statement] = (sql, False, wanted, tags)
         else:
             verdict = self._check(sql)
             if isinstance(verdict, Refusal):
                 return self._refuse_bind(portal, verdict)
             # A rewrite cannot apply to a prepared statement: it runs as prepared.
             wanted = self._wanted_extended(sql)
+        self._note_tags(self._units_sent + 1, tags)
         if (
             self._parses_sent == 0
             and self._may_wrap(wanted, self._units_sent)
@@ -575,6 +591,13 @@ class Relay(Pump):
         self, action: int, view: memoryview, pos: int, end: int
     ) -> bytes | None:
         tag, _ = pq.cstring(view, pos + 5)
+        replacement: bytes | None = None
+        tags = self._tags.get(self._units_done + 1)
+        if tags:
+            wanted = tags.pop(0)
+            if wanted is not None:
+                tag = wanted
+                replacement = pq.message(b"C", wanted.encode() + b"\0")
         if action & _DROP_AT_COMMIT and tag == "COMMIT":
             # It committed; the client shall not know.
             self._dropping = True
@@ -588,9 +611,9 @@ class Relay(Pump):
             self._policy.statement_done(tag, self.session)
         if action & _AUTOCOMMIT:
             # Confirmed only once the hidden COMMIT has succeeded.
-            self._held_tag = bytes(view[pos:end])
+            self._held_tag = replacement or bytes(view[pos:end])
             return b""
-        return None
+        return replacement
 
     def _ready_for_query(
         self, unit: int, action: int | None, status: bytes
@@ -600,6 +623,7 @@ class Relay(Pump):
         self._parses_done = 0
         self._copy_in = False  # a failed COPY ends before its data does
         self._hidden_parses.pop(unit, None)
+        self._tags.pop(unit, None)
         failed, self._unit_failed = self._unit_failed, False
         if action is None:
             self._set_status(status)

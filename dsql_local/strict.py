@@ -5,11 +5,13 @@ own syntax: ``CREATE [UNIQUE] INDEX ASYNC``, ``sys.jobs`` and
 ``CALL sys.wait_for_job(id)``, so code written for DSQL runs either way.
 
 `StrictPolicy` is the statement policy DSQL Local's relay consults for every
-statement a client sends. It refuses the PostgreSQL features DSQL lacks
-(foreign keys, temporary tables, triggers, non-SQL functions, TRUNCATE,
-savepoints, ...), enforces DSQL's transaction rules (no DDL with DML, one DDL
-per transaction, 3,000 mutated rows, 300 s) and accepts DSQL's own
-``CREATE [UNIQUE] INDEX ASYNC``, which it runs at once and answers with a job id.
+statement a client sends. It refuses what DSQL refuses, as the table of
+`_strict_rules` says (SQLSTATE and message as DSQL gives them), refuses
+startup parameters DSQL does not let a session set, enforces DSQL's
+transaction rules (no DDL with DML, one DDL per transaction, 3,000 mutated
+rows, 300 s) and accepts DSQL's own ``CREATE [UNIQUE] INDEX ASYNC`` and
+``ALTER TABLE ASYNC ... VALIDATE CONSTRAINT``, which it runs at once and
+answers with a job id.
 
 Statements are read with PostgreSQL's own parser: `pglast` embeds libpg_query,
 the parser source of the PostgreSQL server compiled as a library. Its verdict
@@ -35,11 +37,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from ._errors import DsqlLocalError
 from ._policy import Refusal, Session
-from ._strict_rules import Kind, Statement, analyse
+from ._strict_analysis import Kind, Statement, analyse
+from ._strict_rules import RULES_BY_NAME, settable
 from ._strict_sql import BOOTSTRAP_SQL, SYS_SQL
 
 __all__ = ["LaxPolicy", "StrictPolicy"]
@@ -58,6 +61,54 @@ _ROWS = "strict.rows"
 _COPY_FROM = "strict.copy_from"  # COPY FROM statements awaiting their tag
 
 _MUTATING_TAGS = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE"})
+# Startup parameters that are not settings.
+_NOT_SETTINGS = frozenset({"user", "database", "options", "replication"})
+
+
+def startup_settings(parameters: Mapping[str, str]) -> Iterator[str]:
+    """Name each setting a startup packet sets, ``options`` (-c, --) included."""
+    for key in parameters:
+        if key.startswith("_pq_."):
+            continue  # protocol extensions
+        if key not in _NOT_SETTINGS:
+            yield key
+    words = _split_options(parameters.get("options", ""))
+    for i, word in enumerate(words):
+        if word.startswith("--"):
+            setting = word[2:]
+        elif word.startswith("-c"):
+            setting = word[2:] or (words[i + 1] if i + 1 < len(words) else "")
+        else:
+            continue
+        yield setting.split("=", 1)[0].replace("-", "_")
+
+
+def _split_options(text: str) -> list[str]:
+    """Split ``options`` as PostgreSQL does: at spaces, backslash escaping."""
+    words: list[str] = []
+    word: list[str] = []
+    escaped = False
+    for char in text:
+        if escaped or (char != "\\" and not char.isspace()):
+            word.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif word:
+            words.append("".join(word))
+            word = []
+    if word:
+        words.append("".join(word))
+    return words
+
+
+def check_startup_settings(parameters: Mapping[str, str]) -> Refusal | None:
+    """Refuse a startup packet that sets what DSQL does not let a session set."""
+    rule = RULES_BY_NAME["startup-setting"]
+    for name in startup_settings(parameters):
+        if not settable(name):
+            return Refusal(rule.sqlstate, rule.text(name))
+    return None
 
 
 class StrictPolicy:
@@ -101,6 +152,10 @@ class StrictPolicy:
             f" transaction_row_limit={self.transaction_row_limit!r})"
         )
 
+    def check_startup(self, parameters: Mapping[str, str]) -> Refusal | None:
+        """Refuse settings DSQL does not let a connection make."""
+        return check_startup_settings(parameters)
+
     def check_statement(self, sql: str, session: Session) -> Refusal | str | None:
         """Refuse `sql`, give the SQL to run instead, or let it pass (None)."""
         refusal = self._check_statement(sql, session)
@@ -117,7 +172,7 @@ class StrictPolicy:
         state = session.scratch if explicit else {}
         for statement in analysis.statements:
             if statement.problem is not None:
-                return Refusal(*statement.problem)
+                return Refusal(statement.problem.sqlstate, statement.problem.message)
             if too_old and explicit and statement.kind is not Kind.END:
                 return self._age_refusal
             if statement.copy_from:
@@ -139,6 +194,7 @@ class StrictPolicy:
         if not session.in_transaction:
             # So that the row limit applies to it too.
             session.run_in_transaction = _mutates_alone(analysis.statements)
+        session.command_tags = analysis.command_tags
         return analysis.replacement
 
     def statement_done(self, command_tag: str, session: Session) -> None:
@@ -177,8 +233,9 @@ class StrictPolicy:
 class LaxPolicy:
     """Refuse nothing; accept DSQL's own syntax on top of PostgreSQL's.
 
-    ``CREATE [UNIQUE] INDEX ASYNC`` runs at once and answers a job id, and
-    the ``sys`` schema is there (``sys.jobs``, ``CALL sys.wait_for_job``).
+    ``CREATE [UNIQUE] INDEX ASYNC`` and ``ALTER TABLE ASYNC ... VALIDATE
+    CONSTRAINT`` run at once and answer a job id, and the ``sys`` schema is
+    there (``sys.jobs``, ``CALL sys.wait_for_job``).
     Plain ``CREATE INDEX`` works on any table, and no transaction rule or
     limit applies. What ``DsqlLocal(strict=False)`` uses.
     """
@@ -188,11 +245,19 @@ class LaxPolicy:
     def __repr__(self) -> str:
         return "LaxPolicy()"
 
+    def check_startup(self, parameters: Mapping[str, str]) -> Refusal | None:
+        """Let every connection through."""
+        return None
+
     def check_statement(self, sql: str, session: Session) -> Refusal | str | None:
-        """Give the SQL to run in place of an ASYNC index build; else None."""
-        if "async" not in sql.lower():  # spares nearly every statement a parse
+        """Give the SQL to run in place of DSQL's own syntax; else None."""
+        lowered = sql.lower()
+        # Spares nearly every statement a parse.
+        if "async" not in lowered and "disable_sync_create_index" not in lowered:
             return None
-        return analyse(sql).replacement
+        analysis = analyse(sql, strict=False)
+        session.command_tags = analysis.command_tags
+        return analysis.replacement
 
     def statement_done(self, command_tag: str, session: Session) -> None:
         """Nothing to count."""

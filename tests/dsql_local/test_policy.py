@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -22,6 +22,9 @@ class TinyPolicy:
     def __init__(self) -> None:
         self.seen: list[tuple[str, bool, bool, dict[str, object]]] = []
         self.tags: list[str] = []
+
+    def check_startup(self, parameters: Mapping[str, str]) -> Refusal | None:
+        return None
 
     def check_statement(self, sql: str, session: Session) -> Refusal | str | None:
         self.seen.append(

@@ -151,7 +151,7 @@ def test_multi_statement_query_checked_statement_by_statement(
         fresh_schema(conn, "multi")
         conn.execute("CREATE TABLE m (id int PRIMARY KEY)")
         conn.execute("INSERT INTO m VALUES (1)")
-        with pytest.raises(errors.FeatureNotSupported, match=r"^TRUNCATE not"):
+        with pytest.raises(errors.FeatureNotSupported, match=r"^unsupported statement"):
             conn.execute("INSERT INTO m VALUES (2); TRUNCATE m")
         with pytest.raises(errors.FeatureNotSupported) as caught:
             conn.execute("CREATE TABLE n (id int); INSERT INTO m VALUES (3)")
@@ -191,12 +191,29 @@ def test_parameters_through_the_extended_protocol(
         cur = conn.execute("SELECT name FROM p WHERE id = %s", (2,), prepare=True)
         assert cur.fetchall() == [("b",)]
         conn.execute("UPDATE p SET name = %s WHERE id = %s", ("c", 1), prepare=True)
-        with pytest.raises(errors.FeatureNotSupported, match="advisory lock"):
+        with pytest.raises(errors.FeatureNotSupported, match="pg_advisory_lock"):
             conn.execute("SELECT pg_advisory_lock(%s)", (1,))
         assert conn.execute("SELECT name FROM p ORDER BY id").fetchall() == [
             ("c",),
             ("b",),
         ]
+
+
+def test_foreign_keys_are_enforced(strict_local: DsqlLocal, signer: Any) -> None:
+    with connect(strict_local, signer) as conn:
+        fresh_schema(conn, "fks")
+        conn.execute("CREATE TABLE parent (id bigint PRIMARY KEY)")
+        conn.execute(
+            "CREATE TABLE child (id bigint PRIMARY KEY,"
+            " parent_id bigint REFERENCES parent (id) ON DELETE CASCADE)"
+        )
+        conn.execute("INSERT INTO parent VALUES (1), (2)")
+        conn.execute("INSERT INTO child VALUES (10, 1), (20, 2)")
+        with pytest.raises(errors.ForeignKeyViolation) as caught:
+            conn.execute("INSERT INTO child VALUES (30, 3)")
+        assert caught.value.sqlstate == "23503"
+        conn.execute("DELETE FROM parent WHERE id = 1")
+        assert conn.execute("SELECT id FROM child").fetchall() == [(20,)]
 
 
 @pytest.fixture(params=["strict", "lax"])
@@ -229,7 +246,10 @@ def test_async_index_jobs(either_local: DsqlLocal, signer: Any) -> None:
         ).fetchall()
         assert indexes == [("j_pkey",), ("j_x",)]
         with pytest.raises(errors.UndefinedObject, match="not found"):
-            conn.execute("CALL sys.wait_for_job('nosuchjob')")
+            conn.execute("CALL sys.wait_for_job(%s)", ("a" * 26,))
+        with pytest.raises(errors.InvalidTextRepresentation) as caught:
+            conn.execute("CALL sys.wait_for_job('no-such-job')")
+        assert caught.value.diag.message_primary == "Unable to convert text to UUID"
 
 
 def test_async_index_by_a_plain_role(strict_local: DsqlLocal, signer: Any) -> None:

@@ -1,0 +1,333 @@
+"""Read SQL text statement by statement: DDL or DML, refused or rewritten.
+
+The text is parsed by PostgreSQL's own grammar (libpg_query, through
+``pglast.parser.parse_sql_json``); the JSON tree is walked as plain dicts and
+lists, which costs a fraction of building pglast's Python node objects. Each
+node is judged by the rules of `_strict_rules` for its type, parents before
+children, so a statement's first problem is the one DSQL reports.
+
+DSQL's own syntax is rewritten into SQL the backend runs (`_strict_sql`):
+``CREATE [UNIQUE] INDEX ASYNC`` and ``ALTER TABLE ASYNC ... VALIDATE
+CONSTRAINT`` become calls that answer a job id (the client sees DSQL's
+command tag), ``SET disable_sync_create_index`` sets the backend's own
+stand-in, and ``ALTER TABLE ... DROP COLUMN / DROP CONSTRAINT`` runs through a
+procedure that first refuses what DSQL refuses about primary keys.
+
+Results depend on the text alone, so `analyse` caches them per text.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import json
+from typing import Any, NamedTuple
+
+from pglast import parser
+
+from ._strict_rules import STATEMENT_RULES, SYNC_INDEX_SETTING, Node
+from ._strict_sql import (
+    SYNC_INDEX_GUC,
+    async_index_call,
+    checked_alter_call,
+    literal,
+    validate_constraint_call,
+)
+
+# Texts longer than this are analysed every time rather than kept in the cache.
+CACHE_TEXT_LIMIT = 16_384
+CACHE_SIZE = 4_096
+
+
+class Problem(NamedTuple):
+    """Why DSQL refuses a statement: its SQLSTATE, message and rule."""
+
+    sqlstate: str
+    message: str
+    rule: str
+
+
+class Kind(enum.Enum):
+    """What a statement means to DSQL's transaction rules."""
+
+    BEGIN = "begin"
+    END = "end"  # COMMIT or ROLLBACK
+    DDL = "ddl"
+    DML = "dml"
+    OTHER = "other"
+
+
+class Statement(NamedTuple):
+    """One statement of a query text."""
+
+    kind: Kind
+    problem: Problem | None = None
+    copy_from: bool = False
+
+
+class Analysis(NamedTuple):
+    """Every statement of a query text; the text to run instead, if any.
+
+    ``command_tags`` has, when some statement is rewritten into one whose
+    command tag differs, the tag DSQL gives for each statement (None: the
+    backend's own).
+    """
+
+    statements: tuple[Statement, ...]
+    replacement: str | None = None
+    command_tags: tuple[str | None, ...] = ()
+
+
+_DML = frozenset({"InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"})
+_NEUTRAL = frozenset(
+    {
+        "SelectStmt",
+        "VariableSetStmt",
+        "VariableShowStmt",
+        "ExplainStmt",
+        "PrepareStmt",
+        "ExecuteStmt",
+        "DeallocateStmt",
+        "CallStmt",
+        "DiscardStmt",
+        "CheckPointStmt",
+        "LoadStmt",
+        "FetchStmt",
+        "ClosePortalStmt",
+        "LockStmt",
+        "ConstraintsSetStmt",
+        "VacuumStmt",
+        "ListenStmt",
+        "UnlistenStmt",
+        "NotifyStmt",
+        "DoStmt",
+        "DeclareCursorStmt",
+        "CopyStmt",
+        "TruncateStmt",
+    }
+)
+_TRANSACTION_KINDS = {
+    "TRANS_STMT_BEGIN": Kind.BEGIN,
+    "TRANS_STMT_START": Kind.BEGIN,
+    "TRANS_STMT_COMMIT": Kind.END,
+    "TRANS_STMT_ROLLBACK": Kind.END,
+}
+
+
+def _nodes(tree: Node) -> list[tuple[str, Node]]:
+    """List every typed node of `tree` as (type, fields), parents first.
+
+    Siblings keep their order in the text.
+    """
+    found: list[tuple[str, Node]] = []
+    stack: list[Any] = [tree]
+    push, pop = stack.append, stack.pop
+    while stack:
+        item = pop()
+        if type(item) is list:
+            stack.extend(reversed(item))
+        elif type(item) is dict:
+            if len(item) == 1:
+                ((key, value),) = item.items()
+                if key[0].isupper():
+                    found.append((key, value))
+                push(value)
+            else:
+                stack.extend(reversed(item.values()))
+    return found
+
+
+def _problem(stmt: Node) -> Problem | None:
+    for name, node in _nodes(stmt):
+        for rule in STATEMENT_RULES.get(name, ()):
+            assert rule.match is not None
+            detail = rule.match(node)
+            if detail is not None:
+                return Problem(rule.sqlstate, rule.text(detail), rule.name)
+    return None
+
+
+def _is_explain_analyze(node: Node) -> bool:
+    return any(
+        o.get("DefElem", {}).get("defname") == "analyze"
+        for o in node.get("options", [])
+    )
+
+
+def _kind(stmt: Node) -> Kind:
+    ((top, fields),) = stmt.items()
+    if top == "TransactionStmt":
+        return _TRANSACTION_KINDS.get(fields.get("kind", ""), Kind.OTHER)
+    if top in _DML or (top == "CopyStmt" and fields.get("is_from")):
+        return Kind.DML
+    if top == "PrepareStmt" or (
+        top == "ExplainStmt" and not _is_explain_analyze(fields)
+    ):
+        return Kind.OTHER
+    if top in _NEUTRAL:
+        mutates = any(name in _DML for name, _ in _nodes(stmt))
+        return Kind.DML if mutates else Kind.OTHER
+    return Kind.DDL
+
+
+def _strip_async(sql: str) -> tuple[str, list[int], list[int]]:
+    """Remove the ASYNC of ``CREATE [UNIQUE] INDEX ASYNC``, ``ALTER TABLE ASYNC``.
+
+    Returns the text PostgreSQL can parse, the character offsets in that text
+    where an ASYNC was removed, and those of the USING of a CREATE INDEX
+    (the parse tree cannot tell ``USING btree`` from no USING at all).
+    """
+    lowered = sql.lower()
+    if "async" not in lowered and "using" not in lowered:
+        return sql, [], []
+    try:
+        tokens = parser.scan(sql)
+    except parser.ParseError:
+        return sql, [], []
+    spans: list[tuple[int, int]] = []
+    using: list[int] = []
+    in_index = False  # between CREATE [UNIQUE] INDEX and its "("
+    for i, token in enumerate(tokens):
+        if token.name == "ASCII_40":
+            in_index = False
+        elif token.name == "USING" and in_index:
+            using.append(token.start)
+        elif token.name in ("INDEX", "TABLE") and 0 < i < len(tokens) - 1:
+            before = tokens[i - 1]
+            if token.name == "INDEX" and before.name == "UNIQUE" and i >= 2:
+                before = tokens[i - 2]
+            opener = "CREATE" if token.name == "INDEX" else "ALTER"
+            if before.name != opener:
+                continue
+            in_index = token.name == "INDEX"
+            word = tokens[i + 1]
+            if (
+                word.name == "IDENT"
+                and sql[word.start : word.end + 1].lower() == "async"
+            ):
+                end = word.end + 1
+                while end < len(sql) and sql[end].isspace():
+                    end += 1
+                spans.append((word.start, end))
+    pieces, removed_at, cursor, removed = [], [], 0, 0
+    for start, end in spans:
+        pieces.append(sql[cursor:start])
+        removed_at.append(start - removed)
+        removed += end - start
+        cursor = end
+    pieces.append(sql[cursor:])
+    using_at = [u - sum(e - s for s, e in spans if s < u) for u in using]
+    return "".join(pieces), removed_at, using_at
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _relation(node: Node) -> str:
+    """A RangeVar as a qualified, quoted name."""
+    parts = [node.get("schemaname"), node.get("relname", "")]
+    return ".".join(_quote_ident(p) for p in parts if p)
+
+
+def _set_sync_index(fields: Node) -> str | None:
+    """The stand-in for ``SET disable_sync_create_index``, or None."""
+    if str(fields.get("name", "")).lower() != SYNC_INDEX_SETTING:
+        return None
+    scope = "LOCAL " if fields.get("is_local") else ""
+    kind = fields.get("kind")
+    if kind in ("VAR_RESET", "VAR_SET_DEFAULT"):
+        return f"SET {scope}{SYNC_INDEX_GUC} TO DEFAULT"
+    args = fields.get("args", [])
+    value = ""
+    if args:
+        const = args[0].get("A_Const", {})
+        if "sval" in const:
+            value = const["sval"].get("sval", "")
+        elif "boolval" in const:
+            value = "on" if const["boolval"].get("boolval") else "off"
+        elif "ival" in const:
+            value = str(const["ival"].get("ival", 0))
+    return f"SET {scope}{SYNC_INDEX_GUC} TO {literal(value)}"
+
+
+def _rewrite(stmt: Node, ddl: str, strict: bool) -> tuple[str | None, str | None]:
+    """The SQL to run in place of `stmt` and the command tag DSQL gives.
+
+    Not `strict`: only DSQL's own syntax, which PostgreSQL lacks.
+    """
+    ((top, fields),) = stmt.items()
+    if top == "IndexStmt" and fields.get("async"):
+        return async_index_call(ddl, fields.get("idxname")), "CREATE INDEX"
+    if top == "AlterTableStmt" and fields.get("objtype") == "OBJECT_TABLE":
+        cmds = [c.get("AlterTableCmd", {}) for c in fields.get("cmds", [])]
+        table = _relation(fields.get("relation", {}))
+        if fields.get("async"):
+            return (
+                validate_constraint_call(ddl, table, cmds[0].get("name", "")),
+                "ALTER TABLE",
+            )
+        columns = [
+            c.get("name", "") for c in cmds if c.get("subtype") == "AT_DropColumn"
+        ]
+        constraints = [
+            c.get("name", "") for c in cmds if c.get("subtype") == "AT_DropConstraint"
+        ]
+        if strict and (columns or constraints) and not fields.get("missing_ok"):
+            return checked_alter_call(ddl, table, columns, constraints), "ALTER TABLE"
+    if top == "VariableSetStmt":
+        return _set_sync_index(fields), None
+    return None, None
+
+
+def _analyse(sql: str, strict: bool = True) -> Analysis:
+    text, async_at, using_at = _strip_async(sql)
+    try:
+        tree = json.loads(parser.parse_sql_json(text))
+    except parser.ParseError:
+        # Let PostgreSQL itself report what is wrong with the text.
+        return Analysis(())
+    data = text.encode()
+    async_bytes = [len(text[:offset].encode()) for offset in async_at]
+    using_bytes = [len(text[:offset].encode()) for offset in using_at]
+    statements = []
+    out: list[str] = []
+    tags: list[str | None] = []
+    cursor = 0
+    for raw in tree.get("stmts", []):
+        stmt: Node = raw["stmt"]
+        start = raw.get("stmt_location", 0)
+        end = start + raw["stmt_len"] if raw.get("stmt_len") else len(data)
+        ((top, fields),) = stmt.items()
+        if any(start <= b < end for b in async_bytes):
+            fields["async"] = True
+        if top == "IndexStmt" and any(start <= b < end for b in using_bytes):
+            fields["using"] = True
+        problem = _problem(stmt) if strict else None
+        copy_from = top == "CopyStmt" and bool(fields.get("is_from"))
+        statements.append(Statement(_kind(stmt), problem, copy_from))
+        replacement, tag = (
+            (None, None)
+            if problem
+            else _rewrite(stmt, data[start:end].decode().strip(), strict)
+        )
+        tags.append(tag)
+        if replacement is not None:
+            out.append(data[cursor:start].decode())
+            out.append(replacement)
+            cursor = end
+    if not out:
+        return Analysis(tuple(statements))
+    out.append(data[cursor:].decode())
+    command_tags = tuple(tags) if any(tags) else ()
+    return Analysis(tuple(statements), "".join(out), command_tags)
+
+
+_analyse_cached = functools.lru_cache(maxsize=CACHE_SIZE)(_analyse)
+
+
+def analyse(sql: str, *, strict: bool = True) -> Analysis:
+    """Parse `sql` and judge each of its statements (not at all unless `strict`)."""
+    if len(sql) > CACHE_TEXT_LIMIT:
+        return _analyse(sql, strict)
+    return _analyse_cached(sql, strict)
