@@ -230,6 +230,44 @@ def _relation(node: Node) -> str:
     return ".".join(_quote_ident(p) for p in parts if p)
 
 
+def _move_storage(ddl: str) -> str | None:
+    """Say ``ADD COLUMN c t STORAGE s`` as PostgreSQL before 16 can.
+
+    That is ``ADD COLUMN c t, ALTER COLUMN c SET STORAGE s``; None when the
+    ALTER TABLE has no STORAGE in a column definition.
+    """
+    if "storage" not in ddl.lower():
+        return None
+    tree = json.loads(parser.parse_sql_json(ddl))
+    fields = tree["stmts"][0]["stmt"].get("AlterTableStmt", {})
+    added = [
+        (column.get("location", -1), column.get("colname", ""))
+        for cmd in fields.get("cmds", [])
+        if cmd.get("AlterTableCmd", {}).get("subtype") == "AT_AddColumn"
+        for column in [cmd["AlterTableCmd"].get("def", {}).get("ColumnDef", {})]
+    ]
+    tokens = parser.scan(ddl)
+    cuts: list[tuple[int, int]] = []
+    moves: list[str] = []
+    for i, token in enumerate(tokens[1:-1], start=1):
+        at = len(ddl[: token.start].encode())
+        owners = [name for location, name in added if location < at]
+        if token.name != "STORAGE" or tokens[i - 1].name == "SET" or not owners:
+            continue
+        word = tokens[i + 1]
+        cuts.append((token.start, word.end + 1))
+        storage = ddl[word.start : word.end + 1]
+        moves.append(f"ALTER COLUMN {_quote_ident(owners[-1])} SET STORAGE {storage}")
+    if not cuts:
+        return None
+    pieces, cursor = [], 0
+    for start, end in cuts:
+        pieces.append(ddl[cursor:start].rstrip())
+        cursor = end
+    pieces.append(ddl[cursor:])
+    return "".join(pieces).rstrip().rstrip(";") + ", " + ", ".join(moves)
+
+
 def _set_sync_index(fields: Node) -> str | None:
     """The stand-in for ``SET disable_sync_create_index``, or None."""
     if str(fields.get("name", "")).lower() != SYNC_INDEX_SETTING:
@@ -260,6 +298,8 @@ def _rewrite(stmt: Node, ddl: str, strict: bool) -> tuple[str | None, str | None
     if top == "IndexStmt" and fields.get("async"):
         return async_index_call(ddl, fields.get("idxname")), "CREATE INDEX"
     if top == "AlterTableStmt" and fields.get("objtype") == "OBJECT_TABLE":
+        moved = _move_storage(ddl)
+        ddl = moved or ddl
         cmds = [c.get("AlterTableCmd", {}) for c in fields.get("cmds", [])]
         table = _relation(fields.get("relation", {}))
         if fields.get("async"):
@@ -275,6 +315,7 @@ def _rewrite(stmt: Node, ddl: str, strict: bool) -> tuple[str | None, str | None
         ]
         if strict and (columns or constraints) and not fields.get("missing_ok"):
             return checked_alter_call(ddl, table, columns, constraints), "ALTER TABLE"
+        return moved, None
     if top == "VariableSetStmt":
         return _set_sync_index(fields), None
     return None, None

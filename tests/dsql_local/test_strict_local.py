@@ -228,7 +228,9 @@ def test_async_index_jobs(either_local: DsqlLocal, signer: Any) -> None:
         fresh_schema(conn, "jobs")
         conn.execute("CREATE TABLE j (id int PRIMARY KEY, x int)")
         conn.execute("INSERT INTO j VALUES (1, 7), (2, 7)")
-        (ok,) = conn.execute("CREATE INDEX ASYNC j_x ON j (x)").fetchone() or ("",)
+        cur = conn.execute("CREATE INDEX ASYNC j_x ON j (x)")
+        assert cur.statusmessage == "CREATE INDEX"  # as DSQL answers
+        (ok,) = cur.fetchone() or ("",)
         (dup,) = conn.execute("CREATE UNIQUE INDEX ASYNC j_ux ON j (x)").fetchone() or (
             "",
         )
@@ -250,6 +252,92 @@ def test_async_index_jobs(either_local: DsqlLocal, signer: Any) -> None:
         with pytest.raises(errors.InvalidTextRepresentation) as caught:
             conn.execute("CALL sys.wait_for_job('no-such-job')")
         assert caught.value.diag.message_primary == "Unable to convert text to UUID"
+
+
+def test_validate_constraint_jobs(either_local: DsqlLocal, signer: Any) -> None:
+    with connect(either_local, signer) as conn:
+        fresh_schema(conn, "validate")
+        conn.execute("CREATE TABLE parent (id bigint PRIMARY KEY)")
+        conn.execute(
+            "CREATE TABLE child (id bigint PRIMARY KEY, parent_id bigint, n int)"
+        )
+        conn.execute("INSERT INTO parent VALUES (1)")
+        conn.execute("INSERT INTO child VALUES (1, 1, 5), (2, 2, -1)")
+        conn.execute(
+            "ALTER TABLE child ADD CONSTRAINT child_parent"
+            " FOREIGN KEY (parent_id) REFERENCES parent (id) NOT VALID"
+        )
+        conn.execute("ALTER TABLE child ADD CONSTRAINT child_n CHECK (n > 0) NOT VALID")
+        with pytest.raises(errors.CheckViolation):  # new rows are checked at once
+            conn.execute("INSERT INTO child VALUES (3, 1, 0)")
+
+        def validate(name: str) -> tuple[str, bool]:
+            cur = conn.execute(f"ALTER TABLE ASYNC child VALIDATE CONSTRAINT {name}")
+            assert cur.statusmessage == "ALTER TABLE"
+            assert [c.name for c in cur.description or ()] == ["job_id"]
+            (job,) = cur.fetchone() or ("",)
+            (done,) = conn.execute("CALL sys.wait_for_job(%s)", (job,)).fetchone() or (
+                None,
+            )
+            return job, done
+
+        def validated() -> list[tuple[str, bool]]:
+            return conn.execute(
+                "SELECT conname, convalidated FROM pg_constraint"
+                " WHERE conrelid = 'child'::regclass AND contype <> 'p' ORDER BY 1"
+            ).fetchall()
+
+        failed, done = validate("child_n")
+        assert done is False
+        job = conn.execute(
+            "SELECT status, job_type, object_name, details FROM sys.jobs"
+            " WHERE job_id = %s",
+            (failed,),
+        ).fetchone()
+        assert job is not None
+        assert job[:3] == ("failed", "VALIDATE_CONSTRAINT", "child_n")
+        assert "child_n" in job[3]
+        assert validated() == [("child_n", False), ("child_parent", False)]
+
+        conn.execute("DELETE FROM child WHERE id = 2")
+        for name in ("child_n", "child_parent"):
+            job_id, done = validate(name)
+            assert done is True
+            assert conn.execute(
+                "SELECT status, details FROM sys.jobs WHERE job_id = %s", (job_id,)
+            ).fetchone() == ("completed", None)
+        assert validated() == [("child_n", True), ("child_parent", True)]
+
+
+def test_foreign_key_forms(strict_local: DsqlLocal, signer: Any) -> None:
+    with connect(strict_local, signer) as conn:
+        fresh_schema(conn, "fk_forms")
+        conn.execute("CREATE TABLE p (a int, b int, PRIMARY KEY (a, b))")
+        conn.execute(
+            "CREATE TABLE c (id int PRIMARY KEY, a int DEFAULT 0, b int DEFAULT 0,"
+            " FOREIGN KEY (a, b) REFERENCES p (a, b) MATCH FULL"
+            " ON UPDATE CASCADE ON DELETE SET DEFAULT"
+            " DEFERRABLE INITIALLY IMMEDIATE)"
+        )
+        conn.execute("INSERT INTO p VALUES (1, 1), (0, 0)")
+        conn.execute("INSERT INTO c VALUES (1, 1, 1)")
+        with pytest.raises(errors.ForeignKeyViolation):  # MATCH FULL
+            conn.execute("INSERT INTO c VALUES (2, 1, NULL)")
+        conn.execute("UPDATE p SET b = 2 WHERE a = 1")
+        assert conn.execute("SELECT a, b FROM c").fetchall() == [(1, 2)]
+        conn.execute("DELETE FROM p WHERE a = 1")
+        assert conn.execute("SELECT a, b FROM c").fetchall() == [(0, 0)]
+        with conn.transaction():  # checked at COMMIT once deferred
+            conn.execute("SET CONSTRAINTS ALL DEFERRED")
+            conn.execute("INSERT INTO c VALUES (3, 7, 7)")
+            conn.execute("INSERT INTO p VALUES (7, 7)")
+        conn.autocommit = False
+        conn.execute("SET CONSTRAINTS ALL DEFERRED")
+        conn.execute("INSERT INTO c VALUES (4, 9, 9)")
+        with pytest.raises(errors.ForeignKeyViolation):
+            conn.commit()
+        assert conn.execute("SELECT count(*) FROM c").fetchone() == (2,)
+        conn.rollback()
 
 
 def test_async_index_by_a_plain_role(strict_local: DsqlLocal, signer: Any) -> None:
