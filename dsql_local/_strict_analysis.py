@@ -326,8 +326,9 @@ def _analyse(sql: str, strict: bool = True) -> Analysis:
     try:
         tree = json.loads(parser.parse_sql_json(text))
     except parser.ParseError:
-        # Let PostgreSQL itself report what is wrong with the text.
-        return Analysis(())
+        # Let PostgreSQL itself report what is wrong with the text (without
+        # DSQL's ASYNC, which would be the wrong thing to point at).
+        return Analysis((), None if text == sql else text)
     data = text.encode()
     async_bytes = [len(text[:offset].encode()) for offset in async_at]
     using_bytes = [len(text[:offset].encode()) for offset in using_at]
