@@ -11,10 +11,16 @@ as JSON.
 
 Contenders:
 
-- floor: plain psycopg with a token made once beforehand, same TLS settings
-  as ours (verify-full, direct negotiation where libpq >= 17);
-- ours: dsql_psycopg;
-- official: aurora-dsql-python-connector (when installed), with its defaults.
+- floor: plain psycopg with a token made once beforehand, verify-full, direct
+  negotiation where libpq >= 17; in the connect scenario it trusts the OS
+  bundle, as AWS's guides tell users to write;
+- ours: dsql_psycopg, with its default trust (Amazon's roots for a DSQL name);
+- psycopg, our parameters: plain psycopg given exactly the libpq parameters
+  ours computes (token and trust file included), so only our code differs;
+- official: aurora-dsql-python-connector (when installed), as its users run it.
+
+Both trust files of the connect scenario get DSQL Local's CA appended, or
+neither could verify its certificate.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import platform
 import random
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -45,6 +52,7 @@ import dsql_psycopg as dsql
 from dsql_local import DsqlLocal
 from dsql_psycopg import _auth as auth
 from dsql_psycopg import _config as config
+from dsql_psycopg import _tls as tls
 from dsql_psycopg._tls import DIRECT_NEGOTIATION
 
 try:
@@ -189,19 +197,64 @@ def first_query(conn: psycopg.Connection[Any]) -> None:
     conn.close()
 
 
+SAME_PARAMS = "psycopg, our parameters"
+
+
+@dataclass
+class TrustFiles:
+    """The two trust files of the connect scenario, each plus DSQL Local's CA."""
+
+    os_bundle: str  # what the floor trusts: the OS bundle
+    amazon: str  # what ours trusts by default: Amazon's roots
+    os_roots: int
+    amazon_roots: int
+
+
+@contextlib.contextmanager
+def trust_files(ep: Endpoint) -> Iterator[TrustFiles]:
+    """Write both trust files; ours uses its own through its default path."""
+    ca = Path(ep.kwargs["sslrootcert"]).read_bytes()
+    with tempfile.TemporaryDirectory(prefix="dsql-bench-trust-") as tmp:
+        os_file = Path(tmp) / "os-bundle-plus-local-ca.pem"
+        os_file.write_bytes(Path(tls._system_trust().path).read_bytes() + ca)
+        amazon_file = Path(tmp) / "amazon-roots-plus-local-ca.pem"
+        amazon_file.write_bytes(Path(tls.AMAZON_ROOTS).read_bytes() + ca)
+        shipped = tls.AMAZON_ROOTS
+        # The file a DSQL name trusts when none is given, with DSQL Local's CA
+        # added: ours still takes its default path, it just finds this file.
+        tls.AMAZON_ROOTS = str(amazon_file)
+        try:
+            yield TrustFiles(
+                str(os_file),
+                str(amazon_file),
+                tls.count_roots(str(os_file)),
+                tls.count_roots(str(amazon_file)),
+            )
+        finally:
+            tls.AMAZON_ROOTS = shipped
+
+
 def contenders_connect(
-    ep: Endpoint, official_on: bool, negotiation: str | None = DEFAULT_NEGOTIATION
+    ep: Endpoint,
+    official_on: bool,
+    trust: TrustFiles,
+    negotiation: str | None = DEFAULT_NEGOTIATION,
 ) -> dict[str, Callable[[], None]]:
     token = premade_token(ep)
-    floor = floor_kwargs(ep, token, negotiation)
+    floor = floor_kwargs(ep, token, negotiation) | {"sslrootcert": trust.os_bundle}
+    ours = {k: v for k, v in ep.kwargs.items() if k != "sslrootcert"}
+    same = dsql.DsqlConnection._get_connection_params("", **ours)
+    assert same["sslrootcert"] == trust.amazon
     found: dict[str, Callable[[], None]] = {
         "floor": lambda: first_query(psycopg.connect(**floor)),
-        "ours": lambda: first_query(dsql.connect(**ep.kwargs)),
+        "ours": lambda: first_query(dsql.connect(**ours)),
+        SAME_PARAMS: lambda: first_query(psycopg.connect(**same)),
     }
     if official_on:
-        # Its defaults: no sslmode (libpq's "prefer": TLS through SSLRequest,
-        # certificate not checked); it takes hostaddr/sslrootcert from the URL.
-        found["official"] = lambda: first_query(official.connect(ep.url))
+        # As its users run it: no sslmode (libpq's "prefer": TLS through
+        # SSLRequest, certificate not checked) and no sslrootcert.
+        url = ep.url.split("&sslrootcert=")[0]
+        found["official"] = lambda: first_query(official.connect(url))
     return found
 
 
@@ -212,20 +265,21 @@ def time_calls(
 ) -> dict[str, list[float]]:
     """Wall seconds of `n` interleaved calls of each contender.
 
-    With `cpu`, also collect the calling thread's CPU seconds per call: what
-    the client itself spent (Python, libpq, TLS), which other processes on a
-    busy machine disturb far less than the wall clock.
+    With `cpu`, also collect the process's CPU seconds per call: what the
+    client itself spent (Python, libpq, TLS; DSQL Local runs in another
+    process), which other processes on a busy machine disturb far less than
+    the wall clock.
     """
     samples: dict[str, list[float]] = {name: [] for name in contenders}
     names = list(contenders)
     for i in range(n):
         for name in rotated(names, i):
-            cpu_started = time.thread_time()
+            cpu_started = time.process_time()
             started = time.perf_counter()
             contenders[name]()
             samples[name].append(time.perf_counter() - started)
             if cpu is not None:
-                cpu.setdefault(name, []).append(time.thread_time() - cpu_started)
+                cpu.setdefault(name, []).append(time.process_time() - cpu_started)
     return samples
 
 
@@ -233,15 +287,26 @@ def time_calls(
 
 
 def bench_connect(ep: Endpoint, n: int, official_on: bool) -> dict[str, Any]:
-    contenders = contenders_connect(ep, official_on)
-    for call in contenders.values():  # warm up: imports, client caches
-        call()
-    cpu: dict[str, list[float]] = {}
-    stats = with_ratios(time_calls(contenders, n, cpu))
+    with trust_files(ep) as trust:
+        contenders = contenders_connect(ep, official_on, trust)
+        for call in contenders.values():  # warm up: imports, client caches
+            call()
+        cpu: dict[str, list[float]] = {}
+        stats = with_ratios(time_calls(contenders, n, cpu))
     result: dict[str, Any] = {
         "n": n,
+        "trust_roots": {"floor": trust.os_roots, "ours": trust.amazon_roots},
         "seconds": stats,
         "client_cpu_seconds": with_ratios(cpu),
+        # Only our code differs between these two: our cost per connect.
+        "our_cost_cpu_seconds": summary(
+            [
+                a - b
+                for a, b in zip(
+                    cpu["ours"], cpu["psycopg, our parameters"], strict=True
+                )
+            ]
+        ),
     }
     if "official" in stats:
         result["official_over_ours"] = (
@@ -657,6 +722,10 @@ def render(results: dict[str, Any]) -> str:
             "",
             f"### 1. Connect + first query (sequential, N = {r['n']})",
             "",
+            f"Trust files: floor the OS bundle ({r['trust_roots']['floor']} roots),"
+            f" ours its default, Amazon's roots ({r['trust_roots']['ours']}),"
+            " each with DSQL Local's CA appended (counted) so that both verify it.",
+            "",
             "| contender | median ms (p10-p90) | ratio of medians"
             " | paired ratio (p10-p90) |",
             "|---|---|---|---|",
@@ -665,7 +734,7 @@ def render(results: dict[str, Any]) -> str:
             out.append(f"| {name} | {_ms(s)} | {_ratios(s)} |")
         out += [
             "",
-            "client CPU per connect (the calling thread: Python, libpq, TLS):",
+            "client CPU per connect (the process: Python, libpq, TLS):",
             "",
             "| contender | median ms (p10-p90) | ratio of medians"
             " | paired ratio (p10-p90) |",
@@ -673,6 +742,11 @@ def render(results: dict[str, Any]) -> str:
         ]
         for name, s in r["client_cpu_seconds"].items():
             out.append(f"| {name} | {_ms(s)} | {_ratios(s)} |")
+        own = r["our_cost_cpu_seconds"]
+        out.append(
+            "\nour own CPU per connect (ours minus psycopg given our parameters,"
+            f" paired): {_ms(own)} ms"
+        )
         if "official_over_ours" in r:
             out.append(f"\nofficial / ours = {r['official_over_ours']:.2f}")
     if "sign" in sc:
@@ -823,7 +897,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         notes.append(
             "official connector run with its defaults: no sslmode (libpq 'prefer':"
             " TLS via SSLRequest, certificate not verified), a new boto3 session per"
-            " connect; hostaddr and sslrootcert reach libpq through its URL query"
+            " connect; hostaddr (and, but for the connect scenario, DSQL Local's CA"
+            " as sslrootcert) reach libpq through its URL query"
         )
     notes.append(
         "DSQL Local runs in a child process, strict mode off; floor = plain psycopg"

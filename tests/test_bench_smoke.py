@@ -36,6 +36,12 @@ def test_benchmarks_quick_run(tmp_path: Path) -> None:
         assert stats["n"] == 5
         assert stats["p10"] <= stats["median"] <= stats["p90"]
     assert scenarios["connect"]["seconds"]["floor"]["ratio_to_floor"] == 1.0
+    assert "psycopg, our parameters" in scenarios["connect"]["seconds"]
+    assert scenarios["connect"]["our_cost_cpu_seconds"]["n"] == 5
+    # Amazon's five roots and DSQL Local's CA; the OS bundle has far more
+    roots = scenarios["connect"]["trust_roots"]
+    assert roots["ours"] == 6
+    assert roots["floor"] > roots["ours"]
     assert set(scenarios["pool"]["ops_per_s"]) >= {"floor", "ours"}
 
     contention = scenarios["contention"]
