@@ -11,6 +11,7 @@ from django.db.backends.postgresql import base as postgresql
 from django.db.backends.postgresql.psycopg_any import IsolationLevel
 from django.db.transaction import TransactionManagementError
 from django.utils.asyncio import async_unsafe
+from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from dsql_psycopg.connection import DsqlConnection
@@ -157,6 +158,16 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             # First one in wins if threads race; the others were never opened.
             self._connection_pools.setdefault(self.alias, pool)
         return self._connection_pools[self.alias]
+
+    def _configure_timezone(self, connection: Any) -> bool:
+        # DSQL has no set_config(), which Django's PostgreSQL backend uses;
+        # it has SET TIME ZONE.
+        name = self.timezone_name
+        if not name or connection.info.parameter_status("TimeZone") == name:
+            return False
+        with connection.cursor() as cursor:
+            cursor.execute(sql.SQL("SET TIME ZONE {}").format(sql.Literal(name)))
+        return True
 
     def chunked_cursor(self) -> Any:
         """Return a plain cursor: DSQL has no server-side cursors."""

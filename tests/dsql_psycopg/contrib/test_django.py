@@ -299,6 +299,22 @@ def test_bad_settings_are_refused(
         wrapper(settings, "bad")
 
 
+@pytest.mark.parametrize("pooled", [False, True])
+def test_database_time_zone_is_set_without_set_config(
+    dsql_local: DsqlLocal, pooled: bool
+) -> None:
+    settings = django_databases(dsql_local)["pooled" if pooled else "default"]
+    alias = f"chicago-{pooled}"
+    chicago = wrapper({**settings, "TIME_ZONE": "America/Chicago"}, alias)
+    try:
+        with chicago.cursor() as cursor:
+            cursor.execute("SHOW TimeZone")
+            assert cursor.fetchone() == ("America/Chicago",)
+    finally:
+        chicago.close()
+        chicago.close_pool()
+
+
 def test_identity_cache_option_reaches_the_ddl(dsql_local: DsqlLocal) -> None:
     settings = django_databases(dsql_local)["default"]
     options = {**settings["OPTIONS"], "identity_cache": 65536}
