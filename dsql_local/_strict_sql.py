@@ -8,7 +8,9 @@ CONSTRAINT`` one of ``sys._validate_constraint_async``: both do the work at
 once and record a finished (or failed) job. Sessions start in UTC, as on DSQL.
 
 In strict mode (`BOOTSTRAP_SQL`), the rules of `_strict_rules` that need the
-data or the catalog are judged here, with the table's SQLSTATEs and messages:
+data or the catalog are judged here, with the table's SQLSTATEs and messages
+(raised through the relay's ``dsql_local.refuse``, so that the client sees
+no PL/pgSQL context, as from DSQL):
 an event trigger refuses a plain ``CREATE INDEX`` (unless the session set
 ``disable_sync_create_index = off`` and the table is empty) and a 25th index
 on a table; ``sys._alter_table_checked`` refuses to drop a primary key or its
@@ -144,12 +146,11 @@ SYS_SQL: tuple[str, ...] = (
         outcome text;
     BEGIN
         IF $1 IS NULL OR $1 !~ '^[a-z2-7]{26}$' THEN
-            RAISE EXCEPTION USING ERRCODE = '22P02',
-                MESSAGE = 'Unable to convert text to UUID';
+            CALL dsql_local.refuse('22P02', 'Unable to convert text to UUID');
         END IF;
         SELECT j.status INTO outcome FROM sys.jobs AS j WHERE j.job_id = $1;
         IF outcome IS NULL THEN
-            RAISE EXCEPTION 'job % not found', $1 USING ERRCODE = '42704';
+            CALL dsql_local.refuse('42704', format('job %s not found', $1));
         END IF;
         wait_for_job := outcome = 'completed';
     END
@@ -179,19 +180,19 @@ _STRICT_SQL: tuple[str, ...] = (
         LOOP
             IF (SELECT count(*) FROM pg_index WHERE indrelid = tbl)
                     > {MAX_INDEXES_PER_TABLE} THEN
-                RAISE EXCEPTION USING ERRCODE = {_sqlstate("indexes-per-table")},
-                    MESSAGE = {_message("indexes-per-table")};
+                CALL dsql_local.refuse({_sqlstate("indexes-per-table")},
+                    {_message("indexes-per-table")});
             END IF;
             CONTINUE WHEN is_async;
             EXECUTE format('SELECT EXISTS (SELECT FROM %s)', tbl) INTO has_rows;
             -- DSQL refuses it on an empty table too; not yet here (see the
             -- rule index-not-async).
             IF has_rows AND NOT sync_allowed THEN
-                RAISE EXCEPTION USING ERRCODE = {_sqlstate("index-not-async")},
-                    MESSAGE = {_message("index-not-async")};
+                CALL dsql_local.refuse({_sqlstate("index-not-async")},
+                    {_message("index-not-async")});
             ELSIF has_rows THEN
-                RAISE EXCEPTION USING ERRCODE = {_sqlstate("index-not-async-on-rows")},
-                    MESSAGE = {_message("index-not-async-on-rows")};
+                CALL dsql_local.refuse({_sqlstate("index-not-async-on-rows")},
+                    {_message("index-not-async-on-rows")});
             END IF;
         END LOOP;
     END
@@ -218,16 +219,16 @@ _STRICT_SQL: tuple[str, ...] = (
             AND a.attname = ANY (dropped_columns)
         LIMIT 1;
         IF key_column IS NOT NULL THEN
-            RAISE EXCEPTION USING ERRCODE = {_sqlstate("drop-primary-key-column")},
-                MESSAGE = format({_message("drop-primary-key-column")}, key_column);
+            CALL dsql_local.refuse({_sqlstate("drop-primary-key-column")},
+                format({_message("drop-primary-key-column")}, key_column));
         END IF;
         IF EXISTS (
             SELECT FROM pg_catalog.pg_constraint AS c
             WHERE c.conrelid = rel AND c.contype = 'p'
                 AND c.conname = ANY (dropped_constraints)
         ) THEN
-            RAISE EXCEPTION USING ERRCODE = {_sqlstate("drop-primary-key")},
-                MESSAGE = {_message("drop-primary-key")};
+            CALL dsql_local.refuse({_sqlstate("drop-primary-key")},
+                {_message("drop-primary-key")});
         END IF;
         EXECUTE ddl;
     END

@@ -99,6 +99,7 @@ def test_dsql_local_refuses_the_example(local: DsqlLocal, rule: Rule) -> None:
             run(conn, rule.example)
         assert caught.value.sqlstate == rule.sqlstate
         assert caught.value.diag.message_primary == message
+        assert caught.value.diag.context is None  # as from DSQL
 
 
 @pytest.mark.parametrize(
