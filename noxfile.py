@@ -41,6 +41,18 @@ def unit(session: nox.Session) -> None:
     )
 
 
+@nox.session
+def chaos(session: nox.Session) -> None:
+    """Run the chaos scenarios at full size (the test suite runs them small)."""
+    install(session, "test")
+    session.run(
+        "pytest",
+        "tests/chaos",
+        *session.posargs,
+        env={"AWS_EC2_METADATA_DISABLED": "true", "DSQL_CHAOS": "full"},
+    )
+
+
 # Django 5.2 LTS and the current 6.x (which needs Python >= 3.12). A Python
 # that is not installed is skipped, not failed.
 DJANGO = {"5.2": "django~=5.2.0", "6": "django>=6,<7"}
