@@ -14,29 +14,29 @@ from tests.dsql_local.helpers import open_connection
 
 
 @pytest.fixture(scope="module")
-def local() -> Iterator[DsqlLocal]:
+def fault_local() -> Iterator[DsqlLocal]:
     """A DSQL Local of this module's own: its faults touch every connection."""
-    with DsqlLocal(strict=False) as local:
-        yield local
+    with DsqlLocal(strict=False) as fault_local:
+        yield fault_local
 
 
 @pytest.fixture
-def table(local: DsqlLocal) -> Iterator[str]:
-    with psycopg.connect(local.backend_dsn, autocommit=True) as conn:
+def table(fault_local: DsqlLocal) -> Iterator[str]:
+    with psycopg.connect(fault_local.backend_dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS fault_t (id int PRIMARY KEY)")
         conn.execute("TRUNCATE fault_t")
     yield "fault_t"
-    local.refuse_connections(count=0)
-    local.inject_server_unavailable()
-    local.end_outage()
+    fault_local.refuse_connections(count=0)
+    fault_local.inject_server_unavailable()
+    fault_local.end_outage()
 
 
-def _connect(local: DsqlLocal, **kwargs: Any) -> psycopg.Connection[Any]:
-    return open_connection(local, connect_timeout=5, **kwargs)
+def _connect(fault_local: DsqlLocal, **kwargs: Any) -> psycopg.Connection[Any]:
+    return open_connection(fault_local, connect_timeout=5, **kwargs)
 
 
-def _ids(local: DsqlLocal) -> list[int]:
-    with psycopg.connect(local.backend_dsn) as conn:
+def _ids(fault_local: DsqlLocal) -> list[int]:
+    with psycopg.connect(fault_local.backend_dsn) as conn:
         return [r[0] for r in conn.execute("SELECT id FROM fault_t ORDER BY id")]
 
 
@@ -57,45 +57,47 @@ def _ids(local: DsqlLocal) -> list[int]:
     ],
 )
 def test_refusals_for_a_count_of_connections(
-    local: DsqlLocal, table: str, reason: Any, sqlstate: str, text: str
+    fault_local: DsqlLocal, table: str, reason: Any, sqlstate: str, text: str
 ) -> None:
-    local.refuse_connections(reason, count=2)
+    fault_local.refuse_connections(reason, count=2)
     for _ in range(2):
         with pytest.raises(psycopg.OperationalError) as info:
-            _connect(local)
+            _connect(fault_local)
         assert f"FATAL:  {text}" in str(info.value)
-    with _connect(local) as conn:
+    with _connect(fault_local) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
-def test_refusals_for_a_time_end_when_cancelled(local: DsqlLocal, table: str) -> None:
-    local.refuse_connections("waking_up", seconds=600)
+def test_refusals_for_a_time_end_when_cancelled(
+    fault_local: DsqlLocal, table: str
+) -> None:
+    fault_local.refuse_connections("waking_up", seconds=600)
     for _ in range(3):
         with pytest.raises(psycopg.OperationalError, match="waking up cluster"):
-            _connect(local)
-    local.refuse_connections(count=0)
-    _connect(local).close()
-    local.refuse_connections(seconds=0)  # already over
-    _connect(local).close()
+            _connect(fault_local)
+    fault_local.refuse_connections(count=0)
+    _connect(fault_local).close()
+    fault_local.refuse_connections(seconds=0)  # already over
+    _connect(fault_local).close()
 
 
-def test_refusal_arguments_are_checked(local: DsqlLocal) -> None:
+def test_refusal_arguments_are_checked(fault_local: DsqlLocal) -> None:
     with pytest.raises(DsqlLocalError, match="count=N"):
-        local.refuse_connections("waking_up")
+        fault_local.refuse_connections("waking_up")
     with pytest.raises(DsqlLocalError, match="reason must be one of"):
-        local.refuse_connections("asleep", count=1)  # type: ignore[arg-type]
+        fault_local.refuse_connections("asleep", count=1)  # type: ignore[arg-type]
     with pytest.raises(DsqlLocalError, match="between 0 and 1"):
-        local.inject_server_unavailable(commit_fraction=1.5)
+        fault_local.inject_server_unavailable(commit_fraction=1.5)
     with pytest.raises(DsqlLocalError, match="positive"):
-        local.outage(0)
+        fault_local.outage(0)
 
 
 def test_server_unavailable_at_a_statement_fails_its_transaction(
-    local: DsqlLocal, table: str
+    fault_local: DsqlLocal, table: str
 ) -> None:
-    with _connect(local) as conn:
+    with _connect(fault_local) as conn:
         conn.execute("INSERT INTO fault_t VALUES (1)")
-        local.inject_server_unavailable(1)
+        fault_local.inject_server_unavailable(1)
         with pytest.raises(psycopg.errors.InternalError_) as info:
             conn.execute("INSERT INTO fault_t VALUES (2)")
         assert info.value.sqlstate == "XX000"
@@ -104,26 +106,26 @@ def test_server_unavailable_at_a_statement_fails_its_transaction(
         conn.rollback()
         conn.execute("INSERT INTO fault_t VALUES (3)")
         conn.commit()
-    assert _ids(local) == [3]
+    assert _ids(fault_local) == [3]
 
 
 def test_server_unavailable_at_an_autocommit_statement(
-    local: DsqlLocal, table: str
+    fault_local: DsqlLocal, table: str
 ) -> None:
-    local.inject_server_unavailable(1)
-    with _connect(local, autocommit=True) as conn:
+    fault_local.inject_server_unavailable(1)
+    with _connect(fault_local, autocommit=True) as conn:
         with pytest.raises(psycopg.errors.InternalError_, match="server unavailable"):
             conn.execute("INSERT INTO fault_t VALUES (1)", prepare=True)
         conn.execute("INSERT INTO fault_t VALUES (2)")
-    assert _ids(local) == [2]
+    assert _ids(fault_local) == [2]
 
 
 @pytest.mark.parametrize("committed", [False, True])
 def test_server_unavailable_at_commit_either_outcome(
-    local: DsqlLocal, table: str, committed: bool
+    fault_local: DsqlLocal, table: str, committed: bool
 ) -> None:
-    local.inject_server_unavailable(commits=1, committed=committed)
-    with _connect(local) as conn:
+    fault_local.inject_server_unavailable(commits=1, committed=committed)
+    with _connect(fault_local) as conn:
         conn.execute("INSERT INTO fault_t VALUES (1)")
         with pytest.raises(psycopg.errors.InternalError_) as info:
             conn.commit()
@@ -133,46 +135,46 @@ def test_server_unavailable_at_commit_either_outcome(
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         conn.execute("INSERT INTO fault_t VALUES (2)")
         conn.commit()
-    assert _ids(local) == ([1, 2] if committed else [2])
+    assert _ids(fault_local) == ([1, 2] if committed else [2])
 
 
-def test_server_unavailable_on_every_commit(local: DsqlLocal, table: str) -> None:
-    local.inject_server_unavailable(commit_fraction=1.0, committed=True)
-    with _connect(local) as conn:
+def test_server_unavailable_on_every_commit(fault_local: DsqlLocal, table: str) -> None:
+    fault_local.inject_server_unavailable(commit_fraction=1.0, committed=True)
+    with _connect(fault_local) as conn:
         for n in range(3):
             conn.execute("INSERT INTO fault_t VALUES (%s)", (n,))
             with pytest.raises(psycopg.errors.InternalError_):
                 conn.commit()
-    local.inject_server_unavailable()
-    with _connect(local) as conn:
+    fault_local.inject_server_unavailable()
+    with _connect(fault_local) as conn:
         conn.execute("INSERT INTO fault_t VALUES (9)")
-    assert _ids(local) == [0, 1, 2, 9]
+    assert _ids(fault_local) == [0, 1, 2, 9]
 
 
 @pytest.mark.parametrize("how", ["outage", "cut", "kill"])
 def test_endpoint_goes_away_and_comes_back_on_its_port(
-    local: DsqlLocal, table: str, how: str
+    fault_local: DsqlLocal, table: str, how: str
 ) -> None:
-    port = local.port
-    with _connect(local, autocommit=True) as conn:
+    port = fault_local.port
+    with _connect(fault_local, autocommit=True) as conn:
         conn.execute("INSERT INTO fault_t VALUES (1)")
         if how == "kill":
-            local.kill_endpoint()
+            fault_local.kill_endpoint()
         else:
-            local.outage(600, refuse=how == "outage")
+            fault_local.outage(600, refuse=how == "outage")
         with pytest.raises(psycopg.OperationalError):
             conn.execute("SELECT 1")
     if how == "cut":
         with pytest.raises(psycopg.OperationalError):
-            _connect(local)
+            _connect(fault_local)
     else:
         with socket.socket() as probe:
             assert probe.connect_ex(("127.0.0.1", port)) != 0  # refused
     if how == "kill":
-        local.restart_endpoint()
+        fault_local.restart_endpoint()
     else:
-        local.end_outage()
-    assert local.port == port
-    with _connect(local, autocommit=True) as conn:
+        fault_local.end_outage()
+    assert fault_local.port == port
+    with _connect(fault_local, autocommit=True) as conn:
         conn.execute("INSERT INTO fault_t VALUES (2)")
-    assert _ids(local) == [1, 2]
+    assert _ids(fault_local) == [1, 2]

@@ -18,29 +18,29 @@ from dsql_psycopg._config import DEFAULT_CONNECT_RETRY, parse
 
 
 @pytest.fixture(scope="module")
-def local() -> Iterator[DsqlLocal]:
+def fault_local() -> Iterator[DsqlLocal]:
     """A DSQL Local of this module's own: outages cut every connection."""
-    with DsqlLocal(strict=False) as local:
-        yield local
+    with DsqlLocal(strict=False) as fault_local:
+        yield fault_local
 
 
 @pytest.fixture
-def calm(local: DsqlLocal) -> Iterator[DsqlLocal]:
+def calm(fault_local: DsqlLocal) -> Iterator[DsqlLocal]:
     """The module's DSQL Local, with no fault left armed after the test."""
-    yield local
-    local.refuse_connections(count=0)
-    local.end_outage()
+    yield fault_local
+    fault_local.refuse_connections(count=0)
+    fault_local.end_outage()
 
 
 class CountingProvider:
     """Sign real tokens with botocore and count them; a wrong key on demand."""
 
-    def __init__(self, local: DsqlLocal, *, wrong_key: bool = False) -> None:
+    def __init__(self, fault_local: DsqlLocal, *, wrong_key: bool = False) -> None:
         session = boto3.Session(
             aws_access_key_id="AKIAWRONGKEYWRONGKEY" if wrong_key else None,
             aws_secret_access_key="wrong-secret" if wrong_key else None,
         )
-        self._client = session.client("dsql", region_name=local.region)
+        self._client = session.client("dsql", region_name=fault_local.region)
         self.calls = 0
 
     def __call__(self, *, host: str, region: str, user: str, expires_in: int) -> str:
@@ -50,8 +50,8 @@ class CountingProvider:
         )
 
 
-def _connect(local: DsqlLocal, **kwargs: Any) -> dsql.DsqlConnection[Any]:
-    return dsql.connect(local.url, connect_timeout=10, **kwargs)
+def _connect(fault_local: DsqlLocal, **kwargs: Any) -> dsql.DsqlConnection[Any]:
+    return dsql.connect(fault_local.url, connect_timeout=10, **kwargs)
 
 
 @pytest.mark.parametrize("reason", ["waking_up", "rate_exceeded", "too_many"])

@@ -19,30 +19,30 @@ _ids = itertools.count(1)
 
 
 @pytest.fixture(scope="module")
-def local() -> Iterator[DsqlLocal]:
+def fault_local() -> Iterator[DsqlLocal]:
     """A DSQL Local of this module's own, where PL/pgSQL may raise any error."""
-    with DsqlLocal(strict=False) as local:
-        with psycopg.connect(local.backend_dsn, autocommit=True) as conn:
+    with DsqlLocal(strict=False) as fault_local:
+        with psycopg.connect(fault_local.backend_dsn, autocommit=True) as conn:
             conn.execute("CREATE TABLE unavailable_t (id int PRIMARY KEY)")
-        yield local
+        yield fault_local
 
 
 @pytest.fixture
-def pool(local: DsqlLocal) -> Iterator[psycopg_pool.ConnectionPool[Any]]:
-    with dsql.create_pool(local.url, min_size=1, max_size=2) as pool:
+def pool(fault_local: DsqlLocal) -> Iterator[psycopg_pool.ConnectionPool[Any]]:
+    with dsql.create_pool(fault_local.url, min_size=1, max_size=2) as pool:
         yield pool
-    local.inject_server_unavailable()
+    fault_local.inject_server_unavailable()
 
 
 @pytest.fixture
-def conn(local: DsqlLocal) -> Iterator[DsqlConnection[Any]]:
-    with dsql.connect(local.url) as conn:
+def conn(fault_local: DsqlLocal) -> Iterator[DsqlConnection[Any]]:
+    with dsql.connect(fault_local.url) as conn:
         yield conn
-    local.inject_server_unavailable()
+    fault_local.inject_server_unavailable()
 
 
-def _present(local: DsqlLocal, row_id: int) -> bool:
-    with psycopg.connect(local.backend_dsn) as conn:
+def _present(fault_local: DsqlLocal, row_id: int) -> bool:
+    with psycopg.connect(fault_local.backend_dsn) as conn:
         query = "SELECT count(*) FROM unavailable_t WHERE id = %s"
         row = conn.execute(query, (row_id,)).fetchone()
     assert row is not None
@@ -62,12 +62,12 @@ def _upsert(conn: psycopg.Connection[Any], row_id: int) -> None:
 
 @pytest.mark.parametrize("source", ["pool", "conn"])
 def test_a_statement_answered_server_unavailable_runs_again(
-    local: DsqlLocal, source: str, request: pytest.FixtureRequest
+    fault_local: DsqlLocal, source: str, request: pytest.FixtureRequest
 ) -> None:
     target = request.getfixturevalue(source)
     events: list[dsql.RetryEvent] = []
     row_id = next(_ids)
-    local.inject_server_unavailable(2)
+    fault_local.inject_server_unavailable(2)
     with dsql.retry_testing():
         dsql.run_transaction(target, _insert, row_id, on_retry=events.append)
     assert [(e.attempt, e.reason) for e in events] == [
@@ -75,16 +75,16 @@ def test_a_statement_answered_server_unavailable_runs_again(
         (2, "server_unavailable"),
     ]
     assert isinstance(events[0].error, psycopg.errors.InternalError_)
-    assert _present(local, row_id)
+    assert _present(fault_local, row_id)
 
 
 @pytest.mark.parametrize("committed", [False, True])
 def test_commit_answered_server_unavailable_is_an_unknown_outcome(
-    local: DsqlLocal, pool: psycopg_pool.ConnectionPool[Any], committed: bool
+    fault_local: DsqlLocal, pool: psycopg_pool.ConnectionPool[Any], committed: bool
 ) -> None:
     events: list[dsql.RetryEvent] = []
     row_id = next(_ids)
-    local.inject_server_unavailable(commits=1, committed=committed)
+    fault_local.inject_server_unavailable(commits=1, committed=committed)
     with pytest.raises(dsql.CommitOutcomeUnknown, match="server unavailable") as info:
         dsql.run_transaction(pool, _insert, row_id, on_retry=events.append)
     assert events == []
@@ -93,28 +93,28 @@ def test_commit_answered_server_unavailable_is_an_unknown_outcome(
     assert cause.sqlstate == "XX000"
     assert not is_server_unavailable(info.value)
     # Either outcome really happens: the caller must check, as told.
-    assert _present(local, row_id) is committed
+    assert _present(fault_local, row_id) is committed
 
 
 @pytest.mark.parametrize("committed", [False, True])
 @pytest.mark.parametrize("source", ["pool", "conn"])
 def test_idempotent_commit_answered_server_unavailable_runs_again(
-    local: DsqlLocal, source: str, committed: bool, request: pytest.FixtureRequest
+    fault_local: DsqlLocal, source: str, committed: bool, request: pytest.FixtureRequest
 ) -> None:
     target = request.getfixturevalue(source)
     events: list[dsql.RetryEvent] = []
     row_id = next(_ids)
-    local.inject_server_unavailable(commits=1, committed=committed)
+    fault_local.inject_server_unavailable(commits=1, committed=committed)
     with dsql.retry_testing():
         dsql.run_transaction(
             target, _upsert, row_id, idempotent=True, on_retry=events.append
         )
     assert [e.reason for e in events] == ["commit_outcome_unknown"]
-    assert _present(local, row_id)
+    assert _present(fault_local, row_id)
 
 
 def test_decorated_function_reruns_a_statement_failure_not_a_commit_one(
-    local: DsqlLocal, pool: psycopg_pool.ConnectionPool[Any]
+    fault_local: DsqlLocal, pool: psycopg_pool.ConnectionPool[Any]
 ) -> None:
     runs = 0
 
@@ -125,13 +125,13 @@ def test_decorated_function_reruns_a_statement_failure_not_a_commit_one(
         with dsql.transaction(pool) as conn:
             _insert(conn, row_id)
 
-    local.inject_server_unavailable(1)
+    fault_local.inject_server_unavailable(1)
     with dsql.retry_testing():
         work(next(_ids))
     assert runs == 2
 
     runs = 0
-    local.inject_server_unavailable(commits=1)
+    fault_local.inject_server_unavailable(commits=1)
     with pytest.raises(dsql.CommitOutcomeUnknown):
         work(next(_ids))
     assert runs == 1
