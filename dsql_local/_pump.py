@@ -19,12 +19,9 @@ import ssl
 import threading
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from . import _protocol as pq
-
-if TYPE_CHECKING:
-    from ._endpoint import Endpoint
 
 logger = logging.getLogger("dsql_local")
 
@@ -40,12 +37,26 @@ def close_tls(sock: ssl.SSLSocket) -> None:
     sock.close()
 
 
+class PumpHost(Protocol):
+    """What a pump reads, each time anew, from the server that started it."""
+
+    @property
+    def latency(self) -> float:
+        """Seconds to hold client data back."""
+        ...
+
+    @property
+    def max_connection_age(self) -> float:
+        """Seconds a connection may last (for the message at its end)."""
+        ...
+
+
 class Pump:
     """Move bytes between one client and its backend connection."""
 
     def __init__(
         self,
-        endpoint: Endpoint,
+        endpoint: PumpHost,
         client: ssl.SSLSocket,
         backend: socket.socket,
         deadline: float,

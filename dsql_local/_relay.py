@@ -46,17 +46,15 @@ import ssl
 import struct
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from . import _protocol as pq
 from ._commits import Piece, commit_pieces
-from ._faults import SERVER_UNAVAILABLE
+from ._faults import SERVER_UNAVAILABLE, Faults
+from ._framing import Framer
 from ._policy import Refusal, Session, StatementPolicy
-from ._pump import Pump
-from ._schema import OC001_MESSAGE, SchemaWatch
-
-if TYPE_CHECKING:
-    from ._endpoint import Endpoint
+from ._pump import Pump, PumpHost
+from ._schema import OC001_MESSAGE, SchemaClock, SchemaWatch
 
 OC000_MESSAGE = "change conflicts with another transaction, please retry: (OC000)"
 CONFLICT_MESSAGES = {"OC000": OC000_MESSAGE, "OC001": OC001_MESSAGE}
@@ -104,6 +102,17 @@ _COPY_IN, _COPY_DONE, _COPY_FAIL = b"Gcf"
 _DESCRIBE, _EXECUTE = b"DE"
 _E, _Z, _C, _PARSE_COMPLETE = b"EZC1"
 
+# The messages the relay reads; the rest pass unread. Client side, indexed by
+# (prepared statements known) + 2 * (a COPY FROM STDIN streaming in).
+_CLIENT_KINDS = tuple(
+    frozenset(b"QPSF" + b"B" * prepared + b"cf" * copying)
+    for copying in (False, True)
+    for prepared in (False, True)
+)
+_BACKEND_KINDS = frozenset(b"EZ1")
+_BACKEND_KINDS_TAGS = frozenset(b"EZ1C")  # for the policy or schema watch
+_EVERY_KIND = frozenset(range(256))  # while a unit has an action
+
 
 def refusal_sql(refusal: Refusal, undeclared: list[int] | None = None) -> str:
     """SQL that makes the backend raise `refusal` (referencing parameters)."""
@@ -117,12 +126,41 @@ def refusal_sql(refusal: Refusal, undeclared: list[int] | None = None) -> str:
     )
 
 
+class RelayHost(PumpHost, Protocol):
+    """What a relay needs from the server that started it."""
+
+    @property
+    def policy(self) -> StatementPolicy | None:
+        """The statement policy, read once per connection."""
+        ...
+
+    @property
+    def schema_clock(self) -> SchemaClock | None:
+        """The endpoint-wide count of schema changes, if they conflict."""
+        ...
+
+    @property
+    def faults(self) -> Faults:
+        """The faults injected at statements and COMMITs."""
+        ...
+
+    def take_conflict(self) -> str | None:
+        """Consume an injected COMMIT conflict: its code, or None."""
+        ...
+
+    def take_commit_drop(self) -> bool:
+        """Consume an injected commit drop."""
+        ...
+
+
 class Relay(Pump):
     """Relay the messages of one client and its backend, rewriting a few."""
 
+    _endpoint: RelayHost
+
     def __init__(
         self,
-        endpoint: Endpoint,
+        endpoint: RelayHost,
         client: ssl.SSLSocket,
         backend: socket.socket,
         session: Session,
@@ -133,10 +171,17 @@ class Relay(Pump):
         self._policy: StatementPolicy | None = endpoint.policy
         clock = endpoint.schema_clock
         self._schema = SchemaWatch(clock) if clock is not None else None
-        self._cbuf = bytearray()
-        self._cneed = 0
-        self._bbuf = bytearray()
-        self._bneed = 0
+        self._client_framer = Framer(
+            self._to_backend, self._client_message, self._client_watches
+        )
+        self._backend_kinds = (
+            _BACKEND_KINDS_TAGS
+            if self._policy is not None or self._schema is not None
+            else _BACKEND_KINDS
+        )
+        self._backend_framer = Framer(
+            self._to_client, self._backend_message, self._backend_watches
+        )
         self._status = b"I"
         self._units_sent = 0
         self._units_done = 0
@@ -173,47 +218,14 @@ class Relay(Pump):
         return bool(self._pieces) or (self._awaiting_commit and not self._copy_in)
 
     def _from_client(self, data: bytes) -> None:
+        rest = self._client_framer.feed(data)
+        if rest is not None:
+            self._held += rest
+
+    def _client_watches(self) -> frozenset[int] | None:
         if self._holding():
-            self._held += data
-            return
-        buf = self._cbuf
-        if buf:
-            buf += data
-            if len(buf) < self._cneed:
-                return
-            data = bytes(buf)
-            buf.clear()
-        n = len(data)
-        pos = start = 0
-        need = 5
-        out = self._to_backend
-        view = memoryview(data)
-        while n - pos >= 5:
-            end = pos + 1 + _UNPACK_LEN(data, pos + 1)[0]
-            if end > n:
-                need = end - pos
-                break
-            kind = data[pos]
-            if (
-                kind in (_Q, _P, _S, _F)
-                or (kind == _B and self._statements)
-                or (self._copy_in and kind in (_COPY_DONE, _COPY_FAIL))
-            ):
-                replacement = self._client_message(kind, view, pos, end)
-                if replacement is not None:
-                    out += view[start:pos]
-                    out += replacement
-                    start = end
-                if self._holding():
-                    # What follows waits for the relay's own statements.
-                    out += view[start:end]
-                    self._held += view[end:]
-                    return
-            pos = end
-        out += view[start:pos]
-        if pos < n:
-            buf += view[pos:]
-            self._cneed = need
+            return None  # what follows waits for the relay's own statements
+        return _CLIENT_KINDS[bool(self._statements) + 2 * self._copy_in]
 
     def _client_message(
         self, kind: int, view: memoryview, pos: int, end: int
@@ -526,42 +538,15 @@ class Relay(Pump):
     # -- backend -> client -------------------------------------------------
 
     def _from_backend(self, data: bytes) -> None:
-        buf = self._bbuf
-        if buf:
-            buf += data
-            if len(buf) < self._bneed:
-                return
-            data = bytes(buf)
-            buf.clear()
-        n = len(data)
-        pos = start = 0
-        need = 5
-        out = self._to_client
-        view = memoryview(data)
-        watch_tags = self._policy is not None or self._schema is not None
-        while n - pos >= 5:
-            end = pos + 1 + _UNPACK_LEN(data, pos + 1)[0]
-            if end > n:
-                need = end - pos
-                break
-            kind = data[pos]
-            if (
-                self._unit_actions
-                or kind in (_E, _Z, _PARSE_COMPLETE)
-                or (watch_tags and kind == _C)
-            ):
-                replacement = self._backend_message(kind, view, pos, end)
-                if replacement is not None:
-                    out += view[start:pos]
-                    out += replacement
-                    start = end
-                    if self._dropping:
-                        return
-            pos = end
-        out += view[start:pos]
-        if pos < n:
-            buf += view[pos:]
-            self._bneed = need
+        # Stopped only by a commit drop: nothing after it reaches the client.
+        self._backend_framer.feed(data)
+
+    def _backend_watches(self) -> frozenset[int] | None:
+        if self._dropping:
+            return None
+        if self._unit_actions:
+            return _EVERY_KIND
+        return self._backend_kinds
 
     def _backend_message(
         self, kind: int, view: memoryview, pos: int, end: int

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dsql_local import _protocol as pq
+from dsql_local._faults import Faults
 from dsql_local._policy import Session
 from dsql_local._relay import OC000_MESSAGE, Relay
 
@@ -20,11 +21,15 @@ class _Endpoint:
 
     policy = None
     schema_clock = None
+    faults = Faults()
     latency = 0.0
     max_connection_age = 3600.0
 
     def take_conflict(self) -> None:
         return None
+
+    def take_commit_drop(self) -> bool:
+        return False
 
 
 @contextmanager

@@ -1,0 +1,86 @@
+"""Cut a stream of protocol messages into messages, whatever the reads.
+
+The relay uses one `Framer` per direction. Every message after the startup
+phase is a type byte and a 32-bit length that counts itself; a message may
+arrive in pieces, and one read may hold many messages. Most messages pass
+unread: only those whose type the owner watches are handed to it, and those
+it replaces are spliced out of the bytes passed on.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Container
+
+_UNPACK_LEN = struct.Struct("!I").unpack_from
+
+Handler = Callable[[int, memoryview, int, int], "bytes | None"]
+"""Called as handle(kind, view, start, end) for a whole watched message at
+view[start:end]; returns the bytes to send in its place, or None to pass it."""
+
+
+class Framer:
+    """Frame one direction's bytes and pass them on, rewriting watched messages.
+
+    `watched` returns the message types to hand to `handle`, or None to stop
+    the stream: `feed` then returns the bytes that follow, unread. It is asked
+    at the start and again after each handled message, since handling may
+    change it.
+    """
+
+    __slots__ = ("_buf", "_handle", "_need", "_out", "_watched")
+
+    def __init__(
+        self,
+        out: bytearray,
+        handle: Handler,
+        watched: Callable[[], Container[int] | None],
+    ) -> None:
+        self._out = out
+        self._handle = handle
+        self._watched = watched
+        self._buf = bytearray()  # the start of an incomplete message
+        self._need = 0  # the size it must reach to be worth a look again
+
+    def feed(self, data: bytes) -> memoryview | None:
+        """Append what `data` completes to the output; keep a partial message.
+
+        Returns the unread rest when `watched` stopped the stream, else None.
+        """
+        buf = self._buf
+        if buf:
+            buf += data
+            if len(buf) < self._need:
+                return None
+            data = bytes(buf)
+            buf.clear()
+        view = memoryview(data)
+        watched = self._watched()
+        if watched is None:
+            return view
+        n = len(data)
+        pos = start = 0
+        need = 5
+        out = self._out
+        while n - pos >= 5:
+            end = pos + 1 + _UNPACK_LEN(data, pos + 1)[0]
+            if end > n:
+                need = end - pos
+                break
+            kind = data[pos]
+            if kind in watched:
+                replacement = self._handle(kind, view, pos, end)
+                if replacement is not None:
+                    out += view[start:pos]
+                    out += replacement
+                    start = end
+                watched = self._watched()
+                if watched is None:
+                    out += view[start:end]
+                    return view[end:]
+            pos = end
+        out += view[start:pos]
+        if pos < n:
+            buf += view[pos:]
+            self._need = need
+        return None
