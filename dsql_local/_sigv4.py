@@ -2,7 +2,8 @@
 
 A token looks like ``<host>/?Action=DbConnect&X-Amz-Algorithm=...&X-Amz-Signature=...``.
 Only the ``host`` header is signed, so a token is bound to one host name.
-No message built here contains the token or any part of it.
+No message built here contains the token or any part of it, and no input
+makes `TokenVerifier.verify` raise anything but `TokenError`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import hmac
+import re
 from collections.abc import Callable, Mapping
 from urllib.parse import parse_qsl, quote
 
@@ -18,6 +20,7 @@ _SERVICE = "dsql"
 _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _MAX_EXPIRES = 604_800
 _DATE_FORMAT = "%Y%m%dT%H%M%SZ"
+_SIGNATURE_RE = re.compile(r"[0-9a-f]{64}")
 
 
 class TokenError(Exception):
@@ -66,6 +69,14 @@ class TokenVerifier:
 
     def verify(self, token: str, *, user: str, server_name: str) -> None:
         """Raise TokenError unless `token` lets `user` connect to `server_name`."""
+        try:
+            self._verify(token, user, server_name)
+        except (ValueError, TypeError, OverflowError) as exc:
+            # A check above missed a malformed token: refuse it all the same.
+            # (UnicodeError is a ValueError.)
+            raise _malformed(f"it cannot be read ({type(exc).__name__})") from None
+
+    def _verify(self, token: str, user: str, server_name: str) -> None:
         host, params = _parse(token)
         if host.lower() != server_name.lower():
             raise TokenError(
@@ -76,8 +87,8 @@ class TokenVerifier:
         if params["Action"] != expected_action:
             raise TokenError(
                 "28000",
-                f"the token is for action {params['Action']!r}, but user "
-                f'"{user}" needs a {expected_action} token',
+                f'the token is for another action: user "{user}" needs a '
+                f"{expected_action} token",
             )
         access_key, scope_date = self._check_scope(params)
         self._check_time(params, scope_date)
@@ -89,7 +100,7 @@ class TokenVerifier:
                 "the token was signed with an access key this endpoint does not know",
             )
         signature = _signature(secret, host, params, scope_date, self.region)
-        if not hmac.compare_digest(signature, params["X-Amz-Signature"]):
+        if not hmac.compare_digest(signature, params["X-Amz-Signature"].encode()):
             raise TokenError(
                 "28P01",
                 "the token signature does not match (wrong secret access key?)",
@@ -108,8 +119,8 @@ class TokenVerifier:
         if region != self.region:
             raise TokenError(
                 "28000",
-                f"the token was signed for region {region!r}, "
-                f"this endpoint is in {self.region!r}",
+                f"the token was signed for another region than this endpoint's"
+                f" ({self.region})",
             )
         return access_key, scope_date
 
@@ -126,10 +137,11 @@ class TokenVerifier:
             raise _malformed("the credential scope date does not match X-Amz-Date")
         if not 1 <= expires <= _MAX_EXPIRES:
             raise _malformed(f"X-Amz-Expires must be between 1 and {_MAX_EXPIRES}")
-        now = self._now()
-        if now > signed_at + datetime.timedelta(seconds=expires) + self._skew:
+        # A difference of two datetimes always fits; a sum may not (year 9999).
+        age = self._now() - signed_at
+        if age > datetime.timedelta(seconds=expires) + self._skew:
             raise TokenError("28P01", "the token has expired")
-        if signed_at > now + self._skew:
+        if -age > self._skew:
             raise TokenError("28P01", "the token is signed in the future")
 
 
@@ -158,7 +170,7 @@ def _parse(token: str) -> tuple[str, dict[str, str]]:
     params: dict[str, str] = {}
     for key, value in pairs:
         if key in params:
-            raise _malformed(f"parameter {key} is repeated")
+            raise _malformed("a parameter is repeated")
         params[key] = value
     for required in _REQUIRED:
         if required not in params:
@@ -167,12 +179,15 @@ def _parse(token: str) -> tuple[str, dict[str, str]]:
         raise _malformed(f"the algorithm is not {_ALGORITHM}")
     if params["X-Amz-SignedHeaders"] != "host":
         raise _malformed("the signed headers must be exactly 'host'")
+    if not _SIGNATURE_RE.fullmatch(params["X-Amz-Signature"]):
+        raise _malformed("the signature is not 64 lowercase hexadecimal digits")
     return host, params
 
 
 def _signature(
     secret: str, host: str, params: Mapping[str, str], date: str, region: str
-) -> str:
+) -> bytes:
+    """The hex digest a token with these parameters must carry, as ASCII."""
     query = "&".join(
         f"{_quote(k)}={_quote(v)}"
         for k, v in sorted(params.items())
@@ -193,4 +208,4 @@ def _signature(
     key = _hmac(("AWS4" + secret).encode(), date)
     for part in (region, _SERVICE, "aws4_request"):
         key = _hmac(key, part)
-    return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest().encode()

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import datetime
+import re
 
 import boto3
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dsql_local._sigv4 import TokenError, TokenVerifier
 
@@ -102,7 +105,65 @@ def test_wrong_action_and_host() -> None:
 
 def test_wrong_region() -> None:
     verifier = TokenVerifier("eu-west-1", {KEY: SECRET})
-    assert "region 'us-east-1'" in _refused(_admin_token(), verifier).reason
+    error = _refused(_admin_token(), verifier)
+    assert "another region" in error.reason
+    # Nothing of the token is echoed, not even its region.
+    assert "us-east-1" not in error.reason
+
+
+def test_refusals_echo_nothing_of_the_token() -> None:
+    token = _admin_token().replace("Action=DbConnectAdmin", "Action=Probe%3Cb%3E")
+    error = _refused(token)
+    assert "Probe" not in error.reason
+    assert "<b>" not in error.reason
+    assert "DbConnectAdmin" in error.reason  # what it takes, not what it got
+
+
+def test_date_at_the_end_of_time_is_refused() -> None:
+    # Year 9999 plus a week of validity does not fit a datetime.
+    token = re.sub(r"X-Amz-Date=\d{8}", "X-Amz-Date=99991231", _admin_token())
+    token = re.sub(r"(X-Amz-Credential=[^%]+%2F)\d{8}", r"\g<1>99991231", token)
+    token = token.replace("X-Amz-Expires=900", "X-Amz-Expires=604800")
+    error = _refused(token)
+    assert (error.sqlstate, error.reason) == (
+        "28P01",
+        "the token is signed in the future",
+    )
+
+
+def test_non_ascii_signature_is_refused() -> None:
+    token = re.sub(
+        r"X-Amz-Signature=\w+", "X-Amz-Signature=" + "%C3%A9" * 32, _admin_token()
+    )
+    error = _refused(token)
+    assert error.sqlstate == "28000"
+    assert "signature" in error.reason
+
+
+_token_text = st.text(
+    alphabet=st.characters(codec="utf-8") | st.sampled_from("=&%/?+9"), max_size=40
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    cut=st.integers(min_value=0, max_value=2_000),
+    length=st.integers(min_value=0, max_value=40),
+    insert=_token_text,
+)
+def test_verifier_never_raises_on_input(cut: int, length: int, insert: str) -> None:
+    token = _admin_token()
+    cut %= len(token) + 1
+    mangled = token[:cut] + insert + token[cut + length :]
+    refusal: TokenError | None = None
+    try:
+        _verifier().verify(mangled, user="admin", server_name=HOST)
+    except TokenError as exc:
+        refusal = exc
+    if refusal is not None:
+        assert refusal.sqlstate in ("28000", "28P01")
+        # Echoing any of it would show here, as the inserts are mostly not ASCII.
+        assert refusal.reason.isascii()
 
 
 @pytest.mark.parametrize(
