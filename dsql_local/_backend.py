@@ -1,7 +1,8 @@
 """The private PostgreSQL server behind DSQL Local.
 
 It lives in a temporary directory, listens on a unix socket only, and runs as
-an unprivileged user when we are root (PostgreSQL refuses to run as root).
+an unprivileged user and group when we are root (PostgreSQL refuses to run as
+root; it keeps no supplementary group either).
 """
 
 from __future__ import annotations
@@ -138,6 +139,8 @@ class Backend:
         self._tmp: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._user: str | None = None
+        # With _user, the group to run as (the user's own) and no others.
+        self._group: int | None = None
 
     @property
     def socket_dir(self) -> str:
@@ -183,6 +186,7 @@ class Backend:
         if os.geteuid() == 0:
             self._user = _UNPRIVILEGED_USER
             entry = pwd.getpwnam(self._user)
+            self._group = entry.pw_gid
             for path in (self._tmp, sock):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
         initdb = [
@@ -203,6 +207,8 @@ class Backend:
                 capture_output=True,
                 text=True,
                 user=self._user,
+                group=self._group,
+                extra_groups=self._extra_groups(),
                 cwd=self._tmp,
             )
         except OSError as exc:
@@ -221,6 +227,8 @@ class Backend:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 user=self._user,
+                group=self._group,
+                extra_groups=self._extra_groups(),
                 cwd=self._tmp,
                 preexec_fn=_parent_death_hook(),  # noqa: PLW1509
                 start_new_session=True,  # a Ctrl-C in the terminal is ours
@@ -230,6 +238,10 @@ class Backend:
             for sql in bootstrap_sql:
                 conn.execute(sql.encode())
         logger.debug("backend PostgreSQL pid %s in %s", self._proc.pid, self._tmp)
+
+    def _extra_groups(self) -> list[int] | None:
+        """None keeps ours: only when running as another user, shed them."""
+        return None if self._group is None else []
 
     def _cannot_run(self, program: str, exc: OSError) -> str:
         message = f"could not run {program}: {exc.strerror or exc}"

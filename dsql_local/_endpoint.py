@@ -7,7 +7,9 @@ startup conversation with blocking reads; then a Relay takes over.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
+import math
 import select
 import socket
 import ssl
@@ -33,7 +35,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger("dsql_local")
 
 _ALPN = "postgresql"
-_HANDSHAKE_TIMEOUT = 30.0
+# From accept to authenticated, however the client paces its bytes.
+STARTUP_TIMEOUT = 30.0
+# accept() failing (out of descriptors, say): retry after this, doubling to 1 s.
+_ACCEPT_BACKOFF = 0.01
+_GONE_BEFORE_ACCEPT = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EINTR})
 _MAX_STARTUP = 10_000
 # Startup parameters that are DSQL Local's business, not the backend's.
 _NOT_FORWARDED = frozenset({"replication"})
@@ -83,8 +89,10 @@ class Endpoint:
         max_connections: int = 10_000,
         connection_rate: float | None = 100.0,
         connection_burst: int = 1_000,
+        startup_timeout: float = STARTUP_TIMEOUT,
     ) -> None:
         self.verifier = verifier
+        self.startup_timeout = startup_timeout
         self.backend_socket = backend_socket
         self.max_connection_age = max_connection_age
         self.latency = latency
@@ -104,7 +112,8 @@ class Endpoint:
         self._relays: set[Relay] = set()
         self._threads: set[threading.Thread] = set()
         self._generation = 0
-        self._state = threading.local()  # per connection thread: its generation
+        # Per connection thread: its generation and startup deadline.
+        self._state = threading.local()
         self._listener: socket.socket | None = None
         self._acceptor: threading.Thread | None = None
         self.port = 0
@@ -177,13 +186,28 @@ class Endpoint:
         self.drop_connections()
 
     def _accept_loop(self) -> None:
+        """Accept until stopped; out of descriptors or threads, wait and go on."""
         listener = self._listener
         assert listener is not None
+        backoff = _ACCEPT_BACKOFF
         while True:
             try:
                 sock, _ = listener.accept()
-            except OSError:
-                return
+            except OSError as exc:
+                if self._listener is not listener:
+                    return  # stopped
+                if exc.errno in _GONE_BEFORE_ACCEPT:
+                    continue
+                logger.warning(
+                    "DSQL Local cannot accept connections for now (%s);"
+                    " retrying in %g s",
+                    exc.strerror,
+                    backoff,
+                )
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 1.0)
+                continue
+            backoff = _ACCEPT_BACKOFF
             if self._cut_until and time.monotonic() < self._cut_until:
                 # An abortive close: the client reads a reset, not a goodbye.
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
@@ -194,7 +218,14 @@ class Endpoint:
             )
             with self._lock:
                 self._threads.add(thread)
-            thread.start()
+            try:
+                thread.start()
+            except RuntimeError as exc:  # no more threads
+                with self._lock:
+                    self._threads.discard(thread)
+                sock.close()
+                logger.warning("DSQL Local cannot serve a connection: %s", exc)
+                time.sleep(backoff)
 
     # -- controls ---------------------------------------------------------------
 
@@ -228,12 +259,12 @@ class Endpoint:
 
     def _serve(self, sock: socket.socket) -> None:
         accepted = time.monotonic()
+        self._state.deadline = accepted + self.startup_timeout
         with self._lock:
             generation = self._state.generation = self._generation
         client: ssl.SSLSocket | None = None
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.settimeout(_HANDSHAKE_TIMEOUT)
             client = self._negotiate_tls(sock)
             relay = self._authenticate(client, accepted)
             with self._lock:
@@ -258,23 +289,49 @@ class Endpoint:
             with self._lock:
                 self._threads.discard(threading.current_thread())
 
+    def _remaining(self, sock: socket.socket) -> float:
+        """Seconds left to finish startup; set them as `sock`'s timeout.
+
+        Past the deadline the connection is closed, so that a client cannot
+        hold a thread and a descriptor by sending its startup slowly.
+        """
+        remaining: float = self._state.deadline - time.monotonic()
+        if remaining <= 0:
+            logger.info(
+                "closed a connection that did not finish startup in %g s",
+                self.startup_timeout,
+            )
+            raise _Closed
+        sock.settimeout(remaining)
+        return remaining
+
     def _wait(self, sock: socket.socket) -> None:
         """Wait for data from the client, then for the simulated latency.
 
-        Gives up when the connection is dropped or the endpoint stops.
+        Gives up when the connection is dropped, the endpoint stops or the
+        startup deadline passes.
         """
-        deadline = time.monotonic() + _HANDSHAKE_TIMEOUT
         poller = select.poll()  # not select(): descriptors may exceed 1023
         poller.register(sock, select.POLLIN)
         while not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
             if self._state.generation != self._generation:
                 raise _Closed
-            if poller.poll(200):
+            wait_ms = min(200, math.ceil(self._remaining(sock) * 1000))
+            if poller.poll(wait_ms):
                 break
-            if time.monotonic() > deadline:
-                raise _Closed
         if self.latency > 0:
             time.sleep(self.latency)
+
+    def _read(self, sock: socket.socket, size: int) -> bytes:
+        """Read `size` bytes from the client before the startup deadline."""
+        data = bytearray()
+        while len(data) < size:
+            self._remaining(sock)
+            chunk = sock.recv(size - len(data))
+            if not chunk:
+                raise _Closed
+            data += chunk
+        return bytes(data)
 
     @staticmethod
     def _recv_exact(sock: socket.socket, size: int) -> bytes:
@@ -299,7 +356,7 @@ class Endpoint:
                 raise _Closed
             if first == b"\x16":
                 return self._handshake(sock, direct=True)
-            length, code = _len_code(self._recv_exact(sock, 8))
+            length, code = _len_code(self._read(sock, 8))
             if length == 8 and code == pq.SSL_REQUEST:
                 sock.sendall(b"S")
                 self._wait(sock)
@@ -308,7 +365,7 @@ class Endpoint:
                 sock.sendall(b"N")
                 continue
             if length == 16 and code == pq.CANCEL_REQUEST:
-                self._cancel(self._recv_exact(sock, 8))
+                self._cancel(self._read(sock, 8))
                 raise _Closed
             raise self._fatal(
                 sock,
@@ -318,6 +375,7 @@ class Endpoint:
             )
 
     def _handshake(self, sock: socket.socket, *, direct: bool) -> ssl.SSLSocket:
+        self._remaining(sock)  # the handshake as a whole must fit in it
         try:
             client = self._ctx.wrap_socket(sock, server_side=True)
         except (ssl.SSLError, OSError) as exc:
@@ -332,13 +390,13 @@ class Endpoint:
 
     def _authenticate(self, client: ssl.SSLSocket, accepted: float) -> Relay:
         self._wait(client)
-        length, version = _len_code(self._recv_exact(client, 8))
+        length, version = _len_code(self._read(client, 8))
         if version == pq.CANCEL_REQUEST and length == 16:
-            self._cancel(self._recv_exact(client, 8))
+            self._cancel(self._read(client, 8))
             raise _Closed
         if not 8 < length <= _MAX_STARTUP or version >> 16 != 3:
             raise self._fatal(client, "08P01", "invalid startup packet")
-        params = pq.parse_startup(self._recv_exact(client, length - 8))
+        params = pq.parse_startup(self._read(client, length - 8))
         user = params.get("user", "")
         if not user:
             raise self._fatal(client, "28000", "no user name in the startup packet")
@@ -351,12 +409,10 @@ class Endpoint:
 
         client.sendall(pq.auth_cleartext_request())
         self._wait(client)
-        kind, size = _kind_len(self._recv_exact(client, 5))
+        kind, size = _kind_len(self._read(client, 5))
         if kind != b"p" or not 4 < size <= 65_536:
             raise self._fatal(client, "08P01", "expected a password message")
-        token = (
-            self._recv_exact(client, size - 4).rstrip(b"\0").decode("utf-8", "replace")
-        )
+        token = self._read(client, size - 4).rstrip(b"\0").decode("utf-8", "replace")
         try:
             self.verifier.verify(token, user=user, server_name=sni)
         except TokenError as exc:
@@ -396,7 +452,7 @@ class Endpoint:
         """Start a backend session for `params`; relay its greeting to the client."""
         backend = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            backend.settimeout(_HANDSHAKE_TIMEOUT)
+            backend.settimeout(STARTUP_TIMEOUT)
             backend.connect(self.backend_socket)
             forwarded = {k: v for k, v in params.items() if k not in _NOT_FORWARDED}
             backend.sendall(pq.startup_message(forwarded, version))
