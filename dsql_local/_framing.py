@@ -12,6 +12,8 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Container
 
+from ._protocol import ProtocolViolation
+
 _UNPACK_LEN = struct.Struct("!I").unpack_from
 
 Handler = Callable[[int, memoryview, int, int], "bytes | None"]
@@ -25,17 +27,20 @@ class Framer:
     `watched` returns the message types to hand to `handle`, or None to stop
     the stream: `feed` then returns the bytes that follow, unread. It is asked
     at the start and again after each handled message, since handling may
-    change it.
+    change it. A message declaring a length over `max_length` is refused
+    before anything of it is kept (`ProtocolViolation`).
     """
 
-    __slots__ = ("_buf", "_handle", "_need", "_out", "_watched")
+    __slots__ = ("_buf", "_handle", "_max", "_need", "_out", "_watched")
 
     def __init__(
         self,
         out: bytearray,
         handle: Handler,
         watched: Callable[[], Container[int] | None],
+        max_length: int = 0xFFFFFFFF,
     ) -> None:
+        self._max = max_length
         self._out = out
         self._handle = handle
         self._watched = watched
@@ -62,8 +67,12 @@ class Framer:
         pos = start = 0
         need = 5
         out = self._out
+        limit = self._max
         while n - pos >= 5:
-            end = pos + 1 + _UNPACK_LEN(data, pos + 1)[0]
+            length = _UNPACK_LEN(data, pos + 1)[0]
+            if length > limit or length < 4:
+                raise ProtocolViolation("08P01", "invalid message length")
+            end = pos + 1 + length
             if end > n:
                 need = end - pos
                 break

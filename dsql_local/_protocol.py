@@ -11,9 +11,22 @@ PROTOCOL_3 = 3 << 16
 
 INT32 = struct.Struct("!I")
 
+# DSQL refuses longer messages (a message's length counts itself, not its type
+# byte); PostgreSQL's own limit is 1 GiB for most.
+MAX_MESSAGE_LENGTH = 10 * 1024 * 1024
+
 # Error fields a client cares about; the relay drops the server-internal ones
 # (file, line, routine, PL/pgSQL context) from errors it rewrites.
 _KEPT_FIELDS = frozenset(b"SVCMDH")
+
+
+class ProtocolViolation(Exception):
+    """The client broke the protocol: answer with this FATAL error and close."""
+
+    def __init__(self, sqlstate: str, message: str) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+        self.message = message
 
 
 def message(kind: bytes, body: bytes = b"") -> bytes:

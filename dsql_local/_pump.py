@@ -26,7 +26,8 @@ from . import _protocol as pq
 logger = logging.getLogger("dsql_local")
 
 _CHUNK = 256 * 1024
-_HIGH_WATER = 4 * 1024 * 1024  # stop reading a side while this much is queued
+# Stop reading a side while this much of what it sent is still with us.
+_HIGH_WATER = 4 * 1024 * 1024
 
 
 def close_tls(sock: ssl.SSLSocket) -> None:
@@ -71,6 +72,7 @@ class Pump:
         self._to_client = bytearray()
         self._to_backend = bytearray()
         self._delayed: deque[tuple[float, bytes]] = deque()
+        self._delayed_bytes = 0
         # Set by a subclass: close the client connection once _to_client
         # has been flushed.
         self._dropping = False
@@ -82,6 +84,10 @@ class Pump:
     def _from_backend(self, data: bytes) -> None:
         """Take bytes from the backend; queue what to send in `_to_client`."""
         raise NotImplementedError
+
+    def _client_backlog(self) -> int:
+        """Bytes the client sent that are still here: what bounds its reads."""
+        return len(self._to_backend) + self._delayed_bytes
 
     # -- control from other threads ---------------------------------------
 
@@ -102,6 +108,11 @@ class Pump:
     def run(self) -> None:
         try:
             self._loop()
+        except pq.ProtocolViolation as exc:
+            logger.info("closed a connection that broke the protocol: %s", exc)
+            self._send_last_words(
+                pq.error_response(exc.sqlstate, exc.message, severity="FATAL")
+            )
         except (OSError, ValueError) as exc:
             if not self._killed:
                 logger.debug("relay ended: %s", exc)
@@ -150,19 +161,13 @@ class Pump:
                     return
             if delayed:
                 self._release_delayed()
-            if (
-                self._to_client
-                or self._to_backend
-                or masks[cfd] != select.POLLIN
-                or masks[bfd] != select.POLLIN
+            for fd, want in (
+                (cfd, _interest(self._to_client, self._client_backlog())),
+                (bfd, _interest(self._to_backend, len(self._to_client))),
             ):
-                for fd, want in (
-                    (cfd, self._interest(self._to_client, self._to_backend)),
-                    (bfd, self._interest(self._to_backend, self._to_client)),
-                ):
-                    if masks[fd] != want:
-                        masks[fd] = want
-                        poller.modify(fd, want)
+                if masks[fd] != want:
+                    masks[fd] = want
+                    poller.modify(fd, want)
 
     def _release_delayed(self) -> None:
         """Process the client data whose simulated latency has passed."""
@@ -174,7 +179,9 @@ class Pump:
             time.sleep(wait)
         now = time.monotonic()
         while delayed and delayed[0][0] <= now:
-            self._from_client(delayed.popleft()[1])
+            data = delayed.popleft()[1]
+            self._delayed_bytes -= len(data)
+            self._from_client(data)
         self._flush(self._backend, self._to_backend)
 
     def _on_event(self, from_client: bool, event: int) -> bool:
@@ -187,11 +194,6 @@ class Pump:
         if event & select.POLLOUT:
             self._flush(self._backend, self._to_backend)
         return not readable or self._read_backend()
-
-    @staticmethod
-    def _interest(outgoing: bytearray, other_side: bytearray) -> int:
-        mask = select.POLLIN if len(other_side) < _HIGH_WATER else 0
-        return mask | select.POLLOUT if outgoing else mask
 
     def _read_client(self) -> bool:
         try:
@@ -210,6 +212,7 @@ class Pump:
             # Never let new data overtake data still waiting out its delay.
             due = time.monotonic() + latency
             delayed.append((max(due, delayed[-1][0]) if delayed else due, data))
+            self._delayed_bytes += len(data)
         else:
             self._from_client(data)
             self._flush(self._backend, self._to_backend)
@@ -262,3 +265,10 @@ class Pump:
             self._client.setblocking(True)
             self._client.settimeout(2.0)
             self._client.sendall(self._to_client)
+
+
+def _interest(outgoing: bytearray, backlog: int) -> int:
+    """Poll for writing while there is something to send; for reading while
+    what this side sent earlier is below the high-water mark."""
+    mask = select.POLLIN if backlog < _HIGH_WATER else 0
+    return mask | select.POLLOUT if outgoing else mask

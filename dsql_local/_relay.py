@@ -102,16 +102,23 @@ _COPY_IN, _COPY_DONE, _COPY_FAIL = b"Gcf"
 _DESCRIBE, _EXECUTE = b"DE"
 _E, _Z, _C, _PARSE_COMPLETE = b"EZC1"
 
-# The messages the relay reads; the rest pass unread. Client side, indexed by
-# (prepared statements known) + 2 * (a COPY FROM STDIN streaming in).
+# The messages the relay reads; the rest pass unread. Client side: all but
+# those it may pass unread (a message type it does not know never passes),
+# indexed by (prepared statements known) + 2 * (a COPY FROM STDIN streaming in).
+_EVERY_KIND = frozenset(range(256))
 _CLIENT_KINDS = tuple(
-    frozenset(b"QPSF" + b"B" * prepared + b"cf" * copying)
+    _EVERY_KIND - frozenset(b"CDEHXd" + b"B" * (not prepared) + b"cf" * (not copying))
     for copying in (False, True)
     for prepared in (False, True)
 )
+_FRONTEND_KINDS = frozenset(b"BCDEFHPQSXcdf")  # protocol 3.0's, after startup
 _BACKEND_KINDS = frozenset(b"EZ1")
 _BACKEND_KINDS_TAGS = frozenset(b"EZ1C")  # for the policy or schema watch
-_EVERY_KIND = frozenset(range(256))  # while a unit has an action
+# A FunctionCall runs a function by its oid: the policy cannot see which.
+_FUNCTION_CALL = Refusal(
+    "0A000",
+    "the FunctionCall protocol message is not supported: call the function in a query",
+)
 
 
 def refusal_sql(refusal: Refusal, undeclared: list[int] | None = None) -> str:
@@ -172,7 +179,10 @@ class Relay(Pump):
         clock = endpoint.schema_clock
         self._schema = SchemaWatch(clock) if clock is not None else None
         self._client_framer = Framer(
-            self._to_backend, self._client_message, self._client_watches
+            self._to_backend,
+            self._client_message,
+            self._client_watches,
+            pq.MAX_MESSAGE_LENGTH,
         )
         self._backend_kinds = (
             _BACKEND_KINDS_TAGS
@@ -222,6 +232,9 @@ class Relay(Pump):
         if rest is not None:
             self._held += rest
 
+    def _client_backlog(self) -> int:
+        return super()._client_backlog() + len(self._held)
+
     def _client_watches(self) -> frozenset[int] | None:
         if self._holding():
             return None  # what follows waits for the relay's own statements
@@ -234,8 +247,15 @@ class Relay(Pump):
             # The data is in: the hidden COMMIT decides, then what follows.
             self._copy_in = False
             return None
-        if kind in (_S, _F):
-            return self._end_of_unit(kind == _S)
+        if kind == _S:
+            return self._end_of_unit()
+        if kind == _F:
+            # Refused in its place, answered once like it (its own unit).
+            self._units_sent += 1
+            self._parses_sent = 0
+            return pq.query(refusal_sql(_FUNCTION_CALL))
+        if kind not in _FRONTEND_KINDS:
+            raise pq.ProtocolViolation("08P01", f"invalid frontend message type {kind}")
         if not self.session.in_transaction and self._pending_start is None:
             self._pending_start = time.monotonic()
             if self._schema is not None:
@@ -249,16 +269,16 @@ class Relay(Pump):
         self._parses_sent += 1
         return self._parse_message(view, pos, end)
 
-    def _end_of_unit(self, sync: bool) -> bytes | None:
-        """Count a Sync or FunctionCall, which the backend answers once."""
+    def _end_of_unit(self) -> bytes | None:
+        """Count a Sync, which the backend answers once."""
         self._units_sent += 1
         self._parses_sent = 0
-        if sync and self._wrap_at_sync:
+        if self._wrap_at_sync:
             self._wrap_at_sync = False
             self._add_action(self._units_sent, _HIDE_READY | _AUTOCOMMIT)
             self._awaiting_commit = True
             return _SYNC
-        if sync and self._rollback_after_sync:
+        if self._rollback_after_sync:
             self._rollback_after_sync = False
             return _SYNC + self._inject_rollback()
         return None

@@ -7,6 +7,8 @@ import json
 import os
 import queue
 import socket
+import ssl
+import struct
 import subprocess
 import sys
 import threading
@@ -20,7 +22,7 @@ import pytest
 
 from dsql_local import DsqlLocal
 from dsql_local import _protocol as pq
-from tests.dsql_local.helpers import open_connection
+from tests.dsql_local.helpers import make_token, open_connection
 
 _GSSENC_REQUEST = pq.INT32.pack(8) + pq.INT32.pack(pq.GSSENC_REQUEST)
 
@@ -146,3 +148,167 @@ def _flood_then_connect(info: dict[str, Any], stderr: queue.Queue[str]) -> None:
         **kwargs, password=token, sslmode="verify-full", connect_timeout=30
     ) as conn:
         assert conn.execute("select 1").fetchone() == (1,)
+
+
+class _RawClient:
+    """A client speaking the wire protocol itself, to send what libpq never does."""
+
+    def __init__(self, local: DsqlLocal) -> None:
+        raw = socket.create_connection(("127.0.0.1", local.port), timeout=30)
+        raw.sendall(pq.INT32.pack(8) + pq.INT32.pack(pq.SSL_REQUEST))
+        assert raw.recv(1) == b"S"
+        ctx = ssl.create_default_context(cafile=local.ca_file)
+        self.sock = ctx.wrap_socket(raw, server_hostname=local.host)
+        self.sock.sendall(pq.startup_message({"user": "admin", "database": "postgres"}))
+        assert self.read()[0] == b"R"
+        self.send(b"p", make_token(local).encode() + b"\0")
+        self.read_until(b"Z")
+
+    def send(self, kind: bytes, body: bytes) -> None:
+        self.sock.sendall(pq.message(kind, body))
+
+    def _exact(self, size: int) -> bytes:
+        data = b""
+        while len(data) < size:
+            chunk = self.sock.recv(size - len(data))
+            if not chunk:
+                raise ConnectionError("the server closed the connection")
+            data += chunk
+        return data
+
+    def read(self) -> tuple[bytes, bytes]:
+        """Read one message: its type and body."""
+        header = self._exact(5)
+        return header[:1], self._exact(pq.INT32.unpack_from(header, 1)[0] - 4)
+
+    def read_until(self, kind: bytes) -> list[tuple[bytes, bytes]]:
+        messages = [self.read()]
+        while messages[-1][0] != kind:
+            messages.append(self.read())
+        return messages
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _error(messages: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    errors = [pq.parse_fields(body) for kind, body in messages if kind == b"E"]
+    assert errors, messages
+    return errors[0]
+
+
+_PG_ADVISORY_LOCK_INT8 = 2880  # pg_advisory_lock(bigint), a built-in's fixed oid
+
+
+def _advisory_locks(local: DsqlLocal) -> int:
+    with psycopg.connect(local.backend_dsn) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def test_function_call_message_is_refused(dsql_local: DsqlLocal) -> None:
+    client = _RawClient(dsql_local)
+    try:
+        # One argument, binary, the int8 1; text result.
+        body = (
+            pq.INT32.pack(_PG_ADVISORY_LOCK_INT8)
+            + struct.pack("!hhhi", 1, 1, 1, 8)
+            + struct.pack("!qh", 1, 0)
+        )
+        client.send(b"F", body)
+        answer = client.read_until(b"Z")
+        error = _error(answer)
+        assert error["C"] == "0A000"
+        assert "FunctionCall" in error["M"]
+        assert _advisory_locks(dsql_local) == 0
+        # The connection goes on.
+        client.send(b"Q", b"select 1\0")
+        assert [kind for kind, _ in client.read_until(b"Z")] == [
+            b"T",
+            b"D",
+            b"C",
+            b"Z",
+        ]
+    finally:
+        client.close()
+
+
+def test_unknown_message_is_refused_before_the_backend(dsql_local: DsqlLocal) -> None:
+    client = _RawClient(dsql_local)
+    try:
+        client.send(b"p", b"a password out of turn\0")
+        error = _error(client.read_until(b"E"))
+        assert (error["S"], error["C"]) == ("FATAL", "08P01")
+        assert "invalid frontend message type" in error["M"]
+    finally:
+        client.close()
+
+
+def _rss() -> int:
+    """This process's resident memory, in bytes."""
+    return int(_status(os.getpid())["VmRSS"].split()[0]) * 1024
+
+
+_FLOOD = 256 * 1024 * 1024
+# What DSQL Local may hold for one client, with room for the interpreter's own
+# growth: a small fraction of the flood.
+_MEMORY_BOUND = 64 * 1024 * 1024
+
+
+def _flood(client: _RawClient, sent: list[int]) -> None:
+    """Send CopyData messages (ignored outside COPY) until blocked for 5 s."""
+    chunk = pq.message(b"d", b"\0" * (1024 * 1024 - 5))
+    client.sock.settimeout(5)
+    try:
+        while sent[0] < _FLOOD:
+            client.sock.sendall(chunk)
+            sent[0] += len(chunk)
+    except OSError:
+        pass  # blocked (the relay stopped reading), or closed
+
+
+def _peak_growth_while(work: threading.Thread) -> int:
+    before = peak = _rss()
+    work.start()
+    while work.is_alive():
+        peak = max(peak, _rss())
+        work.join(0.05)
+    return max(peak, _rss()) - before
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_held_client_data_is_bounded(dsql_local: DsqlLocal) -> None:
+    client = _RawClient(dsql_local)
+    try:
+        client.send(b"Q", b"CREATE TABLE IF NOT EXISTS public.held_t (id int)\0")
+        client.read_until(b"Z")
+        # A lone INSERT runs in a hidden transaction: client data waits meanwhile.
+        client.send(b"Q", b"INSERT INTO public.held_t SELECT 1 FROM pg_sleep(20)\0")
+        sent = [0]
+        growth = _peak_growth_while(
+            threading.Thread(target=_flood, args=(client, sent))
+        )
+        assert sent[0] < _FLOOD, "the relay read everything it was sent"
+        assert growth < _MEMORY_BOUND
+    finally:
+        client.close()
+
+
+def test_a_message_declaring_4_gib_is_refused_first(dsql_local: DsqlLocal) -> None:
+    client = _RawClient(dsql_local)
+    try:
+        # Only the header: the refusal cannot wait for the body.
+        client.sock.sendall(b"Q" + pq.INT32.pack(0xFFFFFFF0))
+        error = _error(client.read_until(b"E"))
+        assert (error["S"], error["C"], error["M"]) == (
+            "FATAL",
+            "08P01",
+            "invalid message length",
+        )
+        with pytest.raises(ConnectionError):
+            client.read()
+    finally:
+        client.close()
