@@ -24,7 +24,7 @@ def install(session: nox.Session, *groups: str, extras: str = "local,pgserver") 
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite against DSQL Local."""
-    install(session, "test", extras="local,pgserver,django,sqlalchemy")
+    install(session, "test", extras="local,pgserver,django,sqlalchemy,alembic")
     session.run("pytest", *session.posargs, env={"AWS_EC2_METADATA_DISABLED": "true"})
 
 
@@ -65,7 +65,7 @@ DJANGO = {"5.2": "django~=5.2.0", "6": "django>=6,<7"}
 )
 def django(session: nox.Session, django: str) -> None:
     """Run the framework integration tests with each supported Django."""
-    install(session, "test", extras="local,django,sqlalchemy")
+    install(session, "test", extras="local,django,sqlalchemy,alembic")
     session.install(DJANGO[django])
     session.run(
         "pytest",
@@ -114,7 +114,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """Type-check both packages with mypy --strict."""
-    install(session, "typecheck", extras="local,django,sqlalchemy")
+    install(session, "typecheck", extras="local,django,sqlalchemy,alembic")
     session.run("mypy", "--strict", "dsql_psycopg", "dsql_local")
 
 

@@ -94,10 +94,8 @@ def create_app(url: str | None = None) -> Flask:
     app.extensions["dsql_retries"] = []
     db.init_app(app)
     with app.app_context():
-        # One DDL statement per transaction: create the tables in autocommit.
-        db.metadata.create_all(
-            db.engine.execution_options(isolation_level="AUTOCOMMIT")
-        )
+        # The dialect runs each CREATE in a transaction of its own.
+        db.metadata.create_all(db.engine)
 
     @app.post("/pages/<slug>/visits")
     @unit_of_work
