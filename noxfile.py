@@ -53,6 +53,38 @@ def chaos(session: nox.Session) -> None:
     )
 
 
+# A quick part of SQLAlchemy's suite, for CI; the whole suite takes minutes.
+SQLALCHEMY_SUITE_FAST = [
+    "sqlalchemy_suite/test_ddl.py",
+    "sqlalchemy_suite/test_dialect.py",
+    "sqlalchemy_suite/test_insert.py",
+    "sqlalchemy_suite/test_sequence.py",
+    "sqlalchemy_suite/test_update_delete.py",
+]
+
+
+@nox.session(name="sqlalchemy-suite")
+def sqlalchemy_suite(session: nox.Session) -> None:
+    """Run SQLAlchemy's dialect compliance suite on DSQL Local.
+
+    ``nox -s sqlalchemy-suite`` runs all of it; ``-- --fast`` the part CI runs;
+    other arguments go to pytest (``-- sqlalchemy_suite/test_types.py -x``).
+    """
+    install(session, "test", extras="local,pgserver,sqlalchemy")
+    args = session.posargs
+    if args == ["--fast"]:
+        args = SQLALCHEMY_SUITE_FAST
+    elif not any(arg.startswith("sqlalchemy_suite") for arg in args):
+        args = ["sqlalchemy_suite", *args]
+    session.run(
+        "pytest",
+        "-c",
+        "sqlalchemy_suite/setup.cfg",
+        *args,
+        env={"AWS_EC2_METADATA_DISABLED": "true"},
+    )
+
+
 # Django 5.2 LTS and the current 6.x (which needs Python >= 3.12). A Python
 # that is not installed is skipped, not failed.
 DJANGO = {"5.2": "django~=5.2.0", "6": "django>=6,<7"}

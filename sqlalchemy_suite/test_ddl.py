@@ -1,0 +1,3 @@
+"""SQLAlchemy's ``test_ddl`` suite module on DSQL Local."""
+
+from sqlalchemy.testing.suite.test_ddl import *

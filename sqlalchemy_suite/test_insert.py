@@ -1,0 +1,3 @@
+"""SQLAlchemy's ``test_insert`` suite module on DSQL Local."""
+
+from sqlalchemy.testing.suite.test_insert import *

@@ -1,0 +1,3 @@
+"""SQLAlchemy's ``test_sequence`` suite module on DSQL Local."""
+
+from sqlalchemy.testing.suite.test_sequence import *

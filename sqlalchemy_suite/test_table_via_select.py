@@ -1,0 +1,3 @@
+"""SQLAlchemy's ``test_table_via_select`` suite module on DSQL Local."""
+
+from sqlalchemy.testing.suite.test_table_via_select import *

@@ -1,0 +1,3 @@
+"""SQLAlchemy's ``test_update_delete`` suite module on DSQL Local."""
+
+from sqlalchemy.testing.suite.test_update_delete import *
