@@ -316,6 +316,8 @@ def _index_job(cursor: Any, context: Any) -> str | None:
         getattr(context.compiled, "statement", None), CreateIndex
     ):
         return None
+    if cursor.description is None:  # nothing to build (IF NOT EXISTS)
+        return None
     row = cursor.fetchone()
     cursor.scroll(0, mode="absolute")
     return str(row[0]) if row else None

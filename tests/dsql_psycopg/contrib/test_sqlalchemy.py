@@ -210,6 +210,9 @@ def test_create_all_runs_in_one_sqlalchemy_transaction(engine: sa.Engine) -> Non
             assert [i["name"] for i in inspector.get_indexes("sa_ddl_b")] == [
                 "ix_sa_ddl_b_a_id"
             ]
+        (index,) = metadata.tables["sa_ddl_b"].indexes
+        with engine.begin() as conn:
+            conn.execute(sa.schema.CreateIndex(index, if_not_exists=True))
     finally:
         with engine.begin() as conn:
             metadata.drop_all(conn)
