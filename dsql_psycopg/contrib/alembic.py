@@ -19,6 +19,8 @@ from __future__ import annotations
 from typing import Any, TextIO
 
 from alembic.ddl.postgresql import PostgresqlImpl
+from sqlalchemy import Column
+from sqlalchemy import types as sqltypes
 from sqlalchemy.engine import Connection, Dialect
 
 __all__ = ["DsqlImpl"]
@@ -47,3 +49,28 @@ class DsqlImpl(PostgresqlImpl):
         super().__init__(
             dialect, connection, as_sql, transactional_ddl, output_buffer, context_opts
         )
+
+    def compare_type(
+        self, inspector_column: Column[Any], metadata_column: Column[Any]
+    ) -> bool:
+        """Compare types, knowing that the dialect made integer identities BIGINT."""
+        if (
+            self.dialect.driver == DRIVER
+            and isinstance(inspector_column.type, sqltypes.BigInteger)
+            and _made_bigint(metadata_column)
+        ):
+            return False
+        return super().compare_type(inspector_column, metadata_column)
+
+
+def _made_bigint(column: Column[Any]) -> bool:
+    """Whether the DSQL dialect writes this INTEGER/SMALLINT column as BIGINT."""
+    type_ = column.type
+    if not isinstance(type_, sqltypes.Integer) or isinstance(
+        type_, sqltypes.BigInteger
+    ):
+        return False
+    table = column.table
+    return column.identity is not None or (
+        column.primary_key and column is table._autoincrement_column
+    )
