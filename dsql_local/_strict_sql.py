@@ -184,13 +184,12 @@ _STRICT_SQL: tuple[str, ...] = (
                     {_message("indexes-per-table")});
             END IF;
             CONTINUE WHEN is_async;
-            EXECUTE format('SELECT EXISTS (SELECT FROM %s)', tbl) INTO has_rows;
-            -- DSQL refuses it on an empty table too; not yet here (see the
-            -- rule index-not-async).
-            IF has_rows AND NOT sync_allowed THEN
+            IF NOT sync_allowed THEN
                 CALL dsql_local.refuse({_sqlstate("index-not-async")},
                     {_message("index-not-async")});
-            ELSIF has_rows THEN
+            END IF;
+            EXECUTE format('SELECT EXISTS (SELECT FROM %s)', tbl) INTO has_rows;
+            IF has_rows THEN
                 CALL dsql_local.refuse({_sqlstate("index-not-async-on-rows")},
                     {_message("index-not-async-on-rows")});
             END IF;

@@ -189,11 +189,15 @@ def test_set_in_the_list_runs(local: DsqlLocal) -> None:
         assert conn.execute("SHOW timezone").fetchone() == ("UTC",)
 
 
-def test_sync_index_setting(local: DsqlLocal) -> None:
+def test_sync_index_after_the_session_allows_it(local: DsqlLocal) -> None:
     with fresh(local, "sync-index") as conn:
         conn.execute("CREATE TABLE t (id int PRIMARY KEY, n int)")
+        with pytest.raises(
+            psycopg.errors.FeatureNotSupported, match="unsupported mode"
+        ):
+            conn.execute("CREATE INDEX t_n ON t (n)")  # even on an empty table
         conn.execute("SET disable_sync_create_index = off")
-        conn.execute("CREATE INDEX t_n ON t (n)")  # an empty table
+        conn.execute("CREATE INDEX t_n ON t (n)")
         conn.execute("INSERT INTO t VALUES (1, 1)")
         with pytest.raises(psycopg.errors.FeatureNotSupported, match="with rows"):
             conn.execute("CREATE INDEX t_n2 ON t (n)")
