@@ -58,8 +58,14 @@ class StatementPolicy(Protocol):
         """Return a Refusal to refuse, a string to run instead, None to pass."""
         ...
 
-    def statement_done(self, command_tag: str, session: Session) -> None:
-        """Observe each CommandComplete (e.g. ``INSERT 0 3``)."""
+    def statement_done(self, command_tag: str, session: Session) -> Refusal | None:
+        """Observe each CommandComplete (e.g. ``INSERT 0 3``).
+
+        A Refusal fails the statement after it ran (its transaction aborts):
+        DSQL's row limit. An optional ``transaction_size_limit`` attribute
+        (bytes) has the relay check DSQL's size limit right before each
+        COMMIT of a transaction that wrote.
+        """
         ...
 
     def check_commit(self, session: Session) -> Refusal | None:

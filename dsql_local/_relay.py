@@ -14,8 +14,24 @@ looked at, and the few messages DSQL Local acts on are decoded:
   CommandComplete is held until that COMMIT has succeeded, and other client
   data waits, but the data of a ``COPY FROM STDIN`` (from CopyInResponse to
   CopyDone or CopyFail);
+- conflicts as DSQL has them (see `_conflicts`): a lone BEGIN is followed, in
+  the same Query, by a hidden SELECT that takes the snapshot there. In a
+  transaction, a write or locking read that `_conflicts.guard` can answer runs
+  after a hidden SAVEPOINT, its answer held until its ReadyForQuery. If
+  PostgreSQL refused it for another transaction's sake (a lock timeout, or
+  40001 for a row changed since the snapshot), the relay rolls back to the
+  savepoint, runs the plain read that answers it instead (extended protocol:
+  with the client's parameters and result formats), and fails the transaction's
+  COMMIT with 40001 ``(OC000)``. Other client data waits meanwhile;
+- DSQL's limits: a CommandComplete that takes the transaction past the
+  policy's row limit (`StatementPolicy.statement_done`) becomes the error,
+  and a hidden refusal fails the backend's transaction too; before the
+  COMMIT of a transaction that wrote, a hidden check of the size limit,
+  whose error, if any, answers the COMMIT;
 - backend ErrorResponse: PostgreSQL's serialization and lock-timeout errors
-  become DSQL's 40001 ``(OC000)``; refusals lose their PL/pgSQL context;
+  of statements not guarded become DSQL's 40001 ``(OC000)`` at the statement
+  (in autocommit, the statement's end is its COMMIT); refusals lose their
+  PL/pgSQL context;
 - backend CommandComplete of a statement the policy rewrote into one with
   another tag (``CREATE INDEX ASYNC`` runs as a SELECT): the tag DSQL gives
   (`Session.command_tags`);
@@ -46,17 +62,20 @@ import ssl
 import struct
 import time
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from . import _protocol as pq
 from ._commits import Piece, commit_pieces
+from ._conflicts import Guard, guard
 from ._faults import SERVER_UNAVAILABLE, Faults
 from ._framing import Framer
 from ._policy import Refusal, Session, StatementPolicy
 from ._pump import Pump, PumpHost
 from ._schema import OC001_MESSAGE, SchemaClock, SchemaWatch
 
-OC000_MESSAGE = "change conflicts with another transaction, please retry: (OC000)"
+OC000_MESSAGE = "change conflicts with another transaction (OC000)"
 CONFLICT_MESSAGES = {"OC000": OC000_MESSAGE, "OC001": OC001_MESSAGE}
 # PostgreSQL errors that mean "another writer got there first".
 _CONFLICT_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
@@ -70,9 +89,42 @@ BOOTSTRAP_SQL = (
     BEGIN
         RAISE EXCEPTION USING ERRCODE = sqlstate, MESSAGE = message;
     END $$""",
+    # DSQL's size limit, checked right before a COMMIT: the size of the row
+    # versions the transaction wrote and can still see, as stored
+    # (pg_column_size: compressed where PostgreSQL compresses; deleted rows,
+    # index entries and per-row overhead not counted). A row is its own when
+    # its xmin is still in progress: other transactions' uncommitted rows are
+    # not visible. The tables to look at are those with pending insert or
+    # update counts (which may include earlier transactions').
+    """CREATE FUNCTION dsql_local.check_commit(size_limit bigint)
+    RETURNS void LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path = pg_catalog AS $$
+    DECLARE
+        written regclass;
+        part bigint;
+        total bigint := 0;
+        epoch bigint := (txid_current() >> 32) << 32;
+    BEGIN
+        FOR written IN SELECT relid FROM pg_stat_xact_user_tables
+                WHERE n_tup_ins + n_tup_upd > 0 LOOP
+            EXECUTE format('SELECT coalesce(sum(pg_column_size(t.*)), 0)'
+                ' FROM ONLY %s AS t WHERE pg_xact_status('
+                '(%s + t.xmin::text::bigint)::text::xid8) = ''in progress''',
+                written, epoch) INTO part;
+            total := total + part;
+        END LOOP;
+        IF total > size_limit THEN
+            RAISE EXCEPTION USING ERRCODE = '54000',
+                MESSAGE = format('transaction size limit %smb exceeded',
+                    size_limit / 1048576),
+                DETAIL = format('Current transaction size %smb > %smb',
+                    ceil(total / 1048576.0), size_limit / 1048576);
+        END IF;
+    END $$""",
 )
 
 _STALE_SCHEMA = Refusal("40001", OC001_MESSAGE)
+_CONFLICT = Refusal("40001", OC000_MESSAGE)
 _COMMIT_RE = re.compile(
     r"\s*(?:commit|end)(?:\s+(?:work|transaction))?\s*;?\s*\Z", re.IGNORECASE
 )
@@ -93,7 +145,22 @@ _AUTOCOMMIT = 32  # hold its CommandComplete; at ReadyForQuery, end the
 # hidden transaction around the unit
 _RELEASE_TAG = 64  # the hidden COMMIT: send the held CommandComplete first
 _UNAVAILABLE_AT_COMMIT = 128  # answer a COMMIT that committed with an error
-_BEGIN = pq.query("BEGIN")
+_QUIET = 256  # hidden, errors too, and leaves the transaction status as it is
+_GUARD = 512  # a write after a hidden savepoint: its answer waits in `_write`
+_ANSWER = 1024  # the plain read answering a write PostgreSQL refused
+_SNAPSHOT = 2048  # a lone BEGIN, followed by a hidden snapshot-taking SELECT
+_PRE_COMMIT = 4096  # the limits' check before a COMMIT: keep its error for it
+_MUTATING_TAGS = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE", "COPY"})
+_BEGIN_RE = re.compile(r"\s*(?:begin|start\s+transaction)\b[^;]*;?\s*\Z", re.IGNORECASE)
+# Taken right after BEGIN, as DSQL takes its snapshot; where the WAL stood
+# then bounds what the transaction can have written (see _commit_check).
+_TAKE_SNAPSHOT = "SELECT pg_catalog.pg_current_wal_insert_lsn()"
+_LSN = re.compile(r"[0-9A-F]{1,8}/[0-9A-F]{1,8}")
+_BEGIN = pq.query(f"BEGIN;{_TAKE_SNAPSHOT}")
+_SAVEPOINT_NAME = "dsql_local_write"
+_SAVEPOINT = pq.query(f"SAVEPOINT {_SAVEPOINT_NAME}")
+_ROLLBACK_TO = pq.query(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT_NAME}")
+_ANSWER_STATEMENT = b"dsql_local_answer"
 _COMMIT = pq.query("COMMIT")
 _SYNC = pq.message(b"S")  # a Sync has no body: every one is these bytes
 
@@ -101,6 +168,26 @@ _Q, _P, _B, _S, _F = b"QPBSF"
 _COPY_IN, _COPY_DONE, _COPY_FAIL = b"Gcf"
 _DESCRIBE, _EXECUTE = b"DE"
 _E, _Z, _C, _PARSE_COMPLETE = b"EZC1"
+_ROW_DESCRIPTION, _DATA_ROW = b"TD"
+# What a refused extended-protocol write already answered that still holds.
+_KEPT_AFTER_REFUSAL = frozenset(b"12tTn")
+
+
+@dataclass
+class _Write:
+    """A guarded write in flight: its answer waits until it is known."""
+
+    guard: Guard
+    bind: bytes | None = None
+    """Extended protocol: the body of the client's Bind (its parameters)."""
+    types: bytes = b"\0\0"
+    """Extended protocol: the parameter types of the client's Parse."""
+    sealed: bool = False
+    """Its Sync (or its Query) is in: what the client sends next waits."""
+    refused: bool = False
+    answer: bytearray = field(default_factory=bytearray)
+    kept: bytearray = field(default_factory=bytearray)
+
 
 # The messages the relay reads; the rest pass unread. Client side: all but
 # those it may pass unread (a message type it does not know never passes),
@@ -210,10 +297,25 @@ class Relay(Pump):
         self._copy_in = False
         self._held_tag = b""
         self._pending_start: float | None = None
+        # A write run after a hidden savepoint, and whether a refused one
+        # dooms the transaction to fail at COMMIT.
+        self._write: _Write | None = None
+        self._doomed = False
+        # DSQL's limits: a statement past the row limit fails after the
+        # fact; a transaction that wrote is checked right before its COMMIT,
+        # whose answer becomes the check's error, if any.
+        self._late_refusal: Refusal | None = None
+        self._late_answer = bytearray()
+        self._wrote = False
+        self._start_lsn = ""
+        self._commit_prefix = b""
+        self._commit_error = b""
         # Prepared (named) statements: name -> (SQL, not run yet, to wrap in
-        # a hidden transaction); and
+        # a hidden transaction, its parameter types); and
         # the ParseCompletes to hide: {unit: {index of an added Parse}}.
-        self._statements: dict[str, tuple[str, bool, bool, tuple[str | None, ...]]] = {}
+        self._statements: dict[
+            str, tuple[str, bool, bool, tuple[str | None, ...], bytes]
+        ] = {}
         self._parses_sent = 0
         self._parses_done = 0
         self._hidden_parses: dict[int, set[int]] = {}
@@ -225,7 +327,11 @@ class Relay(Pump):
 
     def _holding(self) -> bool:
         """Client data waits: the relay still sends statements of its own."""
-        return bool(self._pieces) or (self._awaiting_commit and not self._copy_in)
+        return (
+            bool(self._pieces)
+            or (self._awaiting_commit and not self._copy_in)
+            or (self._write is not None and self._write.sealed)
+        )
 
     def _from_client(self, data: bytes) -> None:
         rest = self._client_framer.feed(data)
@@ -273,6 +379,8 @@ class Relay(Pump):
         """Count a Sync, which the backend answers once."""
         self._units_sent += 1
         self._parses_sent = 0
+        if self._write is not None:
+            self._write.sealed = True
         if self._wrap_at_sync:
             self._wrap_at_sync = False
             self._add_action(self._units_sent, _HIDE_READY | _AUTOCOMMIT)
@@ -286,26 +394,50 @@ class Relay(Pump):
     def _query_message(self, view: memoryview, pos: int, end: int) -> bytes | None:
         sql = bytes(view[pos + 5 : end - 1]).decode("utf-8", "replace")
         if _COMMIT_RE.match(sql):
-            refusal = self._commit_refusal(self._units_sent)
-            if refusal is not None:
-                return pq.query(refusal_sql(refusal)) + self._inject_rollback()
-        else:
-            pieces = commit_pieces(sql)
-            if pieces is not None:
-                self._pieces.extend(pieces)
-                return self._next_piece()
+            return self._commit_query(bytes(view[pos:end]))
+        pieces = commit_pieces(sql)
+        if pieces is not None:
+            self._pieces.extend(pieces)
+            return self._next_piece()
         verdict = self._check(sql)
         if isinstance(verdict, Refusal):
             return pq.query(refusal_sql(verdict))
         self._note_tags(self._units_sent, self.session.command_tags)
+        if verdict is None:
+            rewritten = self._conflict_rewrite(sql)
+            if rewritten is not None:
+                return rewritten
         if self._may_wrap(self.session.run_in_transaction, self._units_sent - 1):
             # The hidden BEGIN takes the client's unit; the query the next.
-            self._add_action(self._units_sent, _SWALLOW | _HIDE_READY)
+            self._add_action(self._units_sent, _SWALLOW | _HIDE_READY | _SNAPSHOT)
             self._units_sent += 1
             self._add_action(self._units_sent, _HIDE_READY | _AUTOCOMMIT)
             self._awaiting_commit = True
             return _BEGIN + pq.query(sql if verdict is None else verdict)
         return None if verdict is None else pq.query(verdict)
+
+    def _commit_query(self, message: bytes) -> bytes | None:
+        """Fail a COMMIT sent as a Query, or check the limits before it."""
+        refusal = self._commit_refusal(self._units_sent, checkable=True)
+        if refusal is not None:
+            return pq.query(refusal_sql(refusal)) + self._inject_rollback()
+        return self._take_commit_prefix(message)
+
+    def _conflict_rewrite(self, sql: str) -> bytes | None:
+        """Take a snapshot after a lone BEGIN; guard a write in a transaction."""
+        if _BEGIN_RE.match(sql):
+            # A comment at the end ends with the line.
+            self._add_action(self._units_sent, _SNAPSHOT)
+            return pq.query(f"{sql}\n;{_TAKE_SNAPSHOT}")
+        write = self._guard(sql, self._units_sent - 1)
+        if write is None:
+            return None
+        # The hidden SAVEPOINT takes the client's unit; the query the next.
+        write.sealed = True
+        self._add_action(self._units_sent, _SWALLOW | _HIDE_READY | _QUIET)
+        self._units_sent += 1
+        self._add_action(self._units_sent, _GUARD)
+        return _SAVEPOINT + pq.query(sql)
 
     def _may_wrap(self, wanted: bool, units_before: int) -> bool:
         """Whether to run a statement in a hidden transaction.
@@ -320,6 +452,50 @@ class Relay(Pump):
             and not self._wrap_at_sync
         )
 
+    def _guard(self, sql: str, units_before: int) -> _Write | None:
+        """Guard `sql`, sent in a transaction, if a refused write of it can be answered.
+
+        Only when the status is known: every earlier unit answered, but
+        hidden ones that leave it as it is.
+        """
+        if self._status != b"T" or self._write is not None or self._wrap_at_sync:
+            return None
+        for unit in range(self._units_done + 1, units_before + 1):
+            if not self._unit_actions.get(unit, 0) & _QUIET:
+                return None
+        found = guard(sql)
+        if found is None:
+            return None
+        self._write = _Write(found)
+        return self._write
+
+    def _enclose(
+        self,
+        sql: str | None,
+        message: bytes,
+        wanted: bool,
+        bind: Callable[[], bytes],
+        types: bytes,
+    ) -> bytes | None:
+        """Guard the unit's statement, or wrap it in a hidden transaction.
+
+        `message` is the unit's first (a Parse or a Bind), `sql` the statement
+        if it may be guarded, `wanted` whether the policy wants it wrapped,
+        `bind` gives the unit's Bind body and `types` its parameter types.
+        """
+        write = None if sql is None else self._guard(sql, self._units_sent)
+        if write is not None:
+            # Precede the unit's first message with a hidden SAVEPOINT.
+            write.bind = bind()
+            write.types = types
+            self._units_sent += 1
+            self._add_action(self._units_sent, _SWALLOW | _HIDE_READY | _QUIET)
+            self._add_action(self._units_sent + 1, _GUARD)
+            return _SAVEPOINT + message
+        if self._may_wrap(wanted, self._units_sent):
+            return self._wrap_extended(message)
+        return None
+
     def _wanted_extended(self, sql: str) -> bool:
         """Whether the policy wants `sql`, sent by Parse, in a hidden transaction.
 
@@ -331,7 +507,7 @@ class Relay(Pump):
     def _wrap_extended(self, message: bytes) -> bytes:
         """Precede the unit's first message with a hidden BEGIN."""
         self._units_sent += 1
-        self._add_action(self._units_sent, _SWALLOW | _HIDE_READY)
+        self._add_action(self._units_sent, _SWALLOW | _HIDE_READY | _SNAPSHOT)
         self._wrap_at_sync = True
         return _BEGIN + message
 
@@ -352,6 +528,11 @@ class Relay(Pump):
             refusal = self._policy.check_commit(self.session) if self._policy else None
             if refusal is None:
                 self._held_tag = tag
+                check = self._commit_check()
+                if check:
+                    self._to_backend += self._hidden(
+                        check, _SWALLOW | _HIDE_READY | _PRE_COMMIT
+                    )
                 self._to_backend += self._hidden(_COMMIT, _SWALLOW | _RELEASE_TAG)
             else:
                 self._to_backend += self._hidden(
@@ -373,9 +554,8 @@ class Relay(Pump):
         sees what its transaction did. A refused piece ends the query.
         """
         piece = self._pieces.popleft()
-        unit = self._units_sent
         if piece.commit:
-            refusal = self._commit_refusal(unit)
+            refusal = self._commit_refusal(self._units_sent, checkable=True)
             if refusal is not None:
                 self._pieces.clear()
                 return pq.query(refusal_sql(refusal)) + self._inject_rollback()
@@ -383,10 +563,11 @@ class Relay(Pump):
         if isinstance(verdict, Refusal):
             self._pieces.clear()
             return pq.query(refusal_sql(verdict))
-        self._note_tags(unit, self.session.command_tags)
+        self._note_tags(self._units_sent, self.session.command_tags)
         if self._pieces:
-            self._add_action(unit, _NEXT_PIECE)
-        return pq.query(piece.sql if verdict is None else verdict)
+            self._add_action(self._units_sent, _NEXT_PIECE)
+        message = pq.query(piece.sql if verdict is None else verdict)
+        return self._take_commit_prefix(message) or message
 
     def _after_piece(self, failed: bool) -> bool:
         """At the end of a piece: send the next one, if any; True if sent."""
@@ -431,25 +612,41 @@ class Relay(Pump):
         name, at = pq.cstring(body, 0)
         sql, at = pq.cstring(body, at)
         if not name and _COMMIT_RE.match(sql):
-            refusal = self._commit_refusal(self._units_sent + 1)
+            refusal = self._commit_refusal(
+                self._units_sent + 1, checkable=self._parses_sent == 1
+            )
             if refusal is not None:
                 self._rollback_after_sync = True
                 return self._parse(name, refusal_sql(refusal), body, at, [])
+            return self._take_commit_prefix(bytes(view[pos:end]))
         verdict = self._check(sql)
         wanted = self._wanted_extended(sql)
         if name:
-            # Wrapped, if need be, where it runs: at its Bind.
-            self._statements[name] = (sql, True, wanted, self.session.command_tags)
+            # Wrapped or guarded, if need be, where it runs: at its Bind.
+            tags = self.session.command_tags
+            self._statements[name] = (sql, True, wanted, tags, body[at:])
         elif not isinstance(verdict, Refusal):
             self._note_tags(self._units_sent + 1, self.session.command_tags)
-            if (
-                self._parses_sent == 1
-                and self._may_wrap(wanted, self._units_sent)
-                and _synced_alone(view, end)
-            ):
-                if verdict is None:
-                    return self._wrap_extended(bytes(view[pos:end]))
-                return self._wrap_extended(self._parse(name, verdict, body, at, None))
+        if (
+            not name
+            and not isinstance(verdict, Refusal)
+            and self._parses_sent == 1
+            and _synced_alone(view, end)
+        ):
+            message = (
+                bytes(view[pos:end])
+                if verdict is None
+                else self._parse(name, verdict, body, at, None)
+            )
+            enclosed = self._enclose(
+                sql if verdict is None else None,
+                message,
+                wanted,
+                lambda: _next_bind(view, end),
+                body[at:],
+            )
+            if enclosed is not None:
+                return enclosed
         if verdict is None:
             return None
         if isinstance(verdict, Refusal):
@@ -471,17 +668,19 @@ class Relay(Pump):
         known = self._statements.get(statement)
         if known is None:
             return None
-        sql, fresh, wanted, tags = known
+        sql, fresh, wanted, tags, types = known
         if _COMMIT_RE.match(sql):
-            refusal = self._commit_refusal(self._units_sent + 1)
+            refusal = self._commit_refusal(
+                self._units_sent + 1, checkable=self._parses_sent == 0
+            )
             if refusal is None:
-                return None
+                return self._take_commit_prefix(bytes(view[pos:end]))
             self._rollback_after_sync = True
             return self._refuse_bind(portal, refusal)
         if fresh:
             # Its first run was checked at its Parse, which psycopg sends
             # right before (in the same Sync or the previous one).
-            self._statements[statement] = (sql, False, wanted, tags)
+            self._statements[statement] = (sql, False, wanted, tags, types)
         else:
             verdict = self._check(sql)
             if isinstance(verdict, Refusal):
@@ -489,12 +688,8 @@ class Relay(Pump):
             # A rewrite cannot apply to a prepared statement: it runs as prepared.
             wanted = self._wanted_extended(sql)
         self._note_tags(self._units_sent + 1, tags)
-        if (
-            self._parses_sent == 0
-            and self._may_wrap(wanted, self._units_sent)
-            and _synced_alone(view, end)
-        ):
-            return self._wrap_extended(bytes(view[pos:end]))
+        if self._parses_sent == 0 and _synced_alone(view, end):
+            return self._enclose(sql, bytes(view[pos:end]), wanted, lambda: body, types)
         return None
 
     def _refuse_bind(self, portal: str, refusal: Refusal) -> bytes:
@@ -520,30 +715,70 @@ class Relay(Pump):
             types = _INT16.pack(len(oids)) + b"".join(_INT32.pack(o) for o in oids)
         return pq.message(b"P", name.encode() + b"\0" + sql.encode() + b"\0" + types)
 
-    def _commit_refusal(self, unit: int) -> Refusal | None:
+    def _commit_refusal(self, unit: int, *, checkable: bool) -> Refusal | None:
         """Decide whether the COMMIT answered in `unit` must fail.
 
-        Consumes an injected conflict, or else an injected commit drop.
+        Consumes an injected conflict, or else an injected commit drop. If
+        the transaction wrote and the COMMIT begins its unit (`checkable`),
+        the limits' check goes first, in `unit`, and the COMMIT in the next
+        one: `_take_commit_prefix` gives the check.
         """
         if self._status != b"T":
             return None
-        if self._schema is not None and self._schema.stale():
-            return _STALE_SCHEMA
-        if self._policy is not None:
-            refusal = self._policy.check_commit(self.session)
-            if refusal is not None:
-                return refusal
-        code = self._endpoint.take_conflict()
-        if code is not None:
-            return Refusal("40001", CONFLICT_MESSAGES[code])
+        refusal = self._judge_commit()
+        if refusal is not None:
+            return refusal
         committed = self._endpoint.faults.take_commit()
         if committed is False:
             return SERVER_UNAVAILABLE
+        check = self._commit_check()
+        if checkable and check:
+            self._add_action(unit, _SWALLOW | _HIDE_READY | _PRE_COMMIT)
+            self._units_sent += 1
+            unit += 1
+            self._commit_prefix = check
         if committed:
             self._add_action(unit, _UNAVAILABLE_AT_COMMIT)
         elif self._endpoint.take_commit_drop():
             self._add_action(unit, _DROP_AT_COMMIT)
         return None
+
+    def _judge_commit(self) -> Refusal | None:
+        """Refuse a COMMIT for a schema change, the policy or a conflict."""
+        if self._schema is not None and self._schema.stale():
+            return _STALE_SCHEMA
+        refusal = self._policy.check_commit(self.session) if self._policy else None
+        if refusal is None and self._doomed:
+            refusal = _CONFLICT
+        if refusal is None:
+            code = self._endpoint.take_conflict()
+            if code is not None:
+                refusal = Refusal("40001", CONFLICT_MESSAGES[code])
+        return refusal
+
+    def _commit_check(self) -> bytes:
+        """The Query checking DSQL's size limit before a COMMIT, if one is due.
+
+        Measuring costs a scan of each table written; it is skipped when the
+        whole server wrote less WAL than the limit since the transaction's
+        snapshot (the WAL holds every row version written, as stored).
+        """
+        limit = getattr(self._policy, "transaction_size_limit", None)
+        if not self._wrote or limit is None:
+            return b""
+        check = f"dsql_local.check_commit({int(limit)})"
+        if self._start_lsn:
+            return pq.query(
+                "SELECT CASE WHEN pg_catalog.pg_current_wal_insert_lsn()"
+                f" - '{self._start_lsn}'::pg_catalog.pg_lsn > {int(limit)}"
+                f" THEN {check} END"
+            )
+        return pq.query(f"SELECT {check}")
+
+    def _take_commit_prefix(self, message: bytes) -> bytes | None:
+        """`message` after the limits' check, if one was planned; else None."""
+        prefix, self._commit_prefix = self._commit_prefix, b""
+        return prefix + message if prefix else None
 
     def _add_action(self, unit: int, action: int) -> None:
         self._unit_actions[unit] = self._unit_actions.get(unit, 0) | action
@@ -564,7 +799,7 @@ class Relay(Pump):
     def _backend_watches(self) -> frozenset[int] | None:
         if self._dropping:
             return None
-        if self._unit_actions:
+        if self._unit_actions or self._late_refusal is not None:
             return _EVERY_KIND
         return self._backend_kinds
 
@@ -572,29 +807,80 @@ class Relay(Pump):
         self, kind: int, view: memoryview, pos: int, end: int
     ) -> bytes | None:
         unit = self._units_done + 1
-        action = self._unit_actions.get(unit)
+        action = self._unit_actions.get(unit, 0)
+        if kind == _Z:
+            return self._end_of_unit_answer(unit, action, view[pos + 5 : pos + 6])
+        if self._late_refusal is not None or action & (_GUARD | _ANSWER | _SNAPSHOT):
+            return self._conflict_message(action, kind, view, pos, end)
         if kind == _PARSE_COMPLETE:
             return self._parse_complete(unit, action)
-        if kind == _Z:
-            return self._ready_for_query(unit, action, bytes(view[pos + 5 : pos + 6]))
         if kind == _E:
-            self._unit_failed = True
-            if self._schema is not None:
-                self._schema.error()
-            return self._rewrite_error(view[pos + 5 : end])
-        if kind == _COPY_IN and action and action & _AUTOCOMMIT:
+            return self._backend_error(action, view, pos, end)
+        if kind == _COPY_IN and action & _AUTOCOMMIT:
             # COPY FROM STDIN in a hidden transaction: let its data through.
             self._copy_in = True
             self._release_held()
-        if action and action & _SWALLOW:
+        swallow = action & _SWALLOW
+        if kind == _C and (not swallow or self._commit_error):
+            return self._command_complete(action, view, pos, end)
+        return b"" if swallow else None
+
+    def _end_of_unit_answer(
+        self, unit: int, action: int, status_byte: memoryview
+    ) -> bytes | None:
+        """Handle a ReadyForQuery; fail a statement refused after it ran.
+
+        It fails if its transaction can still be failed: a hidden one, or
+        one still open with nothing sent after the unit. Otherwise (it
+        committed, or a pipeline goes on) it stands as the backend answered.
+        """
+        status = bytes(status_byte)
+        refusal, self._late_refusal = self._late_refusal, None
+        if refusal is None:
+            return self._ready_for_query(unit, action, status)
+        answer, self._late_answer = bytes(self._late_answer), bytearray()
+        if status != b"T" or not (action & _AUTOCOMMIT or unit == self._units_sent):
+            replaced = self._ready_for_query(unit, action, status)
+            return answer + (
+                pq.ready_for_query(status) if replaced is None else replaced
+            )
+        error = pq.error_response(refusal.sqlstate, refusal.message)
+        self._unit_failed = True
+        if not action & _AUTOCOMMIT:
+            # The backend's transaction fails as the client is told.
+            self._to_backend += self._hidden(
+                pq.query(refusal_sql(refusal)), _SWALLOW | _HIDE_READY | _QUIET
+            )
+            status = b"E"
+        if self._write is not None and action & _GUARD:
+            self._write.answer += error  # after what the write answered before
+            error = b""
+        replaced = self._ready_for_query(unit, action, status)
+        return error + (pq.ready_for_query(status) if replaced is None else replaced)
+
+    def _backend_error(
+        self, action: int, view: memoryview, pos: int, end: int
+    ) -> bytes | None:
+        if action & _PRE_COMMIT:
+            # The COMMIT that follows answers with this error.
+            fields = pq.parse_fields(view[pos + 5 : end])
+            self._commit_error = pq.build_fields(b"E", fields)
             return b""
-        if kind == _C:
-            return self._command_complete(action or 0, view, pos, end)
-        return None
+        if action & _QUIET:
+            return b""
+        self._unit_failed = True
+        if self._schema is not None:
+            self._schema.error()
+        return self._rewrite_error(view[pos + 5 : end])
 
     def _command_complete(
         self, action: int, view: memoryview, pos: int, end: int
     ) -> bytes | None:
+        if self._commit_error:
+            # The limits' check failed: the backend rolled back.
+            error, self._commit_error = self._commit_error, b""
+            self._unit_failed = True
+            return error
         tag, _ = pq.cstring(view, pos + 5)
         replacement: bytes | None = None
         tags = self._tags.get(self._units_done + 1)
@@ -612,17 +898,23 @@ class Relay(Pump):
             return pq.error_response(*SERVER_UNAVAILABLE)
         if self._schema is not None:
             self._schema.command_done(tag)
+        verb, _, count = tag.rpartition(" ")
+        if count.isdigit() and count != "0" and verb.split(" ", 1)[0] in _MUTATING_TAGS:
+            self._wrote = True
         if self._policy is not None:
-            self._policy.statement_done(tag, self.session)
+            refusal = self._policy.statement_done(tag, self.session)
+            if refusal is not None:
+                # Whether it can still fail is known at the unit's end.
+                self._late_refusal = refusal
+                self._late_answer = bytearray(replacement or view[pos:end])
+                return b""
         if action & _AUTOCOMMIT:
             # Confirmed only once the hidden COMMIT has succeeded.
             self._held_tag = replacement or bytes(view[pos:end])
             return b""
         return replacement
 
-    def _ready_for_query(
-        self, unit: int, action: int | None, status: bytes
-    ) -> bytes | None:
+    def _ready_for_query(self, unit: int, action: int, status: bytes) -> bytes | None:
         """End a unit: apply its action and note the transaction status."""
         self._units_done = unit
         self._parses_done = 0
@@ -630,10 +922,10 @@ class Relay(Pump):
         self._hidden_parses.pop(unit, None)
         self._tags.pop(unit, None)
         failed, self._unit_failed = self._unit_failed, False
-        if action is None:
-            self._set_status(status)
-            return None
-        del self._unit_actions[unit]
+        if action:
+            del self._unit_actions[unit]
+            if action & (_GUARD | _ANSWER):
+                return self._end_of_write(action, status)
         self._set_status(b"I" if action & _AS_IDLE else status)
         if action & _NEXT_PIECE and self._after_piece(failed):
             return b""
@@ -645,6 +937,135 @@ class Relay(Pump):
             tag, self._held_tag = self._held_tag, b""
             return (b"" if failed else tag) + pq.ready_for_query(status)
         return pq.ready_for_query(b"I") if action & _AS_IDLE else None
+
+    def _conflict_message(
+        self, action: int, kind: int, view: memoryview, pos: int, end: int
+    ) -> bytes | None:
+        """A message of a guarded write, of its answer, or of a BEGIN's snapshot.
+
+        After a late refusal, the rest of the unit's answer waits for its end.
+        """
+        if self._late_refusal is not None:
+            self._late_answer += view[pos:end]
+            return b""
+        if action & _GUARD:
+            return self._write_message(kind, view, pos, end)
+        if action & _ANSWER:
+            return self._answer_message(kind, view, pos, end)
+        return self._snapshot_message(action, kind, view, pos, end)
+
+    def _snapshot_message(
+        self, action: int, kind: int, view: memoryview, pos: int, end: int
+    ) -> bytes | None:
+        """Note where the WAL stood at the snapshot; hide the hidden SELECT."""
+        if kind == _DATA_ROW:
+            # One text column: (count 1, length, value).
+            lsn = bytes(view[pos + 11 : end]).decode("ascii", "replace")
+            self._start_lsn = lsn if _LSN.fullmatch(lsn) else ""
+            return b""
+        if (
+            kind == _ROW_DESCRIPTION
+            or (kind == _C and bytes(view[pos + 5 : pos + 11]) == b"SELECT")
+            or (action & _SWALLOW and kind != _E)
+        ):
+            return b""  # the snapshot's, not the client's
+        if kind == _E:
+            return self._backend_error(action, view, pos, end)
+        return self._command_complete(action, view, pos, end) if kind == _C else None
+
+    def _write_message(self, kind: int, view: memoryview, pos: int, end: int) -> bytes:
+        """Hold a guarded write's answer until it is known to stand."""
+        write = self._write
+        assert write is not None
+        message = view[pos:end]
+        if kind == _E:
+            fields = pq.parse_fields(view[pos + 5 : end])
+            if fields.get("C") in _CONFLICT_SQLSTATES:
+                write.refused = True
+                return b""
+            self._unit_failed = True
+            if self._schema is not None:
+                self._schema.error()
+            rewritten = self._rewrite_error(view[pos + 5 : end])
+            write.answer += message if rewritten is None else rewritten
+            return b""
+        if kind == _PARSE_COMPLETE:
+            self._parses_done += 1
+        if kind in _KEPT_AFTER_REFUSAL:
+            write.kept += message
+        if kind == _C:
+            replaced = self._command_complete(0, view, pos, end)
+            write.answer += message if replaced is None else replaced
+        else:
+            write.answer += message
+        return b""
+
+    def _end_of_write(self, action: int, status: bytes) -> bytes | None:
+        """At a guarded write's ReadyForQuery: send its answer, or answer it as DSQL.
+
+        A write PostgreSQL refused for another transaction's sake is undone
+        (to the savepoint before it) and answered by a plain read of the
+        rows it would have touched; the transaction will fail at COMMIT.
+        The read's own ReadyForQuery ends it.
+        """
+        write = self._write
+        assert write is not None
+        if action & _ANSWER:
+            self._write = None
+            self._set_status(status)
+            self._release_held()
+            return None
+        if not write.refused:
+            self._write = None
+            self._set_status(status)
+            self._release_held()
+            return bytes(write.answer) + pq.ready_for_query(status)
+        self._doomed = True
+        self._to_backend += self._hidden(_ROLLBACK_TO, _SWALLOW | _HIDE_READY | _QUIET)
+        self._to_backend += self._hidden(self._answer_query(write), _ANSWER)
+        # The extended protocol's ParseComplete, BindComplete and row
+        # description stand; the rows come from the read.
+        return bytes(write.kept) if write.bind is not None else b""
+
+    @staticmethod
+    def _answer_query(write: _Write) -> bytes:
+        """The read that answers a refused write, with the client's parameters."""
+        read = write.guard.read
+        if write.bind is None:
+            return pq.query(read)
+        name = _ANSWER_STATEMENT + b"\0"
+        params, formats = _split_bind(write.bind)
+        if not write.guard.rows:
+            formats = _INT16.pack(0)
+        return (
+            pq.message(b"C", b"S" + name)
+            + pq.message(b"P", name + read.encode() + b"\0" + write.types)
+            + pq.message(b"B", b"\0" + name + params + formats)
+            + pq.message(_EXECUTE.to_bytes(1, "big"), b"\0" + _INT32.pack(0))
+            + _SYNC
+        )
+
+    def _answer_message(
+        self, kind: int, view: memoryview, pos: int, end: int
+    ) -> bytes | None:
+        """Pass on the read's rows, if the write returns rows, and its count."""
+        write = self._write
+        assert write is not None
+        if kind == _E:
+            self._unit_failed = True
+            return self._rewrite_error(view[pos + 5 : end])
+        if kind in (_ROW_DESCRIPTION, _DATA_ROW):
+            return None if write.guard.rows else b""
+        if kind == _C:
+            tag, _ = pq.cstring(view, pos + 5)
+            tagged = pq.message(
+                b"C", f"{write.guard.verb} {tag.rsplit(' ', 1)[-1]}".encode() + b"\0"
+            )
+            replaced = self._command_complete(0, memoryview(tagged), 0, len(tagged))
+            return tagged if replaced is None else replaced
+        if kind in b"123":  # the read's own Close, Parse and Bind
+            return b""
+        return None
 
     def _parse_complete(self, unit: int, action: int | None) -> bytes | None:
         index = self._parses_done
@@ -669,6 +1090,8 @@ class Relay(Pump):
         self._status = status
         session = self.session
         if status == b"I":
+            self._doomed = self._wrote = False
+            self._start_lsn = ""
             if self._schema is not None:
                 self._schema.idle()
             session.in_transaction = False
@@ -679,6 +1102,29 @@ class Relay(Pump):
             session.in_transaction = True
             if session.transaction_started_at is None:
                 session.transaction_started_at = self._pending_start or time.monotonic()
+
+
+def _next_bind(view: memoryview, end: int) -> bytes:
+    """The body of the Bind that follows `end` (`_synced_alone` holds)."""
+    pos = end
+    while view[pos] != _B:
+        pos += 1 + _UNPACK_LEN(view, pos + 1)[0]
+    return bytes(view[pos + 5 : pos + 1 + _UNPACK_LEN(view, pos + 1)[0]])
+
+
+def _split_bind(body: bytes) -> tuple[bytes, bytes]:
+    """Split a Bind body after its names: (parameters, result formats)."""
+    _, at = pq.cstring(body, 0)
+    _, at = pq.cstring(body, at)
+    start = at
+    (count,) = _INT16.unpack_from(body, at)
+    at += 2 + 2 * count
+    (count,) = _INT16.unpack_from(body, at)
+    at += 2
+    for _ in range(count):
+        (size,) = _INT32.unpack_from(body, at)
+        at += 4 + (0 if size == 0xFFFFFFFF else size)
+    return body[start:at], body[at:]
 
 
 def _synced_alone(view: memoryview, end: int) -> bool:

@@ -19,18 +19,27 @@ on what a statement is matches the server's, down to comments, quoting, dollar
 quoting and nested statements, where regular expressions would guess. Parses
 are cached per statement text, so a repeated statement costs a dict lookup.
 
-The row limit is counted from the command tags the relay reports and checked
-at COMMIT, so it holds for explicit transactions, also those a single query
-text begins and commits (the relay runs such a text piece by piece). A lone
-data-modifying statement sent outside a transaction is run by the relay in a
-hidden transaction of its own (`Session.run_in_transaction`), so past the
-limit it fails with 54000 as in DSQL and commits nothing; this costs one more
-backend round trip per such statement (about a third fewer autocommit writes
-per second through DSQL Local). That includes ``COPY FROM STDIN`` sent as a
-simple query, as psycopg sends it. Not covered, and committed unchecked:
-several statements in one autocommit query text, ``COPY`` sent through the
-extended protocol, and a statement whose Sync is not sent with it (pipeline
-mode).
+DSQL's limits apply where DSQL applies them. The row limit is counted from
+the command tags the relay reports: the statement that crosses it fails with
+54000 (`statement_done`), after it ran, and its transaction is aborted. Rows
+that foreign-key actions change are not in the tags, and not counted. The
+age limit and the size limit apply at COMMIT.
+The size is measured by the relay's check before each COMMIT of a
+transaction that wrote: the size of the row versions the transaction wrote
+and still sees, as PostgreSQL stores them (compressed where it compresses),
+which leaves out deleted rows, index entries and per-row overhead DSQL may
+count. The check scans each table written, so it runs only when the server
+wrote more WAL than the limit since the transaction began.
+
+A lone data-modifying statement sent outside a transaction is run by the
+relay in a hidden transaction of its own (`Session.run_in_transaction`), so
+past the limit it fails with 54000 as in DSQL and commits nothing; this costs
+one more backend round trip per such statement (about a third fewer
+autocommit writes per second through DSQL Local). That includes ``COPY FROM
+STDIN`` sent as a simple query, as psycopg sends it. Not covered, and
+committed unchecked: several statements in one autocommit query text,
+``COPY`` sent through the extended protocol, and a statement whose Sync is
+not sent with it (pipeline mode; its transaction fails at COMMIT instead).
 """
 
 from __future__ import annotations
@@ -114,9 +123,10 @@ def check_startup_settings(parameters: Mapping[str, str]) -> Refusal | None:
 class StrictPolicy:
     """Refuse statements and transactions that Aurora DSQL would refuse.
 
-    ``transaction_age_limit`` (seconds) and ``transaction_row_limit`` are
-    DSQL's; lower them to test the limits quickly. ``clock`` must be the clock
-    of ``Session.transaction_started_at`` (the relay uses `time.monotonic`).
+    ``transaction_age_limit`` (seconds), ``transaction_row_limit`` and
+    ``transaction_size_limit`` (bytes) are DSQL's; lower them to test the
+    limits quickly. ``clock`` must be the clock of
+    ``Session.transaction_started_at`` (the relay uses `time.monotonic`).
     """
 
     bootstrap_sql: Sequence[str] = BOOTSTRAP_SQL
@@ -126,6 +136,7 @@ class StrictPolicy:
         *,
         transaction_age_limit: float = 300.0,
         transaction_row_limit: int = 3_000,
+        transaction_size_limit: int = 10 * 1024 * 1024,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not transaction_age_limit > 0:
@@ -138,8 +149,14 @@ class StrictPolicy:
                 f"transaction_row_limit must be zero or more,"
                 f" not {transaction_row_limit!r}"
             )
+        if transaction_size_limit < 0:
+            raise DsqlLocalError(
+                f"transaction_size_limit must be zero or more bytes,"
+                f" not {transaction_size_limit!r}"
+            )
         self.transaction_age_limit = transaction_age_limit
         self.transaction_row_limit = transaction_row_limit
+        self.transaction_size_limit = transaction_size_limit
         self._clock = clock
         self._age_refusal = Refusal(
             _LIMIT_EXCEEDED,
@@ -149,7 +166,8 @@ class StrictPolicy:
     def __repr__(self) -> str:
         return (
             f"StrictPolicy(transaction_age_limit={self.transaction_age_limit!r},"
-            f" transaction_row_limit={self.transaction_row_limit!r})"
+            f" transaction_row_limit={self.transaction_row_limit!r},"
+            f" transaction_size_limit={self.transaction_size_limit!r})"
         )
 
     def check_startup(self, parameters: Mapping[str, str]) -> Refusal | None:
@@ -166,15 +184,12 @@ class StrictPolicy:
     def _check_statement(self, sql: str, session: Session) -> Refusal | str | None:
         analysis = analyse(sql)
         explicit = session.in_transaction
-        too_old = explicit and self._too_old(session)
         # Several statements in one query run as one implicit transaction.
         in_block = explicit or len(analysis.statements) > 1
         state = session.scratch if explicit else {}
         for statement in analysis.statements:
             if statement.problem is not None:
                 return Refusal(statement.problem.sqlstate, statement.problem.message)
-            if too_old and explicit and statement.kind is not Kind.END:
-                return self._age_refusal
             if statement.copy_from:
                 session.scratch[_COPY_FROM] = _count(session.scratch, _COPY_FROM) + 1
             if statement.kind is Kind.BEGIN:
@@ -197,20 +212,31 @@ class StrictPolicy:
         session.command_tags = analysis.command_tags
         return analysis.replacement
 
-    def statement_done(self, command_tag: str, session: Session) -> None:
-        """Count the rows a finished statement mutated."""
+    def statement_done(self, command_tag: str, session: Session) -> Refusal | None:
+        """Count the rows a statement mutated; refuse the one past the limit."""
         words = command_tag.split()
         if not words or not words[-1].isdigit():
-            return
+            return None
         scratch = session.scratch
         if words[0] == "COPY" and _count(scratch, _COPY_FROM) > 0:
             scratch[_COPY_FROM] = _count(scratch, _COPY_FROM) - 1
         elif words[0] not in _MUTATING_TAGS:
-            return
-        scratch[_ROWS] = _count(scratch, _ROWS) + int(words[-1])
+            return None
+        before = _count(scratch, _ROWS)
+        after = before + int(words[-1])
+        scratch[_ROWS] = after
+        limit = self.transaction_row_limit
+        if before <= limit < after:
+            logger.debug("refused a statement of %s: %s", session.user, _ROW_LIMIT)
+            return _ROW_LIMIT
+        return None
 
     def check_commit(self, session: Session) -> Refusal | None:
-        """Refuse to commit a transaction past DSQL's age or row limit."""
+        """Refuse to commit a transaction past DSQL's age or row limit.
+
+        The row limit fails the statement that crosses it; here it catches
+        the statements the relay could not fail in time (pipeline mode).
+        """
         if not session.in_transaction:
             return None
         if self._too_old(session):
@@ -259,8 +285,9 @@ class LaxPolicy:
         session.command_tags = analysis.command_tags
         return analysis.replacement
 
-    def statement_done(self, command_tag: str, session: Session) -> None:
+    def statement_done(self, command_tag: str, session: Session) -> Refusal | None:
         """Nothing to count."""
+        return None
 
     def check_commit(self, session: Session) -> Refusal | None:
         """Let every COMMIT through."""

@@ -1,8 +1,12 @@
-"""Optimistic concurrency as DSQL reports it: SQLSTATE 40001 with (OC000)."""
+"""Optimistic concurrency as DSQL has it: nothing waits, the first committer wins.
+
+The loser of a write race learns at COMMIT, with SQLSTATE 40001 (OC000).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import psycopg
 import pytest
@@ -11,6 +15,8 @@ from psycopg.pq import TransactionStatus
 
 from dsql_local import DsqlLocal, DsqlLocalError
 from tests.dsql_local.helpers import Connect, open_connection
+
+PROTOCOLS = ["extended", "simple", "prepared"]
 
 
 @pytest.fixture
@@ -22,31 +28,222 @@ def counter(dsql_schema: str, connect: Connect) -> str:
     return table
 
 
-def test_concurrent_writers_conflict_at_once(connect: Connect, counter: str) -> None:
-    # (DSQL refuses statement_timeout, as a setting and at startup.)
-    first = connect()
-    second = connect()
-    first.execute(f"update {counter} set n = n + 1 where id = 1")
+@pytest.fixture
+def counters(counter: str, connect: Connect) -> str:
+    """The counter table with a second row."""
+    with connect(autocommit=True) as conn:
+        conn.execute(f"insert into {counter} values (2, 0)")
+    return counter
+
+
+def _cursor(conn: psycopg.Connection[Any], protocol: str) -> psycopg.Cursor[Any]:
+    return psycopg.ClientCursor(conn) if protocol == "simple" else conn.cursor()
+
+
+def _connect(connect: Connect, protocol: str) -> psycopg.Connection[Any]:
+    return connect(prepare_threshold=0 if protocol == "prepared" else 5)
+
+
+def _fails_at_commit(conn: psycopg.Connection[Any]) -> None:
     with pytest.raises(errors.SerializationFailure) as info:
-        second.execute(f"update {counter} set n = n + 10 where id = 1")
+        conn.commit()
     assert info.value.sqlstate == "40001"
-    assert "(OC000)" in str(info.value)
-    second.rollback()
+    assert str(info.value) == "change conflicts with another transaction (OC000)"
+    # As in DSQL: rolled back, and the connection is idle and reusable.
+    assert conn.info.transaction_status == TransactionStatus.IDLE
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_two_writers_both_succeed_and_the_first_committer_wins(
+    connect: Connect, counters: str, protocol: str
+) -> None:
+    first, second = _connect(connect, protocol), _connect(connect, protocol)
+    one, two = _cursor(first, protocol), _cursor(second, protocol)
+    one.execute(f"update {counters} set n = n + 1 where id = %s", [1])
+    assert one.rowcount == 1
+    # Nothing waits: the second writer's UPDATE is answered as DSQL answers it.
+    two.execute(f"update {counters} set n = n + 10 where id = %s", [1])
+    assert two.rowcount == 1
+    assert second.info.transaction_status == TransactionStatus.INTRANS
+    two.execute(f"update {counters} set n = n + 10 where id >= %s", [0])
+    assert two.rowcount == 2
+    two.execute(f"update {counters} set n = n + 10 where id = %s", [3])
+    assert two.rowcount == 0
     first.commit()
-    assert first.execute(f"select n from {counter}").fetchone() == (1,)
+    _fails_at_commit(second)
+    assert two.execute(f"select id, n from {counters} order by id").fetchall() == [
+        (1, 1),
+        (2, 0),
+    ]
+    second.commit()
 
 
-def test_stale_snapshot_conflicts(connect: Connect, counter: str) -> None:
-    first = connect()
-    second = connect()
-    # Snapshot taken before the other transaction commits its change.
-    assert second.execute(f"select n from {counter}").fetchone() == (0,)
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_refused_write_returns_the_rows_dsql_would_return(
+    connect: Connect, counters: str, protocol: str
+) -> None:
+    first, second = _connect(connect, protocol), _connect(connect, protocol)
+    first.execute(f"update {counters} set n = 5 where id = 1")
+    two = _cursor(second, protocol)
+    two.execute(
+        f"update {counters} as c set n = c.n + %s where id = %s"
+        " returning c.n, id, n * 2",
+        [7, 1],
+    )
+    assert two.fetchall() == [(7, 1, 14)]
+    assert [d.name for d in two.description or ()] == ["n", "id", "?column?"]
+    two.execute(f"delete from {counters} where id = %s returning id, n", [1])
+    assert two.fetchall() == [(1, 0)]
+    two.execute(f"select id, n from {counters} where id <= %s for update", [2])
+    assert two.fetchall() == [(1, 0), (2, 0)]
+    two.execute(f"insert into {counters} values (%s, %s), (%s, %s)", [5, 0, 6, 0])
+    assert two.rowcount == 2
+    first.commit()
+    _fails_at_commit(second)
+
+
+def test_a_write_after_another_commit_fails_at_commit(
+    connect: Connect, counters: str
+) -> None:
+    first, second = connect(), connect()
+    # The snapshot is taken before the other transaction commits its change.
+    assert second.execute(f"select n from {counters} where id = 1").fetchone() == (0,)
     with first.transaction():
-        first.execute(f"update {counter} set n = 5 where id = 1")
+        first.execute(f"update {counters} set n = 5 where id = 1")
+    cursor = second.execute(f"update {counters} set n = 7 where id = 1")
+    assert cursor.rowcount == 1
+    _fails_at_commit(second)
+    assert second.execute(f"select n from {counters} where id = 1").fetchone() == (5,)
+
+
+def test_the_snapshot_is_taken_at_begin(connect: Connect, counters: str) -> None:
+    reader = connect(autocommit=True)
+    writer = connect(autocommit=True)
+    reader.execute("begin")
+    writer.execute(f"update {counters} set n = 3 where id = 1")
+    # PostgreSQL would take the snapshot now, and see 3.
+    assert reader.execute(f"select n from {counters} where id = 1").fetchone() == (0,)
+    reader.execute("commit")
+    assert reader.execute(f"select n from {counters} where id = 1").fetchone() == (3,)
+
+
+def test_plain_reads_take_no_part(connect: Connect, counters: str) -> None:
+    first, second = connect(), connect()
+    # Write skew, as in DSQL: each reads the row the other one writes.
+    first.execute(f"select n from {counters} where id = 2")
+    second.execute(f"select n from {counters} where id = 1")
+    first.execute(f"update {counters} set n = 1 where id = 1")
+    second.execute(f"update {counters} set n = 2 where id = 2")
+    first.commit()
+    second.commit()
+    rows = first.execute(f"select n from {counters} order by id").fetchall()
+    assert rows == [(1,), (2,)]
+
+
+@pytest.mark.parametrize("lock", ["for update", "for key share"])
+def test_a_locking_read_conflicts_with_a_later_committed_delete(
+    connect: Connect, counters: str, lock: str
+) -> None:
+    reader, writer = connect(), connect()
+    rows = reader.execute(f"select id, n from {counters} where id = 1 {lock}")
+    assert rows.fetchall() == [(1, 0)]
+    assert writer.execute(f"delete from {counters} where id = 1").rowcount == 1
+    reader.commit()
+    _fails_at_commit(writer)
+    assert writer.execute(f"select count(*) from {counters}").fetchone() == (2,)
+
+
+def test_for_update_conflicts_with_a_non_key_update(
+    connect: Connect, counters: str
+) -> None:
+    writer, reader = connect(), connect()
+    writer.execute(f"update {counters} set n = 4 where id = 1")
+    rows = reader.execute(f"select id, n from {counters} where id = 1 for update")
+    assert rows.fetchall() == [(1, 0)]  # its snapshot's row, at once
+    writer.commit()
+    _fails_at_commit(reader)
+
+
+def test_for_key_share_does_not_conflict_with_a_non_key_update(
+    connect: Connect, counters: str
+) -> None:
+    reader, writer = connect(), connect()
+    reader.execute(f"select id from {counters} where id = 1 for key share")
+    writer.execute(f"update {counters} set n = 8 where id = 1")
+    writer.commit()
+    reader.commit()
+    assert reader.execute(f"select n from {counters} where id = 1").fetchone() == (8,)
+
+
+def test_an_autocommit_write_is_its_own_transaction(
+    connect: Connect, counters: str
+) -> None:
+    holder = connect()
+    single = connect(autocommit=True)
+    holder.execute(f"update {counters} set n = 1 where id = 1")
+    # Its COMMIT is the statement's end: that is where it fails.
     with pytest.raises(errors.SerializationFailure, match=r"\(OC000\)"):
-        second.execute(f"update {counter} set n = 7 where id = 1")
+        single.execute(f"update {counters} set n = 2 where id = 1")
+    holder.commit()
+    single.execute(f"update {counters} set n = n + 1 where id = 1")
+    assert single.execute(f"select n from {counters} where id = 1").fetchone() == (2,)
+
+
+def test_a_write_that_cannot_be_answered_fails_at_the_statement(
+    connect: Connect, counters: str
+) -> None:
+    first, second = connect(), connect()
+    first.execute(f"insert into {counters} values (5, 0)")
+    # INSERT ... RETURNING: what it would return is not known without it.
+    with pytest.raises(errors.SerializationFailure, match=r"\(OC000\)"):
+        second.execute(f"insert into {counters} values (5, 1) returning n")
     second.rollback()
-    assert second.execute(f"select n from {counter}").fetchone() == (5,)
+    # Without RETURNING, it is answered, and fails at COMMIT.
+    assert second.execute(f"insert into {counters} values (5, 1)").rowcount == 1
+    first.commit()
+    _fails_at_commit(second)
+
+
+@pytest.fixture
+def parent_child(connect: Connect) -> None:
+    """Tables p (parent) and c (child, p_id references p), in the test's schema."""
+    with connect(autocommit=True) as conn:
+        conn.execute("create table p (id int primary key, note text)")
+        conn.execute(
+            "create table c (id int primary key, p_id int not null references p (id))"
+        )
+        conn.execute("insert into p values (1, 'a'), (2, 'b')")
+
+
+@pytest.mark.usefixtures("parent_child")
+@pytest.mark.parametrize("first", ["child insert", "parent delete"])
+def test_child_insert_and_parent_delete_conflict_at_commit(
+    connect: Connect, first: str
+) -> None:
+    inserter, deleter = connect(), connect()
+    insert, delete = "insert into c values (10, 1)", "delete from p where id = 1"
+    if first == "child insert":
+        assert inserter.execute(insert).rowcount == 1
+        assert deleter.execute(delete).rowcount == 1
+        winner, loser = inserter, deleter
+    else:
+        assert deleter.execute(delete).rowcount == 1
+        assert inserter.execute(insert).rowcount == 1
+        winner, loser = deleter, inserter
+    winner.commit()
+    _fails_at_commit(loser)
+
+
+@pytest.mark.usefixtures("parent_child")
+def test_child_insert_and_non_key_parent_update_do_not_conflict(
+    connect: Connect,
+) -> None:
+    inserter, updater = connect(), connect()
+    updater.execute("update p set note = 'z' where id = 1")
+    inserter.execute("insert into c values (11, 1)")
+    updater.commit()
+    inserter.commit()
+    assert inserter.execute("select count(*) from c").fetchone() == (1,)
 
 
 @pytest.mark.parametrize("protocol", ["extended", "simple", "method"])
@@ -61,9 +258,7 @@ def test_injected_conflicts_fail_the_next_commits(
         with pytest.raises(errors.SerializationFailure) as info:
             conn.commit() if protocol == "method" else cursor.execute("commit")
         assert info.value.sqlstate == "40001"
-        assert str(info.value) == (
-            "change conflicts with another transaction, please retry: (OC000)"
-        )
+        assert str(info.value) == ("change conflicts with another transaction (OC000)")
         assert info.value.diag.severity == "ERROR"
         # As in DSQL: rolled back, and the connection is idle and reusable.
         assert conn.info.transaction_status == TransactionStatus.IDLE

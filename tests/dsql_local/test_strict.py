@@ -264,21 +264,21 @@ def test_rules_state_is_per_transaction(policy: StrictPolicy) -> None:
     assert policy.check_statement("INSERT INTO t VALUES (1)", s) is None
 
 
-def test_row_limit_fails_at_commit(policy: StrictPolicy) -> None:
+def test_row_limit_fails_the_statement_that_crosses_it(policy: StrictPolicy) -> None:
     s = session(in_transaction=True)
-    policy.statement_done("UPDATE 2000", s)
-    policy.statement_done("INSERT 0 1000", s)
+    assert policy.statement_done("UPDATE 2000", s) is None
+    assert policy.statement_done("INSERT 0 1000", s) is None
     assert policy.check_commit(s) is None
-    policy.statement_done("DELETE 1", s)
+    assert policy.statement_done("DELETE 1", s) == ROW_LIMIT
+    # What the relay could not fail in time fails at COMMIT.
     assert policy.check_commit(s) == ROW_LIMIT
 
 
 def test_row_limit_counts_merge_and_copy_from(policy: StrictPolicy) -> None:
     s = session(in_transaction=True)
-    policy.statement_done("MERGE 2999", s)
+    assert policy.statement_done("MERGE 2999", s) is None
     assert policy.check_statement("COPY t FROM STDIN", s) is None
-    policy.statement_done("COPY 2", s)
-    assert policy.check_commit(s) == ROW_LIMIT
+    assert policy.statement_done("COPY 2", s) == ROW_LIMIT
 
 
 def test_reads_do_not_count_as_mutated_rows(policy: StrictPolicy) -> None:
@@ -293,15 +293,15 @@ def test_reads_do_not_count_as_mutated_rows(policy: StrictPolicy) -> None:
 def test_row_limit_is_a_parameter() -> None:
     policy = StrictPolicy(transaction_row_limit=5)
     s = session(in_transaction=True)
-    policy.statement_done("INSERT 0 5", s)
+    assert policy.statement_done("INSERT 0 5", s) is None
     assert policy.check_commit(s) is None
-    policy.statement_done("INSERT 0 1", s)
-    assert policy.check_commit(s) == ROW_LIMIT
+    assert policy.statement_done("INSERT 0 1", s) == ROW_LIMIT
 
 
 def test_commit_outside_a_transaction_passes(policy: StrictPolicy) -> None:
     s = session()
-    policy.statement_done("UPDATE 5000", s)
+    # The relay fails the statement only if it can still roll it back.
+    assert policy.statement_done("UPDATE 5000", s) == ROW_LIMIT
     assert policy.check_commit(s) is None
 
 
@@ -314,7 +314,8 @@ def test_age_limit() -> None:
     assert policy.check_commit(s) is None
     clock.now += 0.5
     too_old = Refusal("54000", "transaction age limit of 2s exceeded")
-    assert policy.check_statement("SELECT 1", s) == too_old
+    # As in DSQL, statements still run; the COMMIT fails.
+    assert policy.check_statement("SELECT 1", s) is None
     assert policy.check_commit(s) == too_old
     assert policy.check_statement("ROLLBACK", s) is None
 
@@ -341,6 +342,7 @@ def test_age_limit_ignores_autocommit_statements() -> None:
         {"transaction_age_limit": -1.0},
         {"transaction_age_limit": float("nan")},
         {"transaction_row_limit": -1},
+        {"transaction_size_limit": -1},
     ],
 )
 def test_bad_limits_are_refused(kwargs: dict[str, float]) -> None:

@@ -20,6 +20,7 @@ MIXED = "ddl and dml are not supported in the same transaction"
 TWO_DDL = "multiple ddl statements not supported in a transaction"
 ROW_LIMIT = "transaction row limit exceeded"
 AGE_LIMIT = 0.5
+SIZE_LIMIT = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +39,13 @@ def lax_local() -> Iterator[DsqlLocal]:
 def short_local() -> Iterator[DsqlLocal]:
     """Strict, with a transaction age limit short enough to wait out."""
     with DsqlLocal(policy=StrictPolicy(transaction_age_limit=AGE_LIMIT)) as local:
+        yield local
+
+
+@pytest.fixture(scope="module")
+def sized_local() -> Iterator[DsqlLocal]:
+    """Strict, with a 1 MiB transaction size limit."""
+    with DsqlLocal(policy=StrictPolicy(transaction_size_limit=SIZE_LIMIT)) as local:
         yield local
 
 
@@ -448,7 +456,9 @@ def test_one_ddl_per_transaction_commits(rules_conn: psycopg.Connection[Any]) ->
     assert conn.execute("SELECT count(*) FROM first_t").fetchone() == (1,)
 
 
-def test_row_limit_fails_at_commit(rules_conn: psycopg.Connection[Any]) -> None:
+def test_row_limit_fails_the_statement_that_crosses_it(
+    rules_conn: psycopg.Connection[Any],
+) -> None:
     conn = rules_conn
     conn.execute("CREATE TABLE many (id int PRIMARY KEY, v int NOT NULL)")
     conn.commit()
@@ -462,13 +472,13 @@ def test_row_limit_fails_at_commit(rules_conn: psycopg.Connection[Any]) -> None:
     conn.commit()  # exactly at the limit
     before = snapshot(conn)
 
-    cur = conn.execute("UPDATE many SET v = 2")
-    assert cur.rowcount == 3001  # the statement itself runs
+    conn.execute("UPDATE many SET v = 2 WHERE id <= 2000")
     with pytest.raises(errors.ProgramLimitExceeded) as caught:
-        conn.commit()
+        conn.execute("UPDATE many SET v = 3 WHERE id > 2000")  # 1,001 more
     assert caught.value.sqlstate == "54000"
     assert caught.value.diag.message_primary == ROW_LIMIT
-    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+    conn.rollback()
     assert snapshot(conn) == before
     conn.commit()
 
@@ -511,7 +521,10 @@ def test_row_limit_applies_to_a_commit_inside_a_query(
         conn.execute(query)  # no parameters: one simple Query message
     assert caught.value.sqlstate == "54000"
     assert caught.value.diag.message_primary == ROW_LIMIT
-    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    # The UPDATE failed: the rest of the text is skipped, the transaction
+    # is aborted.
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INERROR
+    conn.rollback()
     after = snapshot(conn)
     if query.count("COMMIT") == 3:
         # The first two transactions were under the limit and committed.
@@ -638,9 +651,9 @@ def test_row_limit_counts_copy_in_a_transaction(
     conn = rules_conn
     conn.execute("CREATE TABLE many (id int PRIMARY KEY, v int NOT NULL)")
     conn.commit()
-    copy_ids(conn, range(1, 3002))
     with pytest.raises(errors.ProgramLimitExceeded):
-        conn.commit()
+        copy_ids(conn, range(1, 3002))
+    conn.rollback()
     assert conn.execute("SELECT count(*) FROM many").fetchone() == (0,)
 
 
@@ -668,9 +681,47 @@ def test_age_limit(short_local: DsqlLocal, signer: Any) -> None:
         )
         assert conn.execute("SELECT count(*) FROM kept").fetchone() == (0,)
         time.sleep(AGE_LIMIT + 0.3)
-        with pytest.raises(errors.ProgramLimitExceeded, match="age limit"):
-            conn.execute("SELECT 1")
+        # Statements still run, as in DSQL; the COMMIT fails.
+        assert conn.execute("SELECT 1").fetchone() == (1,)
         conn.rollback()
         conn.execute("INSERT INTO kept VALUES (2)")
         conn.commit()  # a young transaction commits
         assert conn.execute("SELECT id FROM kept").fetchall() == [(2,)]
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended", "prepared"])
+def test_size_limit_fails_at_commit(
+    sized_local: DsqlLocal, signer: Any, protocol: str
+) -> None:
+    with connect(sized_local, signer) as conn:
+        fresh_schema(conn, f"sized_{protocol}")
+        conn.execute("CREATE TABLE blobs (id int PRIMARY KEY, data text NOT NULL)")
+        conn.autocommit = False
+        # Hex digits of hashes: 32 bytes each, which PostgreSQL stores as is.
+        big = (
+            "INSERT INTO blobs SELECT %s, string_agg(md5(i::text), '')"
+            " FROM generate_series(1, %s) AS i"
+        )
+        run(conn, protocol, big, 1, 19_000)
+        run(conn, protocol, big, 2, 19_000)
+        with pytest.raises(errors.ProgramLimitExceeded) as caught:
+            conn.commit()
+        assert caught.value.sqlstate == "54000"
+        assert (
+            caught.value.diag.message_primary == "transaction size limit 1mb exceeded"
+        )
+        assert caught.value.diag.message_detail == "Current transaction size 2mb > 1mb"
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert conn.execute("SELECT count(*) FROM blobs").fetchone() == (0,)
+        run(conn, protocol, big, 1, 19_000)
+        conn.commit()  # under the limit
+        # Rows written, not rows read, count.
+        run(conn, protocol, "UPDATE blobs SET id = %s", 3)
+        run(conn, protocol, big, 4, 3_000)
+        conn.commit()
+        conn.autocommit = True
+        with pytest.raises(errors.ProgramLimitExceeded, match="size limit"):
+            run(conn, protocol, "UPDATE blobs SET data = data || data")
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        lengths = conn.execute("SELECT id, length(data) FROM blobs ORDER BY id")
+        assert lengths.fetchall() == [(3, 608_000), (4, 96_000)]
