@@ -14,6 +14,7 @@ from psycopg import errors
 from psycopg.pq import TransactionStatus
 
 from dsql_local import DsqlLocal, DsqlLocalError
+from dsql_local._conflicts import Guard, guard
 from tests.dsql_local.helpers import Connect, open_connection
 
 PROTOCOLS = ["extended", "simple", "prepared"]
@@ -422,3 +423,68 @@ def test_schema_conflicts_are_off_by_default(connect: Connect) -> None:
     ddl.execute("create table unnoticed (id int primary key)")
     assert older.execute("select 2").fetchone() == (2,)
     older.commit()
+
+
+@pytest.mark.parametrize(
+    ("sql", "read", "verb", "rows"),
+    [
+        (
+            "update t set n = n + 1 where id = 1",
+            "SELECT FROM t WHERE id = 1",
+            "UPDATE",
+            False,
+        ),
+        (
+            "update t as x set n = $2 where x.id = $1 returning x.n, id",
+            "SELECT (SELECT $2 AS n), id FROM t AS x WHERE x.id = $1",
+            "UPDATE",
+            True,
+        ),
+        (
+            "delete from t using u where t.id = u.id returning t.n",
+            "SELECT t.n FROM t, u WHERE t.id = u.id",
+            "DELETE",
+            True,
+        ),
+        (
+            "insert into t values ($1, 0), (2, 0)",
+            "SELECT FROM ((VALUES ($1, 0), (2, 0))) AS dsql_local_rows",
+            "INSERT 0",
+            False,
+        ),
+        ("insert into t default values", "SELECT", "INSERT 0", False),
+        (
+            "select n from t where id = $1 for key share",
+            "SELECT n FROM t WHERE id = $1",
+            "SELECT",
+            True,
+        ),
+        (
+            "update t set n = $1 where id = $2",
+            "WITH dsql_local_params AS (SELECT CAST($1 AS text))"
+            " SELECT FROM t WHERE id = $2",
+            "UPDATE",
+            False,
+        ),
+    ],
+)
+def test_a_refused_write_is_answered_by_a_plain_read(
+    sql: str, read: str, verb: str, rows: bool
+) -> None:
+    assert guard(sql) == Guard(read, verb, rows)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "select 1",
+        "insert into t values (1) returning id",
+        "update t set n = 1 returning *",
+        "merge into t using u on t.id = u.id when matched then delete",
+        "with d as (delete from u returning id) update t set n = 1",
+        "select * from t where id in (select id from u for update)",
+        "update t set n = 1; update t set n = 2",
+    ],
+)
+def test_writes_whose_answer_needs_the_write_are_not_guarded(sql: str) -> None:
+    assert guard(sql) is None
