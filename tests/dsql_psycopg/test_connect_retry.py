@@ -42,12 +42,15 @@ class CountingProvider:
         )
         self._client = session.client("dsql", region_name=fault_local.region)
         self.calls = 0
+        self.tokens: list[str] = []
 
     def __call__(self, *, host: str, region: str, user: str, expires_in: int) -> str:
         self.calls += 1
-        return self._client.generate_db_connect_admin_auth_token(
+        token = self._client.generate_db_connect_admin_auth_token(
             host, region, ExpiresIn=expires_in
         )
+        self.tokens.append(token)
+        return token
 
 
 def _connect(fault_local: DsqlLocal, **kwargs: Any) -> dsql.DsqlConnection[Any]:
@@ -101,6 +104,10 @@ def test_budget_exhausted_names_the_cause_and_the_time(calm: DsqlLocal) -> None:
     assert f"{error.attempts} attempt(s)" in message
     assert "connect_retry=3 s" in message
     assert isinstance(error.__cause__, psycopg.OperationalError)
+    signatures = {t.partition("X-Amz-Signature=")[2][:64] for t in provider.tokens}
+    assert all(len(sig) == 64 for sig in signatures)
+    for text in (message, repr(error), str(error.__cause__)):
+        assert not any(sig in text for sig in signatures)
 
 
 @pytest.mark.parametrize("off", [0, False, "off", "0"])
