@@ -29,7 +29,7 @@ DEFAULT_IDENTITY_CACHE = 1
 _MIN_LARGE_CACHE = 65_536
 
 # Keys of OPTIONS that configure this backend rather than the connection.
-_BACKEND_OPTIONS = ("identity_cache",)
+_BACKEND_OPTIONS = ("identity_cache", "foreign_keys")
 
 
 def _identity_suffix(cache: object) -> str:
@@ -98,6 +98,13 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
                 "DSQL runs every transaction at REPEATABLE READ: remove"
                 " OPTIONS['isolation_level'] or set it to"
                 " psycopg.IsolationLevel.REPEATABLE_READ"
+            )
+        foreign_keys = options.get("foreign_keys", True)
+        if not isinstance(foreign_keys, bool):
+            raise ImproperlyConfigured(
+                "OPTIONS['foreign_keys'] must be True (keys are constraints, the"
+                " default) or False (plain columns, fewer conflicts), got"
+                f" {foreign_keys!r}"
             )
         suffix = _identity_suffix(options.get("identity_cache", DEFAULT_IDENTITY_CACHE))
         self.data_types_suffix = dict.fromkeys(
@@ -174,7 +181,9 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         return self._cursor()  # type: ignore[attr-defined]
 
     def check_constraints(self, table_names: Any = None) -> None:
-        """Do nothing: DSQL has no deferred constraints to check."""
+        """Check the deferred foreign keys now, if keys are constraints."""
+        if self.features.supports_foreign_keys:
+            super().check_constraints(table_names)
 
     def validate_no_broken_transaction(self) -> None:
         """Refuse queries in a doomed transaction, saying why DSQL dooms it."""

@@ -5,15 +5,13 @@ from __future__ import annotations
 from django.db.backends.postgresql.features import (
     DatabaseFeatures as PostgreSQLFeatures,
 )
+from django.utils.functional import cached_property
 
 
 class DatabaseFeatures(PostgreSQLFeatures):
     """PostgreSQL's features as DSQL has them."""
 
-    # No enforced foreign keys: relations are plain (indexed) columns.
-    supports_foreign_keys = False
-    can_create_inline_fk = False
-    can_defer_constraint_checks = False
+    # DEFERRABLE is for foreign keys only.
     supports_deferrable_unique_constraints = False
     # No SAVEPOINT: a nested atomic block joins the outer transaction.
     uses_savepoints = False
@@ -41,3 +39,19 @@ class DatabaseFeatures(PostgreSQLFeatures):
         "deterministic": "C",
         "virtual": "C",
     }
+
+    @cached_property
+    def supports_foreign_keys(self) -> bool:  # type: ignore[override]
+        """Whether keys are constraints: unless ``OPTIONS["foreign_keys"]`` is False."""
+        options = self.connection.settings_dict.get("OPTIONS") or {}
+        return bool(options.get("foreign_keys", True))
+
+    @cached_property
+    def can_create_inline_fk(self) -> bool:  # type: ignore[override]
+        """Whether ``CREATE TABLE`` carries the foreign keys (when on)."""
+        return self.supports_foreign_keys
+
+    @cached_property
+    def can_defer_constraint_checks(self) -> bool:  # type: ignore[override]
+        """Whether foreign keys are checked at COMMIT (``DEFERRABLE``)."""
+        return self.supports_foreign_keys

@@ -77,8 +77,9 @@ class DatabaseOperations(PostgreSQLOperations):
     ) -> list[str]:
         """Empty `tables` with DELETE: DSQL has no TRUNCATE.
 
-        Without foreign keys there is nothing to cascade to. A transaction
-        may delete at most 3,000 rows in DSQL: see `execute_sql_flush`.
+        Foreign keys are checked at COMMIT, and `execute_sql_flush` empties
+        the tables that refer to others first. A transaction may delete at
+        most 3,000 rows in DSQL: see `execute_sql_flush`.
         """
         statements = [
             f"{style.SQL_KEYWORD('DELETE FROM')} {style.SQL_FIELD(self.quote_name(t))};"
@@ -105,8 +106,47 @@ class DatabaseOperations(PostgreSQLOperations):
             super().execute_sql_flush(sql_list)
             return
         with self.connection.cursor() as cursor:
-            for sql in sql_list:
-                self._flush_one(cursor, sql)
+            for group in self._flush_groups(cursor, list(sql_list)):
+                if len(group) == 1:
+                    self._flush_one(cursor, group[0])
+                else:
+                    self._flush_together(group)
+
+    def _flush_groups(self, cursor: Any, sql_list: list[str]) -> list[list[str]]:
+        """Order the statements so that no DELETE leaves a key dangling.
+
+        A table is emptied after the tables whose keys refer to it; tables
+        whose keys refer to each other in a cycle are emptied together, in
+        one transaction (their keys are checked at COMMIT).
+        """
+        deletes = {t: sql for sql in sql_list if (t := _flushed_table(sql))}
+        rest = [[sql] for sql in sql_list if _flushed_table(sql) is None]
+        if not self.connection.features.supports_foreign_keys or len(deletes) < 2:
+            return [[sql] for sql in deletes.values()] + rest
+        cursor.execute(
+            "SELECT t.relname, r.relname FROM pg_constraint c"
+            " JOIN pg_class t ON t.oid = c.conrelid"
+            " JOIN pg_class r ON r.oid = c.confrelid"
+            " WHERE c.contype = 'f' AND pg_table_is_visible(c.conrelid)"
+        )
+        children: dict[str, set[str]] = {t: set() for t in deletes}
+        for child, parent in cursor.fetchall():
+            if child != parent and child in children and parent in children:
+                children[parent].add(child)
+        groups: list[list[str]] = []
+        remaining = set(deletes)
+        while remaining:
+            free = sorted(t for t in remaining if not children[t] & remaining)
+            if not free:
+                groups.append([deletes[t] for t in sorted(remaining)])
+                break
+            groups.extend([deletes[t]] for t in free)
+            remaining.difference_update(free)
+        return groups + rest
+
+    @retry_on_occ
+    def _flush_together(self, group: list[str]) -> None:
+        super().execute_sql_flush(group)  # in one transaction
 
     @retry_on_occ
     def _flush_one(self, cursor: Any, sql: str) -> None:

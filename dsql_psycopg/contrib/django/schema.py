@@ -5,18 +5,22 @@ Django's PostgreSQL schema editor, changed where DSQL differs:
 - indexes are built by ``CREATE [UNIQUE] INDEX ASYNC``, and the editor waits
   for the job (``CALL sys.wait_for_job``) so the index exists when Django
   expects it; unique constraints added to an existing table are unique indexes;
-- no foreign-key constraints (see the features), no ``varchar_pattern_ops``
-  indexes (DSQL collates in C, so a plain index serves LIKE);
+- foreign keys inline in ``CREATE TABLE`` when the table referred to exists,
+  else added ``NOT VALID`` and validated by an ``ALTER TABLE ASYNC ...
+  VALIDATE CONSTRAINT`` job (so are checks added to an existing table); none
+  with ``OPTIONS["foreign_keys"] = False``;
+- no ``varchar_pattern_ops`` indexes (DSQL collates in C, so a plain index
+  serves LIKE);
 - ``ADD COLUMN`` carries only a name and a type: defaults are written into the
   existing rows in batches, NOT NULL and checks become ``CHECK (...) NOT
   VALID`` constraints (where the server has them), and uniqueness and indexes
   follow as indexes;
-- check constraints added to an existing table are ``NOT VALID``;
 - a key pointing at an ``AutoField`` or ``SmallAutoField`` is ``bigint``, as
   wide as the identity it refers to (Django would make it ``integer`` or
   ``smallint``);
-- a column cannot change type or gain NOT NULL; it can lose NOT NULL, natively
-  where the server allows it, else by rebuilding the column.
+- a column cannot change type or gain NOT NULL (the error names the
+  operation and the way out); it loses NOT NULL with ``DROP NOT NULL``, or by
+  dropping the CHECK that stands for it on a column added later.
 
 Migrations run without a transaction around them (one DDL statement per
 transaction): a migration that fails half-way is not rolled back.
@@ -46,6 +50,15 @@ logger = logging.getLogger("dsql_psycopg.contrib.django")
 BATCH_ROWS = 1_000
 
 _ASYNC_INDEX = re.compile(r"\s*CREATE\s+(UNIQUE\s+)?INDEX\s+ASYNC\b", re.IGNORECASE)
+# Django 6.1 and later put a key's database ON DELETE in its DDL.
+_ON_DELETE_DB = "%(on_delete_db)s" in PostgreSQLSchemaEditor.sql_create_fk
+_QUOTED = r'"(?:[^"]|"")+"'
+# A constraint this editor adds NOT VALID, which it then validates.
+_NOT_VALID = re.compile(
+    rf"\s*ALTER\s+TABLE\s+({_QUOTED})\s+ADD\s+CONSTRAINT\s+({_QUOTED})\s.*"
+    r"\sNOT\s+VALID\s*",
+    re.IGNORECASE | re.DOTALL,
+)
 
 
 def _column(field: Field[Any, Any] | None) -> str:
@@ -66,10 +79,14 @@ def _refers_to_narrow_auto_field(field: Field[Any, Any]) -> bool:
     }
 
 
-def _unsupported(model: type[Model], field: Field[Any, Any], what: str) -> Exception:
+def _unsupported(
+    model: type[Model], field: Field[Any, Any], what: str, operation: str
+) -> Exception:
     return NotSupportedError(
-        f"DSQL cannot {what} of {model._meta.db_table}.{field.column}: add a new"
-        " field, copy the data into it (RunPython), then remove the old field"
+        f"{operation} {model._meta.label}.{field.name}: DSQL cannot {what} of"
+        f" {model._meta.db_table}.{field.column}. Instead add a new field"
+        " (AddField), copy the data into it (RunPython), then remove the old"
+        " field (RemoveField) and rename the new one (RenameField)"
     )
 
 
@@ -95,11 +112,31 @@ class DatabaseSchemaEditor(PostgreSQLSchemaEditor):
     sql_create_check = (
         "ALTER TABLE %(table)s ADD CONSTRAINT %(name)s CHECK (%(check)s) NOT VALID"
     )
+    # Likewise a foreign key, validated afterwards by an ASYNC job; DSQL has
+    # no SET CONSTRAINTS ... IMMEDIATE before a DROP to run in the same
+    # statement, and needs none: each DDL statement commits alone.
+    sql_create_fk = PostgreSQLSchemaEditor.sql_create_fk + " NOT VALID"
+    sql_delete_fk = "ALTER TABLE %(table)s DROP CONSTRAINT %(name)s"
+    sql_create_column_inline_fk = None  # type: ignore[assignment]
+    sql_validate_constraint = "ALTER TABLE ASYNC %(table)s VALIDATE CONSTRAINT %(name)s"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Read by Django's table_sql right after column_sql for each field:
+        # set there, field by field (see column_sql).
+        self.sql_create_inline_fk: str | None = None
 
     def column_sql(
         self, model: type[Model], field: Field[Any, Any], include_default: bool = False
     ) -> tuple[None, None] | tuple[str, list[Any]]:
-        """Return the column definition, widening keys to narrow AutoFields."""
+        """Return the column definition, widening keys to narrow AutoFields.
+
+        Also choose how Django's ``table_sql``, which calls this for each
+        field of a new table, makes the field's foreign key: inline in
+        ``CREATE TABLE`` when the table it refers to exists (or is this one),
+        else afterwards, ``NOT VALID`` then validated.
+        """
+        self.sql_create_inline_fk = self._inline_fk_sql(model, field)
         column = super().column_sql(model, field, include_default)
         sql, params = column
         if sql is None or params is None or not _refers_to_narrow_auto_field(field):
@@ -109,22 +146,85 @@ class DatabaseSchemaEditor(PostgreSQLSchemaEditor):
             sql = "bigint" + sql[len(narrow) :]
         return sql, params
 
+    def _inline_fk_sql(self, model: type[Model], field: Field[Any, Any]) -> str | None:
+        remote = field.remote_field
+        if not (
+            remote
+            and getattr(field, "db_constraint", False)
+            and self.connection.features.supports_foreign_keys
+        ):
+            return None
+        to_table = remote.model._meta.db_table
+        if to_table != model._meta.db_table and not self._table_exists(to_table):
+            return None
+        name = str(
+            self._fk_constraint_name(  # type: ignore[attr-defined]
+                model, field, "_fk_%(to_table)s_%(to_column)s"
+            )
+        )
+        # Django fills in to_table and to_column (and from 6.1 on_delete_db,
+        # the ON DELETE of db_on_delete).
+        on_delete = "%(on_delete_db)s" if _ON_DELETE_DB else ""
+        return (
+            f"CONSTRAINT {name.replace('%', '%%')} REFERENCES %(to_table)s"
+            f" (%(to_column)s){on_delete}{self.connection.ops.deferrable_sql()}"
+        )
+
+    def _table_exists(self, table: str) -> bool:
+        with self.connection.cursor() as cursor:
+            cursor.execute("SELECT to_regclass(%s)", [self.quote_name(table)])
+            row = cursor.fetchone()
+        return row is not None and row[0] is not None
+
     def execute(self, sql: Any, params: Any = ()) -> None:
-        """Run `sql`; for an ASYNC index, wait until the index is built."""
+        """Run `sql`; wait for the jobs of ASYNC indexes and validations.
+
+        A constraint added ``NOT VALID`` is validated by an ``ALTER TABLE
+        ASYNC ... VALIDATE CONSTRAINT`` job; if the rows already there break
+        it, the constraint is dropped again and `IntegrityError` raised.
+        """
         text = str(sql)
-        if self.collect_sql or not _ASYNC_INDEX.match(text):
+        match = _NOT_VALID.fullmatch(text)
+        if match:
+            kind = "validation"
+        elif _ASYNC_INDEX.match(text):
+            kind = "index build"
+        else:
             super().execute(sql, params)
+            return
+        if self.collect_sql:
+            super().execute(sql, params)
+            if match:
+                table, name = match.groups()
+                super().execute(
+                    self.sql_validate_constraint % {"table": table, "name": name}
+                )
             return
         if self.connection.in_atomic_block:
             raise TransactionManagementError(
-                "DSQL builds indexes outside transactions: run this schema"
-                " change outside transaction.atomic()"
+                f"DSQL runs each {kind} as a job outside transactions: run this"
+                " schema change outside transaction.atomic()"
             )
         if params:
             text = self.connection.ops.compose_sql(text, params)
-        logger.debug("%s; (building, then waiting for the job)", text)
+        if not match:
+            self._run_job(kind, text, text)
+            return
+        table, name = match.groups()
+        super().execute(text)
+        validate = self.sql_validate_constraint % {"table": table, "name": name}
+        try:
+            self._run_job(kind, validate, text)
+        except IntegrityError:
+            # Keep no constraint that the rows already there break.
+            super().execute(self.sql_delete_check % {"table": table, "name": name})
+            raise
+
+    def _run_job(self, kind: str, sql: str, what: str) -> None:
+        """Run `sql`, which returns a job id, and wait for the job to complete."""
+        logger.debug("%s; (then waiting for the job)", sql)
         with self.connection.cursor() as cursor:
-            cursor.execute(text)
+            cursor.execute(sql)
             (job_id,) = cursor.fetchone()
             cursor.execute("CALL sys.wait_for_job(%s)", [job_id])
             (completed,) = cursor.fetchone()
@@ -135,8 +235,7 @@ class DatabaseSchemaEditor(PostgreSQLSchemaEditor):
             )
             status, details = cursor.fetchone() or ("unknown", None)
         raise IntegrityError(
-            f"index build job {job_id} ended {status}: {details or 'no details'}"
-            f" ({text})"
+            f"{kind} job {job_id} ended {status}: {details or 'no details'} ({what})"
         )
 
     def _collate_sql(
@@ -191,9 +290,9 @@ class DatabaseSchemaEditor(PostgreSQLSchemaEditor):
             return
         if _refers_to_narrow_auto_field(field):
             db_type = "bigint"
-        if field.primary_key or field.has_db_default() or field.generated:
+        if field.primary_key or field.generated:
             raise _unsupported(
-                model, field, "add a key, db_default or generated column"
+                model, field, "add a key or generated column", "AddField"
             )
         table = self.quote_name(model._meta.db_table)
         column = self.quote_name(_column(field))
@@ -201,8 +300,19 @@ class DatabaseSchemaEditor(PostgreSQLSchemaEditor):
             self.sql_create_column
             % {"table": table, "column": column, "definition": db_type}
         )
-        default = self.effective_default(field)
-        if default is not None:
+        if field.has_db_default():
+            # SET DEFAULT, then the rows already there get it, batch by batch.
+            default_sql, default_params = self.db_default_sql(field)
+            changes = self.sql_alter_column_default % {
+                "column": column,
+                "default": default_sql,
+            }
+            self.execute(
+                self.sql_alter_column % {"table": table, "changes": changes},
+                default_params,
+            )
+            self._fill_nulls(model, _column(field), "DEFAULT", [])
+        elif (default := self.effective_default(field)) is not None:
             self._fill_nulls(model, _column(field), "%s", [default])
         if not field.null:
             self._add_check(
@@ -216,6 +326,16 @@ class DatabaseSchemaEditor(PostgreSQLSchemaEditor):
         self.deferred_sql.extend(self._field_indexes_sql(model, field))  # type: ignore[attr-defined]
         if field.unique:
             self.deferred_sql.append(self._create_unique_sql(model, [field]))  # type: ignore[attr-defined]
+        if (
+            field.remote_field
+            and getattr(field, "db_constraint", False)
+            and self.connection.features.supports_foreign_keys
+        ):
+            self.deferred_sql.append(
+                self._create_fk_sql(  # type: ignore[attr-defined]
+                    model, field, "_fk_%(to_table)s_%(to_column)s"
+                )
+            )
 
     def _is_not_null(self, model: type[Model], field: Field[Any, Any]) -> bool:
         with self.connection.cursor() as cursor:
@@ -275,7 +395,10 @@ class DatabaseSchemaEditor(PostgreSQLSchemaEditor):
     ) -> None:
         if old_type != new_type:
             raise _unsupported(
-                model, new_field, f"change the type {old_type} to {new_type}"
+                model,
+                new_field,
+                f"change the type {old_type} to {new_type}",
+                "AlterField",
             )
         if {old_db_params.get("collation"), new_db_params.get("collation")} <= {
             None,
@@ -287,11 +410,9 @@ class DatabaseSchemaEditor(PostgreSQLSchemaEditor):
                 "collation": old_db_params.get("collation"),
             }
         if old_field.null and not new_field.null:
-            raise _unsupported(model, new_field, "add NOT NULL to the column")
-        if getattr(old_field, "db_default", None) != getattr(
-            new_field, "db_default", None
-        ):
-            raise _unsupported(model, new_field, "change the database default")
+            raise _unsupported(
+                model, new_field, "add NOT NULL (SET NOT NULL)", "AlterField"
+            )
         drops_not_null = not old_field.null and new_field.null
         if drops_not_null:
             # Let Django do the rest (renames, indexes, uniqueness) first.
@@ -311,11 +432,9 @@ class DatabaseSchemaEditor(PostgreSQLSchemaEditor):
             if drops_not_null:
                 new_field.null = True
         if drops_not_null:
-            self._drop_not_null(model, new_field, new_type)
+            self._drop_not_null(model, new_field)
 
-    def _drop_not_null(
-        self, model: type[Model], field: Field[Any, Any], db_type: str
-    ) -> None:
+    def _drop_not_null(self, model: type[Model], field: Field[Any, Any]) -> None:
         table = self.quote_name(model._meta.db_table)
         column = self.quote_name(_column(field))
         # The CHECK standing for NOT NULL on a column added after its table.
@@ -326,42 +445,7 @@ class DatabaseSchemaEditor(PostgreSQLSchemaEditor):
             )
         if not self.collect_sql and not self._is_not_null(model, field):
             return  # added after its table: the CHECK was all there was
-        native = self.sql_drop_not_null % {"table": table, "column": column}
-        if self.collect_sql:
-            self.execute(native)
-            return
-        try:
-            self.execute(native)
-        except NotSupportedError:
-            logger.info("%s refused: rebuilding the column as nullable", native)
-            self._rebuild_nullable(model, field, db_type)
-
-    def _rebuild_nullable(
-        self, model: type[Model], field: Field[Any, Any], db_type: str
-    ) -> None:
-        """Replace the column by a nullable copy (for servers without DROP NOT NULL).
-
-        Writes to the column while this runs may be lost: run it while the
-        application is not writing to the table.
-        """
-        db_table = model._meta.db_table
-        table = self.quote_name(db_table)
-        column = self.quote_name(_column(field))
-        spare_name = self._create_index_name(db_table, [_column(field)], suffix="_new")  # type: ignore[attr-defined]
-        spare = self.quote_name(spare_name)
-        self.execute(
-            self.sql_create_column
-            % {"table": table, "column": spare, "definition": db_type}
-        )
-        self._fill_nulls(model, spare_name, column, [], source=column)
-        self.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
-        self.execute(f"ALTER TABLE {table} RENAME COLUMN {spare} TO {column}")
-        if check := field.db_parameters(connection=self.connection)["check"]:
-            self._add_check(model, field, self._check_name(model, field), check)
-        for statement in self._field_indexes_sql(model, field):  # type: ignore[attr-defined]
-            self.execute(statement)
-        if field.unique:
-            self.execute(self._create_unique_sql(model, [field]))  # type: ignore[attr-defined]
+        self.execute(self.sql_drop_not_null % {"table": table, "column": column})
 
     def _fill_nulls(
         self,
@@ -369,17 +453,15 @@ class DatabaseSchemaEditor(PostgreSQLSchemaEditor):
         target: str,
         value_sql: str,
         params: list[Any],
-        source: str | None = None,
     ) -> None:
         """Set `target` to `value_sql` where it is NULL, a batch per transaction."""
         table = self.quote_name(model._meta.db_table)
         pk = self.quote_name(_column(model._meta.pk))
         column = self.quote_name(target)
-        skip_null_source = f" AND {source} IS NOT NULL" if source else ""
         # Identifiers only, each quoted by quote_name; values go as parameters.
         sql = (
             f"UPDATE {table} SET {column} = {value_sql} WHERE {pk} IN ("  # noqa: S608
-            f"SELECT {pk} FROM {table} WHERE {column} IS NULL{skip_null_source}"
+            f"SELECT {pk} FROM {table} WHERE {column} IS NULL"
             f" LIMIT {BATCH_ROWS})"
         )
         if self.collect_sql:

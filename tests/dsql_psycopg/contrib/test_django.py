@@ -35,6 +35,7 @@ from dsql_local import DsqlLocal
 from dsql_psycopg.connection import DsqlConnection
 from dsql_psycopg.contrib.django import retry_atomic
 from dsql_psycopg.contrib.django.base import DatabaseWrapper
+from dsql_psycopg.contrib.django.schema import BATCH_ROWS
 from dsql_psycopg.contrib.django.testing import (
     DiscoverRunner,
     rollback_failed_fixture_setup,
@@ -76,12 +77,230 @@ def test_migrate_applies_every_app() -> None:
     assert ("djangoapp", "0003_status_nullable") in applied
 
 
-def test_schema_has_no_foreign_keys_and_bigint_identities() -> None:
-    fks = query(
-        "SELECT conname FROM pg_constraint c JOIN pg_class t ON t.oid = c.conrelid"
-        " WHERE c.contype = 'f' AND t.relnamespace = 'public'::regnamespace"
+FOREIGN_KEYS = (
+    "SELECT t.relname, a.attname, r.relname, c.convalidated, c.condeferrable,"
+    " c.condeferred FROM pg_constraint c"
+    " JOIN pg_class t ON t.oid = c.conrelid"
+    " JOIN pg_class r ON r.oid = c.confrelid"
+    " JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]"
+    " WHERE c.contype = 'f' AND t.relnamespace = 'public'::regnamespace"
+)
+
+
+def foreign_keys() -> dict[tuple[str, str], tuple[str, bool, bool, bool]]:
+    """Map (table, column) of each foreign-key constraint to what it says."""
+    return {
+        (table, column): tuple(rest) for table, column, *rest in query(FOREIGN_KEYS)
+    }
+
+
+def test_every_key_is_a_valid_deferred_constraint() -> None:
+    from django.apps import apps  # noqa: PLC0415
+
+    keys = foreign_keys()
+    expected = {
+        (model._meta.db_table, field.column)
+        for model in apps.get_models(include_auto_created=True)
+        for field in model._meta.local_fields
+        if field.concrete and getattr(field, "db_constraint", False)
+    }
+    assert set(keys) == expected
+    # Checked at COMMIT, as Django makes them, and valid: the rows already
+    # there were checked too.
+    assert {rest[1:] for rest in keys.values()} == {(True, True, True)}
+    # Migrated without constraints, then given them by dsql_add_foreign_keys.
+    assert keys["auth_permission", "content_type_id"][0] == "django_content_type"
+    assert keys["djangoapp_book", "author_id"][0] == "djangoapp_author"
+    assert keys["djangoapp_book_tags", "tag_id"][0] == "djangoapp_tag"
+    # Made by 0004: a self-reference and a key to an existing table inline,
+    # a key to a table created later added NOT VALID and validated, the
+    # explicit and automatic many-to-many tables.
+    assert keys["djangoapp_shelf", "parent_id"][0] == "djangoapp_shelf"
+    assert keys["djangoapp_room", "main_shelf_id"][0] == "djangoapp_shelf"
+    assert keys["djangoapp_shelf", "room_id"][0] == "djangoapp_room"
+    assert keys["djangoapp_placement", "book_id"][0] == "djangoapp_book"
+    assert keys["djangoapp_shelf_tags", "shelf_id"][0] == "djangoapp_shelf"
+
+
+@pytest.mark.parametrize(
+    ("model", "values"),
+    [
+        ("Hit", {"counter_id": 10**12}),
+        ("Shelf", {"label": "orphan", "parent_id": 10**12}),
+        ("Shelf", {"label": "orphan", "room_id": 10**12}),
+    ],
+)
+def test_orphan_insert_fails(
+    models: ModuleType, model: str, values: dict[str, Any]
+) -> None:
+    with pytest.raises(IntegrityError, match="violates foreign key constraint"):
+        getattr(models, model).objects.create(**values)
+
+
+def test_key_graph_works_both_ways(models: ModuleType) -> None:
+    room = models.Room.objects.create(name="study")
+    top = models.Shelf.objects.create(label="top", room=room)
+    low = models.Shelf.objects.create(label="low", parent=top, room=room)
+    room.main_shelf = top
+    room.save()
+    author = models.Author.objects.create(name="Shelved Author")
+    book = models.Book.objects.create(
+        author=author,
+        title="Shelved",
+        price=Decimal(1),
+        published=dt.date(2020, 1, 1),
+        pages=1,
     )
-    assert fks == []
+    models.Placement.objects.create(shelf=low, book=book, position=3)
+    assert list(book.shelves.all()) == [low]
+    assert list(top.children.all()) == [low]
+    # Deleting the parent cascades through Django's collector first.
+    room.delete()
+    assert not models.Shelf.objects.filter(pk__in=[top.pk, low.pk]).exists()
+    assert not models.Placement.objects.filter(book=book).exists()
+
+
+def test_add_foreign_keys_command(models: ModuleType) -> None:
+    from django.core.management import CommandError, call_command  # noqa: PLC0415
+
+    out = io.StringIO()
+    call_command("dsql_add_foreign_keys", stdout=out)
+    assert out.getvalue() == "Every foreign key has its constraint.\n"
+    connection = connections["default"]
+    hit = models.Hit
+    (name,) = [
+        n
+        for n, c in connection.introspection.get_constraints(
+            connection.cursor(), "djangoapp_hit"
+        ).items()
+        if c["foreign_key"]
+    ]
+    with connection.schema_editor(atomic=False) as editor:
+        editor.execute(editor._delete_fk_sql(hit, name))
+    orphan = hit.objects.create(counter_id=10**12)
+    try:
+        dry = io.StringIO()
+        call_command("dsql_add_foreign_keys", "--dry-run", stdout=dry)
+        assert "ADD CONSTRAINT" in dry.getvalue()
+        assert "NOT VALID" in dry.getvalue()
+        assert "ALTER TABLE ASYNC" in dry.getvalue()
+        with pytest.raises(
+            CommandError, match=r"(?s)refer to nothing.*djangoapp\.Hit\.counter"
+        ):
+            call_command("dsql_add_foreign_keys", stdout=io.StringIO())
+        # The validation failed: no half-made constraint is left behind.
+        assert ("djangoapp_hit", "counter_id") not in foreign_keys()
+    finally:
+        orphan.delete()
+    out = io.StringIO()
+    call_command("dsql_add_foreign_keys", stdout=out)
+    assert out.getvalue().startswith("Added ")
+    assert foreign_keys()["djangoapp_hit", "counter_id"] == (
+        "djangoapp_counter",
+        True,
+        True,
+        True,
+    )
+
+
+def test_altering_a_key_drops_and_remakes_its_constraint(models: ModuleType) -> None:
+    from django.db import models as m  # noqa: PLC0415
+
+    connection = connections["default"]
+    shelf = models.Shelf
+    old = shelf._meta.get_field("room")
+    plain = m.ForeignKey(
+        models.Room, m.CASCADE, null=True, related_name="+", db_constraint=False
+    )
+    plain.set_attributes_from_name("room")
+    with connection.schema_editor(atomic=False) as editor:
+        editor.alter_field(shelf, old, plain, strict=True)
+    try:
+        assert ("djangoapp_shelf", "room_id") not in foreign_keys()
+    finally:
+        with connection.schema_editor(atomic=False) as editor:
+            editor.alter_field(shelf, plain, old, strict=True)
+    assert foreign_keys()["djangoapp_shelf", "room_id"][0] == "djangoapp_room"
+
+
+def test_alter_field_refuses_what_dsql_lacks(models: ModuleType) -> None:
+    from django.db import models as m  # noqa: PLC0415
+
+    placement = models.Placement
+    old = placement._meta.get_field("position")
+    wider = m.BigIntegerField(default=0)
+    wider.set_attributes_from_name("position")
+    connection = connections["default"]
+    with (
+        pytest.raises(
+            NotSupportedError,
+            match=r"AlterField djangoapp.Placement.position: .* type integer to bigint"
+            r".*AddField.*RunPython.*RemoveField",
+        ),
+        connection.schema_editor(atomic=False) as editor,
+    ):
+        editor.alter_field(placement, old, wider)
+    room = models.Room._meta.get_field("main_shelf")
+    required = m.ForeignKey(models.Shelf, m.SET_NULL, related_name="+")
+    required.set_attributes_from_name("main_shelf")
+    with (
+        pytest.raises(
+            NotSupportedError,
+            match=r"AlterField djangoapp.Room.main_shelf: .*SET NOT NULL",
+        ),
+        connection.schema_editor(atomic=False) as editor,
+    ):
+        editor.alter_field(models.Room, room, required)
+
+
+def test_add_field_with_db_default_fills_rows_then_remove_field(
+    models: ModuleType,
+) -> None:
+    from django.db import models as m  # noqa: PLC0415
+
+    counter = models.Counter
+    counter.objects.bulk_create(
+        [counter(name=f"db-default-{n}") for n in range(BATCH_ROWS + 5)]
+    )
+    score = m.IntegerField(db_default=7)
+    score.set_attributes_from_name("score")
+    score.model = counter
+    connection = connections["default"]
+    with connection.schema_editor(atomic=False) as editor:
+        editor.add_field(counter, score)
+    try:
+        # Every row already there has it, and new rows get it from DSQL.
+        assert query("SELECT count(*) FROM djangoapp_counter WHERE score IS NULL") == [
+            (0,)
+        ]
+        counter.objects.create(name="db-default-new")
+        assert query(
+            "SELECT score FROM djangoapp_counter WHERE name = 'db-default-new'"
+        ) == [(7,)]
+        with pytest.raises(IntegrityError, match="notnull"):
+            query(
+                "UPDATE djangoapp_counter SET score = NULL WHERE name = 'db-default-1'"
+            )
+    finally:
+        with connection.schema_editor(atomic=False) as editor:
+            editor.remove_field(counter, score)
+        counter.objects.filter(name__startswith="db-default").delete()
+    columns = query(
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_name = 'djangoapp_counter'"
+    )
+    assert ("score",) not in columns
+
+
+def test_foreign_keys_off_leaves_plain_columns(dsql_local: DsqlLocal) -> None:
+    settings = django_databases(dsql_local)["no_fks"]
+    off = wrapper(settings, "no_fks_check")
+    assert not off.features.supports_foreign_keys
+    assert not off.features.can_defer_constraint_checks
+    assert connections["default"].features.supports_foreign_keys
+
+
+def test_bigint_identities() -> None:
     identities = dict(
         query(
             "SELECT table_name, data_type FROM information_schema.columns"
@@ -179,7 +398,7 @@ def test_second_migration_kept_and_filled_existing_rows(models: ModuleType) -> N
     assert models.Author.objects.filter(name=long_name).exists()
 
 
-def test_rebuilt_column_keeps_its_check(models: ModuleType) -> None:
+def test_column_that_lost_not_null_keeps_its_check(models: ModuleType) -> None:
     author = models.Author.objects.create(name="copies")
     fields = {"price": Decimal("1.00"), "published": dt.date(2020, 1, 1), "pages": 1}
     book = models.Book.objects.create(author=author, title="t", copies=None, **fields)
@@ -289,6 +508,7 @@ def test_persistent_connections_retire_before_dsql_cap(
         ({"PASSWORD": "secret"}, "IAM token"),
         ({"OPTIONS": {"isolation_level": 1}}, "REPEATABLE READ"),
         ({"OPTIONS": {"identity_cache": 100}}, "65536"),
+        ({"OPTIONS": {"foreign_keys": "no"}}, "True .* or False"),
     ],
 )
 def test_bad_settings_are_refused(
@@ -458,6 +678,32 @@ def test_flush_retries_a_conflict(dsql_local: DsqlLocal, models: ModuleType) -> 
         dsql_local.inject_conflicts(0)
     assert models.Hit.objects.count() == 0
     assert models.Counter.objects.count() == 0
+
+
+def test_flush_empties_referenced_tables_last(models: ModuleType) -> None:
+    room = models.Room.objects.create(name="flushed")
+    shelf = models.Shelf.objects.create(label="flushed", room=room)
+    room.main_shelf = shelf
+    room.save()  # a cycle: each table refers to the other
+    models.Shelf.objects.create(label="child", parent=shelf, room=room)
+    author = models.Author.objects.create(name="Flushed Author")
+    book = models.Book.objects.create(
+        author=author,
+        title="F",
+        price=Decimal(1),
+        published=dt.date(2020, 1, 1),
+        pages=1,
+    )
+    models.Placement.objects.create(shelf=shelf, book=book)
+    ops = connections["default"].ops
+    tables = ["djangoapp_placement", "djangoapp_room", "djangoapp_shelf"]
+    # Listed parents first: a DELETE per table in that order would leave
+    # placements pointing at deleted shelves.
+    ops.execute_sql_flush(ops.sql_flush(no_style(), sorted(tables, reverse=True)))
+    assert not models.Placement.objects.exists()
+    assert not models.Shelf.objects.exists()
+    assert not models.Room.objects.exists()
+    assert models.Book.objects.filter(pk=book.pk).exists()
 
 
 def test_flush_empties_tables_past_the_row_limit(models: ModuleType) -> None:

@@ -64,3 +64,31 @@ class Counter(models.Model):
 class Hit(models.Model):
     counter = models.ForeignKey(Counter, on_delete=models.CASCADE)
     at = models.DateTimeField(auto_now_add=True)
+
+
+# A graph of keys made by 0004 with their constraints: a self-reference, a
+# cycle (Shelf.room refers to a table created after Shelf's), an explicit
+# many-to-many through table and an automatic one.
+class Shelf(models.Model):
+    label = models.CharField(max_length=50)
+    parent = models.ForeignKey(
+        "self", null=True, on_delete=models.CASCADE, related_name="children"
+    )
+    room = models.ForeignKey(
+        "Room", null=True, on_delete=models.CASCADE, related_name="shelves"
+    )
+    books = models.ManyToManyField(Book, through="Placement", related_name="shelves")
+    tags = models.ManyToManyField(Tag, related_name="shelves")
+
+
+class Room(models.Model):
+    name = models.CharField(max_length=50)
+    main_shelf = models.ForeignKey(
+        Shelf, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+
+class Placement(models.Model):
+    shelf = models.ForeignKey(Shelf, on_delete=models.CASCADE)
+    book = models.ForeignKey(Book, on_delete=models.CASCADE)
+    position = models.IntegerField(default=0)

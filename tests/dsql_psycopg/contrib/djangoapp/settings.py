@@ -13,7 +13,7 @@ SEED_AUTHORS = 1_500
 
 
 def databases(local: DsqlLocal) -> dict[str, dict[str, Any]]:
-    """Return DATABASES for `local`: one unpooled alias, one pooled."""
+    """Return DATABASES for `local`: unpooled, pooled, and without foreign keys."""
     base = {
         "ENGINE": "dsql_psycopg.contrib.django",
         "HOST": local.host,
@@ -24,7 +24,9 @@ def databases(local: DsqlLocal) -> dict[str, dict[str, Any]]:
         "OPTIONS": {"hostaddr": "127.0.0.1", "sslrootcert": local.ca_file},
     }
     pooled = {**base, "OPTIONS": {**base["OPTIONS"], "pool": POOL_OPTIONS}}
-    return {"default": base, "pooled": pooled}
+    # What a project migrated before foreign keys were constraints has.
+    no_fks = {**base, "OPTIONS": {**base["OPTIONS"], "foreign_keys": False}}
+    return {"default": base, "pooled": pooled, "no_fks": no_fks}
 
 
 def settings(local: DsqlLocal) -> dict[str, Any]:
@@ -38,6 +40,7 @@ def settings(local: DsqlLocal) -> dict[str, Any]:
             "django.contrib.contenttypes",
             "django.contrib.auth",
             "django.contrib.sessions",
+            "dsql_psycopg.contrib.django",
             "tests.dsql_psycopg.contrib.djangoapp.apps.DjangoAppConfig",
         ],
         "MIDDLEWARE": [],

@@ -2,7 +2,7 @@
 
 - AddField with a default: a bare ADD COLUMN, then the rows are filled in,
   NOT NULL and checks as CHECK ... NOT VALID constraints;
-- AlterField to null=True: DROP NOT NULL, or a rebuilt column;
+- AlterField to null=True: DROP NOT NULL;
 - AlterField of max_length: no DDL at all (CharField is an unbounded varchar);
 - unique removed from a field (a constraint) and from unique_together (an index);
 - AddIndex on a table with rows: CREATE INDEX ASYNC.

@@ -1,6 +1,5 @@
 """NOT NULL lifted: from a column added by 0002 (only its CHECK goes), and
-from one made with its table (rebuilt where DROP NOT NULL is refused, its
-check constraint made again)."""
+from one made with its table (DROP NOT NULL; its check constraint stays)."""
 
 from __future__ import annotations
 
