@@ -17,6 +17,7 @@ import botocore.credentials
 import botocore.exceptions
 
 from dsql_psycopg import _auth as auth
+from dsql_psycopg._naming import ENDPOINT_FORM
 from dsql_psycopg.errors import DsqlError
 
 from ._steps import Outcome, State, StepFailed
@@ -47,7 +48,7 @@ def credentials(state: State) -> Outcome:
         raise StepFailed(
             f"no AWS region for host {params.host}",
             "pass --region (or region= in the target), set AWS_REGION, or use"
-            " the endpoint name <cluster-id>.dsql.<region>.on.aws as host",
+            f" the endpoint name {ENDPOINT_FORM} as host",
         )
     state.session, state.region = session, region
     info: dict[str, Any] = {

@@ -14,6 +14,8 @@ import ssl
 import struct
 from typing import Any
 
+from dsql_psycopg._naming import ENDPOINT_FORM
+
 from ._steps import Outcome, State, StepFailed
 
 _SSL_REQUEST = struct.pack("!ii", 8, 80877103)
@@ -51,7 +53,7 @@ def dns(state: State) -> Outcome:
                 "hostaddr takes a numeric address; put the endpoint name in host=",
             ) from None
         hint = (
-            "check the host name: a DSQL endpoint is <cluster-id>.dsql.<region>.on.aws"
+            f"check the host name: a DSQL endpoint is {ENDPOINT_FORM}"
             " (check the cluster id and the region), and that this machine's DNS"
             " resolves public names"
         )
@@ -252,8 +254,8 @@ def _verify_failure(
 def _endpoint_hint(host: str) -> str:
     address = host if _is_ip(host) else "<ip>"
     return (
-        "host must be the cluster's endpoint name (<cluster-id>.dsql.<region>"
-        ".on.aws), not an IP address or an alias: the certificate, SNI and token"
+        f"host must be the cluster's endpoint name ({ENDPOINT_FORM}), not an IP"
+        " address or an alias: the certificate, SNI and token"
         f" are all bound to it; to choose the address add hostaddr={address}"
     )
 
