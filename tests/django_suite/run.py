@@ -26,6 +26,8 @@ import psycopg
 
 from dsql_local import DsqlLocal
 
+from .settings import OTHER_SCHEMA
+
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".django-suite"
 #: The apps web applications lean on.
@@ -86,11 +88,12 @@ def django_tests() -> Path:
 
 
 def reset_schema(local: DsqlLocal) -> None:
-    """Give the next app an empty ``public`` schema."""
+    """Give the next app empty schemas: ``public``, and the other database's."""
     with psycopg.connect(local.backend_dsn, autocommit=True) as conn:
-        conn.execute("DROP SCHEMA public CASCADE")
-        conn.execute("CREATE SCHEMA public")
-        conn.execute("GRANT ALL ON SCHEMA public TO PUBLIC")
+        for schema in ("public", OTHER_SCHEMA):
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            conn.execute(f"CREATE SCHEMA {schema}")
+            conn.execute(f"GRANT ALL ON SCHEMA {schema} TO PUBLIC")
 
 
 def run_app(
@@ -161,6 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=3600, help="per app")
     parser.add_argument("--verbosity", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--run-listed",
+        action="store_true",
+        help="run the tests expected.txt lists too (to check the list)",
+    )
     args = parser.parse_args(argv)
     apps = args.apps or (FAST_APPS if args.fast else APPS)
     # Tokens are signed and checked offline: any key pair will do.
@@ -171,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["AWS_SECRET_ACCESS_KEY"] = "django-suite-fake-secret-access-key"
         os.environ.pop("AWS_SESSION_TOKEN", None)
     os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+    if args.run_listed:
+        os.environ["DSQL_SUITE_RUN_LISTED"] = "1"
     tests = django_tests()
     print(f"Django {django.__version__}: {len(apps)} apps from {tests}", flush=True)
     results = []

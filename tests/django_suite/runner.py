@@ -53,6 +53,8 @@ class SuiteRunner(DiscoverRunner):
     def build_suite(self, *args: Any, **kwargs: Any) -> Any:
         """Build the suite, each listed test skipped with its reason."""
         suite = super().build_suite(*args, **kwargs)
+        if os.environ.get("DSQL_SUITE_RUN_LISTED"):
+            return suite
         listed = load_expected()
         for test in iter_test_cases(suite):
             reason = reason_for(test.id(), listed)

@@ -21,11 +21,18 @@ _DATABASE = {
     "TEST": {"NAME": "postgres"},
 }
 
+#: DSQL has one database: the second one Django's tests use is a schema.
+OTHER_SCHEMA = "django_other"
+
 DATABASES = {
     "default": _DATABASE,
-    # DSQL has one database: the second alias Django's tests use mirrors the
-    # first.
-    "other": {**_DATABASE, "TEST": {"NAME": "postgres", "MIRROR": "default"}},
+    "other": {
+        **_DATABASE,
+        "OPTIONS": {
+            **_DATABASE["OPTIONS"],
+            "options": f"-c search_path={OTHER_SCHEMA}",
+        },
+    },
 }
 
 SECRET_KEY = "django_tests_secret_key"

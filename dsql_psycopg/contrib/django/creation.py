@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.core.exceptions import ImproperlyConfigured
 from django.db.backends.postgresql.creation import (
     DatabaseCreation as PostgreSQLCreation,
@@ -30,6 +32,15 @@ class DatabaseCreation(PostgreSQLCreation):
                 f" {{'NAME': {DSQL_DATABASE!r}}}"
             )
         return DSQL_DATABASE
+
+    def test_db_signature(self) -> tuple[Any, ...]:
+        """Tell apart aliases on one cluster whose libpq ``options`` differ.
+
+        Two aliases with their own ``search_path`` are two databases to the
+        test runner, each migrated in its own schema.
+        """
+        options = (self.connection.settings_dict.get("OPTIONS") or {}).get("options")
+        return (*super().test_db_signature(), options)
 
     def _create_test_db(
         self, verbosity: int, autoclobber: bool, keepdb: bool = False

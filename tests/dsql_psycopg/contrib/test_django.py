@@ -800,6 +800,20 @@ def test_retry_atomic_refuses_to_run_inside_atomic(models: ModuleType) -> None:
 # -- Django's own test framework --------------------------------------------
 
 
+def test_aliases_with_their_own_search_path_are_two_test_databases(
+    dsql_local: DsqlLocal,
+) -> None:
+    settings = {**django_databases(dsql_local)["default"], "TEST": {"NAME": "postgres"}}
+    first = wrapper(settings, "first").creation.test_db_signature()
+    pooled = {**settings, "OPTIONS": {**settings["OPTIONS"], "pool": True}}
+    assert wrapper(pooled, "same").creation.test_db_signature() == first
+    other = {
+        **settings,
+        "OPTIONS": {**settings["OPTIONS"], "options": "-c search_path=b"},
+    }
+    assert wrapper(other, "other").creation.test_db_signature() != first
+
+
 def test_test_database_is_the_only_one_and_opt_in(dsql_local: DsqlLocal) -> None:
     settings = django_databases(dsql_local)["default"]
     with pytest.raises(ImproperlyConfigured, match="single database"):
