@@ -39,7 +39,7 @@ from dsql_psycopg._naming import CLUSTER_ID, REGION, endpoint_host
 
 from . import _defaults as defaults
 from . import _signals
-from ._backend import SUPERUSER, Backend
+from ._backend import ADMIN, Backend
 from ._endpoint import Endpoint
 from ._errors import DsqlLocalError
 from ._faults import ConnectRefusal
@@ -301,11 +301,11 @@ class DsqlLocal:
     def url(self) -> str:
         """A connection URL (user admin); add a token as the password."""
         return (
-            f"postgresql://{SUPERUSER}@{self.host}:{self.port}/postgres"
+            f"postgresql://{ADMIN}@{self.host}:{self.port}/postgres"
             f"?hostaddr=127.0.0.1&sslrootcert={quote(self.ca_file, safe='/')}"
         )
 
-    def connect_kwargs(self, user: str = SUPERUSER) -> dict[str, Any]:
+    def connect_kwargs(self, user: str = ADMIN) -> dict[str, Any]:
         """Keyword arguments for psycopg.connect(), without the password."""
         return {
             "host": self.host,
@@ -340,15 +340,18 @@ class DsqlLocal:
     def create_role(self, name: str) -> None:
         """Create a login role in the backend (no error if it exists).
 
-        Connect as it with a ``DbConnect`` token; grant it what it needs as admin.
+        Connect as it with a ``DbConnect`` token; grant it what it needs as
+        admin, who is a member of it (so it can, say, create a schema for it).
         """
         with psycopg.connect(self.backend_dsn, autocommit=True) as conn:
             exists = conn.execute(
                 "SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)
             ).fetchone()
             if not exists:
+                role = sql.Identifier(name)
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(role))
                 conn.execute(
-                    sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(name))
+                    sql.SQL("GRANT {} TO {}").format(role, sql.Identifier(ADMIN))
                 )
 
     def inject_conflicts(self, count: int, code: str = "OC000") -> None:

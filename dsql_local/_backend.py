@@ -34,7 +34,12 @@ INSTALL_HINT = (
     "postgresql` on macOS, or put their directory on PATH; or, with Python "
     "3.10-3.12 on Linux x86_64 or macOS, `pip install 'dsql-psycopg[pgserver]'`."
 )
-SUPERUSER = "admin"
+ADMIN = "admin"
+# Bootstrap only: once DSQL Local's objects are installed, pg_hba.conf rejects
+# it, so that nothing, DSQL Local included, connects as a superuser again.
+SUPERUSER = "dsql_local_superuser"
+# Owns the job recording function: it may add rows to sys.jobs, nothing else.
+JOBS_ROLE = "dsql_local_jobs"
 _UNPRIVILEGED_USER = "nobody"
 _PORT = 5432  # only names the socket file; there is no TCP listener
 
@@ -54,7 +59,50 @@ _SERVER_SETTINGS: dict[str, str] = {
     "max_prepared_transactions": "0",
     "log_min_messages": "warning",
     "unix_socket_permissions": "0700",
+    # Nobody connects as a superuser after bootstrap: no slots to keep for one.
+    "superuser_reserved_connections": "0",
 }
+
+# As DSQL's admin: not a superuser, but it creates roles, and as the owner of
+# the database it creates schemas (and, through pg_database_owner, owns the
+# rights on public).
+_ROLES_SQL = (
+    f"CREATE ROLE {ADMIN} LOGIN CREATEROLE",
+    f"ALTER DATABASE postgres OWNER TO {ADMIN}",
+    f"CREATE ROLE {JOBS_ROLE} NOLOGIN",
+)
+# After the policy's SQL: whatever it installed with definer's rights runs
+# with the least it needs. A superuser planning a query on a user's table runs
+# that user's index predicates and expressions with its rights, so the event
+# trigger functions and the COMMIT-time checks (schema dsql_local) run as the
+# user whose statement called them; the job recorder (schema sys) belongs to
+# the jobs role, which may only add rows to sys.jobs.
+_LEAST_PRIVILEGE_SQL = (
+    f"""
+    DO $$
+    DECLARE
+        f regprocedure;
+        records_jobs boolean;
+    BEGIN
+        IF to_regclass('sys.jobs') IS NOT NULL THEN
+            GRANT INSERT ON sys.jobs TO {JOBS_ROLE};
+        END IF;
+        FOR f, records_jobs IN
+            SELECT p.oid::regprocedure,
+                n.nspname = 'sys' AND p.prorettype <> 'event_trigger'::regtype
+            FROM pg_proc AS p JOIN pg_namespace AS n ON n.oid = p.pronamespace
+            WHERE p.prosecdef AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+        LOOP
+            IF records_jobs THEN
+                EXECUTE format('ALTER FUNCTION %s OWNER TO {JOBS_ROLE}', f);
+            ELSE
+                EXECUTE format('ALTER FUNCTION %s SECURITY INVOKER', f);
+            END IF;
+        END LOOP;
+    END $$
+    """,  # noqa: S608 (inserts only this module's constant)
+)
+_HBA = f"local all {SUPERUSER} reject\nlocal all all trust\n"
 
 
 def find_bindir(debian_root: str = "/usr/lib/postgresql") -> Path:
@@ -164,7 +212,7 @@ class Backend:
     def socket_path(self) -> str:
         return os.path.join(self.socket_dir, f".s.PGSQL.{_PORT}")
 
-    def dsn(self, user: str = SUPERUSER) -> str:
+    def dsn(self, user: str = ADMIN) -> str:
         """Return a libpq conninfo for a direct connection to the server."""
         return f"host={self.socket_dir} port={_PORT} dbname=postgres user={user}"
 
@@ -217,7 +265,12 @@ class Backend:
             raise DsqlLocalError(f"initdb failed: {done.stderr.strip()[-2000:]}")
         cmd = [str(bindir / "postgres"), "-D", str(data), "-k", str(sock)]
         cmd += ["-p", str(_PORT)]
-        for name, value in _SERVER_SETTINGS.items():
+        settings = dict(_SERVER_SETTINGS)
+        if _version_key((data / "PG_VERSION").read_text().strip()) >= (16,):
+            # As DSQL's admin, who acts for the roles it creates (PostgreSQL
+            # 15 and older: only for those made with DsqlLocal.create_role).
+            settings["createrole_self_grant"] = "set, inherit"
+        for name, value in settings.items():
             cmd += ["-c", f"{name}={value}"]
         log = open(self._tmp / "server.log", "wb")  # noqa: SIM115
         with log:
@@ -234,14 +287,33 @@ class Backend:
                 start_new_session=True,  # a Ctrl-C in the terminal is ours
             )
         self._wait_ready()
-        with psycopg.connect(self.dsn(), autocommit=True) as conn:
-            for sql in bootstrap_sql:
-                conn.execute(sql.encode())
+        self._bootstrap(data, bootstrap_sql)
         logger.debug("backend PostgreSQL pid %s in %s", self._proc.pid, self._tmp)
 
     def _extra_groups(self) -> list[int] | None:
         """None keeps ours: only when running as another user, shed them."""
         return None if self._group is None else []
+
+    def _bootstrap(self, data: Path, bootstrap_sql: Sequence[str]) -> None:
+        """Create the roles and `bootstrap_sql`'s objects; then lock out superusers."""
+        with psycopg.connect(self.dsn(SUPERUSER), autocommit=True) as conn:
+            for sql in (*_ROLES_SQL, *bootstrap_sql, *_LEAST_PRIVILEGE_SQL):
+                conn.execute(sql.encode())
+            hba = data / "pg_hba.conf"
+            hba.write_text(_HBA)
+            conn.execute("SELECT pg_reload_conf()")
+        # The reload is asynchronous: wait until it has taken effect.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                psycopg.connect(self.dsn(SUPERUSER), connect_timeout=2).close()
+            except psycopg.OperationalError as exc:
+                if "pg_hba.conf" in str(exc):
+                    return
+                raise DsqlLocalError(f"PostgreSQL failed at startup: {exc}") from None
+            if time.monotonic() > deadline:
+                raise DsqlLocalError("PostgreSQL did not reload pg_hba.conf in 30 s")
+            time.sleep(0.02)
 
     def _cannot_run(self, program: str, exc: OSError) -> str:
         message = f"could not run {program}: {exc.strerror or exc}"
@@ -261,7 +333,7 @@ class Backend:
                 raise DsqlLocalError(f"PostgreSQL did not start: {self._log_tail()}")
             if os.path.exists(self.socket_path()):
                 try:
-                    psycopg.connect(self.dsn(), connect_timeout=2).close()
+                    psycopg.connect(self.dsn(SUPERUSER), connect_timeout=2).close()
                     return
                 except psycopg.OperationalError:
                     pass

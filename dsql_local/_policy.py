@@ -47,7 +47,12 @@ class StatementPolicy(Protocol):
 
     @property
     def bootstrap_sql(self) -> Sequence[str]:
-        """SQL run once on the backend as admin after it is created."""
+        """SQL run once on the backend after it is created.
+
+        It runs as the superuser that installs DSQL Local's own objects
+        (event triggers need one), before anyone connects; what it creates
+        is not admin's: grant clients what they need.
+        """
         ...
 
     def check_startup(self, parameters: Mapping[str, str]) -> Refusal | None:

@@ -17,7 +17,10 @@ from tests.dsql_local.helpers import open_connection
 class TinyPolicy:
     """Refuse 'forbidden', rewrite 'rewrite_me', veto COMMIT after 'mark_commit'."""
 
-    bootstrap_sql: Sequence[str] = ("CREATE TABLE public.bootstrapped (ok int)",)
+    bootstrap_sql: Sequence[str] = (
+        "CREATE TABLE public.bootstrapped (ok int)",
+        "GRANT SELECT ON public.bootstrapped TO PUBLIC",
+    )
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, bool, bool, dict[str, object]]] = []

@@ -22,7 +22,7 @@ import pytest
 
 from dsql_local import DsqlLocal
 from dsql_local import _protocol as pq
-from tests.dsql_local.helpers import make_token, open_connection
+from tests.dsql_local.helpers import Connect, make_token, open_connection
 
 _GSSENC_REQUEST = pq.INT32.pack(8) + pq.INT32.pack(pq.GSSENC_REQUEST)
 
@@ -312,3 +312,99 @@ def test_a_message_declaring_4_gib_is_refused_first(dsql_local: DsqlLocal) -> No
             client.read()
     finally:
         client.close()
+
+
+def _backend_as(local: DsqlLocal, user: str) -> psycopg.Connection[Any]:
+    conninfo = psycopg.conninfo.make_conninfo(local.backend_dsn, user=user)
+    return psycopg.connect(conninfo, autocommit=True)
+
+
+def _is_superuser(local: DsqlLocal, role: str) -> bool:
+    with psycopg.connect(local.backend_dsn) as conn:
+        row = conn.execute(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = %s", (role,)
+        ).fetchone()
+        assert row is not None
+        return bool(row[0])
+
+
+def test_index_predicate_runs_with_its_creators_rights(
+    dsql_local: DsqlLocal, dsql_schema: str
+) -> None:
+    # Straight to the backend: what the event trigger does does not depend on
+    # which statements the policy lets through.
+    dsql_local.create_role("escalator")
+    try:
+        with _backend_as(dsql_local, "escalator") as conn:
+            conn.execute(f"SET search_path = {dsql_schema}")
+            conn.execute("CREATE TABLE t (id int PRIMARY KEY)")
+            # Folding p(1) when a query on t is planned runs q: as whom?
+            conn.execute(
+                "CREATE FUNCTION q() RETURNS boolean LANGUAGE plpgsql AS $$ BEGIN"
+                " IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN"
+                " ALTER ROLE escalator SUPERUSER; END IF; RETURN true; END $$"
+            )
+            conn.execute(
+                "CREATE FUNCTION p(int) RETURNS boolean LANGUAGE sql IMMUTABLE"
+                f" AS $$ SELECT {dsql_schema}.q() $$"
+            )
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("CREATE INDEX ON t (id) WHERE p(1)")
+        assert not _is_superuser(dsql_local, "escalator")
+    finally:
+        with psycopg.connect(dsql_local.backend_dsn, autocommit=True) as conn:
+            # The schema's owner drops what others made in it.
+            conn.execute(f"DROP SCHEMA {dsql_schema} CASCADE")
+            conn.execute("DROP ROLE escalator")
+
+
+def test_nothing_installed_runs_with_a_superusers_rights(
+    dsql_local: DsqlLocal,
+) -> None:
+    with psycopg.connect(dsql_local.backend_dsn) as conn:
+        definers = conn.execute(
+            "SELECT p.oid::regprocedure::text, r.rolsuper, p.prorettype::regtype::text"
+            " FROM pg_proc AS p JOIN pg_roles AS r ON r.oid = p.proowner"
+            " JOIN pg_namespace AS n ON n.oid = p.pronamespace"
+            " WHERE p.prosecdef"
+            " AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+        ).fetchall()
+    assert definers  # the job recording function
+    for name, superuser, returns in definers:
+        assert not superuser, name
+        assert returns != "event_trigger", name
+
+
+def test_admin_is_not_a_superuser(dsql_local: DsqlLocal, connect: Connect) -> None:
+    assert not _is_superuser(dsql_local, "admin")
+    conn = connect(autocommit=True)
+    for sql in (
+        "COPY (SELECT 1) TO PROGRAM 'id'",
+        "SELECT pg_read_file('/etc/passwd')",
+        "ALTER ROLE admin SUPERUSER",
+    ):
+        with pytest.raises(psycopg.Error) as info:
+            conn.execute(sql)
+        assert info.value.sqlstate in ("0A000", "42501"), sql
+
+
+def test_admin_creates_roles_schemas_and_grants(connect: Connect) -> None:
+    conn = connect(autocommit=True)
+    conn.execute("CREATE ROLE granted_app")
+    try:
+        conn.execute("CREATE SCHEMA granted_s")
+        conn.execute("CREATE TABLE granted_s.t (id int PRIMARY KEY)")
+        conn.execute("GRANT USAGE ON SCHEMA granted_s TO granted_app")
+        conn.execute("GRANT SELECT ON granted_s.t TO granted_app")
+        conn.execute("CREATE TABLE public.granted_t (id int PRIMARY KEY)")
+    finally:
+        conn.execute("DROP TABLE IF EXISTS public.granted_t")
+        conn.execute("DROP SCHEMA IF EXISTS granted_s CASCADE")
+        conn.execute("DROP ROLE granted_app")
+
+
+def test_the_bootstrap_superuser_cannot_connect(dsql_local: DsqlLocal) -> None:
+    with pytest.raises(psycopg.OperationalError):
+        open_connection(dsql_local, "dsql_local_superuser")
+    with pytest.raises(psycopg.OperationalError, match=r"pg_hba\.conf rejects"):
+        _backend_as(dsql_local, "dsql_local_superuser")
