@@ -461,6 +461,11 @@ class Endpoint:
                 kind, size = _kind_len(self._recv_exact(backend, 5))
                 body = self._recv_exact(backend, size - 4)
                 greeting += kind + pq.INT32.pack(size) + body
+                if kind == b"S":
+                    try:
+                        pq.check_parameter_status(body)
+                    except pq.ProtocolViolation as exc:
+                        raise self._fatal(client, exc.sqlstate, exc.message) from None
                 if kind == b"Z":
                     break
                 if kind == b"E":

@@ -29,6 +29,23 @@ class ProtocolViolation(Exception):
         self.message = message
 
 
+# Settings that change how the backend reads SQL text: the policy reads it as
+# these values say, so a session where the backend reports another value is
+# ended (DSQL refuses to change them).
+LEXING_SETTINGS = {"standard_conforming_strings": "on"}
+
+
+def check_parameter_status(body: bytes | memoryview) -> None:
+    """Raise ProtocolViolation if a ParameterStatus body changes SQL lexing."""
+    name, value, *_ = bytes(body).split(b"\0")
+    expected = LEXING_SETTINGS.get(name.decode("utf-8", "replace"))
+    if expected is not None and value.decode("utf-8", "replace") != expected:
+        raise ProtocolViolation(
+            "0A000",
+            f'setting configuration parameter "{name.decode()}" not supported',
+        )
+
+
 def message(kind: bytes, body: bytes = b"") -> bytes:
     return kind + INT32.pack(len(body) + 4) + body
 

@@ -167,7 +167,7 @@ _SYNC = pq.message(b"S")  # a Sync has no body: every one is these bytes
 _Q, _P, _B, _S, _F = b"QPBSF"
 _COPY_IN, _COPY_DONE, _COPY_FAIL = b"Gcf"
 _DESCRIBE, _EXECUTE = b"DE"
-_E, _Z, _C, _PARSE_COMPLETE = b"EZC1"
+_E, _Z, _C, _PARSE_COMPLETE, _PARAMETER_STATUS = b"EZC1S"
 _ROW_DESCRIPTION, _DATA_ROW = b"TD"
 # What a refused extended-protocol write already answered that still holds.
 _KEPT_AFTER_REFUSAL = frozenset(b"12tTn")
@@ -199,8 +199,8 @@ _CLIENT_KINDS = tuple(
     for prepared in (False, True)
 )
 _FRONTEND_KINDS = frozenset(b"BCDEFHPQSXcdf")  # protocol 3.0's, after startup
-_BACKEND_KINDS = frozenset(b"EZ1")
-_BACKEND_KINDS_TAGS = frozenset(b"EZ1C")  # for the policy or schema watch
+_BACKEND_KINDS = frozenset(b"EZ1S")
+_BACKEND_KINDS_TAGS = frozenset(b"EZ1SC")  # for the policy or schema watch
 # A FunctionCall runs a function by its oid: the policy cannot see which.
 _FUNCTION_CALL = Refusal(
     "0A000",
@@ -806,6 +806,9 @@ class Relay(Pump):
     def _backend_message(
         self, kind: int, view: memoryview, pos: int, end: int
     ) -> bytes | None:
+        if kind == _PARAMETER_STATUS:
+            # What the policy cannot have seen (it refuses the SET).
+            pq.check_parameter_status(view[pos + 5 : end])
         unit = self._units_done + 1
         action = self._unit_actions.get(unit, 0)
         if kind == _Z:

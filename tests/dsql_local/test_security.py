@@ -408,3 +408,45 @@ def test_the_bootstrap_superuser_cannot_connect(dsql_local: DsqlLocal) -> None:
         open_connection(dsql_local, "dsql_local_superuser")
     with pytest.raises(psycopg.OperationalError, match=r"pg_hba\.conf rejects"):
         _backend_as(dsql_local, "dsql_local_superuser")
+
+
+# Read with standard_conforming_strings on (as the policy reads it): a SELECT of
+# two literals. Read with it off: a SELECT, then TRUNCATE.
+_SMUGGLED = "SELECT 'a\\' , $$'; TRUNCATE smuggle_t; -- $$"
+
+
+def _smuggle_target(local: DsqlLocal) -> int:
+    with psycopg.connect(local.backend_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS public.smuggle_t (id int)")
+        conn.execute("INSERT INTO public.smuggle_t VALUES (1)")
+        row = conn.execute("SELECT count(*) FROM public.smuggle_t").fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def _rows_left(local: DsqlLocal) -> int:
+    with psycopg.connect(local.backend_dsn) as conn:
+        row = conn.execute("SELECT count(*) FROM public.smuggle_t").fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+def test_sql_cannot_be_lexed_otherwise_by_a_setting(dsql_local: DsqlLocal) -> None:
+    rows = _smuggle_target(dsql_local)
+    with open_connection(dsql_local, autocommit=True) as conn:
+        with pytest.raises(psycopg.Error) as info:
+            conn.execute("SET standard_conforming_strings = off")
+        assert info.value.sqlstate == "0A000"
+        assert "standard_conforming_strings" in str(info.value)
+        if not conn.closed:
+            conn.execute(_SMUGGLED.encode())
+    assert _rows_left(dsql_local) == rows
+
+
+def test_sql_cannot_be_lexed_otherwise_from_startup(dsql_local: DsqlLocal) -> None:
+    rows = _smuggle_target(dsql_local)
+    with pytest.raises(psycopg.OperationalError, match="standard_conforming_strings"):
+        open_connection(
+            dsql_local, options="-c standard_conforming_strings=off"
+        ).execute(_SMUGGLED.encode())
+    assert _rows_left(dsql_local) == rows
