@@ -95,9 +95,10 @@ BOOTSTRAP_SQL = (
     # index entries and per-row overhead not counted). A row is its own when
     # its xmin is still in progress: other transactions' uncommitted rows are
     # not visible. The tables to look at are those with pending insert or
-    # update counts (which may include earlier transactions').
+    # update counts (which may include earlier transactions') that the
+    # session may read: it runs with the session's privileges.
     """CREATE FUNCTION dsql_local.check_commit(size_limit bigint)
-    RETURNS void LANGUAGE plpgsql SECURITY DEFINER
+    RETURNS void LANGUAGE plpgsql
     SET search_path = pg_catalog AS $$
     DECLARE
         written regclass;
@@ -106,7 +107,8 @@ BOOTSTRAP_SQL = (
         epoch bigint := (txid_current() >> 32) << 32;
     BEGIN
         FOR written IN SELECT relid FROM pg_stat_xact_user_tables
-                WHERE n_tup_ins + n_tup_upd > 0 LOOP
+                WHERE n_tup_ins + n_tup_upd > 0
+                AND has_table_privilege(relid, 'SELECT') LOOP
             EXECUTE format('SELECT coalesce(sum(pg_column_size(t.*)), 0)'
                 ' FROM ONLY %s AS t WHERE pg_xact_status('
                 '(%s + t.xmin::text::bigint)::text::xid8) = ''in progress''',
