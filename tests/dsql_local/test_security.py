@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -417,13 +418,17 @@ def test_the_bootstrap_superuser_cannot_connect(dsql_local: DsqlLocal) -> None:
 _SMUGGLED = "SELECT 'a\\' , $$'; TRUNCATE smuggle_t; -- $$"
 
 
-def _smuggle_target(local: DsqlLocal) -> int:
-    with psycopg.connect(local.backend_dsn, autocommit=True) as conn:
+@pytest.fixture
+def smuggle_target(dsql_local: DsqlLocal) -> Iterator[int]:
+    """A table the smuggled TRUNCATE would empty; its row count. Dropped after."""
+    with psycopg.connect(dsql_local.backend_dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS public.smuggle_t (id int)")
         conn.execute("INSERT INTO public.smuggle_t VALUES (1)")
         row = conn.execute("SELECT count(*) FROM public.smuggle_t").fetchone()
         assert row is not None
-        return int(row[0])
+        yield int(row[0])
+        # Other tests (Alembic's) expect nothing of theirs in public.
+        conn.execute("DROP TABLE public.smuggle_t")
 
 
 def _rows_left(local: DsqlLocal) -> int:
@@ -433,8 +438,9 @@ def _rows_left(local: DsqlLocal) -> int:
         return int(row[0])
 
 
-def test_sql_cannot_be_lexed_otherwise_by_a_setting(dsql_local: DsqlLocal) -> None:
-    rows = _smuggle_target(dsql_local)
+def test_sql_cannot_be_lexed_otherwise_by_a_setting(
+    dsql_local: DsqlLocal, smuggle_target: int
+) -> None:
     with open_connection(dsql_local, autocommit=True) as conn:
         with pytest.raises(psycopg.Error) as info:
             conn.execute("SET standard_conforming_strings = off")
@@ -442,13 +448,14 @@ def test_sql_cannot_be_lexed_otherwise_by_a_setting(dsql_local: DsqlLocal) -> No
         assert "standard_conforming_strings" in str(info.value)
         if not conn.closed:
             conn.execute(_SMUGGLED.encode())
-    assert _rows_left(dsql_local) == rows
+    assert _rows_left(dsql_local) == smuggle_target
 
 
-def test_sql_cannot_be_lexed_otherwise_from_startup(dsql_local: DsqlLocal) -> None:
-    rows = _smuggle_target(dsql_local)
+def test_sql_cannot_be_lexed_otherwise_from_startup(
+    dsql_local: DsqlLocal, smuggle_target: int
+) -> None:
     with pytest.raises(psycopg.OperationalError, match="standard_conforming_strings"):
         open_connection(
             dsql_local, options="-c standard_conforming_strings=off"
         ).execute(_SMUGGLED.encode())
-    assert _rows_left(dsql_local) == rows
+    assert _rows_left(dsql_local) == smuggle_target
