@@ -121,12 +121,13 @@ def test_user_callbacks_are_honoured(dsql_local):
 
 
 def test_idle_connections_past_max_lifetime_are_not_handed_out(dsql_local):
-    connected: dict[int, float] = {}
+    # Keyed by the connections themselves: an id() is reused once one is freed.
+    connected: dict[Any, float] = {}
     with create_pool(
         dsql_local.url,
         min_size=4,
         max_lifetime=0.3,
-        configure=lambda conn: connected.__setitem__(id(conn), time.monotonic()),
+        configure=lambda conn: connected.__setitem__(conn, time.monotonic()),
     ) as pool:
         pool.wait()
         first = set(connected)
@@ -135,8 +136,8 @@ def test_idle_connections_past_max_lifetime_are_not_handed_out(dsql_local):
         # connections failing a check; ours are skipped at once.
         conn = pool.getconn(timeout=2.0)
         try:
-            assert id(conn) not in first
-            assert time.monotonic() - connected[id(conn)] < 0.3
+            assert conn not in first
+            assert time.monotonic() - connected[conn] < 0.3
         finally:
             pool.putconn(conn)
 
@@ -144,7 +145,7 @@ def test_idle_connections_past_max_lifetime_are_not_handed_out(dsql_local):
 @pytest.mark.slow
 def test_no_connection_older_than_max_lifetime_is_ever_handed_out(dsql_local):
     max_lifetime = 0.4
-    connected: dict[int, float] = {}
+    connected: dict[Any, float] = {}
     ages: list[float] = []
     lock = threading.Lock()
     with create_pool(
@@ -152,7 +153,7 @@ def test_no_connection_older_than_max_lifetime_is_ever_handed_out(dsql_local):
         min_size=2,
         max_size=3,
         max_lifetime=max_lifetime,
-        configure=lambda conn: connected.__setitem__(id(conn), time.monotonic()),
+        configure=lambda conn: connected.__setitem__(conn, time.monotonic()),
     ) as pool:
 
         def worker(seed: int) -> None:
@@ -160,7 +161,7 @@ def test_no_connection_older_than_max_lifetime_is_ever_handed_out(dsql_local):
             end = time.monotonic() + 2.5
             while time.monotonic() < end:
                 with pool.connection() as conn:
-                    age = time.monotonic() - connected[id(conn)]
+                    age = time.monotonic() - connected[conn]
                     conn.execute("SELECT 1")
                     time.sleep(rng.uniform(0, 0.05))
                 with lock:
