@@ -74,25 +74,21 @@ def test_stop_leaves_nothing_behind() -> None:
         _ = local.url
 
 
-# The signal cases report from inside the `with` block, so that the signal
-# lands in the block's body and not in __enter__ (whose lock a
-# KeyboardInterrupt could leave held, a hazard of any `with lock:`).
+# A process started with SIGINT ignored (as a background job of a shell
+# without job control is) passes that on, and Python then installs no
+# KeyboardInterrupt handler: install it, as an interactive start would have.
 _SCRIPT = """
-import json, sys, time
+import json, signal, sys, time
 from dsql_local import DsqlLocal
-
-def report():
-    sys.stdout.write(json.dumps([local.backend_dsn, local.ca_file]) + "\\n")
-    sys.stdout.flush()
-
+signal.signal(signal.SIGINT, signal.default_int_handler)
 local = DsqlLocal(strict=False)
+local.start()
+sys.stdout.write(json.dumps([local.backend_dsn, local.ca_file]) + "\\n")
+sys.stdout.flush()
 if sys.argv[1] == "exit":
-    local.start()
-    report()
     sys.stdin.readline()
     sys.exit(0)  # no stop(): atexit cleans up
 with local:
-    report()
     time.sleep(60)
 """
 
