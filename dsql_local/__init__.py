@@ -45,12 +45,20 @@ from ._errors import DsqlLocalError
 from ._faults import ConnectRefusal
 from ._policy import Refusal, Session, StatementPolicy
 from ._relay import BOOTSTRAP_SQL, CONFLICT_MESSAGES
+from ._schema import SchemaClock
 from ._sigv4 import TokenVerifier
 
 if TYPE_CHECKING:
     from ._certs import CertFiles
 
-__all__ = ["DsqlLocal", "DsqlLocalError", "Refusal", "Session", "StatementPolicy"]
+__all__ = [
+    "DsqlLocal",
+    "DsqlLocalError",
+    "Refusal",
+    "RegionalEndpoint",
+    "Session",
+    "StatementPolicy",
+]
 
 logger = logging.getLogger("dsql_local")
 
@@ -61,7 +69,7 @@ def _new_cluster_id() -> str:
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(26))
 
 
-def _certificate_maker() -> Callable[[Path, str], CertFiles]:
+def _certificate_maker() -> Callable[..., tuple[CertFiles, ...]]:
     """Import the certificate maker, which needs the [local] extra."""
     # Imported late: the pytest plugin imports this package in every test
     # session, and the base install has no cryptography.
@@ -87,6 +95,67 @@ def _load_policy(strict: bool) -> StatementPolicy | None:
         return None
     policy: StatementPolicy = StrictPolicy() if strict else LaxPolicy()
     return policy
+
+
+def _url(host: str, port: int, ca_file: str) -> str:
+    return (
+        f"postgresql://{ADMIN}@{host}:{port}/postgres"
+        f"?hostaddr=127.0.0.1&sslrootcert={quote(ca_file, safe='/')}"
+    )
+
+
+class RegionalEndpoint:
+    """One regional endpoint of the cluster a `DsqlLocal` serves.
+
+    Get it with `DsqlLocal.endpoint()`. The own region's endpoint is the one
+    `DsqlLocal.host`, `port`, `url` and `connect_kwargs()` describe; a peer
+    region's has its own cluster id, host name, port and certificate.
+    """
+
+    def __init__(self, local: DsqlLocal, region: str, cluster_id: str) -> None:
+        self._local = local
+        self.region = region
+        self.cluster_id = cluster_id
+
+    def __repr__(self) -> str:
+        return f"<RegionalEndpoint {self._describe()}>"
+
+    def _describe(self) -> str:
+        endpoint = self._local._endpoints.get(self.region)
+        if endpoint is None:
+            return f"{self.host} stopped"
+        state = "" if endpoint.listening else " failed"
+        return f"{self.host} port={endpoint.port}{state}"
+
+    @property
+    def host(self) -> str:
+        """The DSQL-style host name; it resolves through ``hostaddr``."""
+        return endpoint_host(self.cluster_id, self.region)
+
+    @property
+    def port(self) -> int:
+        return self._local._running(self.region).port
+
+    @property
+    def listening(self) -> bool:
+        """False while the region is failed (see `DsqlLocal.fail_region`)."""
+        return self._local._running(self.region).listening
+
+    @property
+    def url(self) -> str:
+        """A connection URL (user admin); add a token as the password."""
+        return _url(self.host, self.port, self._local.ca_file)
+
+    def connect_kwargs(self, user: str = ADMIN) -> dict[str, Any]:
+        """Keyword arguments for psycopg.connect(), without the password."""
+        return {
+            "host": self.host,
+            "hostaddr": "127.0.0.1",
+            "port": self.port,
+            "dbname": "postgres",
+            "user": user,
+            "sslrootcert": self._local.ca_file,
+        }
 
 
 class DsqlLocal:
@@ -121,6 +190,12 @@ class DsqlLocal:
         connection_rate: New connections per second on average (53400 past
             it; None turns the limit off).
         connection_burst: New connections allowed in one burst.
+        peer_region: Serve a multi-region cluster: a second regional
+            endpoint, in that region, over the same data (see `endpoint()`,
+            `fail_region()`). Connection limits and injected faults apply
+            per endpoint; data, roles and schema changes are shared.
+        peer_cluster_id: The peer endpoint's cluster id; random by default.
+        peer_port: The peer endpoint's TCP port (0: any free port).
 
     Raises:
         DsqlLocalError: A value is out of range.
@@ -143,6 +218,9 @@ class DsqlLocal:
         max_connections: int = defaults.MAX_CONNECTIONS,
         connection_rate: float | None = defaults.CONNECTION_RATE,
         connection_burst: int = defaults.CONNECTION_BURST,
+        peer_region: str | None = None,
+        peer_cluster_id: str | None = None,
+        peer_port: int = 0,
     ) -> None:
         if max_connection_age <= 0:
             raise DsqlLocalError(
@@ -165,11 +243,19 @@ class DsqlLocal:
             raise DsqlLocalError("cluster_id must be 26 characters of a-z and 0-9")
         self.region = region
         self.cluster_id = cluster_id or _new_cluster_id()
+        _check_peer(self, peer_region, peer_cluster_id, port, peer_port)
+        self.peer_region = peer_region
+        self._ports = {region: port}
+        self._views = {region: RegionalEndpoint(self, region, self.cluster_id)}
+        if peer_region is not None:
+            self._ports[peer_region] = peer_port
+            self._views[peer_region] = RegionalEndpoint(
+                self, peer_region, peer_cluster_id or _new_cluster_id()
+            )
         self.max_connection_age = max_connection_age
         self.strict = strict
         self._latency = latency
         self._credentials = dict(credentials) if credentials is not None else None
-        self._requested_port = port
         self._policy = policy
         self._clock_skew = clock_skew
         self._schema_conflicts = schema_conflicts
@@ -177,21 +263,25 @@ class DsqlLocal:
         self._connection_rate = connection_rate
         self._connection_burst = connection_burst
         self._backend = Backend(Path(pg_bindir) if pg_bindir is not None else None)
-        self._endpoint: Endpoint | None = None
+        # The running endpoints by region, own region first; empty when stopped.
+        self._endpoints: dict[str, Endpoint] = {}
         self._tmp: Path | None = None
         self._lock = threading.Lock()
-        self._outage_end: threading.Timer | None = None
+        self._outage_ends: dict[str, threading.Timer] = {}
 
     def __repr__(self) -> str:
-        state = f"port={self.port}" if self._endpoint else "stopped"
-        return f"<DsqlLocal {self.host} {state}>"
+        if self.peer_region is None:
+            state = f"port={self.port}" if self._endpoints else "stopped"
+            return f"<DsqlLocal {self.host} {state}>"
+        views = ", ".join(view._describe() for view in self._views.values())
+        return f"<DsqlLocal {views}>"
 
     # -- lifecycle ------------------------------------------------------------
 
     def start(self) -> DsqlLocal:
-        """Start the backend and the endpoint; return self."""
+        """Start the backend and the endpoints; return self."""
         with self._lock:
-            if self._endpoint is not None:
+            if self._endpoints:
                 return self
             credentials = (
                 self._credentials
@@ -202,44 +292,57 @@ class DsqlLocal:
             if policy is None:
                 policy = _load_policy(self.strict)
             make_certificates = _certificate_maker()
+            # One clock for all endpoints: DDL through one conflicts with
+            # transactions on the other, as the cluster's catalog is one.
+            schema_clock = SchemaClock() if self._schema_conflicts else None
+            endpoints: dict[str, Endpoint] = {}
             try:
                 self._tmp = Path(tempfile.mkdtemp(prefix="dsql-local-certs-"))
-                certs = make_certificates(self._tmp, self.region)
+                certs = make_certificates(self._tmp, *self._views)
                 bootstrap = [*BOOTSTRAP_SQL, *(policy.bootstrap_sql if policy else ())]
                 self._backend.start(bootstrap)
-                endpoint = Endpoint(
-                    certs=certs,
-                    verifier=TokenVerifier(
-                        self.region, credentials, clock_skew=self._clock_skew
-                    ),
-                    backend_socket=self._backend.socket_path(),
-                    port=self._requested_port,
-                    max_connection_age=self.max_connection_age,
-                    latency=self._latency,
-                    policy=policy,
-                    schema_conflicts=self._schema_conflicts,
-                    max_connections=self._max_connections,
-                    connection_rate=self._connection_rate,
-                    connection_burst=self._connection_burst,
-                )
-                endpoint.start()
+                for region, region_certs in zip(self._views, certs, strict=True):
+                    endpoint = Endpoint(
+                        certs=region_certs,
+                        verifier=TokenVerifier(
+                            region, credentials, clock_skew=self._clock_skew
+                        ),
+                        backend_socket=self._backend.socket_path(),
+                        port=self._ports[region],
+                        max_connection_age=self.max_connection_age,
+                        latency=self._latency,
+                        policy=policy,
+                        schema_clock=schema_clock,
+                        max_connections=self._max_connections,
+                        connection_rate=self._connection_rate,
+                        connection_burst=self._connection_burst,
+                    )
+                    endpoint.start()
+                    endpoints[region] = endpoint
             except BaseException:
+                for endpoint in endpoints.values():
+                    endpoint.stop()
                 self._cleanup()
                 raise
-            self._endpoint = endpoint
+            self._endpoints = endpoints
             atexit.register(self.stop)
             _signals.hold()
-        logger.info("DSQL Local listening on 127.0.0.1:%s as %s", self.port, self.host)
+        for view in self._views.values():
+            logger.info(
+                "DSQL Local listening on 127.0.0.1:%s as %s", view.port, view.host
+            )
         return self
 
     def stop(self) -> None:
         """Close every connection, stop the backend and delete all files."""
         with self._lock:
             atexit.unregister(self.stop)
-            self._cancel_outage()
-            endpoint, self._endpoint = self._endpoint, None
-            if endpoint is not None:
+            for region in self._views:
+                self._cancel_outage(region)
+            endpoints, self._endpoints = self._endpoints, {}
+            for endpoint in endpoints.values():
                 endpoint.stop()
+            if endpoints:
                 _signals.release()
             self._cleanup()
 
@@ -274,12 +377,34 @@ class DsqlLocal:
 
     # -- where it is ----------------------------------------------------------
 
-    def _running(self) -> Endpoint:
-        if self._endpoint is None:
+    def _running(self, region: str | None = None) -> Endpoint:
+        """The endpoint of `region` (None: the own region's), if running."""
+        region = self._known(region)
+        endpoint = self._endpoints.get(region)
+        if endpoint is None:
             raise DsqlLocalError(
                 "DSQL Local is not running: call start() or use `with`"
             )
-        return self._endpoint
+        return endpoint
+
+    def _known(self, region: str | None) -> str:
+        if region is None:
+            return self.region
+        if region not in self._views:
+            raise DsqlLocalError(
+                f"DSQL Local serves no endpoint in region {region!r}; its"
+                f" regions are {', '.join(self._views)}"
+            )
+        return region
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        """The regions with an endpoint: the own region, then the peer's."""
+        return tuple(self._views)
+
+    def endpoint(self, region: str) -> RegionalEndpoint:
+        """The endpoint in `region`, one of `regions`."""
+        return self._views[self._known(region)]
 
     @property
     def host(self) -> str:
@@ -300,21 +425,38 @@ class DsqlLocal:
     @property
     def url(self) -> str:
         """A connection URL (user admin); add a token as the password."""
-        return (
-            f"postgresql://{ADMIN}@{self.host}:{self.port}/postgres"
-            f"?hostaddr=127.0.0.1&sslrootcert={quote(self.ca_file, safe='/')}"
-        )
+        return _url(self.host, self.port, self.ca_file)
 
     def connect_kwargs(self, user: str = ADMIN) -> dict[str, Any]:
         """Keyword arguments for psycopg.connect(), without the password."""
+        return self._views[self.region].connect_kwargs(user)
+
+    def multi_region_kwargs(self, user: str = ADMIN) -> dict[str, Any]:
+        """Every endpoint, own region first, in libpq's multi-host spelling.
+
+        ``host``, ``hostaddr`` and ``port`` are comma-separated lists;
+        without a password (each endpoint needs a token of its own).
+        """
+        views = self._views.values()
         return {
-            "host": self.host,
-            "hostaddr": "127.0.0.1",
-            "port": self.port,
+            "host": ",".join(view.host for view in views),
+            "hostaddr": ",".join("127.0.0.1" for _ in views),
+            "port": ",".join(str(view.port) for view in views),
             "dbname": "postgres",
             "user": user,
             "sslrootcert": self.ca_file,
         }
+
+    @property
+    def multi_region_url(self) -> str:
+        """A URL naming every endpoint, own region first (user admin)."""
+        views = self._views.values()
+        hosts = ",".join(f"{view.host}:{view.port}" for view in views)
+        hostaddrs = ",".join("127.0.0.1" for _ in views)
+        return (
+            f"postgresql://{ADMIN}@{hosts}/postgres?hostaddr={hostaddrs}"
+            f"&sslrootcert={quote(self.ca_file, safe='/')}"
+        )
 
     @property
     def backend_dsn(self) -> str:
@@ -334,8 +476,8 @@ class DsqlLocal:
         if value < 0:
             raise DsqlLocalError("latency must be zero or a positive number of seconds")
         self._latency = value
-        if self._endpoint is not None:
-            self._endpoint.latency = value
+        for endpoint in self._endpoints.values():
+            endpoint.latency = value
 
     def create_role(self, name: str) -> None:
         """Create a login role in the backend (no error if it exists).
@@ -354,20 +496,23 @@ class DsqlLocal:
                     sql.SQL("GRANT {} TO {}").format(role, sql.Identifier(ADMIN))
                 )
 
-    def inject_conflicts(self, count: int, code: str = "OC000") -> None:
+    def inject_conflicts(
+        self, count: int, code: str = "OC000", *, region: str | None = None
+    ) -> None:
         """Make the next `count` COMMITs fail with SQLSTATE 40001.
 
         The transaction is rolled back and the connection stays usable, as
         in DSQL. `code` is ``"OC000"`` (data conflict) or ``"OC001"`` (schema).
-        Replaces any injection not used yet; ``0`` cancels them.
+        Replaces any injection not used yet; ``0`` cancels them. Counts the
+        COMMITs of one endpoint: `region`'s (by default the own region's).
         """
         if code not in CONFLICT_MESSAGES:
             raise DsqlLocalError(f"code must be one of {sorted(CONFLICT_MESSAGES)}")
         if count < 0:
             raise DsqlLocalError("count must be zero or more")
-        self._running().inject_conflicts(count, code)
+        self._running(region).inject_conflicts(count, code)
 
-    def inject_commit_drops(self, count: int) -> None:
+    def inject_commit_drops(self, count: int, *, region: str | None = None) -> None:
         """Lose the connection of each of the next `count` COMMITs after it commits.
 
         The COMMIT reaches the backend and commits; when the backend confirms
@@ -378,14 +523,19 @@ class DsqlLocal:
         Counts only COMMITs of a transaction in progress (not failed), on any
         connection, after injected conflicts and the policy have let them
         through. Replaces any injection not used yet; ``0`` cancels them.
+        Counts the COMMITs of `region`'s endpoint (by default the own
+        region's).
         """
         if count < 0:
             raise DsqlLocalError("count must be zero or more")
-        self._running().inject_commit_drops(count)
+        self._running(region).inject_commit_drops(count)
 
-    def drop_connections(self) -> None:
-        """Close every client connection now, without a message."""
-        self._running().drop_connections()
+    def drop_connections(self, *, region: str | None = None) -> None:
+        """Close every client connection now, without a message.
+
+        Those of `region`'s endpoint; by default the own region's.
+        """
+        self._running(region).drop_connections()
 
     # -- faults ---------------------------------------------------------------
 
@@ -395,6 +545,7 @@ class DsqlLocal:
         *,
         count: int | None = None,
         seconds: float | None = None,
+        region: str | None = None,
     ) -> None:
         """Refuse new connections, as DSQL does, for `count` of them or `seconds`.
 
@@ -411,9 +562,10 @@ class DsqlLocal:
           connections.`` (10,000 open connections by default).
 
         With both `count` and `seconds`, whichever runs out first ends it.
-        Replaces the refusal armed before; ``count=0`` cancels it.
+        Replaces the refusal armed before; ``count=0`` cancels it. Refuses
+        at `region`'s endpoint; by default the own region's.
         """
-        self._running().faults.refuse_connections(reason, count, seconds)
+        self._running(region).faults.refuse_connections(reason, count, seconds)
 
     def inject_server_unavailable(
         self,
@@ -422,6 +574,7 @@ class DsqlLocal:
         commits: int = 0,
         commit_fraction: float = 0.0,
         committed: bool | None = False,
+        region: str | None = None,
     ) -> None:
         """Fail statements or COMMITs with ``ERROR: server unavailable`` (XX000).
 
@@ -433,60 +586,137 @@ class DsqlLocal:
         of all COMMITs, fails with it and ends the transaction. `committed`
         says what such a COMMIT did: ``False`` rolled back, ``True``
         committed, ``None`` either, at random. The connection stays usable.
-        Replaces what was armed before; all zeros cancel it.
+        Replaces what was armed before; all zeros cancel it. Fails what runs
+        through `region`'s endpoint; by default the own region's.
         """
-        self._running().faults.server_unavailable(
+        self._running(region).faults.server_unavailable(
             statements, commits, commit_fraction, committed
         )
 
-    def outage(self, seconds: float, *, refuse: bool = True) -> None:
+    def outage(
+        self, seconds: float, *, refuse: bool = True, region: str | None = None
+    ) -> None:
         """Take the endpoint away for `seconds`, then bring it back on its port.
 
         Every connection is cut at once without a message. With `refuse`,
         nothing listens meanwhile, so connecting fails with ``Connection
         refused``; otherwise new connections are accepted and reset at once.
         Returns at once; `end_outage()` ends it early. The data stays.
+        With `region`, that region's endpoint; by default the own region's.
         """
         if not seconds > 0:
             raise DsqlLocalError("seconds must be a positive number")
-        endpoint = self._running()
+        endpoint = self._running(region)
+        region = self._known(region)
         with self._lock:
-            self._cancel_outage()
+            self._cancel_outage(region)
             if refuse:
                 endpoint.suspend()
             else:
                 endpoint.cut(seconds)
-            timer = threading.Timer(seconds, self.end_outage)
-            timer.daemon = True
-            self._outage_end = timer
-            timer.start()
+            self._end_outage_in(region, seconds)
 
-    def end_outage(self) -> None:
-        """End an outage (or a killed endpoint) now; nothing if there is none."""
+    def end_outage(self, *, region: str | None = None) -> None:
+        """End an outage (or a failed region) now; nothing if there is none.
+
+        With `region`, that region's endpoint; by default the own region's.
+        """
+        region = self._known(region)
         with self._lock:
-            self._cancel_outage()
-            endpoint = self._endpoint
+            self._cancel_outage(region)
+            endpoint = self._endpoints.get(region)
             if endpoint is not None:
                 endpoint.cut(0)
                 endpoint.resume()
 
-    def _cancel_outage(self) -> None:
-        timer, self._outage_end = self._outage_end, None
+    def _end_outage_in(self, region: str, seconds: float) -> None:
+        """Arm the timer that ends `region`'s outage; the caller holds the lock."""
+        timer = threading.Timer(seconds, self.end_outage, kwargs={"region": region})
+        timer.daemon = True
+        self._outage_ends[region] = timer
+        timer.start()
+
+    def _cancel_outage(self, region: str) -> None:
+        timer = self._outage_ends.pop(region, None)
         if timer is not None and timer is not threading.current_thread():
             timer.cancel()
+
+    def fail_region(self, region: str, seconds: float | None = None) -> None:
+        """Take `region`'s endpoint away, as in a regional outage.
+
+        Every connection to it is cut at once without a message, and nothing
+        listens on its port (connecting fails with ``Connection refused``)
+        until `restore_region()`, or for `seconds` when given (the call
+        returns at once; a timer restores it). The other region's endpoint
+        keeps serving the same data.
+        """
+        endpoint = self._running(region)
+        if seconds is not None and not seconds > 0:
+            raise DsqlLocalError("seconds must be a positive number, or None")
+        with self._lock:
+            self._cancel_outage(region)
+            endpoint.suspend()
+            if seconds is not None:
+                self._end_outage_in(region, seconds)
+        logger.info("DSQL Local failed region %s", region)
+
+    def restore_region(self, region: str) -> None:
+        """Listen again on `region`'s port; nothing if it is not failed.
+
+        The data is as the other region left it.
+        """
+        self._running(region)
+        self.end_outage(region=region)
+        logger.info("DSQL Local restored region %s", region)
 
     def kill_endpoint(self) -> None:
         """Make the endpoint vanish, as its process would if killed.
 
         Every connection is cut without a message and nothing listens on the
         port until `restart_endpoint()`; the backend and its data stay.
+        `fail_region()` does the same to any region's endpoint.
         """
-        endpoint = self._running()
-        with self._lock:
-            self._cancel_outage()
-            endpoint.suspend()
+        self.fail_region(self.region)
 
     def restart_endpoint(self) -> None:
         """Listen again on the same port after `kill_endpoint()` or an outage."""
-        self._running()
-        self.end_outage()
+        self.restore_region(self.region)
+
+
+def _check_peer(
+    local: DsqlLocal,
+    peer_region: str | None,
+    peer_cluster_id: str | None,
+    port: int,
+    peer_port: int,
+) -> None:
+    """Refuse a peer configuration that cannot be served."""
+    if peer_region is None:
+        if peer_cluster_id is not None or peer_port:
+            raise DsqlLocalError(
+                "peer_cluster_id and peer_port need peer_region (the second"
+                " region of a multi-region cluster)"
+            )
+        return
+    if not REGION.fullmatch(peer_region):
+        raise DsqlLocalError(
+            f"peer_region must look like 'us-east-2', not {peer_region!r}"
+        )
+    if peer_region == local.region:
+        raise DsqlLocalError(
+            f"peer_region must be another region than region ({local.region!r}):"
+            " the peered clusters of a multi-region cluster are in two regions"
+        )
+    if peer_cluster_id is not None:
+        if not CLUSTER_ID.fullmatch(peer_cluster_id):
+            raise DsqlLocalError("peer_cluster_id must be 26 characters of a-z and 0-9")
+        if peer_cluster_id == local.cluster_id:
+            raise DsqlLocalError(
+                "peer_cluster_id must differ from cluster_id: each peered"
+                " cluster has its own id"
+            )
+    if peer_port and peer_port == port:
+        raise DsqlLocalError(
+            f"peer_port must differ from port ({port}): each endpoint listens"
+            " on its own port"
+        )

@@ -1,4 +1,8 @@
-"""Per-instance certificates: a private CA and a server certificate it signs."""
+"""Per-instance certificates: a private CA and the server certificates it signs.
+
+One CA signs a certificate for each region served, so that one
+``sslrootcert`` verifies every endpoint of a multi-region cluster.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,8 @@ from dsql_psycopg._naming import endpoint_host
 
 @dataclass(frozen=True)
 class CertFiles:
+    """The CA's certificate and one region's server certificate and key."""
+
     ca_file: Path
     cert_file: Path
     key_file: Path
@@ -32,8 +38,13 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
-def make_certificates(directory: Path, region: str) -> CertFiles:
-    """Write a CA and a server certificate for `*.dsql.<region>.on.aws`."""
+def make_certificates(directory: Path, *regions: str) -> tuple[CertFiles, ...]:
+    """Write a CA and, for each region, a certificate for `*.dsql.<region>.on.aws`.
+
+    Each server certificate also names ``localhost`` and ``127.0.0.1``.
+    """
+    if not regions:
+        raise ValueError("make_certificates needs at least one region")
     now = datetime.datetime.now(datetime.timezone.utc)
     not_before = now - datetime.timedelta(hours=1)
     not_after = now + datetime.timedelta(days=30)
@@ -69,7 +80,32 @@ def make_certificates(directory: Path, region: str) -> CertFiles:
         )
         .sign(ca_key, hashes.SHA256())
     )
+    ca_file = directory / "root.crt"
+    ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    return tuple(
+        _server_certificate(
+            directory,
+            region,
+            ca_file=ca_file,
+            ca_key=ca_key,
+            ca_name=ca_name,
+            valid=(not_before, not_after),
+        )
+        for region in regions
+    )
 
+
+def _server_certificate(
+    directory: Path,
+    region: str,
+    *,
+    ca_file: Path,
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_name: x509.Name,
+    valid: tuple[datetime.datetime, datetime.datetime],
+) -> CertFiles:
+    """Write `region`'s server certificate, signed by the CA, and its key."""
+    not_before, not_after = valid
     key = ec.generate_private_key(ec.SECP256R1())
     wildcard = endpoint_host("*", region)
     cert = (
@@ -102,11 +138,10 @@ def make_certificates(directory: Path, region: str) -> CertFiles:
     )
 
     files = CertFiles(
-        ca_file=directory / "root.crt",
-        cert_file=directory / "server.crt",
-        key_file=directory / "server.key",
+        ca_file=ca_file,
+        cert_file=directory / f"{region}.crt",
+        key_file=directory / f"{region}.key",
     )
-    files.ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     files.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_pem = key.private_bytes(
         serialization.Encoding.PEM,

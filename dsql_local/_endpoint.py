@@ -25,12 +25,12 @@ from ._faults import Faults
 from ._policy import Session, StatementPolicy
 from ._pump import close_tls
 from ._relay import Relay
-from ._schema import SchemaClock
 from ._sigv4 import TokenError, TokenVerifier
 
 if TYPE_CHECKING:
     # Only a type: the certificates (and cryptography) come with the [local] extra.
     from ._certs import CertFiles
+    from ._schema import SchemaClock
 
 logger = logging.getLogger("dsql_local")
 
@@ -85,7 +85,7 @@ class Endpoint:
         max_connection_age: float = 3600.0,
         latency: float = 0.0,
         policy: StatementPolicy | None = None,
-        schema_conflicts: bool = False,
+        schema_clock: SchemaClock | None = None,
         max_connections: int = 10_000,
         connection_rate: float | None = 100.0,
         connection_burst: int = 1_000,
@@ -97,7 +97,8 @@ class Endpoint:
         self.max_connection_age = max_connection_age
         self.latency = latency
         self.policy = policy
-        self.schema_clock = SchemaClock() if schema_conflicts else None
+        # Shared by every endpoint over the same backend, as DSQL's catalog is.
+        self.schema_clock = schema_clock
         self.max_connections = max_connections
         self._admissions = (
             _TokenBucket(connection_rate, connection_burst)

@@ -8,13 +8,15 @@ from typing import Any
 import boto3
 import psycopg
 
-from dsql_local import DsqlLocal
+from dsql_local import DsqlLocal, RegionalEndpoint
 
 Connect = Callable[..., psycopg.Connection[Any]]
+#: Where a token is for: a DsqlLocal's own endpoint, or one of its regional ones.
+Target = DsqlLocal | RegionalEndpoint
 
 
 def make_token(
-    local: DsqlLocal,
+    local: Target,
     user: str = "admin",
     *,
     host: str | None = None,
@@ -33,7 +35,7 @@ def make_token(
 
 
 def open_connection(
-    local: DsqlLocal,
+    local: Target,
     user: str = "admin",
     *,
     token: str | None = None,

@@ -139,7 +139,7 @@ def test_bad_credentials_are_never_retried(calm: DsqlLocal) -> None:
 def test_tls_verification_failures_are_never_retried(
     calm: DsqlLocal, tmp_path: Path
 ) -> None:
-    other_ca = make_certificates(tmp_path, calm.region)
+    (other_ca,) = make_certificates(tmp_path, calm.region)
     provider = CountingProvider(calm)
     with pytest.raises(psycopg.OperationalError, match="certificate") as info:
         _connect(
