@@ -1,7 +1,9 @@
 """Run DSQL Local in the foreground: ``python -m dsql_local``.
 
 Prints the connection URL and the environment to export, then serves until
-interrupted (Ctrl-C or SIGTERM). Secrets are never printed.
+interrupted (Ctrl-C or SIGTERM). Secrets are never printed. With
+``--peer-region`` it serves both regional endpoints of a multi-region cluster
+and prints both, own region first.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from types import FrameType
+from typing import TextIO
 
 from . import DsqlLocal
 from . import _defaults as defaults
@@ -31,6 +34,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--port", type=int, default=0, help="TCP port on 127.0.0.1 (default: any)"
+    )
+    parser.add_argument(
+        "--peer-region",
+        metavar="REGION",
+        help="serve a multi-region cluster: a second regional endpoint in this"
+        " region, over the same data",
+    )
+    parser.add_argument(
+        "--peer-port",
+        type=int,
+        default=0,
+        help="the peer endpoint's TCP port on 127.0.0.1 (default: any)",
     )
     parser.add_argument(
         "--no-strict",
@@ -108,17 +123,19 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         metavar="SECONDS",
         help="on SIGUSR1, cut every connection and refuse new ones for this"
-        " long, then listen again on the same port",
+        " long, then listen again on the same port (the own region's endpoint)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     return parser
 
 
 def _exports(local: DsqlLocal) -> list[str]:
+    # libpq's multi-host spelling, own region first; one host when alone.
+    kwargs = local.multi_region_kwargs()
     values = {
-        "PGHOST": local.host,
-        "PGHOSTADDR": "127.0.0.1",
-        "PGPORT": str(local.port),
+        "PGHOST": kwargs["host"],
+        "PGHOSTADDR": kwargs["hostaddr"],
+        "PGPORT": kwargs["port"],
         "PGDATABASE": "postgres",
         "PGUSER": "admin",
         "PGSSLMODE": "verify-full",
@@ -148,6 +165,20 @@ def _arm_faults(local: DsqlLocal, args: argparse.Namespace) -> None:
         signal.signal(signal.SIGUSR1, outage)
 
 
+def _write_endpoints(out: TextIO, local: DsqlLocal) -> None:
+    if local.peer_region is None:
+        out.write(f"DSQL Local is running (cluster {local.cluster_id}).\n\n")
+        out.write(f"URL: {local.url}\n\n")
+        return
+    endpoints = [local.endpoint(region) for region in local.regions]
+    clusters = ", ".join(f"{e.cluster_id} in {e.region}" for e in endpoints)
+    out.write(f"DSQL Local is running a multi-region cluster ({clusters}).\n\n")
+    out.write(f"URL: {local.multi_region_url}\n")
+    for endpoint in endpoints:
+        out.write(f"URL in {endpoint.region}: {endpoint.url}\n")
+    out.write("\n")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -175,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             strict=not args.no_strict,
             latency=args.latency,
             port=args.port,
+            peer_region=args.peer_region,
+            peer_port=args.peer_port,
             schema_conflicts=args.schema_conflicts,
             max_connections=args.max_connections,
             connection_rate=args.connection_rate or None,
@@ -191,8 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     try:
         out = sys.stdout
-        out.write(f"DSQL Local is running (cluster {local.cluster_id}).\n\n")
-        out.write(f"URL: {local.url}\n\n")
+        _write_endpoints(out, local)
         out.write("Environment for libpq/psycopg (the password is an IAM token):\n")
         out.write("".join(line + "\n" for line in _exports(local)))
         out.write(

@@ -156,3 +156,82 @@ def test_cli_refusal_needs_a_count_or_time() -> None:
     )
     assert done.returncode == 2
     assert "--refuse-count" in done.stderr
+
+
+def _token(host: str, region: str) -> str:
+    client = boto3.client("dsql", region_name=region)
+    token: str = client.generate_db_connect_admin_auth_token(host, region)
+    return token
+
+
+def test_cli_serves_a_multi_region_cluster() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dsql_local", "--peer-region", "us-west-2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("Press Ctrl-C"):
+                break
+        assert lines[0].startswith("DSQL Local is running a multi-region cluster (")
+        assert lines[0].endswith(" in us-west-2).\n")
+        exports = dict(
+            line[len("export ") :].strip().split("=", 1)
+            for line in lines
+            if line.startswith("export ")
+        )
+        urls = {
+            key: value.strip()
+            for key, value in (line.split(": ", 1) for line in lines[2:5])
+        }
+        assert list(urls) == ["URL", "URL in us-east-1", "URL in us-west-2"]
+        east, west = exports["PGHOST"].split(",")
+        assert east.endswith(".dsql.us-east-1.on.aws")
+        assert west.endswith(".dsql.us-west-2.on.aws")
+        assert exports["PGHOSTADDR"] == "127.0.0.1,127.0.0.1"
+        assert exports["AWS_REGION"] == "us-east-1"
+        east_port, west_port = exports["PGPORT"].split(",")
+        assert urls["URL"].startswith(
+            f"postgresql://admin@{east}:{east_port},{west}:{west_port}/postgres?"
+        )
+
+        # Each regional URL takes its own region's token.
+        for region, host in (("us-east-1", east), ("us-west-2", west)):
+            with psycopg.connect(
+                urls[f"URL in {region}"],
+                password=_token(host, region),
+                sslmode="verify-full",
+            ) as conn:
+                assert conn.execute("select 1").fetchone() == (1,)
+        # libpq tries the hosts in order: the first is the own region's.
+        check = subprocess.run(
+            [sys.executable, "-c", _CONNECT_FROM_ENVIRONMENT],
+            env={**os.environ, **exports, "PGPASSWORD": _token(east, "us-east-1")},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert check.stdout == "admin verify-full\n", check.stderr
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+def test_cli_refuses_a_peer_in_the_same_region() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "dsql_local", "--peer-region", "us-east-1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "peer_region must be another region" in done.stderr
