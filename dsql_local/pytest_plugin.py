@@ -14,12 +14,20 @@ Installed with dsql-psycopg (a ``pytest11`` entry point), so in any test suite:
     A fresh, empty schema for one test, dropped with everything in it after
     the test. Its name is yielded; use it in ``search_path`` or qualify names.
 
+``dsql_local_multi_region`` (function scope, over one DSQL Local per session)
+    A running `dsql_local.DsqlLocal` serving a multi-region cluster: the
+    ``--dsql-local-region`` endpoint and a peer in
+    ``--dsql-local-peer-region`` (default ``us-east-2``), over one data set.
+    Started on first use and shared by the session; after each test every
+    region is restored and the faults armed on it are cancelled.
+
 Options: ``--dsql-local-no-strict`` accepts statements DSQL would refuse;
 ``--dsql-local-region`` picks the region (default ``us-east-1``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -40,6 +48,7 @@ logger = logging.getLogger("dsql_local")
 _WAIT = "-c lock_timeout=3s"
 _FAKE_ACCESS_KEY = "AKIADSQLLOCALFAKEKEY"
 _FAKE_SECRET_KEY = "dsql-local-fake-secret-access-key"  # noqa: S105 (fake)
+_PEER_REGION = "us-east-2"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -58,13 +67,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=defaults.REGION,
         help=f"AWS region DSQL Local pretends to be in (default: {defaults.REGION})",
     )
+    group.addoption(
+        "--dsql-local-peer-region",
+        default=_PEER_REGION,
+        help=(
+            "the second region of dsql_local_multi_region's cluster"
+            f" (default: {_PEER_REGION})"
+        ),
+    )
 
 
-@pytest.fixture(scope="session")
-def dsql_local(request: pytest.FixtureRequest) -> Iterator[DsqlLocal]:
-    """Run DSQL Local for the whole test session."""
-    from dsql_local import DsqlLocal  # noqa: PLC0415 (only when used)
-
+@contextlib.contextmanager
+def _aws_keys() -> Iterator[None]:
+    """Set a fake key pair for as long as it lasts, unless there is a pair."""
     with pytest.MonkeyPatch.context() as env:
         if not (
             os.environ.get("AWS_ACCESS_KEY_ID")
@@ -74,12 +89,53 @@ def dsql_local(request: pytest.FixtureRequest) -> Iterator[DsqlLocal]:
             env.setenv("AWS_SECRET_ACCESS_KEY", _FAKE_SECRET_KEY)
             env.delenv("AWS_SESSION_TOKEN", raising=False)
             env.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        yield
+
+
+@pytest.fixture(scope="session")
+def dsql_local(request: pytest.FixtureRequest) -> Iterator[DsqlLocal]:
+    """Run DSQL Local for the whole test session."""
+    from dsql_local import DsqlLocal  # noqa: PLC0415 (only when used)
+
+    with _aws_keys():
         local = DsqlLocal(
             region=request.config.getoption("--dsql-local-region"),
             strict=not request.config.getoption("--dsql-local-no-strict"),
         )
         with local:
             yield local
+
+
+@pytest.fixture(scope="session")
+def _dsql_local_multi_region_session(
+    request: pytest.FixtureRequest,
+) -> Iterator[DsqlLocal]:
+    from dsql_local import DsqlLocal  # noqa: PLC0415 (only when used)
+
+    with _aws_keys():
+        local = DsqlLocal(
+            region=request.config.getoption("--dsql-local-region"),
+            peer_region=request.config.getoption("--dsql-local-peer-region"),
+            strict=not request.config.getoption("--dsql-local-no-strict"),
+        )
+        with local:
+            yield local
+
+
+@pytest.fixture
+def dsql_local_multi_region(
+    _dsql_local_multi_region_session: DsqlLocal,
+) -> Iterator[DsqlLocal]:
+    """A two-region DSQL Local; every region serving and no fault armed after."""
+    local = _dsql_local_multi_region_session
+    yield local
+    local.latency = 0.0
+    for region in local.regions:
+        local.restore_region(region)
+        local.refuse_connections(count=0, region=region)
+        local.inject_server_unavailable(region=region)
+        local.inject_conflicts(0, region=region)
+        local.inject_commit_drops(0, region=region)
 
 
 def _admin(local: DsqlLocal) -> psycopg.Connection[tuple[object, ...]]:

@@ -118,3 +118,56 @@ def test_schema_in_use_at_teardown_is_left_in_place(
         "-p", "no:cacheprovider", "--dsql-local-no-strict"
     )
     result.assert_outcomes(passed=1)
+
+
+_MULTI_REGION_TESTS = """
+import boto3
+import psycopg
+import pytest
+
+
+def connect(endpoint):
+    client = boto3.client("dsql", region_name=endpoint.region)
+    token = client.generate_db_connect_admin_auth_token(endpoint.host, endpoint.region)
+    return psycopg.connect(
+        **endpoint.connect_kwargs(), password=token, sslmode="verify-full",
+        autocommit=True,
+    )
+
+
+def test_fails_a_region_and_arms_faults(dsql_local_multi_region):
+    local = dsql_local_multi_region
+    assert local.regions == ("us-east-1", "eu-central-1")
+    east, central = (local.endpoint(region) for region in local.regions)
+    with connect(east) as conn:
+        conn.execute("create table t (id int primary key)")
+    with connect(central) as conn:
+        conn.execute("insert into t values (1)")
+    local.fail_region("us-east-1")
+    local.refuse_connections("waking_up", count=5, region="eu-central-1")
+    local.inject_conflicts(5, region="eu-central-1")
+    local.latency = 0.01
+
+
+def test_starts_with_both_regions_serving(dsql_local_multi_region):
+    local = dsql_local_multi_region
+    assert local.latency == 0.0
+    for region in local.regions:
+        with connect(local.endpoint(region)) as conn:
+            conn.autocommit = False
+            assert conn.execute("select id from t").fetchall() == [(1,)]
+            conn.commit()  # no conflict left armed
+"""
+
+
+def test_multi_region_fixture(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_multi=_MULTI_REGION_TESTS)
+    result = pytester.runpytest_subprocess(
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:randomly",
+        "--dsql-local-peer-region",
+        "eu-central-1",
+    )
+    result.assert_outcomes(passed=2)
