@@ -1,8 +1,10 @@
 """Turn a URL, a ``key=value`` string or keyword arguments into one parameter set.
 
 The DSQL-only options (``region``, ``cluster_id``, ``profile``,
-``token_duration``, ``connect_retry``, and in Python ``session`` and
-``token_provider``) are taken out here, so libpq never sees them.
+``token_duration``, ``connect_retry``, ``endpoint_cooldown``, and in Python
+``session`` and ``token_provider``) are taken out here, so libpq never sees
+them. Several hosts in libpq's spelling (``host=a,b``, ``postgresql://u@a,b/``)
+become one parameter set per endpoint: a token is signed for one host name.
 """
 
 from __future__ import annotations
@@ -43,11 +45,24 @@ MAX_TOKEN_DURATION = 604_800
 #: limit, full, endpoint restarting): a cluster scaled down while idle wakes
 #: up in seconds, and DSQL admits 100 new connections a second.
 DEFAULT_CONNECT_RETRY = 5.0
+#: Seconds an endpoint that failed a connect is tried after the others.
+DEFAULT_ENDPOINT_COOLDOWN = 30.0
+#: libpq's connect_timeout with several endpoints, unless one is given: an
+#: endpoint that drops packets must not hold a connect for minutes when
+#: another one answers.
+FAILOVER_CONNECT_TIMEOUT = 5
 _OFF = frozenset({"off", "false", "no"})
 
 #: Options understood in a URL query, a conninfo string or as keywords.
 DSQL_OPTIONS = frozenset(
-    {"region", "cluster_id", "profile", "token_duration", "connect_retry"}
+    {
+        "region",
+        "cluster_id",
+        "profile",
+        "token_duration",
+        "connect_retry",
+        "endpoint_cooldown",
+    }
 )
 #: Options that only make sense as Python objects.
 PYTHON_OPTIONS = frozenset({"session", "token_provider"})
@@ -60,6 +75,8 @@ _PAIR = re.compile(
     r"(?=\s|$)"
 )
 _UNESCAPE = re.compile(r"\\(.)")
+# The libpq parameters that hold one value per host.
+_HOST_LISTS = ("host", "hostaddr", "port")
 
 
 def is_dsql_host(host: str) -> bool:
@@ -86,8 +103,22 @@ class DsqlParams:
     token_provider: TokenProvider | None = field(default=None, repr=False)
 
 
-def parse(conninfo: str = "", **kwargs: Any) -> DsqlParams:
-    """Merge `!conninfo` and `!kwargs` (which win) into validated parameters."""
+@dataclass(frozen=True)
+class Endpoints:
+    """The endpoints one connect may use, in the user's order, and how."""
+
+    each: tuple[DsqlParams, ...]
+    """One parameter set per endpoint; the first is the preferred one."""
+    random_order: bool
+    """Try them in a random order (``load_balance_hosts=random``)."""
+    cooldown: float
+    """Seconds a failed endpoint is tried last."""
+    connect_retry: float
+    """Seconds to keep retrying transient refusals (0: never)."""
+
+
+def parse_endpoints(conninfo: str = "", **kwargs: Any) -> Endpoints:
+    """Merge `!conninfo` and `!kwargs` (which win) into validated endpoints."""
     # A pool connects with the same arguments over and over: parsing them once
     # keeps our share of a connect down to signing the token.
     env = tuple(os.environ.get(name) for name in _ENV_DEFAULTS)
@@ -97,16 +128,28 @@ def parse(conninfo: str = "", **kwargs: Any) -> DsqlParams:
         return _parse(conninfo, kwargs, env)
 
 
+def parse(conninfo: str = "", **kwargs: Any) -> DsqlParams:
+    """Like `parse_endpoints`, for one endpoint only."""
+    endpoints = parse_endpoints(conninfo, **kwargs)
+    if len(endpoints.each) > 1:
+        hosts = ", ".join(p.host for p in endpoints.each)
+        raise ConfigurationError(
+            f"several hosts given ({hosts}): this takes one endpoint; pass one"
+            " host name"
+        )
+    return endpoints.each[0]
+
+
 @functools.lru_cache(maxsize=128)
 def _parse_cached(
     conninfo: str, items: tuple[tuple[str, Any], ...], env: tuple[str | None, ...]
-) -> DsqlParams:
+) -> Endpoints:
     return _parse(conninfo, dict(items), env)
 
 
 def _parse(
     conninfo: str, kwargs: Mapping[str, Any], env: tuple[str | None, ...]
-) -> DsqlParams:
+) -> Endpoints:
     if not isinstance(conninfo, str):
         raise ConfigurationError(
             f"conninfo must be a string (a postgresql:// URL or key=value pairs),"
@@ -181,24 +224,84 @@ def _tokenize(conninfo: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def _validate(ours: dict[str, Any], libpq: dict[str, Any]) -> DsqlParams:
-    for key in ("host", "hostaddr", "port"):
-        if isinstance(libpq.get(key), str) and "," in libpq[key]:
-            raise ConfigurationError(
-                f"several values in {key}={libpq[key]!r}: an IAM token is signed for"
-                " one host name, so connect to one endpoint at a time"
-            )
+def _validate(ours: dict[str, Any], libpq: dict[str, Any]) -> Endpoints:
     if "password" in libpq or "passfile" in libpq:
         raise ConfigurationError(
             "do not set a password: dsql_psycopg signs an IAM token for every"
             " connection; pass token_provider=... to supply tokens yourself"
         )
-
     region = _optional_str(ours, "region")
     if region is not None and not REGION.fullmatch(region):
         raise ConfigurationError(
             f"region {region!r} does not look like an AWS region (e.g. 'us-east-1')"
         )
+    balance = str(libpq.get("load_balance_hosts") or "disable")
+    if balance not in ("disable", "random"):
+        raise ConfigurationError(
+            f"load_balance_hosts must be 'disable' or 'random', got {balance!r}"
+        )
+    hosts = _split_hosts(libpq)
+    if len(hosts) > 1:
+        if ours.get("cluster_id") is not None:
+            raise ConfigurationError(
+                "cluster_id names one cluster: for a multi-Region cluster give the"
+                " endpoint names as host='<id1>.dsql.<region1>.on.aws,<id2>...'"
+            )
+        if "connect_timeout" not in libpq and not os.environ.get("PGCONNECT_TIMEOUT"):
+            libpq["connect_timeout"] = FAILOVER_CONNECT_TIMEOUT
+        for key in _HOST_LISTS:
+            libpq.pop(key, None)
+    each = tuple(_endpoint(ours, {**libpq, **one}, region) for one in hosts)
+    return Endpoints(
+        each=each,
+        random_order=balance == "random",
+        cooldown=_seconds(
+            ours.get("endpoint_cooldown"),
+            DEFAULT_ENDPOINT_COOLDOWN,
+            "endpoint_cooldown",
+        ),
+        connect_retry=connect_retry_budget(ours.get("connect_retry")),
+    )
+
+
+def _split_hosts(libpq: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Split libpq's comma lists of hosts, host addresses and ports, per host.
+
+    As in libpq, one port serves every host, and an empty port or host
+    address in a list means the default for that host.
+    """
+    lists = {
+        key: str(libpq[key]).split(",")
+        for key in _HOST_LISTS
+        if libpq.get(key) not in (None, "")
+    }
+    count = len(lists.get("host", [""]))
+    for key, values in lists.items():
+        if key == "port" and len(values) == 1:
+            lists[key] = values * count
+        elif len(values) != count:
+            also = " (or one port for all)" if key == "port" else ""
+            raise ConfigurationError(
+                f"{count} host(s) but {len(values)} values in {key}="
+                f"{libpq[key]!r}: give one {key} per host{also}, in the same order"
+            )
+    if count == 1:
+        return [{}]
+    if any(not host.strip() for host in lists["host"]):
+        raise ConfigurationError(
+            f"an empty host name in host={libpq['host']!r}: DSQL is reached by"
+            " endpoint name; separate the names with commas"
+        )
+    return [
+        {key: values[i].strip() for key, values in lists.items() if values[i].strip()}
+        for i in range(count)
+    ]
+
+
+def _endpoint(
+    ours: Mapping[str, Any], libpq: dict[str, Any], region: str | None
+) -> DsqlParams:
+    """Validate the parameters of one endpoint."""
     host = _host(
         str(libpq.get("host") or ""), _optional_str(ours, "cluster_id"), region
     )
@@ -243,7 +346,6 @@ def _validate(ours: dict[str, Any], libpq: dict[str, Any]) -> DsqlParams:
         psycopg.conninfo.make_conninfo("", **libpq)
     except psycopg.ProgrammingError as ex:
         raise ConfigurationError(f"invalid connection parameters: {ex}") from None
-    connect_retry_budget(ours.get("connect_retry"))
     return DsqlParams(
         host=host,
         user=user,
@@ -339,11 +441,15 @@ def connect_retry_budget(value: Any) -> float:
     return seconds
 
 
-def connect_retry_option(conninfo: str, kwargs: Mapping[str, Any]) -> float:
-    """Return the connect retry budget `conninfo` and `kwargs` ask for."""
-    if kwargs.get("connect_retry") is not None:
-        return connect_retry_budget(kwargs["connect_retry"])
-    if "connect_retry" not in conninfo:
-        return DEFAULT_CONNECT_RETRY
-    ours, _ = _split_conninfo(conninfo)
-    return connect_retry_budget(ours.get("connect_retry"))
+def _seconds(value: Any, default: float, name: str) -> float:
+    if value is None:
+        return default
+    try:
+        seconds = math.nan if isinstance(value, bool) else float(value)
+    except (TypeError, ValueError, OverflowError):
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigurationError(
+            f"{name} must be a positive number of seconds, got {value!r}"
+        )
+    return seconds

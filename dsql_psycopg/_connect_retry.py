@@ -39,6 +39,7 @@ _TRANSIENT = (
     ("eof detected", "the connection was reset"),
     ("unexpected eof", "the connection was reset"),
     ("ssl connection has been closed unexpectedly", "the connection was reset"),
+    ("connection timeout expired", "the connection timed out"),
 )
 # Never retried, even when a transient phrase appears too: TLS verification.
 _FINAL = ("certificate", "does not match host name", "sslrootcert")

@@ -50,6 +50,17 @@ class _DsqlConnectionPool(psycopg_pool.ConnectionPool[DsqlConnection[TupleRow]])
     connection, which a pool idle for an hour has many of.
     """
 
+    def _connect(self, timeout: float | None = None) -> DsqlConnection[TupleRow]:
+        conn = super()._connect(timeout)
+        # A connection made while the preferred endpoint was failing lives
+        # only for the cool-down: its replacement tries the preferred one
+        # again, so traffic returns after a recovery without cutting a
+        # connection in use (the pool retires it when it comes back).
+        failback = conn._failback_due()
+        if failback is not None:
+            conn._expire_at = min(conn._expire_at, time.monotonic() + failback)
+        return conn
+
     def getconn(self, timeout: float | None = None) -> DsqlConnection[TupleRow]:
         """Obtain a connection from the pool, younger than its max lifetime."""
         budget = self.timeout if timeout is None else timeout
@@ -98,6 +109,7 @@ def create_pool(
     profile: str | None = None,
     token_duration: int | None = None,
     connect_retry: float | str | bool | None = None,
+    endpoint_cooldown: float | None = None,
     session: boto3.Session | None = None,
     token_provider: TokenProvider | None = None,
     **pool_kwargs: Any,
@@ -109,9 +121,14 @@ def create_pool(
 
     - each new connection signs a fresh IAM token, so the pool outlives any
       token; the DSQL options (``region``, ``cluster_id``, ``profile``,
-      ``token_duration``, ``connect_retry``, ``session``, ``token_provider``)
-      go to `DsqlConnection.connect` with `kwargs`, so each connect the pool
-      makes retries transient refusals as `connect()` does;
+      ``token_duration``, ``connect_retry``, ``endpoint_cooldown``,
+      ``session``, ``token_provider``) go to `DsqlConnection.connect` with
+      `kwargs`, so each connect the pool makes retries transient refusals as
+      `connect()` does;
+    - with several endpoints (``host=a,b``), a connection made on another
+      endpoint than the first (while the first was failing) is retired after
+      ``endpoint_cooldown`` seconds, when it is next returned, so the pool
+      moves back to the first endpoint once it recovers;
     - `max_lifetime` defaults to 50 minutes (DSQL closes connections at 60)
       and is enforced at checkout too, without a round trip; a connection
       the server closed while idle is discarded at checkout as well;
@@ -132,6 +149,7 @@ def create_pool(
         token_duration: Seconds each token stays valid.
         connect_retry: Seconds to keep retrying a connect refused for a
             transient reason (0 or ``off``: never).
+        endpoint_cooldown: Seconds a failed endpoint is tried last.
         session: A `boto3.Session` that signs the tokens.
         token_provider: A `TokenProvider` that makes the tokens instead.
         **pool_kwargs: Passed to `psycopg_pool.ConnectionPool`.
@@ -166,6 +184,7 @@ def create_pool(
             ("profile", profile),
             ("token_duration", token_duration),
             ("connect_retry", connect_retry),
+            ("endpoint_cooldown", endpoint_cooldown),
             ("session", session),
             ("token_provider", token_provider),
         )

@@ -141,6 +141,8 @@ class _Retrying:
         # Set by inner scopes: an error they know is safe to re-run although
         # it is no conflict (a connection lost before COMMIT).
         self.safe_error: BaseException | None = None
+        self.endpoint: str | None = None
+        self.endpoint_changed = False
 
     @property
     def owner(self) -> _Retrying:
@@ -177,6 +179,18 @@ class _Retrying:
         self.attempts += 1
         self.phase = Phase.BEFORE_ATTEMPT
         return True
+
+    def use_endpoint(self, endpoint: str) -> None:
+        """Record the endpoint (host name) the current attempt runs on."""
+        previous, self.endpoint = self.endpoint, endpoint
+        self.endpoint_changed = previous is not None and previous != endpoint
+        if self.endpoint_changed:
+            logger.info(
+                "attempt %d runs on %s; the attempt before ran on %s",
+                self.attempts,
+                endpoint,
+                previous,
+            )
 
     def enter_body(self) -> None:
         """Mark the body as started (its transaction, if any, has begun)."""
@@ -258,6 +272,8 @@ class _Retrying:
                     code=code,
                     error=error,
                     elapsed=elapsed,
+                    endpoint=self.endpoint,
+                    endpoint_changed=self.endpoint_changed,
                 )
             )
         if is_retry_testing():
@@ -323,6 +339,9 @@ class TransactionAttempt(Generic[C]):
         except BaseException as error:
             machine.settle(error, None)
             raise
+        machine.use_endpoint(
+            getattr(self._conn, "endpoint", None) or self._conn.info.host
+        )
         machine.enter_body()
         scope = _Scope(owner=machine.owner, source=work.source, conn=self._conn)
         self._token = _current.set(scope)

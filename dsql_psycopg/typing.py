@@ -52,6 +52,12 @@ class RetryEvent:
     elapsed: float
     """Seconds since the first attempt started (waits skipped by
     `retry_testing` included)."""
+    endpoint: str | None = None
+    """Host name of the endpoint the failed attempt ran on (None when it
+    had no connection of its own)."""
+    endpoint_changed: bool = False
+    """Whether the failed attempt ran on another endpoint than the attempt
+    before it: a re-run moved to another Region's endpoint."""
 
 
 RetryHook = Callable[[RetryEvent], None]
