@@ -1,0 +1,157 @@
+"""Several endpoints: failover to the next, cool-down, the endpoint a
+connection uses. A second endpoint that nothing serves is a closed port."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+import dsql_psycopg as dsql
+from dsql_local import DsqlLocal
+from dsql_psycopg import _endpoints
+from dsql_psycopg.typing import RetryEvent
+
+DEAD_ID = "deadendpoint00000000000000"
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A port on 127.0.0.1 where nothing listens (connect: refused)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(autouse=True)
+def _forget_failures() -> Iterator[None]:
+    """Each test starts with no endpoint cooling down."""
+    yield
+    with _endpoints._lock:
+        _endpoints._cooling.clear()
+
+
+def two_endpoints(
+    local: DsqlLocal, dead_port: int, *, dead_first: bool = True
+) -> dict[str, Any]:
+    """Keywords for a dead endpoint in us-west-2 and DSQL Local, in that order."""
+    dead = f"{DEAD_ID}.dsql.us-west-2.on.aws"
+    hosts = [(dead, dead_port), (local.host, local.port)]
+    if not dead_first:
+        hosts.reverse()
+    return {
+        "host": ",".join(h for h, _ in hosts),
+        "port": ",".join(str(p) for _, p in hosts),
+        "hostaddr": "127.0.0.1,127.0.0.1",
+        "sslrootcert": local.ca_file,
+        "connect_retry": 0,
+    }
+
+
+def test_a_failed_endpoint_is_skipped_and_the_next_one_used(
+    dsql_local: DsqlLocal, closed_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="dsql_psycopg")
+    kwargs = two_endpoints(dsql_local, closed_port)
+    with dsql.connect(**kwargs) as conn:
+        assert (conn.endpoint, conn.region) == (dsql_local.host, dsql_local.region)
+        assert conn.execute("select 1").fetchone() == (1,)
+    failures = [r for r in caplog.records if "failed:" in r.getMessage()]
+    assert len(failures) == 1
+    assert DEAD_ID in failures[0].getMessage()
+    assert "tried last" in failures[0].getMessage()
+    assert any("not the preferred" in r.getMessage() for r in caplog.records)
+
+    # Cooling down, the dead endpoint is tried after the live one: no new failure.
+    caplog.clear()
+    with dsql.connect(**kwargs) as conn:
+        assert conn.endpoint == dsql_local.host
+    assert not [r for r in caplog.records if "failed:" in r.getMessage()]
+
+
+def test_the_cool_down_ends(dsql_local: DsqlLocal, closed_port: int) -> None:
+    kwargs = two_endpoints(dsql_local, closed_port) | {"endpoint_cooldown": 0.05}
+    with dsql.connect(**kwargs):
+        pass
+    endpoints = dsql._config.parse_endpoints(**kwargs)
+    first = endpoints.each[0]
+    assert _endpoints.order(endpoints)[0] is not first  # cooling down
+    with _endpoints._lock:  # as if the cool-down had passed
+        _endpoints._cooling[_endpoints.key(first)] = 0.0
+    assert _endpoints.order(endpoints)[0] is first
+
+
+def test_the_preferred_endpoint_is_used_when_it_works(
+    dsql_local: DsqlLocal, closed_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="dsql_psycopg")
+    with dsql.connect(**two_endpoints(dsql_local, closed_port, dead_first=False)) as c:
+        assert c.endpoint == dsql_local.host
+    assert not caplog.records
+
+
+def test_every_endpoint_failing_raises_after_one_round_without_retries(
+    dsql_local: DsqlLocal, closed_port: int
+) -> None:
+    kwargs = two_endpoints(dsql_local, closed_port)
+    kwargs["port"] = f"{closed_port},{closed_port}"
+    with pytest.raises(psycopg.OperationalError, match="refused"):
+        dsql.connect(**kwargs)
+
+
+def test_every_endpoint_failing_is_retried_within_the_budget(
+    dsql_local: DsqlLocal, closed_port: int
+) -> None:
+    kwargs = two_endpoints(dsql_local, closed_port) | {"connect_retry": 0.3}
+    kwargs["port"] = f"{closed_port},{closed_port}"
+    with (
+        dsql.retry_testing(),
+        pytest.raises(dsql.ConnectRetryExhausted) as info,
+    ):
+        dsql.connect(**kwargs)
+    assert info.value.attempts >= 2
+    # The message names each endpoint and why it failed.
+    assert f"{DEAD_ID}.dsql.us-west-2.on.aws: the connection was refused" in str(
+        info.value
+    )
+    assert f"{dsql_local.host}: the connection was refused" in str(info.value)
+
+
+def test_a_final_error_is_not_failed_over(
+    dsql_local: DsqlLocal, closed_port: int
+) -> None:
+    kwargs = two_endpoints(dsql_local, closed_port, dead_first=False)
+    kwargs["sslrootcert"] = "system"  # DSQL Local's CA is not in it: TLS fails
+    with pytest.raises(dsql.UntrustedCertificateError):
+        dsql.connect(**kwargs)
+
+
+def test_a_pool_over_two_endpoints_works_through_the_live_one(
+    dsql_local: DsqlLocal, closed_port: int
+) -> None:
+    kwargs = two_endpoints(dsql_local, closed_port)
+    with (
+        dsql.create_pool(kwargs=kwargs, min_size=2, max_size=2) as pool,
+        pool.connection() as conn,
+    ):
+        assert conn.endpoint == dsql_local.host
+        # Made while the preferred endpoint failed: it lives only the
+        # cool-down, so the pool tries the preferred one again after it.
+        assert conn._expire_at - time.monotonic() <= 30.0
+
+
+def test_retry_events_name_the_endpoint(dsql_local: DsqlLocal) -> None:
+    events: list[RetryEvent] = []
+    dsql_local.inject_conflicts(1)
+    with dsql.create_pool(dsql_local.url, min_size=1, max_size=1) as pool:
+        for attempt in dsql.transaction(pool, on_retry=events.append):
+            with attempt as conn:
+                conn.execute("select 1")
+    assert [(e.endpoint, e.endpoint_changed) for e in events] == [
+        (dsql_local.host, False)
+    ]
