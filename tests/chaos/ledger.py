@@ -18,7 +18,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 import psycopg_pool
@@ -82,14 +82,26 @@ class Outcome:
         return max(0, self.counter - self.rows)
 
 
+class Ack(NamedTuple):
+    """One acknowledged commit: when, what, through which endpoint."""
+
+    at: float
+    entry: uuid.UUID
+    endpoint: str
+
+
 class Ledger:
     """Run the writers against `local` while `fault` fires, then audit."""
 
-    def __init__(self, local: DsqlLocal, scenario: str) -> None:
+    def __init__(
+        self, local: DsqlLocal, scenario: str, conninfo: str | None = None
+    ) -> None:
         self.local = local
+        self.conninfo = conninfo or local.url
         self.outcome = Outcome(scenario)
         self._lock = threading.Lock()
-        self._acked: list[tuple[float, uuid.UUID]] = []
+        # (monotonic time, entry, endpoint) of each acknowledged commit.
+        self._acked: list[Ack] = []
         self._unknown: list[uuid.UUID] = []
         self._stop = threading.Event()
         self._progress = threading.Condition(self._lock)
@@ -103,7 +115,14 @@ class Ledger:
             self.outcome.max_attempts = max(self.outcome.max_attempts, event.attempt)
 
     def _writer(self, pool: psycopg_pool.ConnectionPool[Any], idempotent: bool) -> None:
-        body = record_once if idempotent else record
+        record_entry = record_once if idempotent else record
+        endpoint = ""
+
+        def body(conn: dsql.DsqlConnection[Any], entry: uuid.UUID) -> None:
+            nonlocal endpoint
+            endpoint = conn.endpoint  # the last attempt's is the one that counts
+            record_entry(conn, entry)
+
         while not self._stop.is_set():
             entry = uuid.uuid4()
             try:
@@ -124,34 +143,45 @@ class Ledger:
                     self.outcome.failures[name] += 1
                 continue
             with self._progress:
-                self._acked.append((time.monotonic(), entry))
+                self._acked.append(Ack(time.monotonic(), entry, endpoint))
                 self._progress.notify_all()
 
     def _wait_for_commits(self, count: int, after: float = 0.0) -> None:
         """Wait until `count` commits acknowledged after `after` (monotonic)."""
+        self.wait_for(
+            f"{count} commits after the fault",
+            lambda acked: sum(1 for a in acked if a.at > after) >= count,
+        )
+
+    def wait_for(self, what: str, done: Callable[[list[Ack]], bool]) -> None:
+        """Wait until `done` holds for the commits acknowledged so far."""
         with self._progress:
-            while True:
-                done = sum(1 for at, _ in self._acked if at > after)
-                if done >= count:
-                    return
+            while not done(self._acked):
                 if not self._progress.wait(STALL_TIMEOUT):
                     raise AssertionError(
                         f"{self.outcome.scenario}: no commit for {STALL_TIMEOUT:g} s"
-                        f" ({done} of {count} after the fault)"
+                        f" (waiting for {what})"
                     )
+
+    def acked(self) -> list[Ack]:
+        """The commits acknowledged so far."""
+        with self._lock:
+            return list(self._acked)
 
     def run(
         self,
         fault: Callable[[], float],
         *,
         pool_kwargs: dict[str, Any] | None = None,
+        until: tuple[str, Callable[[list[Ack]], bool]] | None = None,
     ) -> Outcome:
         """Warm up, call `fault` (it returns when the fault clears), then audit.
 
-        `fault` returns the monotonic time the fault cleared at.
+        `fault` returns the monotonic time the fault cleared at. With `until`
+        (what, condition), the writers also go on until the condition holds.
         """
         pool = dsql.create_pool(
-            self.local.url,
+            self.conninfo,
             min_size=WRITERS,
             max_size=WRITERS,
             timeout=STALL_TIMEOUT,
@@ -172,8 +202,10 @@ class Ledger:
             cleared = fault()
             self.outcome.fault_seconds = cleared - started
             self._wait_for_commits(COMMITS_AFTER, after=cleared)
+            if until is not None:
+                self.wait_for(*until)
             with self._lock:
-                first = min(at for at, _ in self._acked if at > cleared)
+                first = min(a.at for a in self._acked if a.at > cleared)
             self.outcome.first_commit_after = first - cleared
         finally:
             self._stop.set()
@@ -189,7 +221,7 @@ class Ledger:
             present = {row[0] for row in conn.execute("SELECT id FROM ledger")}
             row = conn.execute("SELECT n FROM counter WHERE id = 1").fetchone()
         assert row is not None
-        acked = {entry for _, entry in self._acked}
+        acked = {a.entry for a in self._acked}
         outcome.committed = len(acked)
         outcome.rows = len(present)
         outcome.counter = row[0]

@@ -19,7 +19,7 @@ import pytest
 import dsql_psycopg as dsql
 from dsql_local import DsqlLocal
 from tests.chaos.conftest import OUTCOMES
-from tests.chaos.ledger import FULL, STALL_TIMEOUT, Ledger
+from tests.chaos.ledger import FULL, STALL_TIMEOUT, Ack, Ledger
 
 pytestmark = pytest.mark.slow
 
@@ -162,4 +162,59 @@ def test_connection_storm_against_the_rate_limit(storm_ledger: Ledger) -> None:
         f"{POOLS}x{POOL_SIZE} at burst {STORM_BURST}, {STORM_RATE:g}/s:"
         f" all at min size in {max(times):.2f} s (floor {ideal:.2f} s),"
         f" {errors} pool connect errors"
+    )
+
+
+REGION_FAILURE = 5.0
+PEER_REGION = "us-west-2"
+# Short, so that traffic returns within the run; the default is 30 s.
+COOLDOWN = 1.0
+
+
+@pytest.fixture
+def region_ledger() -> Iterator[Ledger]:
+    with DsqlLocal(peer_region=PEER_REGION) as local:
+        ledger = Ledger(local, "region_failed_5s", conninfo=local.multi_region_url)
+        yield ledger
+        OUTCOMES.append(ledger.outcome)
+
+
+def test_preferred_region_failed_5s(region_ledger: Ledger) -> None:
+    """A pool over both endpoints of a multi-Region cluster loses the first."""
+    local = region_ledger.local
+    home = local.endpoint(local.region).host
+    peer = local.endpoint(PEER_REGION).host
+    marks: dict[str, float] = {}
+
+    def fault() -> float:
+        marks["failed"] = time.monotonic()
+        local.fail_region(local.region)
+        time.sleep(REGION_FAILURE)
+        local.restore_region(local.region)
+        marks["restored"] = time.monotonic()
+        return marks["restored"]
+
+    def back_home(acked: list[Ack]) -> bool:
+        return any(a.endpoint == home and a.at > marks["restored"] for a in acked)
+
+    outcome = region_ledger.run(
+        fault,
+        pool_kwargs={"endpoint_cooldown": COOLDOWN},
+        until=("commits on the preferred Region again", back_home),
+    )
+    region_ledger.check()
+    acked = region_ledger.acked()
+    failed, restored = marks["failed"], marks["restored"]
+    assert {a.endpoint for a in acked if a.at < failed} == {home}
+    during = [a for a in acked if failed < a.at < restored]
+    assert any(a.endpoint == peer for a in during)
+    assert any(a.endpoint == home for a in acked if a.at > restored)
+    # Timings are reported, not asserted.
+    moved = min(a.at for a in during if a.endpoint == peer) - failed
+    back = min(a.at for a in acked if a.at > restored and a.endpoint == home)
+    outcome.notes = (
+        f"first commit on {PEER_REGION} {moved:.3f} s after the failure;"
+        f" {sum(a.endpoint == peer for a in during)} commits there during it;"
+        f" first on {local.region} again {back - restored:.3f} s after the"
+        f" recovery (endpoint_cooldown={COOLDOWN:g} s)"
     )
