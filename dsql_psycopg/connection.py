@@ -110,8 +110,8 @@ class DsqlConnection(psycopg.Connection[Row]):
             retry.wait_or_raise(error, cause, endpoints.connect_retry)
 
     def _failback_due(self) -> float | None:
-        """Seconds after which this connection should make way for the
-        preferred endpoint; None if it is on it."""
+        """Return how long this connection may keep traffic off its preferred
+        endpoint: None when it is on it (or none is preferred)."""
         endpoints, params = self._dsql_endpoints, self._dsql_params
         if endpoints is None or params is None:
             return None
@@ -184,6 +184,7 @@ def connect(
 
         connect("postgresql://admin@<id>.dsql.us-east-1.on.aws/postgres")
         connect(cluster_id="<id>", region="us-east-1", autocommit=True)
+        connect(host="<id1>.dsql.us-east-1.on.aws,<id2>.dsql.us-west-2.on.aws")
 
     Args:
         conninfo: A ``postgresql://`` URL or a ``key=value`` string.
@@ -192,8 +193,9 @@ def connect(
             DSQL options ``region``, ``cluster_id``, ``profile``,
             ``token_duration`` (seconds), ``connect_retry`` (seconds to keep
             retrying a connect refused for a transient reason; 0 or ``off``:
-            never), ``session`` (a `boto3.Session`) and ``token_provider`` (a
-            `TokenProvider`).
+            never), ``endpoint_cooldown`` (seconds a failed endpoint is tried
+            last, with several endpoints), ``session`` (a `boto3.Session`)
+            and ``token_provider`` (a `TokenProvider`).
 
     Raises:
         ConfigurationError: The parameters are invalid (nothing was sent).

@@ -126,6 +126,7 @@ def test_a_pool_fails_over_and_comes_back_without_cutting_busy_connections(
         with pool.connection() as conn:
             assert conn.endpoint == home
         local.fail_region(local.region)
+        pool.check()  # finds the cut connections now, not at some later checkout
         busy = pool.getconn()
         assert busy.endpoint == peer
         local.restore_region(local.region)
