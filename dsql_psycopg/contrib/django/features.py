@@ -21,11 +21,13 @@ class DatabaseFeatures(PostgreSQLFeatures):
     can_rollback_ddl = False
     # No DECLARE: results arrive whole.
     can_use_chunked_reads = False
-    # SELECT ... FOR UPDATE exists, its variants do not.
-    has_select_for_update_nowait = False
-    has_select_for_update_skip_locked = False
-    has_select_for_update_of = False
+    # SELECT ... FOR UPDATE takes its OF, NOWAIT and SKIP LOCKED tails, but
+    # nothing ever waits or is skipped: a contended row fails the later
+    # COMMIT instead (OC000). FOR NO KEY UPDATE is refused.
     has_select_for_no_key_update = False
+    # Index keys take no ASC/DESC: Django then builds a descending index
+    # ascending, as on other databases without ordered keys.
+    supports_index_column_ordering = False
     # No tablespaces, comments, materialized views or CREATE DATABASE.
     supports_tablespaces = False
     supports_comments = False

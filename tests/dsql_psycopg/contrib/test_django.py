@@ -27,6 +27,7 @@ from django.db import (
     connections,
     transaction,
 )
+from django.db import models as django_models
 from django.db.migrations.recorder import MigrationRecorder
 from django.db.transaction import TransactionManagementError
 from django.test import Client
@@ -361,6 +362,23 @@ def test_indexes_were_built_as_async_jobs() -> None:
         "SELECT indexname FROM pg_indexes WHERE indexname LIKE %s", ["%\\_like"]
     )
     assert like_indexes == []
+
+
+def test_descending_index_is_built_ascending(models: ModuleType) -> None:
+    # DSQL refuses ASC/DESC on index keys; Django leaves the order out, as it
+    # does on other databases without it (a B-tree is read either way).
+    index = django_models.Index(fields=["-joined", "name"], name="author_recent_idx")
+    with connections["default"].schema_editor() as editor:
+        editor.add_index(models.Author, index)
+    try:
+        (definition,) = query(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'author_recent_idx'"
+        )
+        assert "DESC" not in definition[0]
+        assert "(joined, name)" in definition[0]
+    finally:
+        with connections["default"].schema_editor() as editor:
+            editor.remove_index(models.Author, index)
 
 
 def test_second_migration_kept_and_filled_existing_rows(models: ModuleType) -> None:
@@ -778,6 +796,38 @@ def test_retries_give_up_after_max_attempts(
         cause = cause.__cause__
     assert isinstance(cause, psycopg.errors.SerializationFailure)
     assert not models.Counter.objects.filter(name="given-up").exists()
+
+
+def test_select_for_update_takes_its_tails(models: ModuleType) -> None:
+    counter = models.Counter.objects.create(name="locked")
+    hit = models.Hit.objects.create(counter=counter)
+    counters = models.Counter.objects.filter(pk=counter.pk)
+    with transaction.atomic():
+        assert list(counters.select_for_update(nowait=True)) == [counter]
+        assert list(counters.select_for_update(skip_locked=True)) == [counter]
+        hits = models.Hit.objects.select_related("counter").filter(pk=hit.pk)
+        assert list(hits.select_for_update(of=("self", "counter"))) == [hit]
+        # FOR NO KEY UPDATE is refused by DSQL: Django says so before sending it.
+        with pytest.raises(NotSupportedError, match="FOR NO KEY UPDATE"):
+            list(counters.select_for_update(no_key=True))
+    assert not connections["default"].in_atomic_block
+
+
+def test_select_for_update_nowait_fails_at_commit_not_at_the_read(
+    models: ModuleType,
+) -> None:
+    counter = models.Counter.objects.create(name="nowait")
+    counters = models.Counter.objects.filter(pk=counter.pk)
+    with (  # noqa: PT012
+        pytest.raises(OperationalError, match=r"\(OC000\)"),
+        transaction.atomic(),
+    ):
+        assert counters.exists()  # the snapshot
+        models.Counter.objects.using("pooled").filter(pk=counter.pk).update(value=7)
+        # In DSQL nothing waits: NOWAIT finds no lock to refuse, the read
+        # answers, and the changed row fails the COMMIT.
+        assert [c.value for c in counters.select_for_update(nowait=True)] == [0]
+    assert models.Counter.objects.get(pk=counter.pk).value == 7
 
 
 def test_retry_atomic_refuses_to_run_inside_atomic(models: ModuleType) -> None:
