@@ -405,10 +405,11 @@ class Relay(Pump):
         if isinstance(verdict, Refusal):
             return pq.query(refusal_sql(verdict))
         self._note_tags(self._units_sent, self.session.command_tags)
-        if verdict is None:
-            rewritten = self._conflict_rewrite(sql)
-            if rewritten is not None:
-                return rewritten
+        # A rewritten statement is guarded as it runs (say, a FOR UPDATE
+        # whose SKIP LOCKED DSQL ignores).
+        rewritten = self._conflict_rewrite(sql if verdict is None else verdict)
+        if rewritten is not None:
+            return rewritten
         if self._may_wrap(self.session.run_in_transaction, self._units_sent - 1):
             # The hidden BEGIN takes the client's unit; the query the next.
             self._add_action(self._units_sent, _SWALLOW | _HIDE_READY | _SNAPSHOT)
@@ -641,7 +642,7 @@ class Relay(Pump):
                 else self._parse(name, verdict, body, at, None)
             )
             enclosed = self._enclose(
-                sql if verdict is None else None,
+                sql if verdict is None else verdict,
                 message,
                 wanted,
                 lambda: _next_bind(view, end),

@@ -11,7 +11,9 @@ DSQL's own syntax is rewritten into SQL the backend runs (`_strict_sql`):
 CONSTRAINT`` become calls that answer a job id (the client sees DSQL's
 command tag), ``SET disable_sync_create_index`` sets the backend's own
 stand-in, and ``ALTER TABLE ... DROP COLUMN / DROP CONSTRAINT`` runs through a
-procedure that first refuses what DSQL refuses about primary keys.
+procedure that first refuses what DSQL refuses about primary keys. In
+strict mode a locking clause's ``SKIP LOCKED`` is left out: DSQL locks no
+row, so it skips none.
 
 Results depend on the text alone, so `analyse` caches them per text.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import itertools
 import json
 from typing import Any, NamedTuple
 
@@ -318,7 +321,57 @@ def _rewrite(stmt: Node, ddl: str, strict: bool) -> tuple[str | None, str | None
         return moved, None
     if top == "VariableSetStmt":
         return _set_sync_index(fields), None
-    return None, None
+    skips = strict and "skip" in ddl.lower() and _skips_locked(stmt)
+    return (_without_skip_locked(ddl, stmt) if skips else None), None
+
+
+def _skips_locked(stmt: Node) -> bool:
+    return any(
+        name == "LockingClause" and node.get("waitPolicy") == "LockWaitSkip"
+        for name, node in _nodes(stmt)
+    )
+
+
+def _shape(tree: Any, *, blocking: bool = False) -> Any:
+    """`tree` without locations; with `blocking`, SKIP LOCKED read as waiting."""
+    if type(tree) is list:
+        return [_shape(item, blocking=blocking) for item in tree]
+    if type(tree) is not dict:
+        return tree
+    shaped = {
+        key: _shape(value, blocking=blocking)
+        for key, value in tree.items()
+        if key != "location"
+    }
+    if blocking and shaped.get("waitPolicy") == "LockWaitSkip":
+        shaped["waitPolicy"] = "LockWaitBlock"
+    return shaped
+
+
+def _without_skip_locked(sql: str, stmt: Node) -> str | None:
+    """`sql` without its SKIP LOCKED; None if it cannot be cut out cleanly.
+
+    DSQL takes the clause, but it locks no row, so it skips none: every
+    reader gets the rows, and the later of two to COMMIT fails (OC000).
+    PostgreSQL would skip the rows another transaction holds.
+    """
+    tokens = parser.scan(sql)
+    pieces, cursor = [], 0
+    for skip, locked in itertools.pairwise(tokens):
+        if skip.name == "SKIP" and locked.name == "LOCKED":
+            pieces.append(sql[cursor : skip.start])
+            cursor = locked.end + 1
+    pieces.append(sql[cursor:])
+    text = "".join(pieces)
+    try:
+        (cut,) = json.loads(parser.parse_sql_json(text))["stmts"]
+    except (parser.ParseError, ValueError):
+        return None
+    # A column or alias named skip followed by one named locked is cut too:
+    # then the statement is no longer the same, and is left as it is.
+    if _shape(cut["stmt"]) != _shape(stmt, blocking=True):
+        return None
+    return text
 
 
 def _analyse(sql: str, strict: bool = True) -> Analysis:

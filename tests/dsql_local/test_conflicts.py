@@ -165,6 +165,39 @@ def test_for_update_conflicts_with_a_non_key_update(
     _fails_at_commit(reader)
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("tail", ["skip locked", "of counter skip locked", "nowait"])
+def test_locking_read_tails_neither_skip_nor_wait(
+    connect: Connect, counters: str, protocol: str, tail: str
+) -> None:
+    holder, reader = connect(), _connect(connect, protocol)
+    holder.execute(f"select id from {counters} where id = 1 for update")
+    # DSQL locks no row: nothing is skipped or refused at the read, and the
+    # later of the two to commit fails.
+    read = f"select id from {counters} as counter order by id for update {tail}"
+    for _ in range(2 if protocol == "prepared" else 1):
+        assert _cursor(reader, protocol).execute(read).fetchall() == [(1,), (2,)]
+    holder.commit()
+    _fails_at_commit(reader)
+
+
+def test_a_skip_locked_inside_a_write_skips_nothing(
+    connect: Connect, counters: str
+) -> None:
+    holder, writer = connect(), connect()
+    holder.execute(f"select id from {counters} where id = 1 for update")
+    # The held row is not skipped: the write meets it. A locking clause below
+    # the top level cannot be answered, so the conflict comes at the statement.
+    with pytest.raises(errors.SerializationFailure, match=r"\(OC000\)"):
+        writer.execute(
+            f"delete from {counters} where id in"
+            f" (select id from {counters} for update skip locked)"
+        )
+    writer.rollback()
+    holder.commit()
+    assert writer.execute(f"select count(*) from {counters}").fetchone() == (2,)
+
+
 def test_for_key_share_does_not_conflict_with_a_non_key_update(
     connect: Connect, counters: str
 ) -> None:

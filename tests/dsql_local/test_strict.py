@@ -141,6 +141,48 @@ def test_begin_inside_a_query_starts_the_rules(policy: StrictPolicy) -> None:
     assert policy.check_statement("INSERT INTO t VALUES (1)", s) == MIXED
 
 
+# -- SKIP LOCKED ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sql", "runs"),
+    [
+        (
+            "SELECT id FROM t ORDER BY id FOR UPDATE SKIP LOCKED LIMIT 2",
+            "SELECT id FROM t ORDER BY id FOR UPDATE  LIMIT 2",
+        ),
+        (
+            "select 'é' from t for update of t skip\n locked",
+            "select 'é' from t for update of t ",
+        ),
+        (
+            "DELETE FROM t WHERE id IN (SELECT id FROM t FOR UPDATE SKIP LOCKED)",
+            "DELETE FROM t WHERE id IN (SELECT id FROM t FOR UPDATE )",
+        ),
+        (
+            "SELECT 1; SELECT id FROM t FOR KEY SHARE SKIP LOCKED",
+            "SELECT 1; SELECT id FROM t FOR KEY SHARE ",
+        ),
+    ],
+)
+def test_skip_locked_is_left_out(policy: StrictPolicy, sql: str, runs: str) -> None:
+    # DSQL locks no row, so it skips none; PostgreSQL would skip held rows.
+    assert policy.check_statement(sql, session()) == runs
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT id FROM t FOR UPDATE NOWAIT",
+        "SELECT 'skip locked' FROM t FOR UPDATE",
+        # A column skip named locked: cutting the words would change the query.
+        "SELECT skip locked FROM t FOR UPDATE SKIP LOCKED",
+    ],
+)
+def test_skip_locked_lookalikes_run_as_sent(policy: StrictPolicy, sql: str) -> None:
+    assert policy.check_statement(sql, session()) is None
+
+
 # -- CREATE INDEX ASYNC --------------------------------------------------------
 
 
