@@ -146,6 +146,18 @@ class RegionalEndpoint:
         """A connection URL (user admin); add a token as the password."""
         return _url(self.host, self.port, self._local.ca_file)
 
+    @property
+    def latency(self) -> float:
+        """Seconds added to every round trip through this endpoint.
+
+        Settable, before start or while it runs: a peer region far away.
+        """
+        return self._local._latencies[self.region]
+
+    @latency.setter
+    def latency(self, value: float) -> None:
+        self._local._set_latency(self.region, value)
+
     def connect_kwargs(self, user: str = ADMIN) -> dict[str, Any]:
         """Keyword arguments for psycopg.connect(), without the password."""
         return {
@@ -254,7 +266,7 @@ class DsqlLocal:
             )
         self.max_connection_age = max_connection_age
         self.strict = strict
-        self._latency = latency
+        self._latencies = dict.fromkeys(self._views, latency)
         self._credentials = dict(credentials) if credentials is not None else None
         self._policy = policy
         self._clock_skew = clock_skew
@@ -310,7 +322,7 @@ class DsqlLocal:
                         backend_socket=self._backend.socket_path(),
                         port=self._ports[region],
                         max_connection_age=self.max_connection_age,
-                        latency=self._latency,
+                        latency=self._latencies[region],
                         policy=policy,
                         schema_clock=schema_clock,
                         max_connections=self._max_connections,
@@ -468,15 +480,24 @@ class DsqlLocal:
 
     @property
     def latency(self) -> float:
-        """Seconds added to every client round trip."""
-        return self._latency
+        """Seconds added to every client round trip (at the own region's endpoint).
+
+        Setting it sets every endpoint's; ``endpoint(region).latency`` sets
+        one endpoint's own.
+        """
+        return self._latencies[self.region]
 
     @latency.setter
     def latency(self, value: float) -> None:
-        if value < 0:
+        for region in self._views:
+            self._set_latency(region, value)
+
+    def _set_latency(self, region: str, value: float) -> None:
+        if not value >= 0:
             raise DsqlLocalError("latency must be zero or a positive number of seconds")
-        self._latency = value
-        for endpoint in self._endpoints.values():
+        self._latencies[region] = value
+        endpoint = self._endpoints.get(region)
+        if endpoint is not None:
             endpoint.latency = value
 
     def create_role(self, name: str) -> None:

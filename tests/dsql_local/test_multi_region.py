@@ -8,6 +8,7 @@ and schema changes are shared; one region can fail while the other serves.
 from __future__ import annotations
 
 import re
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -290,6 +291,29 @@ def test_connection_limits_are_per_endpoint(limited_local: DsqlLocal) -> None:
         open_connection(b)
 
 
+def test_latency_can_differ_per_endpoint(pair_local: DsqlLocal) -> None:
+    a, b = _endpoints(pair_local)
+    with open_connection(b, autocommit=True) as conn:
+        b.latency = 0.1
+        try:
+            assert (a.latency, pair_local.latency) == (0.0, 0.0)
+            start = time.monotonic()
+            for _ in range(5):
+                conn.execute("select 1")
+            elapsed = time.monotonic() - start
+        finally:
+            b.latency = 0.0
+    assert elapsed >= 0.5
+    pair_local.latency = 0.05  # sets both
+    try:
+        assert (a.latency, b.latency) == (0.05, 0.05)
+    finally:
+        pair_local.latency = 0.0
+    with pytest.raises(DsqlLocalError, match="latency must be zero or a positive"):
+        b.latency = -1.0
+    assert b.latency == 0.0
+
+
 # -- failing a region ---------------------------------------------------------
 
 
@@ -418,6 +442,28 @@ def test_stop_stops_both_endpoints_and_cancels_timers(own_local: DsqlLocal) -> N
         b.port
     with pytest.raises(DsqlLocalError, match="not running"):
         local.fail_region(EAST1)
+
+
+def _free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.mark.backend
+def test_a_peer_that_cannot_listen_leaves_nothing_running() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        busy = taken.getsockname()[1]
+        own = _free_port()
+        local = DsqlLocal(peer_region=EAST2, port=own, peer_port=busy)
+        with pytest.raises(OSError, match="in use"):
+            local.start()
+    assert repr(local).endswith("stopped>")
+    assert local._tmp is None
+    with pytest.raises(psycopg.OperationalError, match="Connection refused"):
+        psycopg.connect(host="127.0.0.1", port=own, connect_timeout=5)
+    with pytest.raises(DsqlLocalError, match="not running"):
+        local.backend_dsn
 
 
 # -- bad input and the single-region case -------------------------------------
