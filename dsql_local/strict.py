@@ -214,6 +214,8 @@ class StrictPolicy:
 
     def statement_done(self, command_tag: str, session: Session) -> Refusal | None:
         """Count the rows a statement mutated; refuse the one past the limit."""
+        # Summed per statement: a row written twice counts twice. Whether DSQL
+        # counts distinct rows instead is unsourced (see docs/testing.md).
         words = command_tag.split()
         if not words or not words[-1].isdigit():
             return None
