@@ -391,3 +391,27 @@ def test_conflict_is_retried_through_sqlalchemy(
         assert emails == ["retried@example.com"]
         session.execute(sa.delete(Customer).where(Customer.id == new_id))
         session.commit()
+
+
+def test_engine_over_both_endpoints_of_a_multi_region_cluster(
+    dsql_local_multi_region: DsqlLocal,
+) -> None:
+    local = dsql_local_multi_region
+    home, peer = (local.endpoint(region) for region in local.regions)
+    # SQLAlchemy's own spelling of several hosts: one host= per endpoint.
+    url = (
+        f"postgresql+dsql://admin@/postgres?host={home.host}:{home.port}"
+        f"&host={peer.host}:{peer.port}&hostaddr=127.0.0.1,127.0.0.1"
+        f"&sslrootcert={local.ca_file}&endpoint_cooldown=0.1"
+    )
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            assert conn.connection.dbapi_connection.endpoint == home.host
+        local.fail_region(home.region)
+        engine.dispose()
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("select 1")).scalar() == 1
+            assert conn.connection.dbapi_connection.endpoint == peer.host
+    finally:
+        engine.dispose()
