@@ -498,6 +498,36 @@ def test_dsql_options_go_in_options(dsql_local: DsqlLocal) -> None:
         by_id.close()
 
 
+def test_host_lists_the_endpoints_of_a_multi_region_cluster(
+    dsql_local: DsqlLocal, dsql_local_multi_region: DsqlLocal
+) -> None:
+    local = dsql_local_multi_region
+    both = local.multi_region_kwargs()
+    settings = django_databases(dsql_local)["default"]
+    options = {
+        "hostaddr": both["hostaddr"],
+        "sslrootcert": both["sslrootcert"],
+        "endpoint_cooldown": 0.1,
+    }
+    multi = wrapper(
+        {**settings, "HOST": both["host"], "PORT": both["port"], "OPTIONS": options},
+        "multi_region",
+    )
+    home, peer = (local.endpoint(region) for region in local.regions)
+    try:
+        with multi.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        assert multi.connection.endpoint == home.host
+        multi.close()
+        local.fail_region(home.region)
+        with multi.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            assert cursor.fetchone() == (1,)
+        assert multi.connection.endpoint == peer.host
+    finally:
+        multi.close()
+
+
 def test_pool_lifetime_over_dsql_cap_is_refused(dsql_local: DsqlLocal) -> None:
     settings = django_databases(dsql_local)["pooled"]
     options = {**settings["OPTIONS"], "pool": {"max_lifetime": 2 * 3600}}
