@@ -23,7 +23,9 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="diagnose a connection step by step",
         description="Check a connection to TARGET one step at a time (configuration,"
         " DNS, TCP, TLS, credentials, token, authentication, query), stopping at"
-        " the first failure with a hint. Exit status 0 only if every step passed.",
+        " the first failure with a hint. A target with several endpoints (a"
+        " multi-Region cluster's, host=a,b) is checked endpoint by endpoint. Exit"
+        " status 0 only if every step passed.",
     )
     _target.add_arguments(parser)
     parser.add_argument("--json", action="store_true", help="machine-readable output")
@@ -40,7 +42,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def configuration(state: State) -> Outcome:
     """Parse the target as the library does and apply its TLS policy."""
     try:
-        params = _target.parse(state.args)
+        params = _target.parse_endpoints(state.args)[state.endpoint]
         libpq = dict(params.libpq)
         trust = tls.apply_tls(libpq)
     except ConfigurationError as ex:
@@ -111,9 +113,9 @@ class Result:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def diagnose(args: argparse.Namespace) -> tuple[list[Result], State]:
-    """Run the steps in order until one fails."""
-    state = State(args=args, timeout=args.timeout)
+def diagnose(args: argparse.Namespace, endpoint: int = 0) -> tuple[list[Result], State]:
+    """Run the steps in order, for one endpoint of the target, until one fails."""
+    state = State(args=args, timeout=args.timeout, endpoint=endpoint)
     results: list[Result] = []
     try:
         for name, step in STEPS:
@@ -123,6 +125,14 @@ def diagnose(args: argparse.Namespace) -> tuple[list[Result], State]:
     finally:
         state.close()
     return results, state
+
+
+def _endpoint_hosts(args: argparse.Namespace) -> list[str]:
+    """Return the target's endpoint hosts (one blank if the target is invalid)."""
+    try:
+        return [p.host for p in _target.parse_endpoints(args)]
+    except ConfigurationError:
+        return [""]
 
 
 def _run_step(name: str, step: Step, state: State) -> Result:
@@ -143,23 +153,52 @@ def _run_step(name: str, step: Step, state: State) -> Result:
 
 def run(args: argparse.Namespace) -> int:
     """Diagnose the target and report, never showing the token."""
-    results, state = diagnose(args)
-    passed = all(r.ok for r in results) and len(results) == len(STEPS)
+    hosts = _endpoint_hosts(args)
+    reports = [diagnose(args, n) for n in range(len(hosts))]
+    verdicts = [
+        all(r.ok for r in results) and len(results) == len(STEPS)
+        for results, _ in reports
+    ]
     if args.json:
-        text = json.dumps(
+        documents = [
             {
                 "ok": passed,
                 "failed_step": None if passed else results[-1].step,
                 "steps": [{**r.__dict__, "ms": round(r.ms, 3)} for r in results],
-            },
-            indent=2,
-            default=str,
-        )
+            }
+            for (results, _), passed in zip(reports, verdicts, strict=True)
+        ]
+        document = documents[0]
+        if len(hosts) > 1:
+            document = {
+                "ok": all(verdicts),
+                "endpoints": [
+                    {"host": host, **doc}
+                    for host, doc in zip(hosts, documents, strict=True)
+                ],
+            }
+        text = json.dumps(document, indent=2, default=str)
+    elif len(hosts) == 1:
+        text = _render(reports[0][0], verdicts[0])
     else:
-        text = _render(results, passed)
-    sys.stdout.write(_redact(text, state.token) + "\n")
+        parts = [
+            f"endpoint {n} of {len(hosts)}: {host}\n{_render(results, passed)}"
+            for n, (host, (results, _), passed) in enumerate(
+                zip(hosts, reports, verdicts, strict=True), 1
+            )
+        ]
+        failed = [host for host, ok in zip(hosts, verdicts, strict=True) if not ok]
+        parts.append(
+            f"all {len(hosts)} endpoints passed"
+            if not failed
+            else f"{len(failed)} of {len(hosts)} endpoints failed: {', '.join(failed)}"
+        )
+        text = "\n\n".join(parts)
+    for _, state in reports:
+        text = _redact(text, state.token)
+    sys.stdout.write(text + "\n")
     sys.stdout.flush()
-    return 0 if passed else 1
+    return 0 if all(verdicts) else 1
 
 
 def _render(results: list[Result], passed: bool) -> str:

@@ -20,11 +20,10 @@ def authentication(state: State) -> Outcome:
     params = state.need_params()
     try:
         state.conn = DsqlConnection.connect(
-            **params.libpq,
+            **{"connect_timeout": round(state.timeout), **params.libpq},
             region=state.region,
             token_duration=params.token_duration,
             session=state.session,
-            connect_timeout=params.libpq.get("connect_timeout", round(state.timeout)),
             autocommit=True,
         )
     except (psycopg.Error, DsqlError) as ex:

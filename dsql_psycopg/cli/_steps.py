@@ -40,6 +40,8 @@ class State:
 
     args: argparse.Namespace
     timeout: float = 10.0
+    endpoint: int = 0
+    """Which of the target's endpoints is checked (``host=a,b``: 0 or 1)."""
     params: DsqlParams | None = None
     libpq: dict[str, Any] = field(default_factory=dict)
     addresses: list[tuple[socket.AddressFamily, Any]] = field(default_factory=list)

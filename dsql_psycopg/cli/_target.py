@@ -38,11 +38,19 @@ def conninfo(target: str) -> str:
 
 
 def parse(args: argparse.Namespace) -> DsqlParams:
-    """Parse the target and options exactly as the library parses its arguments."""
-    return config.parse(
-        conninfo(args.target),
-        user=args.user,
-        region=args.region,
-        profile=args.profile,
-        token_duration=args.duration,
-    )
+    """Parse a target of one endpoint exactly as the library parses it."""
+    return config.parse(conninfo(args.target), **_options(args))
+
+
+def parse_endpoints(args: argparse.Namespace) -> tuple[DsqlParams, ...]:
+    """Parse a target of one or more endpoints (``host=a,b``)."""
+    return config.parse_endpoints(conninfo(args.target), **_options(args)).each
+
+
+def _options(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "user": args.user,
+        "region": args.region,
+        "profile": args.profile,
+        "token_duration": args.duration,
+    }

@@ -224,6 +224,40 @@ def test_check_sslnegotiation_postgres(dsql_local: DsqlLocal) -> None:
     assert report["steps"][3]["info"]["negotiation"] == "postgres"
 
 
+def test_check_goes_through_each_endpoint_of_a_multi_region_cluster(
+    dsql_local_multi_region: DsqlLocal,
+) -> None:
+    local = dsql_local_multi_region
+    home, peer = (local.endpoint(region) for region in local.regions)
+    report = check_json(local.multi_region_url)
+    assert report["ok"], report
+    assert [e["host"] for e in report["endpoints"]] == [home.host, peer.host]
+    for endpoint, expected in zip(report["endpoints"], (home, peer), strict=True):
+        steps = {s["step"]: s for s in endpoint["steps"]}
+        assert list(steps) == STEPS
+        assert steps["configuration"]["info"]["region"] == expected.region
+        assert steps["configuration"]["info"]["port"] == str(expected.port)
+        assert steps["token"]["info"]["host"] == expected.host
+
+    local.fail_region(home.region)
+    report = check_json(local.multi_region_url)
+    assert not report["ok"]
+    failed, served = report["endpoints"]
+    assert (failed["ok"], failed["failed_step"]) == (False, "tcp")
+    assert served["ok"], served
+    text = cli("check", local.multi_region_url)
+    assert text.returncode == 1
+    assert f"endpoint 1 of 2: {home.host}" in text.stdout
+    assert f"endpoint 2 of 2: {peer.host}" in text.stdout
+    assert text.stdout.splitlines()[-1] == f"1 of 2 endpoints failed: {home.host}"
+
+
+def test_token_takes_one_endpoint(dsql_local_multi_region: DsqlLocal) -> None:
+    result = cli("token", dsql_local_multi_region.multi_region_url)
+    assert result.returncode != 0
+    assert "this takes one endpoint" in result.stderr
+
+
 # -- check: failures at the right step, with the right hint --------------------
 
 
