@@ -224,6 +224,12 @@ def test_check_sslnegotiation_postgres(dsql_local: DsqlLocal) -> None:
     assert report["steps"][3]["info"]["negotiation"] == "postgres"
 
 
+def test_check_with_a_connect_timeout_in_the_target(dsql_local: DsqlLocal) -> None:
+    report = check_json(target(dsql_local, connect_timeout=7))
+    assert report["ok"], report
+    assert report["steps"][0]["info"]["connect_timeout"] == "7"
+
+
 def test_check_goes_through_each_endpoint_of_a_multi_region_cluster(
     dsql_local_multi_region: DsqlLocal,
 ) -> None:
