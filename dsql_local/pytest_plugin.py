@@ -126,9 +126,17 @@ def _dsql_local_multi_region_session(
 def dsql_local_multi_region(
     _dsql_local_multi_region_session: DsqlLocal,
 ) -> Iterator[DsqlLocal]:
-    """A two-region DSQL Local; every region serving and no fault armed after."""
+    """A two-region DSQL Local; every region serving and no fault armed after.
+
+    After each test the client also forgets which endpoints failed, so the
+    next test's connects try the first endpoint first again.
+    """
+    # Imported here: the plugin loads in every pytest run of every install.
+    from dsql_psycopg import _endpoints  # noqa: PLC0415
+
     local = _dsql_local_multi_region_session
     yield local
+    _endpoints.forget()
     local.latency = 0.0
     for region in local.regions:
         local.restore_region(region)

@@ -80,6 +80,12 @@ def succeeded(endpoints: Endpoints, params: DsqlParams) -> None:
         )
 
 
+def forget() -> None:
+    """Forget every failure: each endpoint is tried in its place again."""
+    with _lock:
+        _cooling.clear()
+
+
 def is_preferred(endpoints: Endpoints, params: DsqlParams) -> bool:
     """Tell whether `params` is where traffic belongs (no other is preferred)."""
     return endpoints.random_order or params is endpoints.each[0]

@@ -125,6 +125,8 @@ import boto3
 import psycopg
 import pytest
 
+import dsql_psycopg
+
 
 def connect(endpoint):
     client = boto3.client("dsql", region_name=endpoint.region)
@@ -144,6 +146,9 @@ def test_fails_a_region_and_arms_faults(dsql_local_multi_region):
     with connect(central) as conn:
         conn.execute("insert into t values (1)")
     local.fail_region("us-east-1")
+    # The client records the failure: us-east-1 cools down for 30 s.
+    with dsql_psycopg.connect(**local.multi_region_kwargs()) as conn:
+        assert conn.region == "eu-central-1"
     local.refuse_connections("waking_up", count=5, region="eu-central-1")
     local.inject_conflicts(5, region="eu-central-1")
     local.latency = 0.01
@@ -157,6 +162,9 @@ def test_starts_with_both_regions_serving(dsql_local_multi_region):
             conn.autocommit = False
             assert conn.execute("select id from t").fetchall() == [(1,)]
             conn.commit()  # no conflict left armed
+    # ... and forgot it: the first endpoint is tried first again.
+    with dsql_psycopg.connect(**local.multi_region_kwargs()) as conn:
+        assert conn.region == "us-east-1"
 """
 
 

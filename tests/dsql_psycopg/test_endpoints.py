@@ -32,8 +32,7 @@ def closed_port() -> int:
 def _forget_failures() -> Iterator[None]:
     """Each test starts with no endpoint cooling down."""
     yield
-    with _endpoints._lock:
-        _endpoints._cooling.clear()
+    _endpoints.forget()
 
 
 def two_endpoints(

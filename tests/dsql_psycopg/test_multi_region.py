@@ -33,8 +33,7 @@ def local(pair: DsqlLocal) -> Iterator[DsqlLocal]:
     for region in pair.regions:
         pair.restore_region(region)
         pair.inject_conflicts(0, region=region)
-    with _endpoints._lock:
-        _endpoints._cooling.clear()
+    _endpoints.forget()
 
 
 class Signer:
