@@ -134,10 +134,11 @@ def test_idle_connections_past_max_lifetime_are_not_handed_out(dsql_local):
         time.sleep(0.4)  # all four now sit idle past their lifetime
         # psycopg_pool would back off 1 s, then 2 s, then 4 s between stale
         # connections failing a check; ours are skipped at once.
+        asked = time.monotonic()
         conn = pool.getconn(timeout=2.0)
         try:
             assert conn not in first
-            assert time.monotonic() - connected[conn] < 0.3
+            assert conn._expire_at > asked  # within its lifetime when handed out
         finally:
             pool.putconn(conn)
 
@@ -145,27 +146,26 @@ def test_idle_connections_past_max_lifetime_are_not_handed_out(dsql_local):
 @pytest.mark.slow
 def test_no_connection_older_than_max_lifetime_is_ever_handed_out(dsql_local):
     max_lifetime = 0.4
-    connected: dict[Any, float] = {}
-    ages: list[float] = []
+    # (asked at, created at, expires at) of every checkout. The pool's own
+    # times, not a clock read after the checkout: a thread switch between
+    # the pool's check and such a read would add its delay to the age.
+    checkouts: list[tuple[float, float, float]] = []
     lock = threading.Lock()
     with create_pool(
-        dsql_local.url,
-        min_size=2,
-        max_size=3,
-        max_lifetime=max_lifetime,
-        configure=lambda conn: connected.__setitem__(conn, time.monotonic()),
+        dsql_local.url, min_size=2, max_size=3, max_lifetime=max_lifetime
     ) as pool:
 
         def worker(seed: int) -> None:
             rng = random.Random(seed)
             end = time.monotonic() + 2.5
             while time.monotonic() < end:
+                asked = time.monotonic()
                 with pool.connection() as conn:
-                    age = time.monotonic() - connected[conn]
+                    times = (asked, conn._created_at, conn._expire_at)
                     conn.execute("SELECT 1")
                     time.sleep(rng.uniform(0, 0.05))
                 with lock:
-                    ages.append(age)
+                    checkouts.append(times)
                 time.sleep(rng.uniform(0, 0.3))
 
         threads = [threading.Thread(target=worker, args=(n,)) for n in range(3)]
@@ -174,8 +174,11 @@ def test_no_connection_older_than_max_lifetime_is_ever_handed_out(dsql_local):
         for t in threads:
             t.join(timeout=30)
         stats = pool.get_stats()
-    assert len(ages) > 20
-    assert max(ages) < max_lifetime
+    assert len(checkouts) > 20
+    # Each connection lives at most max_lifetime, and none was handed out
+    # after its end: asked for before it expired (so younger than that).
+    assert all(expires - created <= max_lifetime for _, created, expires in checkouts)
+    assert all(asked < expires for asked, _, expires in checkouts)
     assert stats["connections_num"] > 3  # connections were retired and replaced
 
 
