@@ -429,11 +429,8 @@ def connect_retry_budget(value: Any) -> float:
         return DEFAULT_CONNECT_RETRY
     if value is False or (isinstance(value, str) and value.lower() in _OFF):
         return 0.0
-    try:
-        seconds = float(value)
-    except (TypeError, ValueError, OverflowError):
-        seconds = math.nan
-    if not (math.isfinite(seconds) and seconds >= 0):
+    seconds = _number(value)
+    if not seconds >= 0:
         raise ConfigurationError(
             f"connect_retry must be the seconds to keep retrying a refused connect"
             f" (0 or 'off' for never), got {value!r}"
@@ -442,14 +439,23 @@ def connect_retry_budget(value: Any) -> float:
 
 
 def _seconds(value: Any, default: float, name: str) -> float:
+    """Return `value` as a positive number of seconds (`default` for None)."""
     if value is None:
         return default
-    try:
-        seconds = math.nan if isinstance(value, bool) else float(value)
-    except (TypeError, ValueError, OverflowError):
-        seconds = math.nan
-    if not (math.isfinite(seconds) and seconds > 0):
+    seconds = _number(value)
+    if not seconds > 0:
         raise ConfigurationError(
             f"{name} must be a positive number of seconds, got {value!r}"
         )
     return seconds
+
+
+def _number(value: Any) -> float:
+    """Return `value` (a number or its text) as a finite float, else NaN."""
+    if isinstance(value, bool):
+        return math.nan
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return math.nan
+    return number if math.isfinite(number) else math.nan

@@ -78,7 +78,7 @@ class ConnectRetry:
         delay = cap * random.random()  # noqa: S311
         if elapsed + delay >= budget:
             raise ConnectRetryExhausted(
-                f"could not connect: {cause} ({_detail(error)}); gave up after"
+                f"could not connect: {cause} ({detail(error)}); gave up after"
                 f" {self.attempts} attempt(s) in {elapsed:.2f} s"
                 f" (connect_retry={budget:g} s)",
                 attempts=self.attempts,
@@ -97,7 +97,7 @@ class ConnectRetry:
             time.sleep(delay)
 
 
-def _detail(error: BaseException) -> str:
-    """The server's or the socket's own words, without libpq's preamble."""
+def detail(error: BaseException) -> str:
+    """Return the server's or the socket's own words, without libpq's preamble."""
     first = str(error).strip().partition("\n")[0]
     return first.rpartition("failed: ")[2].strip() or type(error).__name__

@@ -14,7 +14,7 @@ from typing_extensions import Self
 from . import _auth as auth
 from . import _config as config
 from . import _endpoints
-from ._connect_retry import ConnectRetry, transient_cause
+from ._connect_retry import ConnectRetry, detail, transient_cause
 from ._tls import apply_tls, untrusted_certificate
 from ._version import __version__
 from .errors import AuthenticationError
@@ -93,7 +93,7 @@ class DsqlConnection(psycopg.Connection[Row]):
                 except psycopg.OperationalError as ex:
                     cause = _failure_cause(ex, conninfo, kwargs)
                     transient = transient or cause is not None
-                    cause = cause or _first_line(ex)
+                    cause = cause or detail(ex)
                     _endpoints.failed(endpoints, params, cause)
                     failures.append((params, ex, cause))
                     continue
@@ -157,10 +157,6 @@ def _failure_cause(
             " matching database role otherwise)"
         ) from error
     return transient_cause(error)
-
-
-def _first_line(error: BaseException) -> str:
-    return str(error).strip().partition("\n")[0] or type(error).__name__
 
 
 @overload
