@@ -24,6 +24,7 @@ from dsql_psycopg.contrib.sqlalchemy import (
     DDLTransactionError,
     DsqlDialect,
     IndexBuildError,
+    IndexKeyOrderWarning,
     create_engine,
 )
 from dsql_psycopg.errors import ConfigurationError
@@ -415,3 +416,58 @@ def test_engine_over_both_endpoints_of_a_multi_region_cluster(
             assert conn.connection.dbapi_connection.endpoint == peer.host
     finally:
         engine.dispose()
+
+
+def test_descending_index_key_is_compiled_ascending_with_a_warning() -> None:
+    table = sa.Table(
+        "t", sa.MetaData(), sa.Column("a", sa.Integer), sa.Column("b", sa.Integer)
+    )
+    index = sa.Index("t_ab", table.c.a.desc(), table.c.b.asc().nulls_last())
+    with pytest.warns(IndexKeyOrderWarning) as caught:
+        text = _compile(sa.schema.CreateIndex(index))
+    assert text == "CREATE INDEX ASYNC t_ab ON t (a, b NULLS LAST)"
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 2
+    assert "index t_ab" in messages[0]
+    assert "DESC" in messages[0]
+    assert "ASC" in messages[1]
+    # Ordering elsewhere is untouched.
+    assert _compile_query(sa.select(table.c.a).order_by(table.c.a.desc())).endswith(
+        "ORDER BY t.a DESC"
+    )
+
+
+def _compile_query(query: sa.Select[tuple[int]]) -> str:
+    return " ".join(str(query.compile(dialect=DsqlDialect())).split())
+
+
+def test_descending_index_is_built_on_dsql(engine: sa.Engine) -> None:
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "sa_ddl_desc",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("placed", sa.DateTime),
+    )
+    sa.Index("sa_ddl_desc_placed", table.c.placed.desc())
+    with (
+        pytest.warns(IndexKeyOrderWarning, match="sa_ddl_desc_placed"),
+        engine.begin() as conn,
+    ):
+        metadata.create_all(conn)
+    try:
+        with engine.connect() as conn:
+            (index,) = sa.inspect(conn).get_indexes("sa_ddl_desc")
+            assert index["column_names"] == ["placed"]
+            assert not index.get("column_sorting")
+            # What the dialect leaves out, DSQL (and strict DSQL Local) refuses.
+            with pytest.raises(sa.exc.NotSupportedError, match="sort order"):
+                conn.execute(
+                    sa.text(
+                        "CREATE INDEX ASYNC sa_ddl_desc_raw ON sa_ddl_desc"
+                        " (placed DESC)"
+                    )
+                )
+    finally:
+        with engine.begin() as conn:
+            metadata.drop_all(conn)
