@@ -26,6 +26,7 @@ from ._policy import Session, StatementPolicy
 from ._pump import close_tls
 from ._relay import Relay
 from ._sigv4 import TokenError, TokenVerifier
+from ._strict_rules import RULES_BY_NAME
 
 if TYPE_CHECKING:
     # Only a type: the certificates (and cryptography) come with the [local] extra.
@@ -46,6 +47,8 @@ _NOT_FORWARDED = frozenset({"replication"})
 _TOO_MANY = "Unable to accept connection, too many open connections."
 _RATE_EXCEEDED = "Unable to accept connection, rate exceeded."
 _LINGER_RESET = struct.pack("ii", 1, 0)
+# What PostgreSQL answers a startup for a role it does not have.
+_INVALID_AUTHORIZATION = "28000"
 
 
 class _Closed(Exception):
@@ -344,9 +347,13 @@ class Endpoint:
             data += chunk
         return bytes(data)
 
-    def _fatal(self, sock: socket.socket, sqlstate: str, text: str) -> _Closed:
+    def _fatal(
+        self, sock: socket.socket, sqlstate: str, text: str, detail: str | None = None
+    ) -> _Closed:
         with contextlib.suppress(OSError):
-            sock.sendall(pq.error_response(sqlstate, text, severity="FATAL"))
+            sock.sendall(
+                pq.error_response(sqlstate, text, severity="FATAL", detail=detail)
+            )
         return _Closed()
 
     def _negotiate_tls(self, sock: socket.socket) -> ssl.SSLSocket:
@@ -368,11 +375,13 @@ class Endpoint:
             if length == 16 and code == pq.CANCEL_REQUEST:
                 self._cancel(self._read(sock, 8))
                 raise _Closed
+            rule = RULES_BY_NAME["plaintext-startup"]
             raise self._fatal(
                 sock,
-                "28000",
-                "unable to accept connection, TLS is required "
-                "(set sslmode=verify-full)",
+                rule.sqlstate,
+                rule.message,
+                detail="DSQL takes TLS connections only: connect with"
+                " sslmode=verify-full",
             )
 
     def _handshake(self, sock: socket.socket, *, direct: bool) -> ssl.SSLSocket:
@@ -470,9 +479,16 @@ class Endpoint:
                 if kind == b"Z":
                     break
                 if kind == b"E":
-                    if pq.parse_fields(body).get("C") == "53300":
+                    fields = pq.parse_fields(body)
+                    if fields.get("C") == "53300":
                         # The backend's own cap (max_connections) came first.
                         raise self._fatal(client, "53300", _TOO_MANY)
+                    if fields.get("C") == _INVALID_AUTHORIZATION:
+                        # A role that does not exist, with a valid token.
+                        rule = RULES_BY_NAME["unknown-role"]
+                        raise self._fatal(
+                            client, rule.sqlstate, rule.message, fields.get("M")
+                        )
                     client.sendall(greeting)
                     raise _Closed
             client.sendall(greeting)

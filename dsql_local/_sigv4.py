@@ -99,8 +99,16 @@ class TokenVerifier:
                 "28P01",
                 "the token was signed with an access key this endpoint does not know",
             )
-        signature = _signature(secret, host, params, scope_date, self.region)
-        if not hmac.compare_digest(signature, params["X-Amz-Signature"].encode()):
+        # botocore signs the host name lower-cased (a host header is
+        # case-insensitive) while the token keeps it as given; a signer that
+        # keeps the case signs it as given.
+        given = params["X-Amz-Signature"].encode()
+        if not any(
+            hmac.compare_digest(
+                _signature(secret, name, params, scope_date, self.region), given
+            )
+            for name in dict.fromkeys((host.lower(), host))
+        ):
             raise TokenError(
                 "28P01",
                 "the token signature does not match (wrong secret access key?)",
@@ -135,8 +143,14 @@ class TokenVerifier:
             raise _malformed("X-Amz-Date or X-Amz-Expires is invalid") from None
         if not amz_date.startswith(scope_date):
             raise _malformed("the credential scope date does not match X-Amz-Date")
-        if not 1 <= expires <= _MAX_EXPIRES:
-            raise _malformed(f"X-Amz-Expires must be between 1 and {_MAX_EXPIRES}")
+        if expires > _MAX_EXPIRES:
+            # DSQL's words, as AWS's connector tests expect them.
+            raise _malformed(
+                f"X-Amz-Expires must be less than a week (in seconds),"
+                f" {_MAX_EXPIRES} at most"
+            )
+        if expires < 1:
+            raise _malformed("X-Amz-Expires must be a positive number of seconds")
         # A difference of two datetimes always fits; a sum may not (year 9999).
         age = self._now() - signed_at
         if age > datetime.timedelta(seconds=expires) + self._skew:

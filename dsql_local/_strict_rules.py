@@ -33,6 +33,8 @@ Match = Callable[[Node], "str | None"]
 """Return None when the rule does not apply; else the text for ``{}``."""
 
 FEATURE_NOT_SUPPORTED = "0A000"
+PROTOCOL_VIOLATION = "08P01"
+INVALID_PARAMETER_VALUE = "22023"
 UNDEFINED_OBJECT = "42704"
 PROGRAM_LIMIT_EXCEEDED = "54000"
 TOO_MANY_COLUMNS = "54011"
@@ -501,6 +503,10 @@ _SPIKE = "T-SPIKE, live cluster, 2026-09-23"
 _REC = "recorded on a real cluster, 2026-09-18"
 _REC16 = "recorded on a real cluster, 2026-09-16"
 _OURS = "no source gives DSQL's text; DSQL Local's own"
+# AWS's tests run against live clusters (DSQL-FACTS: "What AWS's own client
+# tests expect"); line numbers are those of the stored file at the commit.
+_PY_CONNECTOR = "awslabs/aurora-dsql-python-connector tests/integration/"
+_SQLALCHEMY = "awslabs/aurora-dsql-orms python/sqlalchemy/test/"
 
 RULES: tuple[Rule, ...] = (
     # Statements DSQL does not run at all.
@@ -957,6 +963,53 @@ RULES: tuple[Rule, ...] = (
         confirmed=True,
         example="options=-c statement_timeout=1000",
         allowed="options=-c search_path=app",
+        verdict=Verdict.STARTUP,
+    ),
+    # Connections: DSQL Local answers these whether strict or not.
+    Rule(
+        name="plaintext-startup",
+        node="startup packet",
+        condition="sent without TLS (strict or not)",
+        sqlstate=PROTOCOL_VIOLATION,
+        message="unable to accept connection, SSL is mandatory",
+        source=f"{_PY_CONNECTOR} test_integration_asyncpg.py:195"
+        " test_basic_connection_ssl_false and :362"
+        " test_connect_with_dsn_sslmode_disable (commit 04ebd6d): asyncpg's"
+        " ProtocolViolationError (08P01), text containing 'SSL is mandatory';"
+        " the words before it follow DSQL's other refusals at connect (§10)",
+        confirmed=False,
+        example="sslmode=disable",
+        allowed="sslmode=verify-full",
+        verdict=Verdict.STARTUP,
+    ),
+    Rule(
+        name="unknown-role",
+        node="startup packet",
+        condition="a valid token for a role that does not exist (strict or not)",
+        sqlstate=PROTOCOL_VIOLATION,
+        message="unable to accept connection, access denied",
+        source=f"{_PY_CONNECTOR} test_integration_asyncpg.py:150"
+        " test_invalid_user_fails (commit 04ebd6d): asyncpg's"
+        " ProtocolViolationError (08P01); the text is DSQL's refused-token"
+        " answer (AP, observed 2026-10-01), with PostgreSQL's as DETAIL",
+        confirmed=False,
+        example="user=nobody_made_me",
+        allowed="user=admin",
+        verdict=Verdict.STARTUP,
+    ),
+    Rule(
+        name="token-expires",
+        node="IAM token",
+        condition="X-Amz-Expires over 604800 (one week; strict or not)",
+        sqlstate="28000",
+        message="X-Amz-Expires must be less than a week (in seconds)",
+        source=f"{_PY_CONNECTOR} test_integration_psycopg_common.py:193"
+        " test_custom_token_duration (assert at line 210): psycopg's"
+        " OperationalError with this text for 604801; SQLSTATE not shown,"
+        " DSQL Local's own",
+        confirmed=False,
+        example="X-Amz-Expires=604801",
+        allowed="X-Amz-Expires=604800",
         verdict=Verdict.STARTUP,
     ),
     Rule(
@@ -1625,9 +1678,11 @@ def rules_page() -> str:
         "what it does not list runs as PostgreSQL runs it. *Judged on* says what",
         "decides: the statement's parse tree, the backend (which sees rows and",
         "the catalog), or the connection's startup parameters (the connection",
-        "fails). A rule not *confirmed* has no source giving DSQL's exact text or",
-        "SQLSTATE: DSQL Local's own is used. Transaction rules (one DDL per",
-        "transaction, no DDL with DML, 3,000 rows, 300 seconds) are on",
+        "fails). The rules on connecting apply in lax mode too. A rule not",
+        "*confirmed* has no source giving DSQL's exact text or SQLSTATE: DSQL",
+        "Local's own is used (its source says what is known). Transaction",
+        "rules (one DDL per transaction, no DDL with DML, 3,000 rows, 300",
+        "seconds) are on",
         "[DSQL Local and testing](testing.md).",
         "",
         "| Rule | Refuses | Judged on | SQLSTATE | Message | Example | Source |"

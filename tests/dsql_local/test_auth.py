@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import socket
+import ssl
 import time
 from pathlib import Path
 
@@ -12,6 +15,7 @@ import psycopg
 import pytest
 
 from dsql_local import DsqlLocal
+from dsql_local import _protocol as pq
 from tests.dsql_local.helpers import Connect, make_token, open_connection
 
 
@@ -43,8 +47,47 @@ def test_url_works_with_a_token(dsql_local: DsqlLocal) -> None:
     assert dsql_local.host == f"{dsql_local.cluster_id}.dsql.us-east-1.on.aws"
 
 
+def _startup_answer(
+    local: DsqlLocal, user: str = "admin", *, tls: bool = True
+) -> dict[str, str]:
+    """The fields of the ErrorResponse a startup as `user` is answered with."""
+    with contextlib.ExitStack() as stack:
+        sock = stack.enter_context(socket.create_connection(("127.0.0.1", local.port)))
+        if tls:
+            sock.sendall(pq.INT32.pack(8) + pq.INT32.pack(pq.SSL_REQUEST))
+            assert sock.recv(1) == b"S"
+            ctx = ssl.create_default_context(cafile=local.ca_file)
+            sock = stack.enter_context(
+                ctx.wrap_socket(sock, server_hostname=local.host)
+            )
+        sock.sendall(pq.startup_message({"user": user, "database": "postgres"}))
+        kind, body = _read(sock)
+        if kind == b"R":
+            sock.sendall(pq.message(b"p", make_token(local, user).encode() + b"\0"))
+            kind, body = _read(sock)
+        assert kind == b"E", (kind, body)
+        return pq.parse_fields(body)
+
+
+def _read(sock: socket.socket) -> tuple[bytes, bytes]:
+    data = b""
+    while len(data) < 5 or len(data) < 1 + pq.INT32.unpack_from(data, 1)[0]:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data[:1], data[5:]
+
+
 def test_plaintext_is_refused(dsql_local: DsqlLocal) -> None:
-    with pytest.raises(psycopg.OperationalError, match="TLS is required"):
+    # As asyncpg sees DSQL answer it (awslabs/aurora-dsql-python-connector,
+    # test_integration_asyncpg.py, test_basic_connection_ssl_false): 08P01
+    # (ProtocolViolationError), "SSL is mandatory".
+    answer = _startup_answer(dsql_local, tls=False)
+    assert (answer["S"], answer["C"]) == ("FATAL", "08P01")
+    assert "SSL is mandatory" in answer["M"]
+    assert "sslmode=verify-full" in answer["D"]
+    with pytest.raises(psycopg.OperationalError, match="SSL is mandatory"):
         open_connection(dsql_local, sslmode="disable", negotiation="postgres")
 
 
@@ -147,8 +190,33 @@ def test_token_for_another_region_is_refused(dsql_local: DsqlLocal) -> None:
 
 
 def test_unknown_role_is_refused(dsql_local: DsqlLocal) -> None:
+    # A protocol violation, as AWS's connector tests expect of DSQL
+    # (test_integration_asyncpg.py, test_invalid_user_fails); PostgreSQL's
+    # own words stay as the detail.
+    answer = _startup_answer(dsql_local, "nobody_made_me")
+    assert (answer["S"], answer["C"]) == ("FATAL", "08P01")
+    assert answer["M"] == "unable to accept connection, access denied"
+    assert answer["D"] == 'role "nobody_made_me" does not exist'
     with pytest.raises(psycopg.OperationalError, match="does not exist"):
         open_connection(dsql_local, "nobody_made_me")
+
+
+def test_token_for_more_than_a_week_is_refused(dsql_local: DsqlLocal) -> None:
+    # botocore signs any ExpiresIn; DSQL refuses more than a week with these
+    # words (test_integration_psycopg_common.py, test_custom_token_duration).
+    message = _refusal(dsql_local, make_token(dsql_local, expires=604_801))
+    assert "X-Amz-Expires must be less than a week (in seconds)" in message
+    with open_connection(dsql_local, token=make_token(dsql_local, expires=604_800)):
+        pass
+
+
+def test_token_for_an_upper_case_host_is_accepted(dsql_local: DsqlLocal) -> None:
+    # botocore lower-cases the host name it signs, not the one in the token.
+    host = dsql_local.host.upper()
+    token = make_token(dsql_local, host=host)
+    assert token.startswith(host + "/")
+    with open_connection(dsql_local, host=host, token=token) as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
 
 
 def test_session_token_is_accepted() -> None:

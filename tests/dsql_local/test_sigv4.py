@@ -62,6 +62,19 @@ def test_botocore_tokens_verify() -> None:
     verifier.verify(_admin_token(), user="admin", server_name=HOST.upper())
 
 
+def test_upper_case_host_tokens_verify() -> None:
+    # botocore signs the host lower-cased but leaves the token's as given.
+    client = _client()
+    token = client.generate_db_connect_admin_auth_token(  # type: ignore[attr-defined]
+        HOST.upper(), "us-east-1"
+    )
+    assert token.startswith(HOST.upper() + "/")
+    _verifier().verify(token, user="admin", server_name=HOST.upper())
+    _verifier().verify(token, user="admin", server_name=HOST)
+    # Still bound to its host name, whatever the case.
+    _refused(token.replace(HOST.upper(), "X" + HOST.upper()[1:], 1))
+
+
 def test_security_token_is_accepted() -> None:
     token = _admin_token(token="IQoJb3JpZ2luX2VjEXAMPLE/+=")
     assert "X-Amz-Security-Token=" in token
@@ -180,7 +193,13 @@ def test_verifier_never_raises_on_input(cut: int, length: int, insert: str) -> N
         (lambda t: t.replace("SignedHeaders=host", "SignedHeaders=host%3Bx"), "signed"),
         (lambda t: t.replace("%2Fdsql%2F", "%2Frds-db%2F"), "service 'dsql'"),
         (lambda t: t.replace("%2Faws4_request", ""), "credential scope"),
-        (lambda t: t.replace("X-Amz-Expires=900", "X-Amz-Expires=0"), "between 1"),
+        (lambda t: t.replace("X-Amz-Expires=900", "X-Amz-Expires=0"), "positive"),
+        (
+            lambda t: t.replace("X-Amz-Expires=900", "X-Amz-Expires=604801"),
+            # DSQL's words (awslabs/aurora-dsql-python-connector,
+            # test_integration_psycopg_common.py, test_custom_token_duration)
+            "X-Amz-Expires must be less than a week (in seconds)",
+        ),
         (lambda t: t.replace("X-Amz-Expires=900", "X-Amz-Expires=ten"), "invalid"),
         (lambda t: t.replace("%2F2", "%2F1", 1), "date does not match"),
     ],
