@@ -18,10 +18,10 @@ _DATABASE = {
         "hostaddr": "127.0.0.1",
         "sslrootcert": os.environ.get("DSQL_SUITE_CA", ""),
     },
-    "TEST": {"NAME": "postgres"},
 }
 
-#: DSQL has one database: the second one Django's tests use is a schema.
+#: DSQL has one database: the second one Django's tests use is a schema (and
+#: its test schema, made by the test runner, ``test_django_other``).
 OTHER_SCHEMA = "django_other"
 
 DATABASES = {

@@ -28,11 +28,12 @@ class DatabaseFeatures(PostgreSQLFeatures):
     # Index keys take no ASC/DESC: Django then builds a descending index
     # ascending, as on other databases without ordered keys.
     supports_index_column_ordering = False
-    # No tablespaces, comments, materialized views or CREATE DATABASE.
+    # No tablespaces, comments or materialized views.
     supports_tablespaces = False
     supports_comments = False
     can_introspect_materialized_views = False
-    can_clone_databases = False
+    # Parallel test workers get a schema each (see creation.py).
+    can_clone_databases = True
     # DSQL collates in C, and only in C: db_collation="C" is accepted (and
     # needs no COLLATE clause), any other is refused.
     supports_collation_on_charfield = True

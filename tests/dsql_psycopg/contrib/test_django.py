@@ -5,9 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import io
+import os
+import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from decimal import Decimal
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -883,23 +888,197 @@ def test_retry_atomic_refuses_to_run_inside_atomic(models: ModuleType) -> None:
 def test_aliases_with_their_own_search_path_are_two_test_databases(
     dsql_local: DsqlLocal,
 ) -> None:
-    settings = {**django_databases(dsql_local)["default"], "TEST": {"NAME": "postgres"}}
-    first = wrapper(settings, "first").creation.test_db_signature()
+    settings = django_databases(dsql_local)["default"]
+    first = wrapper(settings, "first").creation
     pooled = {**settings, "OPTIONS": {**settings["OPTIONS"], "pool": True}}
-    assert wrapper(pooled, "same").creation.test_db_signature() == first
+    assert wrapper(pooled, "same").creation.test_db_signature() == (
+        first.test_db_signature()
+    )
     other = {
         **settings,
         "OPTIONS": {**settings["OPTIONS"], "options": "-c search_path=b"},
     }
-    assert wrapper(other, "other").creation.test_db_signature() != first
+    assert wrapper(other, "other").creation.test_db_signature() != (
+        first.test_db_signature()
+    )
+    assert first._get_test_db_name() == "test_postgres"
+    assert wrapper(other, "other").creation._get_test_db_name() == "test_b"
 
 
-def test_test_database_is_the_only_one_and_opt_in(dsql_local: DsqlLocal) -> None:
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("postgres", "the database itself: the tests would empty your tables"),
+        ("public", "a schema the test runner would empty and drop"),
+        ("app", "a schema the test runner would empty and drop"),
+    ],
+)
+def test_test_schema_is_never_one_with_data(
+    dsql_local: DsqlLocal, name: str, message: str
+) -> None:
     settings = django_databases(dsql_local)["default"]
-    with pytest.raises(ImproperlyConfigured, match="single database"):
+    settings = {
+        **settings,
+        "OPTIONS": {**settings["OPTIONS"], "options": "-c search_path=app,public"},
+        "TEST": {"NAME": name},
+    }
+    with pytest.raises(ImproperlyConfigured, match=message):
         wrapper(settings, "tests").creation._get_test_db_name()
-    opted_in = wrapper({**settings, "TEST": {"NAME": "postgres"}}, "tests")
-    assert opted_in.creation._get_test_db_name() == "postgres"
+
+
+ROOT = Path(__file__).resolve().parents[3]
+USER_ROW = "made-by-the-user"
+
+
+def manage_py_test(
+    dsql_local: DsqlLocal, report: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """Run ``manage.py test`` of the sample project, as a user would."""
+    env = {
+        **os.environ,
+        "DSQL_DJANGO_HOST": dsql_local.host,
+        "DSQL_DJANGO_PORT": str(dsql_local.port),
+        "DSQL_DJANGO_CA": dsql_local.ca_file,
+        "DSQL_DJANGO_REPORT": str(report),
+        "PYTHONPATH": str(ROOT),
+    }
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "django",
+            "test",
+            "tests.dsql_psycopg.contrib.djangoapp.runner_tests",
+            "--settings=tests.dsql_psycopg.contrib.djangoapp.project_settings",
+            "--noinput",
+            *args,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def schemas() -> set[str]:
+    return {name for (name,) in query("SELECT nspname FROM pg_namespace")}
+
+
+@pytest.fixture
+def user_row(models: ModuleType) -> Iterator[None]:
+    """A row the user made in their own table before running the tests."""
+    models.Counter.objects.create(name=USER_ROW, value=7)
+    yield
+    models.Counter.objects.filter(name=USER_ROW).delete()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("user_row")
+def test_manage_py_test_leaves_the_users_rows_alone(
+    dsql_local: DsqlLocal, models: ModuleType, tmp_path: Path
+) -> None:
+    run = manage_py_test(dsql_local, tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "Ran 3 tests" in run.stderr
+    assert (
+        "Creating test schema 'test_postgres' in database 'postgres' for alias"
+        " 'default' (the tests run there; your own schemas are not touched)..."
+    ) in run.stderr
+    assert (
+        "Destroying test schema 'test_postgres' in database 'postgres' for alias"
+        " 'default'..."
+    ) in run.stderr
+    assert "Creating test database" not in run.stderr
+    assert models.Counter.objects.get(name=USER_ROW).value == 7
+    ran_in = {path.name: path.read_text() for path in tmp_path.iterdir()}
+    assert len(ran_in) == 3
+    assert set(ran_in.values()) == {"test_postgres"}
+    assert "test_postgres" not in schemas()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("user_row")
+def test_manage_py_test_parallel_gives_each_worker_a_schema(
+    dsql_local: DsqlLocal, models: ModuleType, tmp_path: Path
+) -> None:
+    run = manage_py_test(dsql_local, tmp_path, "--parallel", "2")
+    assert run.returncode == 0, run.stderr
+    assert "Ran 3 tests" in run.stderr
+    workers = ["test_postgres_1", "test_postgres_2"]
+    for worker in workers:
+        assert f"Creating test schema {worker!r} in database 'postgres'" in run.stderr
+        assert f"Destroying test schema {worker!r}" in run.stderr
+    assert models.Counter.objects.get(name=USER_ROW).value == 7
+    ran_in = {path.name: path.read_text() for path in tmp_path.iterdir()}
+    assert len(ran_in) == 3
+    assert set(ran_in.values()) <= set(workers)
+    assert not {"test_postgres", *workers} & schemas()
+
+
+@pytest.fixture
+def crowded(dsql_local: DsqlLocal) -> Iterator[Callable[[int], None]]:
+    """Fill the cluster with schemas until `n` count toward DSQL's limit."""
+    made: list[str] = []
+
+    def fill(n: int) -> None:
+        from dsql_psycopg.contrib.django import _test_schema  # noqa: PLC0415
+
+        counted = _test_schema.room(schemas(), ()).others
+        for i in range(n - len(counted)):
+            name = f"filler_{i}"
+            query_ddl(f"CREATE SCHEMA {name}")
+            made.append(name)
+
+    yield fill
+    for name in made:
+        query_ddl(f"DROP SCHEMA IF EXISTS {name}")
+
+
+def query_ddl(statement: str) -> None:
+    with connections["default"].cursor() as cursor:
+        cursor.execute(statement)
+
+
+def test_parallel_workers_past_the_schema_limit_are_refused(
+    dsql_local: DsqlLocal,
+    crowded: Callable[[int], None],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    crowded(9)
+    creation = wrapper(django_databases(dsql_local)["default"], "limits").creation
+    creation._create_test_db(verbosity=1, autoclobber=True)
+    assert "test_postgres" in schemas()
+    with pytest.raises(SystemExit) as stopped:
+        creation.clone_test_db("1", verbosity=0)
+    assert stopped.value.code == 2
+    message = capsys.readouterr().err
+    assert (
+        "Cannot create the test schema 'test_postgres_1' for alias 'limits'" in message
+    )
+    assert (
+        "DSQL allows 10 schemas besides public and sys, and the cluster has 9"
+        in message
+    )
+    assert "there is room for the test schema alone: run without --parallel" in message
+    # Nothing is left behind.
+    assert not {"test_postgres", "test_postgres_1"} & schemas()
+
+
+def test_test_schema_past_the_schema_limit_is_refused(
+    dsql_local: DsqlLocal,
+    crowded: Callable[[int], None],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    crowded(10)
+    creation = wrapper(django_databases(dsql_local)["default"], "limits").creation
+    with pytest.raises(SystemExit) as stopped:
+        creation._create_test_db(verbosity=0, autoclobber=True)
+    assert stopped.value.code == 2
+    message = capsys.readouterr().err
+    assert "the cluster has 10 of its own" in message
+    assert "Drop a schema you no longer use." in message
+    assert "test_postgres" not in schemas()
 
 
 def test_django_testcase_isolates_tests_without_savepoints(
