@@ -6,6 +6,7 @@ from . import errors, typing
 from ._detect import is_occ_error
 from ._retry_policy import RetryPolicy
 from ._retry_testing import retry_testing
+from ._telemetry import set_telemetry, telemetry_enabled
 from ._version import __version__
 from .connection import DsqlConnection, connect
 from .errors import (
@@ -51,6 +52,8 @@ __all__ = [
     "retry_on_occ",
     "retry_testing",
     "run_transaction",
+    "set_telemetry",
+    "telemetry_enabled",
     "transaction",
     "typing",
 ]

@@ -12,4 +12,5 @@ pytest_plugins = [
     "tests.fixtures.backend",
     "tests.fixtures.django",
     "tests.fixtures.dsql_local",
+    "tests.fixtures.otel",
 ]
