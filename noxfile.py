@@ -159,9 +159,11 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmark against plain psycopg and the official connector."""
-    install(session, "bench")
+    """Benchmark against plain psycopg and the official connector; draw the
+    pictures the docs show (docs/img) from the newest results."""
+    install(session, "bench", extras="local,pgserver,otel")
     session.run("python", "benchmarks/run.py", *session.posargs)
+    session.run("python", "benchmarks/plots.py")
 
 
 @nox.session

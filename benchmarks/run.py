@@ -68,7 +68,7 @@ except ImportError:
     OFFICIAL_VERSION = None
 
 RESULTS_DIR = Path(__file__).parent / "results"
-SCENARIOS = ("connect", "sign", "pool", "contention", "latency")
+SCENARIOS = ("connect", "sign", "pool", "contention", "latency", "region", "otel")
 FAKE_KEY_ID = "AKIADSQLBENCHMARK000"  # DSQL Local checks tokens with this pair
 
 
@@ -116,10 +116,18 @@ def rotated(items: Sequence[Any], i: int) -> list[Any]:
 # -- DSQL Local in a child process --------------------------------------------
 
 
-def _serve_local(pipe: multiprocessing.connection.Connection, latency: float) -> None:
+def _serve_local(
+    pipe: multiprocessing.connection.Connection,
+    latency: float,
+    peer_region: str | None = None,
+) -> None:
     # No admission rate limit: the connect scenarios measure clients, not DSQL.
     with DsqlLocal(
-        region="us-east-1", strict=False, latency=latency, connection_rate=None
+        region="us-east-1",
+        strict=False,
+        latency=latency,
+        connection_rate=None,
+        peer_region=peer_region,
     ) as local:
         pipe.send(
             {
@@ -127,6 +135,8 @@ def _serve_local(pipe: multiprocessing.connection.Connection, latency: float) ->
                 "kwargs": local.connect_kwargs(),
                 "host": local.host,
                 "region": local.region,
+                "multi_region_url": local.multi_region_url if peer_region else None,
+                "hosts": {r: local.endpoint(r).host for r in local.regions},
             }
         )
         while True:
@@ -135,6 +145,10 @@ def _serve_local(pipe: multiprocessing.connection.Connection, latency: float) ->
                 break
             if command == "latency":
                 local.latency = value
+            elif command == "fail_region":
+                local.fail_region(value)
+            elif command == "restore_region":
+                local.restore_region(value)
             pipe.send("ok")
 
 
@@ -146,18 +160,33 @@ class Endpoint:
     kwargs: dict[str, Any]
     host: str
     region: str
+    multi_region_url: str | None
+    hosts: dict[str, str]
     _pipe: multiprocessing.connection.Connection = field(repr=False)
 
     def set_latency(self, seconds: float) -> None:
-        self._pipe.send(("latency", seconds))
+        self._command("latency", seconds)
+
+    def fail_region(self, region: str) -> None:
+        self._command("fail_region", region)
+
+    def restore_region(self, region: str) -> None:
+        self._command("restore_region", region)
+
+    def _command(self, name: str, value: Any) -> None:
+        self._pipe.send((name, value))
         self._pipe.recv()
 
 
 @contextlib.contextmanager
-def local_endpoint(latency: float = 0.0) -> Iterator[Endpoint]:
+def local_endpoint(
+    latency: float = 0.0, peer_region: str | None = None
+) -> Iterator[Endpoint]:
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_serve_local, args=(child, latency), daemon=True)
+    proc = ctx.Process(
+        target=_serve_local, args=(child, latency, peer_region), daemon=True
+    )
     proc.start()
     try:
         if not parent.poll(120):
@@ -709,6 +738,247 @@ def bench_latency(
     return {"n": n, "latency_per_round_trip": latency, "seconds": stats}
 
 
+# -- scenario 6: a Region failing and recovering ------------------------------------
+
+REGION_TABLE = "bench_region_ledger"
+PEER_REGION = "us-west-2"
+
+
+def bench_region(
+    ep: Endpoint, writers: int, before: float, outage: float, after: float
+) -> dict[str, Any]:
+    """Writers commit through a pool over both endpoints while the first fails.
+
+    Each commit is recorded with its time and the Region it went to; the
+    timeline is binned per 100 ms. The pool's ``endpoint_cooldown`` is 1 s
+    (30 by default), so that traffic returns within the run.
+    """
+    assert ep.multi_region_url is not None
+    with dsql.connect(ep.multi_region_url, autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {REGION_TABLE} (id uuid PRIMARY KEY)")
+    region_of = {host: region for region, host in ep.hosts.items()}
+    lock = threading.Lock()
+    commits: list[tuple[float, str]] = []
+    failures: dict[str, int] = {}
+    stop = threading.Event()
+
+    def body(conn: dsql.DsqlConnection[Any], entry: Any) -> str:
+        conn.execute(f"INSERT INTO {REGION_TABLE} VALUES (%s)", (entry,))
+        return conn.endpoint
+
+    with dsql.create_pool(
+        ep.multi_region_url,
+        min_size=writers,
+        max_size=writers,
+        endpoint_cooldown=1.0,
+        timeout=60,
+    ) as pool:
+        pool.wait(60)
+        started = time.monotonic()
+
+        def writer() -> None:
+            import uuid  # noqa: PLC0415
+
+            while not stop.is_set():
+                try:
+                    endpoint = dsql.run_transaction(pool, body, uuid.uuid4())
+                except Exception as ex:  # counted, and the writer goes on
+                    with lock:
+                        name = type(ex).__name__
+                        failures[name] = failures.get(name, 0) + 1
+                    continue
+                with lock:
+                    commits.append((time.monotonic() - started, region_of[endpoint]))
+
+        threads = [threading.Thread(target=writer) for _ in range(writers)]
+        for t in threads:
+            t.start()
+        time.sleep(before)
+        failed_at = time.monotonic() - started
+        ep.fail_region(ep.region)
+        time.sleep(outage)
+        ep.restore_region(ep.region)
+        restored_at = time.monotonic() - started
+        time.sleep(after)
+        stop.set()
+        for t in threads:
+            t.join()
+    end = before + outage + after
+    width = 0.1
+    bins = int(end / width) + 1
+    per_region = {region: [0] * bins for region in ep.hosts}
+    for at, region in commits:
+        per_region[region][min(bins - 1, int(at / width))] += 1
+    home = [at for at, r in commits if r == ep.region]
+    peer = [at for at, r in commits if r != ep.region]
+    return {
+        "writers": writers,
+        "bin_seconds": width,
+        "failed_at": failed_at,
+        "restored_at": restored_at,
+        "endpoint_cooldown": 1.0,
+        "home_region": ep.region,
+        "commits_per_bin": per_region,
+        "commits": len(commits),
+        "failures": failures,
+        "first_on_peer_after_failure": min(
+            (at - failed_at for at in peer if at > failed_at), default=None
+        ),
+        "first_home_after_recovery": min(
+            (at - restored_at for at in home if at > restored_at), default=None
+        ),
+    }
+
+
+# -- scenario 7: what OpenTelemetry costs ---------------------------------------------
+
+OTEL_MODES = ("API absent", "API, no SDK", "SDK on")
+OTEL_TABLE = "bench_otel"
+
+
+class _BlockOpenTelemetry:
+    """A sys.meta_path finder that makes ``import opentelemetry`` fail."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "opentelemetry" or name.startswith("opentelemetry."):
+            raise ImportError(f"{name} blocked: the 'API absent' contender")
+
+
+def _otel_worker(
+    pipe: multiprocessing.connection.Connection, mode: str, kwargs: dict[str, Any]
+) -> None:
+    """Run connects and retried transactions on request, in one telemetry mode."""
+    exporter = None
+    if mode == "API absent":
+        sys.meta_path.insert(0, _BlockOpenTelemetry())  # type: ignore[arg-type]
+    elif mode == "SDK on":
+        from opentelemetry import metrics, trace  # noqa: PLC0415
+        from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415
+        from opentelemetry.sdk.metrics.export import (  # noqa: PLC0415
+            InMemoryMetricReader,
+        )
+        from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+        from opentelemetry.sdk.trace.export import (  # noqa: PLC0415
+            SimpleSpanProcessor,
+        )
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: PLC0415
+            InMemorySpanExporter,
+        )
+
+        exporter = InMemorySpanExporter()
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        metrics.set_meter_provider(
+            MeterProvider(metric_readers=[InMemoryMetricReader()])
+        )
+    other = dsql.connect(**kwargs, autocommit=True)
+    conn = dsql.connect(**kwargs)
+
+    def connect_once() -> None:
+        first_query(dsql.connect(**kwargs))
+
+    def retried_once() -> None:
+        # Attempt 1 reads the row, another session updates it and commits,
+        # attempt 1's COMMIT fails with OC000; attempt 2 commits.
+        for attempt in dsql.transaction(conn):
+            with attempt as c:
+                c.execute(f"SELECT n FROM {OTEL_TABLE} WHERE id = 1").fetchone()
+                if attempt.number == 1:
+                    other.execute(f"UPDATE {OTEL_TABLE} SET n = n + 1 WHERE id = 1")
+                c.execute(f"UPDATE {OTEL_TABLE} SET n = n + 1 WHERE id = 1")
+
+    calls = {"connect": connect_once, "transaction": retried_once}
+    dsql.retry_testing()  # the backoff is computed but not slept
+    for call in calls.values():
+        call()
+    pipe.send("ready")
+    while True:
+        command, count = pipe.recv()
+        if command == "stop":
+            break
+        if command == "check":
+            spans = len(exporter.get_finished_spans()) if exporter else 0
+            pipe.send(
+                {
+                    "opentelemetry_imported": "opentelemetry" in sys.modules,
+                    "telemetry_enabled": dsql.telemetry_enabled(),
+                    "spans_last_batch": spans,
+                }
+            )
+            continue
+        if exporter is not None:
+            exporter.clear()
+        wall, cpu = [], []
+        for _ in range(count):
+            cpu_started = time.process_time()
+            started = time.perf_counter()
+            calls[command]()
+            wall.append(time.perf_counter() - started)
+            cpu.append(time.process_time() - cpu_started)
+        pipe.send((wall, cpu))
+    conn.close()
+    other.close()
+
+
+def bench_otel(ep: Endpoint, rounds: int, batch: int) -> dict[str, Any]:
+    """Connect and a once-retried transaction in each telemetry mode, interleaved.
+
+    Each mode runs in its own process (the API cannot be un-imported); the
+    processes take turns, `batch` calls at a time, for `rounds` rounds.
+    """
+    with dsql.connect(**ep.kwargs, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE TABLE IF NOT EXISTS {OTEL_TABLE} (id int PRIMARY KEY, n int)"
+        )
+        conn.execute(f"INSERT INTO {OTEL_TABLE} VALUES (1, 0) ON CONFLICT DO NOTHING")
+    ctx = multiprocessing.get_context("spawn")
+    workers = {}
+    try:
+        for mode in OTEL_MODES:
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(
+                target=_otel_worker, args=(child, mode, ep.kwargs), daemon=True
+            )
+            proc.start()
+            workers[mode] = (proc, parent)
+        for mode, (_, pipe) in workers.items():
+            if not pipe.poll(120) or pipe.recv() != "ready":
+                raise RuntimeError(f"the {mode!r} worker did not start")
+        result: dict[str, Any] = {"rounds": rounds, "batch": batch, "checks": {}}
+        for op in ("connect", "transaction"):
+            wall: dict[str, list[float]] = {m: [] for m in OTEL_MODES}
+            cpu: dict[str, list[float]] = {m: [] for m in OTEL_MODES}
+            for i in range(rounds):
+                for mode in rotated(OTEL_MODES, i):
+                    pipe = workers[mode][1]
+                    pipe.send((op, batch))
+                    w, c = pipe.recv()
+                    wall[mode] += w
+                    cpu[mode] += c
+            result[op] = {
+                "wall_seconds": _relative(wall, "API absent"),
+                "client_cpu_seconds": _relative(cpu, "API absent"),
+            }
+            for mode, (_, pipe) in workers.items():
+                pipe.send(("check", 0))
+                result["checks"].setdefault(mode, {})[op] = pipe.recv()
+    finally:
+        for proc, pipe in workers.values():
+            with contextlib.suppress(OSError, EOFError):
+                pipe.send(("stop", 0))
+            proc.join(30)
+    return result
+
+
+def _relative(samples: dict[str, list[float]], base: str) -> dict[str, Any]:
+    stats = {name: summary(s) for name, s in samples.items()}
+    for s in stats.values():
+        s["ratio_to_absent"] = s["median"] / stats[base]["median"]
+        s["extra_us"] = (s["median"] - stats[base]["median"]) * 1e6
+    return stats
+
+
 # -- report ---------------------------------------------------------------------------
 
 
@@ -840,6 +1110,43 @@ def render(results: dict[str, Any]) -> str:
                 f"| {name} | {_ms(s)} | {s['round_trips']:.1f}"
                 f" | {s['round_trips_saved_vs_classic']:.1f} |"
             )
+    if "region" in sc:
+        r = sc["region"]
+        first_peer = r["first_on_peer_after_failure"]
+        first_home = r["first_home_after_recovery"]
+        out += [
+            "",
+            f"### 6. A Region failing for {r['restored_at'] - r['failed_at']:.1f} s"
+            f" ({r['writers']} writers, endpoint_cooldown ="
+            f" {r['endpoint_cooldown']:g} s)",
+            "",
+            f"- commits: {r['commits']}; failures: {r['failures'] or 'none'}",
+            "- first commit on the other Region after the failure: "
+            + ("-" if first_peer is None else f"{first_peer:.3f} s"),
+            f"- first commit on {r['home_region']} after the recovery: "
+            + ("-" if first_home is None else f"{first_home:.3f} s"),
+        ]
+    if "otel" in sc:
+        r = sc["otel"]
+        out += [
+            "",
+            f"### 7. OpenTelemetry cost ({r['rounds']} rounds x {r['batch']} calls"
+            " per mode, interleaved, one process per mode)",
+            "",
+            "| operation | mode | median ms (p10-p90) | ratio to absent"
+            " | extra µs | client CPU ms (p10-p90) | extra CPU µs |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for op in ("connect", "transaction"):
+            for mode, s in r[op]["wall_seconds"].items():
+                c = r[op]["client_cpu_seconds"][mode]
+                out.append(
+                    f"| {op} | {mode} | {_ms(s)} | {s['ratio_to_absent']:.3f}"
+                    f" | {s['extra_us']:.0f} | {_ms(c)} | {c['extra_us']:.0f} |"
+                )
+        out.append("")
+        for mode, checks in r["checks"].items():
+            out.append(f"- {mode}: {checks}")
     return "\n".join(out)
 
 
@@ -942,6 +1249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sc = results["scenarios"]
     with local_endpoint() as ep:
         for name in scenarios:
+            if name == "region":  # below, on a two-Region DSQL Local
+                continue
             print(f"running {name} ...", file=sys.stderr, flush=True)
             if name == "connect":
                 sc[name] = bench_connect(ep, n, official_on)
@@ -966,6 +1275,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             elif name == "latency":
                 sc[name] = bench_latency(ep, 3 if quick else 20, 0.02, official_on)
+            elif name == "otel":
+                sc[name] = bench_otel(ep, 2 if quick else 20, 3 if quick else 10)
+        if "region" in scenarios:
+            print("running region ...", file=sys.stderr, flush=True)
+            with local_endpoint(peer_region=PEER_REGION) as pair:
+                sc["region"] = (
+                    bench_region(pair, 2, 0.5, 1.0, 1.5)
+                    if quick
+                    else bench_region(pair, 8, 2.0, 5.0, 4.0)
+                )
+    results["scenarios"] = {name: sc[name] for name in SCENARIOS if name in sc}
     print(render(results))
     output = args.output or RESULTS_DIR / (
         dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + ".json"

@@ -1,28 +1,35 @@
-"""The benchmark script runs end to end on tiny N (no timing is checked)."""
+"""The benchmark script runs end to end on tiny N (no timing is checked), and
+the pictures are drawn from its results."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-RUN = Path(__file__).parent.parent / "benchmarks" / "run.py"
-SCENARIOS = ["connect", "sign", "pool", "contention", "latency"]
+ROOT = Path(__file__).parent.parent
+RUN = ROOT / "benchmarks" / "run.py"
+# The packages of this tree, not whichever copy is installed.
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+PLOTS = RUN.parent / "plots.py"
+SCENARIOS = ["connect", "sign", "pool", "contention", "latency", "region", "otel"]
 
 
 def test_benchmarks_quick_run(tmp_path: Path) -> None:
     output = tmp_path / "results.json"
     done = subprocess.run(
         [sys.executable, str(RUN), "--quick", "--output", str(output)],
+        env=ENV,
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    for title in ("### 1.", "### 2.", "### 3.", "### 4.", "### 5."):
+    for title in ("### 1.", "### 2.", "### 3.", "### 4.", "### 5.", "### 6.", "### 7."):
         assert title in done.stdout
 
     results = json.loads(output.read_text())
@@ -57,3 +64,34 @@ def test_benchmarks_quick_run(tmp_path: Path) -> None:
     latency = scenarios["latency"]["seconds"]
     assert "floor (classic negotiation)" in latency
     assert "ours" in latency
+
+    region = scenarios["region"]
+    assert region["failed_at"] < region["restored_at"]
+    per_bin = region["commits_per_bin"]
+    assert set(per_bin) == {"us-east-1", "us-west-2"}
+    assert sum(map(sum, per_bin.values())) == region["commits"] > 0
+    # Before the failure every commit went to the first Region.
+    first_failed_bin = int(region["failed_at"] / region["bin_seconds"])
+    assert sum(per_bin["us-west-2"][:first_failed_bin]) == 0
+
+    otel = scenarios["otel"]
+    checks = otel["checks"]
+    for op in ("connect", "transaction"):
+        assert set(otel[op]["wall_seconds"]) == {"API absent", "API, no SDK", "SDK on"}
+        assert otel[op]["wall_seconds"]["API absent"]["ratio_to_absent"] == 1.0
+        assert checks["API absent"][op]["opentelemetry_imported"] is False
+        assert checks["API absent"][op]["telemetry_enabled"] is False
+        assert checks["API, no SDK"][op]["spans_last_batch"] == 0
+    images = tmp_path / "img"
+    drawn = subprocess.run(
+        [sys.executable, str(PLOTS), str(output), "--out", str(images)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert drawn.returncode == 0, drawn.stderr
+    for name in ("bench-connect.png", "bench-contention.png", "bench-region.png"):
+        png = (images / name).read_bytes()
+        assert png.startswith(b"\x89PNG")
+        assert len(png) < 150_000
