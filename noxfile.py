@@ -11,7 +11,7 @@ nox.options.reuse_existing_virtualenvs = True
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 
 
-def install(session: nox.Session, *groups: str, extras: str = "local,pgserver") -> None:
+def install(session: nox.Session, *groups: str, extras: str = "local,postgres") -> None:
     """Install the package with `extras` and the named dependency groups."""
     deps = [
         dep
@@ -24,7 +24,7 @@ def install(session: nox.Session, *groups: str, extras: str = "local,pgserver") 
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite against DSQL Local."""
-    install(session, "test", extras="local,pgserver,django,sqlalchemy,alembic")
+    install(session, "test", extras="local,postgres,django,sqlalchemy,alembic")
     session.run("pytest", *session.posargs, env={"AWS_EC2_METADATA_DISABLED": "true"})
 
 
@@ -70,7 +70,7 @@ def sqlalchemy_suite(session: nox.Session) -> None:
     ``nox -s sqlalchemy-suite`` runs all of it; ``-- --fast`` the part CI runs;
     other arguments go to pytest (``-- sqlalchemy_suite/test_types.py -x``).
     """
-    install(session, "test", extras="local,pgserver,sqlalchemy")
+    install(session, "test", extras="local,postgres,sqlalchemy")
     args = session.posargs
     if args == ["--fast"]:
         args = SQLALCHEMY_SUITE_FAST
@@ -114,7 +114,7 @@ def django_suite(session: nox.Session) -> None:
     Takes the installed Django's source distribution from PyPI; other
     arguments go to ``tests/django_suite/run.py`` (apps, ``--timeout``).
     """
-    install(session, extras="local,pgserver,django")
+    install(session, extras="local,postgres,django")
     # What these apps' tests need beyond Django (others skip without them).
     session.install(DJANGO["5.2"], "pillow", "bcrypt", "argon2-cffi")
     session.run(

