@@ -49,6 +49,10 @@ SUPERUSER = "dsql_local_superuser"
 JOBS_ROLE = "dsql_local_jobs"
 _UNPRIVILEGED_USER = "nobody"
 _PORT = 5432  # only names the socket file; there is no TCP listener
+# How long the server may take to start or to reload its configuration: a
+# safety net against a server that never will, not a goal. A loaded machine
+# (a CI runner, a test suite with many workers) takes tens of seconds.
+_PATIENCE = 180.0
 
 # Speed over durability (the data is thrown away), snapshot isolation as in
 # DSQL, and a short lock_timeout so that a writer never waits for another one:
@@ -361,7 +365,7 @@ class Backend:
             hba.write_text(_HBA)
             conn.execute("SELECT pg_reload_conf()")
         # The reload is asynchronous: wait until it has taken effect.
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + _PATIENCE
         while True:
             try:
                 psycopg.connect(self.dsn(SUPERUSER), connect_timeout=2).close()
@@ -370,7 +374,9 @@ class Backend:
                     return
                 raise DsqlLocalError(f"PostgreSQL failed at startup: {exc}") from None
             if time.monotonic() > deadline:
-                raise DsqlLocalError("PostgreSQL did not reload pg_hba.conf in 30 s")
+                raise DsqlLocalError(
+                    f"PostgreSQL did not reload pg_hba.conf in {_PATIENCE:g} s"
+                )
             time.sleep(0.02)
 
     def _cannot_run(self, program: str, exc: OSError) -> str:
@@ -383,7 +389,7 @@ class Backend:
             )
         return message
 
-    def _wait_ready(self, timeout: float = 30.0) -> None:
+    def _wait_ready(self, timeout: float = _PATIENCE) -> None:
         assert self._proc is not None
         deadline = time.monotonic() + timeout
         while True:
