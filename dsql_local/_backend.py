@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from ._errors import DsqlLocalError
 
@@ -114,6 +115,28 @@ _LEAST_PRIVILEGE_SQL = (
     """,  # noqa: S608 (inserts only this module's constant)
 )
 _HBA = f"local all {SUPERUSER} reject\nlocal all all trust\n"
+# libpq settings that would otherwise come from PG* variables (PGHOSTADDR,
+# PGSSLMODE, PGOPTIONS, PGREQUIREAUTH...). A PGSERVICE still names a service
+# libpq looks up; these override whatever it sets.
+_NO_CLIENT_ENVIRONMENT: dict[str, str] = {
+    "hostaddr": "",
+    "password": "",
+    "passfile": os.devnull,
+    "options": "",
+    "sslmode": "disable",
+    "gssencmode": "disable",
+    "channel_binding": "disable",
+    "require_auth": "",
+    "target_session_attrs": "any",
+    "load_balance_hosts": "disable",
+    "client_encoding": "UTF8",
+    "application_name": "dsql_local",
+    **(
+        {"sslnegotiation": "postgres", "min_protocol_version": "3.0"}
+        if psycopg.pq.version() >= 180000
+        else {}
+    ),
+}
 
 
 def find_bindir(debian_root: str = "/usr/lib/postgresql") -> Path:
@@ -220,6 +243,11 @@ def _has_server(bindir: Path) -> bool:
     return (bindir / "postgres").is_file() and (bindir / "initdb").is_file()
 
 
+def _server_environment() -> dict[str, str]:
+    """Ours, without the PG* variables meant for clients (PGPORT, PGDATA...)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+
+
 def _version_key(name: str) -> tuple[int, ...]:
     return tuple(int(p) for p in name.split(".") if p.isdigit())
 
@@ -275,8 +303,19 @@ class Backend:
         return os.path.join(self.socket_dir, f".s.PGSQL.{_PORT}")
 
     def dsn(self, user: str = ADMIN) -> str:
-        """Return a libpq conninfo for a direct connection to the server."""
-        return f"host={self.socket_dir} port={_PORT} dbname=postgres user={user}"
+        """Return a libpq conninfo for a direct connection to the server.
+
+        Every setting libpq would take from the environment is given, so the
+        ``PG*`` variables meant for clients (``python -m dsql_local`` prints
+        some to export) never reach this connection.
+        """
+        return make_conninfo(
+            host=self.socket_dir,
+            port=_PORT,
+            dbname="postgres",
+            user=user,
+            **_NO_CLIENT_ENVIRONMENT,
+        )
 
     def start(self, bootstrap_sql: Sequence[str] = ()) -> None:
         bindir = self._bindir or find_bindir()
@@ -320,6 +359,7 @@ class Backend:
                 group=self._group,
                 extra_groups=self._extra_groups(),
                 cwd=self._tmp,
+                env=_server_environment(),
             )
         except OSError as exc:
             raise DsqlLocalError(self._cannot_run(initdb[0], exc)) from None
@@ -345,6 +385,7 @@ class Backend:
                 group=self._group,
                 extra_groups=self._extra_groups(),
                 cwd=self._tmp,
+                env=_server_environment(),
                 preexec_fn=_parent_death_hook(),  # noqa: PLW1509
                 start_new_session=True,  # a Ctrl-C in the terminal is ours
             )

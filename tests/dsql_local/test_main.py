@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -80,6 +81,78 @@ def test_cli_serves_until_interrupted(sig: signal.Signals) -> None:
     finally:
         proc.kill()
         proc.communicate()
+
+
+def _serve(env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
+    """Start ``python -m dsql_local``; its output up to "Press Ctrl-C"."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dsql_local", "--no-strict"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("Press Ctrl-C"):
+            break
+    return proc, "".join(lines)
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        proc.communicate()
+
+
+def _exports(output: str) -> dict[str, str]:
+    exports = {}
+    for line in output.splitlines():
+        if line.startswith("export "):
+            name, _, value = shlex.split(line[len("export ") :])[0].partition("=")
+            exports[name] = value
+    return exports
+
+
+def test_cli_starts_under_the_exports_it_prints() -> None:
+    first, output = _serve()
+    try:
+        exports = _exports(output)
+        assert "PGHOSTADDR" in exports, output
+    finally:
+        _stop(first)
+    # A shell that followed the advice, and set what else clients may want:
+    # none of it is for DSQL Local's own PostgreSQL.
+    env = {
+        **os.environ,
+        **exports,
+        "PGPASSWORD": "not-a-token",
+        "PGOPTIONS": "-c statement_timeout=1",
+        "PGTARGETSESSIONATTRS": "read-only",
+        "PGREQUIREAUTH": "scram-sha-256",
+        "PGAPPNAME": "client",
+        "PGCLIENTENCODING": "LATIN1",
+        "PGCONNECT_TIMEOUT": "1",
+    }
+    second, output = _serve(env)
+    try:
+        assert "Press Ctrl-C" in output, output
+        url = next(
+            line[5:].strip() for line in output.splitlines() if line.startswith("URL: ")
+        )
+        host, region = _exports(output)["PGHOST"], exports["AWS_REGION"]
+        token = boto3.client(
+            "dsql", region_name=region
+        ).generate_db_connect_admin_auth_token(host, region)
+        with psycopg.connect(url, password=token, sslmode="verify-full") as conn:
+            assert conn.execute("select current_user").fetchone() == ("admin",)
+    finally:
+        _stop(second)
 
 
 def test_cli_without_credentials_explains(tmp_path: Path) -> None:
