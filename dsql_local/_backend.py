@@ -117,11 +117,10 @@ _LEAST_PRIVILEGE_SQL = (
 _HBA = f"local all {SUPERUSER} reject\nlocal all all trust\n"
 # libpq settings that would otherwise come from PG* variables (PGHOSTADDR,
 # PGSSLMODE, PGOPTIONS, PGREQUIREAUTH...). A PGSERVICE still names a service
-# libpq looks up; these override whatever it sets.
+# libpq looks up; these override whatever it sets. A password (PGPASSWORD,
+# PGPASSFILE) is never asked for: the socket trusts its users.
 _NO_CLIENT_ENVIRONMENT: dict[str, str] = {
     "hostaddr": "",
-    "password": "",
-    "passfile": os.devnull,
     "options": "",
     "sslmode": "disable",
     "gssencmode": "disable",
