@@ -1186,9 +1186,12 @@ RULES: tuple[Rule, ...] = (
         name="identity-cache",
         node="Constraint",
         condition="GENERATED ... AS IDENTITY with CACHE 2 to 65535",
-        sqlstate=FEATURE_NOT_SUPPORTED,
+        sqlstate=INVALID_PARAMETER_VALUE,
         message=f"CACHE ({{}}) must be {CACHE_RANGE}",
-        source="T-MIG, live cluster, before 2026-08-25 (no SQLSTATE printed)",
+        source="T-MIG, live cluster, before 2026-08-25 (the text, no SQLSTATE);"
+        f" {_SQLALCHEMY}test_serial_primary_key.py:93 test_invalid_cache_size"
+        " (commit 031dfd3; CACHE 2, 1000, 65535): DataError, SQLSTATE class 22,"
+        " and this text; 22023 is PostgreSQL's code for a bad sequence option",
         confirmed=False,
         example="CREATE TABLE i (id bigint GENERATED ALWAYS AS IDENTITY (CACHE 100))",
         allowed="CREATE TABLE i (id bigint GENERATED ALWAYS AS IDENTITY (CACHE 1))",
@@ -1499,9 +1502,11 @@ RULES: tuple[Rule, ...] = (
         name="sequence-cache",
         node="CreateSeqStmt, AlterSeqStmt",
         condition="CACHE 2 to 65535",
-        sqlstate=FEATURE_NOT_SUPPORTED,
+        sqlstate=INVALID_PARAMETER_VALUE,
         message=f"CACHE ({{}}) must be {CACHE_RANGE}",
-        source="T-MIG, live cluster, before 2026-08-25 (no SQLSTATE printed)",
+        source="T-MIG, live cluster, before 2026-08-25 (the text, no SQLSTATE);"
+        " the SQLSTATE as for an identity column's CACHE (rule identity-cache:"
+        " class 22 in AWS's SQLAlchemy tests), whose sequence it is",
         confirmed=False,
         example="CREATE SEQUENCE s CACHE 100",
         allowed="CREATE SEQUENCE s CACHE 65536",
@@ -1511,9 +1516,13 @@ RULES: tuple[Rule, ...] = (
         name="sequence-type",
         node="CreateSeqStmt, AlterSeqStmt",
         condition="AS a type but bigint",
-        sqlstate=FEATURE_NOT_SUPPORTED,
+        sqlstate=INVALID_PARAMETER_VALUE,
         message="datatype {} not supported, sequence type must be bigint",
-        source=f"CS says bigint only; {_OURS} (after the identity message)",
+        source=f"CS says bigint only; {_SQLALCHEMY}test_sequence.py:164"
+        " test_unsupported_decimal_seq (commit 19049f8; AS DECIMAL(10, 0)"
+        " CACHE 65536): DataError, SQLSTATE class 22, text containing 'sequence"
+        " type must be bigint'; the words before it follow the identity"
+        " message, 22023 is PostgreSQL's code for a bad sequence type",
         confirmed=False,
         example="CREATE SEQUENCE s AS integer CACHE 1",
         allowed="CREATE SEQUENCE s AS bigint CACHE 1",

@@ -3,6 +3,7 @@ close variant run: on the parse tree alone, then through DSQL Local."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -206,3 +207,45 @@ def test_sync_index_after_the_session_allows_it(local: DsqlLocal) -> None:
             psycopg.errors.FeatureNotSupported, match="unsupported mode"
         ):
             conn.execute("CREATE INDEX t_n2 ON t (n)")
+
+
+# -- what other clients' tests expect of DSQL -------------------------------------
+
+
+_SCHEMAS = itertools.count()
+
+
+@pytest.mark.parametrize(
+    ("statement", "pattern"),
+    [
+        # awslabs/aurora-dsql-orms python/sqlalchemy/test/test_serial_primary_key.py,
+        # test_invalid_cache_size
+        *(
+            (
+                f"CREATE TABLE i (id bigint GENERATED ALWAYS AS IDENTITY (CACHE {n})"
+                " PRIMARY KEY, name varchar(50))",
+                "CACHE.*must be greater than or equal to.*65536.*or equal to 1",
+            )
+            for n in (2, 1000, 65535)
+        ),
+        # ... test_sequence.py, test_unsupported_decimal_seq (the dialect adds
+        # CACHE 65536)
+        (
+            "CREATE SEQUENCE decimal_seq AS DECIMAL(10, 0) CACHE 65536",
+            "sequence type must be bigint",
+        ),
+        ("CREATE SEQUENCE s AS integer CACHE 1", "sequence type must be bigint"),
+        ("CREATE SEQUENCE s CACHE 100", "CACHE.*65536.*or equal to 1"),
+        ("ALTER SEQUENCE s CACHE 2", "CACHE.*65536.*or equal to 1"),
+    ],
+)
+def test_bad_sequence_options_are_data_errors(
+    local: DsqlLocal, statement: str, pattern: str
+) -> None:
+    with fresh(local, f"data-errors-{next(_SCHEMAS)}") as conn:
+        if statement.startswith("ALTER"):
+            conn.execute("CREATE SEQUENCE s CACHE 1")
+        with pytest.raises(psycopg.DataError, match=pattern) as caught:
+            conn.execute(statement.encode())
+        assert caught.value.sqlstate is not None
+        assert caught.value.sqlstate.startswith("22")
