@@ -68,7 +68,10 @@ DSQL_OPTIONS = frozenset(
 PYTHON_OPTIONS = frozenset({"session", "token_provider"})
 
 # libpq's environment defaults for the parameters a token is signed for.
-_ENV_DEFAULTS = ("PGHOST", "PGUSER", "PGDATABASE")
+# libpq's variables read here: the token depends on the first three, and a
+# list of hosts splits into endpoints with its lists of ports and addresses.
+_ENV_DEFAULTS = ("PGHOST", "PGUSER", "PGDATABASE", "PGPORT", "PGHOSTADDR")
+_ENV_KEYS = ("host", "user", "dbname", "port", "hostaddr")
 _PAIR = re.compile(
     r"\s*(?P<key>[^=\s]+)\s*=\s*"
     r"(?:'(?P<quoted>(?:[^'\\]|\\.)*)'|(?P<bare>(?!')(?:[^\s\\]|\\.)*))"
@@ -163,8 +166,8 @@ def _parse(
             ours[key] = value
         else:
             libpq[key] = value
-    # libpq's own fallbacks, read here because the token depends on them.
-    for key, value in zip(("host", "user", "dbname"), env, strict=True):
+    # libpq's own fallbacks (see _ENV_DEFAULTS).
+    for key, value in zip(_ENV_KEYS, env, strict=True):
         if value and not libpq.get(key):
             libpq[key] = value
     return _validate(ours, libpq)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -42,13 +41,14 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def configuration(state: State) -> Outcome:
     """Parse the target as the library does and apply its TLS policy."""
     try:
+        # libpq's PG* variables (PGHOSTADDR too) are read as connect() reads them.
         params = _target.parse_endpoints(state.args)[state.endpoint]
         libpq = dict(params.libpq)
         trust = tls.apply_tls(libpq)
     except ConfigurationError as ex:
         raise StepFailed("the target is not valid", str(ex)) from None
-    # What libpq will use when the target names no port.
-    libpq.setdefault("port", os.environ.get("PGPORT") or "5432")
+    # libpq's default port.
+    libpq.setdefault("port", "5432")
     state.params, state.libpq = params, libpq
     shown = {
         "host": params.host,

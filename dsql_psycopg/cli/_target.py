@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from dsql_psycopg import _config as config
 from dsql_psycopg._config import DsqlParams
 from dsql_psycopg._naming import URL_PREFIXES
+from dsql_psycopg.errors import ConfigurationError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,8 +16,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "target",
         metavar="TARGET",
+        nargs="?",
+        default="",
         help="a postgresql:// URL, 'key=value ...' pairs, an endpoint host name,"
-        " or a cluster id (with --region)",
+        " or a cluster id (with --region); without it, the PG* variables"
+        " (PGHOST, PGPORT, PGHOSTADDR, PGUSER...), as connect() reads them",
     )
     parser.add_argument("--user", "-U", help="database role (default: admin)")
     parser.add_argument("--region", help="AWS region, if the host does not name one")
@@ -39,12 +44,24 @@ def conninfo(target: str) -> str:
 
 def parse(args: argparse.Namespace) -> DsqlParams:
     """Parse a target of one endpoint exactly as the library parses it."""
-    return config.parse(conninfo(args.target), **_options(args))
+    return config.parse(_given(args), **_options(args))
 
 
 def parse_endpoints(args: argparse.Namespace) -> tuple[DsqlParams, ...]:
     """Parse a target of one or more endpoints (``host=a,b``)."""
-    return config.parse_endpoints(conninfo(args.target), **_options(args)).each
+    return config.parse_endpoints(_given(args), **_options(args)).each
+
+
+def _given(args: argparse.Namespace) -> str:
+    """Return the target as conninfo; none at all is libpq's ``PG*`` variables."""
+    target = conninfo(args.target or "")
+    if not target and not os.environ.get("PGHOST"):
+        raise ConfigurationError(
+            "no TARGET given and PGHOST is not set: pass a TARGET, or export the"
+            " PG* variables (PGHOST, PGPORT, PGUSER...; python -m dsql_local"
+            " prints them for DSQL Local)"
+        )
+    return target
 
 
 def _options(args: argparse.Namespace) -> dict[str, object]:

@@ -12,7 +12,7 @@ from psycopg.conninfo import make_conninfo
 
 from dsql_psycopg import ConfigurationError
 from dsql_psycopg._auth import make_token
-from dsql_psycopg._config import DSQL_OPTIONS, parse
+from dsql_psycopg._config import DSQL_OPTIONS, parse, parse_endpoints
 from dsql_psycopg._tls import apply_tls
 
 CLUSTER = "abcdefghijklmnopqrstuvwx12"
@@ -200,6 +200,24 @@ def test_libpq_environment_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PGHOST", "two,hosts")
     with pytest.raises(ConfigurationError, match="one host"):
         parse()
+
+
+def test_libpq_environment_lists_split_per_endpoint(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What ``python -m dsql_local --peer-region`` exports: a list per variable."""
+    other = HOST.replace("us-east-1", "us-east-2")
+    monkeypatch.setenv("PGHOST", f"{HOST},{other}")
+    monkeypatch.setenv("PGPORT", "5001,5002")
+    monkeypatch.setenv("PGHOSTADDR", "127.0.0.1,127.0.0.2")
+    endpoints = parse_endpoints().each
+    assert [(p.host, p.libpq["port"], p.libpq["hostaddr"]) for p in endpoints] == [
+        (HOST, "5001", "127.0.0.1"),
+        (other, "5002", "127.0.0.2"),
+    ]
+    # What is given wins.
+    (given,) = parse_endpoints(host=HOST, port=6000, hostaddr="10.0.0.1").each
+    assert (given.libpq["port"], given.libpq["hostaddr"]) == (6000, "10.0.0.1")
 
 
 def test_ca_file_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 import os
+import shlex
 import socket
 import subprocess
 import sys
@@ -262,6 +263,83 @@ def test_token_takes_one_endpoint(dsql_local_multi_region: DsqlLocal) -> None:
     result = cli("token", dsql_local_multi_region.multi_region_url)
     assert result.returncode != 0
     assert "this takes one endpoint" in result.stderr
+
+
+# -- no TARGET: libpq's PG* variables ------------------------------------------
+
+
+def exports(local: DsqlLocal) -> dict[str, str]:
+    """The variables ``python -m dsql_local`` tells its user to export."""
+    from dsql_local.__main__ import _exports  # noqa: PLC0415
+
+    env = {}
+    for line in _exports(local):
+        name, _, value = line.removeprefix("export ").partition("=")
+        (env[name],) = shlex.split(value)
+    return env
+
+
+def test_check_without_target_runs_from_dsql_local_exports(
+    dsql_local: DsqlLocal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in exports(dsql_local).items():
+        monkeypatch.setenv(name, value)
+    report = check_json()
+    assert report["ok"], report
+    steps = {s["step"]: s for s in report["steps"]}
+    assert list(steps) == STEPS
+    assert steps["configuration"]["info"]["host"] == dsql_local.host
+    assert steps["configuration"]["info"]["port"] == str(dsql_local.port)
+    assert steps["configuration"]["info"]["sslrootcert"] == dsql_local.ca_file
+    assert steps["dns"]["detail"].startswith("not looked up: hostaddr=127.0.0.1 given")
+
+
+def test_check_honours_pghostaddr_with_a_target(
+    dsql_local: DsqlLocal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``check "$PGHOST"`` after the exports: the DNS step uses PGHOSTADDR."""
+    for name, value in exports(dsql_local).items():
+        monkeypatch.setenv(name, value)
+    report = check_json(dsql_local.host)
+    assert report["ok"], report
+    assert report["steps"][1]["info"]["hostaddr"] == "127.0.0.1"
+
+
+def test_check_without_target_goes_through_each_exported_endpoint(
+    dsql_local_multi_region: DsqlLocal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    local = dsql_local_multi_region
+    for name, value in exports(local).items():
+        monkeypatch.setenv(name, value)
+    report = check_json()
+    assert report["ok"], report
+    ports = [e["steps"][0]["info"]["port"] for e in report["endpoints"]]
+    assert ports == [str(local.endpoint(r).port) for r in local.regions]
+
+
+def test_token_without_target_is_for_pghost(
+    dsql_local: DsqlLocal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in exports(dsql_local).items():
+        monkeypatch.setenv(name, value)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["token"]) == 0
+    token = out.getvalue().strip()
+    assert token.startswith(f"{dsql_local.host}/?")
+    # libpq takes the rest from the same variables.
+    with psycopg.connect(password=token) as conn:
+        assert conn.execute("select current_user").fetchone() == ("admin",)
+
+
+def test_no_target_and_no_pghost_says_what_to_do() -> None:
+    result = cli("token")
+    assert result.returncode == 1
+    assert result.stderr == (
+        "dsql-psycopg: error: no TARGET given and PGHOST is not set: pass a"
+        " TARGET, or export the PG* variables (PGHOST, PGPORT, PGUSER...;"
+        " python -m dsql_local prints them for DSQL Local)\n"
+    )
 
 
 # -- check: failures at the right step, with the right hint --------------------

@@ -44,6 +44,16 @@ def test_psql_runs_select_1(dsql_local: DsqlLocal) -> None:
 
 
 @needs_psql
+def test_psql_without_target_from_dsql_local_exports(dsql_local: DsqlLocal) -> None:
+    from tests.dsql_psycopg.cli.test_cli import exports  # noqa: PLC0415
+
+    env = {**os.environ, **exports(dsql_local)}
+    result = cli("psql", "--", "-X", "-A", "-t", "-c", "select 1", env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "1\n"
+
+
+@needs_psql
 def test_psql_as_a_role(dsql_local: DsqlLocal) -> None:
     dsql_local.create_role("app")
     result = cli(
