@@ -67,7 +67,6 @@ DSQL_OPTIONS = frozenset(
 #: Options that only make sense as Python objects.
 PYTHON_OPTIONS = frozenset({"session", "token_provider"})
 
-# libpq's environment defaults for the parameters a token is signed for.
 # libpq's variables read here: the token depends on the first three, and a
 # list of hosts splits into endpoints with its lists of ports and addresses.
 _ENV_DEFAULTS = ("PGHOST", "PGUSER", "PGDATABASE", "PGPORT", "PGHOSTADDR")

@@ -17,6 +17,7 @@ from psycopg_pool import ConnectionPool
 from dsql_psycopg.connection import DsqlConnection
 from dsql_psycopg.pool import DEFAULT_MAX_LIFETIME, create_pool
 
+from .client import DatabaseClient
 from .creation import DatabaseCreation
 from .features import DatabaseFeatures
 from .operations import DatabaseOperations
@@ -76,6 +77,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         "IPAddressField": "varchar(15)",
     }
     SchemaEditorClass = DatabaseSchemaEditor
+    client_class = DatabaseClient
     creation_class = DatabaseCreation
     features_class = DatabaseFeatures
     ops_class = DatabaseOperations

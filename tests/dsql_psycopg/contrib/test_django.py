@@ -6,6 +6,7 @@ import datetime as dt
 import importlib
 import io
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -38,9 +39,11 @@ from django.db.transaction import TransactionManagementError
 from django.test import Client
 
 from dsql_local import DsqlLocal
+from dsql_psycopg._tls import DIRECT_NEGOTIATION
 from dsql_psycopg.connection import DsqlConnection
 from dsql_psycopg.contrib.django import retry_atomic
 from dsql_psycopg.contrib.django.base import DatabaseWrapper
+from dsql_psycopg.contrib.django.client import DatabaseClient
 from dsql_psycopg.contrib.django.schema import BATCH_ROWS
 from dsql_psycopg.contrib.django.testing import (
     DiscoverRunner,
@@ -933,31 +936,14 @@ USER_ROW = "made-by-the-user"
 def manage_py_test(
     dsql_local: DsqlLocal, report: Path, *args: str
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``manage.py test`` of the sample project, as a user would."""
-    env = {
-        **os.environ,
-        "DSQL_DJANGO_HOST": dsql_local.host,
-        "DSQL_DJANGO_PORT": str(dsql_local.port),
-        "DSQL_DJANGO_CA": dsql_local.ca_file,
-        "DSQL_DJANGO_REPORT": str(report),
-        "PYTHONPATH": str(ROOT),
-    }
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "django",
-            "test",
-            "tests.dsql_psycopg.contrib.djangoapp.runner_tests",
-            "--settings=tests.dsql_psycopg.contrib.djangoapp.project_settings",
-            "--noinput",
-            *args,
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
+    """Run ``manage.py test`` of the sample project's runner tests."""
+    return manage_py(
+        dsql_local,
+        "test",
+        "tests.dsql_psycopg.contrib.djangoapp.runner_tests",
+        "--noinput",
+        *args,
+        report=report,
     )
 
 
@@ -1014,6 +1000,75 @@ def test_manage_py_test_parallel_gives_each_worker_a_schema(
     assert len(ran_in) == 3
     assert set(ran_in.values()) <= set(workers)
     assert not {"test_postgres", *workers} & schemas()
+
+
+PSQL = shutil.which("psql")
+
+
+def manage_py(
+    dsql_local: DsqlLocal, *args: str, report: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a ``manage.py`` command of the sample project, as a user would."""
+    env = {
+        **os.environ,
+        "DSQL_DJANGO_HOST": dsql_local.host,
+        "DSQL_DJANGO_PORT": str(dsql_local.port),
+        "DSQL_DJANGO_CA": dsql_local.ca_file,
+        "PYTHONPATH": str(ROOT),
+    }
+    if report is not None:
+        env["DSQL_DJANGO_REPORT"] = str(report)
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "django",
+            args[0],
+            "--settings=tests.dsql_psycopg.contrib.djangoapp.project_settings",
+            *args[1:],
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.mark.skipif(PSQL is None, reason="psql is not installed")
+def test_dbshell_opens_psql_with_a_fresh_token(dsql_local: DsqlLocal) -> None:
+    run = manage_py(
+        dsql_local, "dbshell", "--", "-X", "-A", "-t", "-c", "select current_user"
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "admin\n"
+    assert "X-Amz" not in run.stderr
+
+
+def test_dbshell_passes_the_token_in_the_environment_only(
+    dsql_local: DsqlLocal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = connections.configure_settings(
+        {"default": django_databases(dsql_local)["pooled"]}
+    )["default"]
+    args, env = DatabaseClient.settings_to_cmd_args_env(settings, ["-c", "select 1"])
+    assert args == ["psql", "-c", "select 1"]
+    assert env["PGPASSWORD"].startswith(f"{dsql_local.host}/?Action=DbConnectAdmin&")
+    assert {k: v for k, v in env.items() if k != "PGPASSWORD"} == {
+        "PGHOST": dsql_local.host,
+        "PGHOSTADDR": "127.0.0.1",
+        "PGPORT": str(dsql_local.port),
+        "PGDATABASE": "postgres",
+        "PGUSER": "admin",
+        "PGSSLMODE": "verify-full",
+        "PGSSLROOTCERT": dsql_local.ca_file,
+        **({"PGSSLNEGOTIATION": "direct"} if DIRECT_NEGOTIATION else {}),
+    }
+    # What psql gets logs in.
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with psycopg.connect() as conn:
+        assert conn.execute("select current_user").fetchone() == ("admin",)
 
 
 @pytest.fixture
