@@ -1,4 +1,4 @@
-"""Every Python sample in docs/*.md runs, as written, against DSQL Local.
+"""Every Python sample in docs/**/*.md runs, as written, against DSQL Local.
 
 The samples of one page run in order in one fresh interpreter, sharing their
 names like a reader's session. The endpoint placeholder ``<cluster-id>`` is
@@ -66,7 +66,11 @@ def samples(page: Path) -> list[Sample]:
     return found
 
 
-PAGES = sorted(DOCS.glob("*.md"))
+PAGES = sorted(DOCS.rglob("*.md"))
+
+
+def page_id(page: Path) -> str:
+    return str(page.relative_to(DOCS))
 
 
 def test_every_python_block_is_found_and_every_skip_is_justified() -> None:
@@ -93,7 +97,7 @@ def runnable(kind: str) -> list[Path]:
     return [p for p in PAGES if any(wanted(s) for s in samples(p))]
 
 
-@pytest.mark.parametrize("page", runnable("script"), ids=lambda p: p.name)
+@pytest.mark.parametrize("page", runnable("script"), ids=page_id)
 def test_page_samples_run(
     page: Path, dsql_local: DsqlLocal, dsql_schema: str, tmp_path: Path
 ) -> None:
@@ -111,11 +115,15 @@ def test_page_samples_run(
     (tmp_path / "samples.json").write_text(json.dumps(blocks))
     (tmp_path / "runner.py").write_text(RUNNER)
     env = dict(os.environ)
-    if any(PLACEHOLDER in s.code for s in samples(page)):
-        # Only for pages that use the placeholder: a page that starts its own
-        # DSQL Local must not have its backend connections rerouted.
+    if any(PLACEHOLDER in s.code or "PGHOST" in s.code for s in samples(page)):
+        # Only for pages that use the placeholder or read the environment: a
+        # page that starts its own DSQL Local must not have its backend
+        # connections rerouted.
         # The page's tables go to a schema of its own, dropped afterwards.
+        # PGHOST too, as DSQL Local's exports have it, for the samples that
+        # read their host from the environment.
         env.update(
+            PGHOST=f"{dsql_local.cluster_id}.dsql.{dsql_local.region}.on.aws",
             PGHOSTADDR="127.0.0.1",
             PGPORT=str(dsql_local.port),
             PGSSLROOTCERT=dsql_local.ca_file,
@@ -139,7 +147,7 @@ def test_page_samples_run(
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-@pytest.mark.parametrize("page", runnable("pytest"), ids=lambda p: p.name)
+@pytest.mark.parametrize("page", runnable("pytest"), ids=page_id)
 def test_page_test_modules_pass(page: Path, tmp_path: Path) -> None:
     for n, sample in enumerate(s for s in samples(page) if s.marker == "pytest"):
         module = tmp_path / f"test_docs_{page.stem}_{n}.py"
