@@ -7,13 +7,23 @@ connection age cap. For tests it can inject conflicts, lose connections
 (now, or right after a COMMIT has committed), add latency, and reproduce
 DSQL's transient failures: connections refused while the cluster wakes up or
 past its limits, ``server unavailable`` at a statement or COMMIT, an outage,
-and the endpoint going away and coming back::
+and the endpoint going away and coming back. Any client that signs IAM tokens
+can connect, plain psycopg with boto3 included:
 
-    with DsqlLocal() as local:
-        token = boto3.client("dsql", region_name=local.region) \\
-            .generate_db_connect_admin_auth_token(local.host, local.region)
-        psycopg.connect(**local.connect_kwargs(), password=token,
-                        sslmode="verify-full")
+```python
+import boto3
+import psycopg
+
+from dsql_local import DsqlLocal
+
+with DsqlLocal() as local:
+    dsql = boto3.client("dsql", region_name=local.region)
+    token = dsql.generate_db_connect_admin_auth_token(local.host, local.region)
+    with psycopg.connect(
+        **local.connect_kwargs(), password=token, sslmode="verify-full"
+    ) as conn:
+        conn.execute("SELECT 1")
+```
 """
 
 from __future__ import annotations

@@ -21,7 +21,6 @@ from psycopg import sql
 
 from dsql_psycopg._naming import CLUSTER_ID, REGION, endpoint_host
 
-from . import _defaults as defaults
 from . import _signals
 from ._backend import ADMIN, Backend
 from ._endpoint import Endpoint
@@ -150,7 +149,21 @@ class RegionalEndpoint:
 class DsqlLocal:
     """A local endpoint that stands in for an Aurora DSQL cluster.
 
-    Use it as a context manager, or call ``start()`` and ``stop()``.
+    Use it as a context manager, or call `start()` and `stop()`. It checks
+    tokens signed with the key pair in ``AWS_ACCESS_KEY_ID`` /
+    ``AWS_SECRET_ACCESS_KEY`` (any fake pair will do).
+
+    ```python
+    import dsql_psycopg
+    from dsql_local import DsqlLocal
+
+    with DsqlLocal(region="us-east-1") as local:
+        local.inject_conflicts(1)  # the next COMMIT fails with 40001 (OC000)
+        with dsql_psycopg.create_pool(local.url, min_size=1) as pool:
+            dsql_psycopg.run_transaction(pool, lambda conn: conn.execute("SELECT 1"))
+    ```
+
+    The defaults are DSQL's figures where DSQL has one.
 
     Args:
         region: The AWS region it pretends to be in (``us-east-1`` form).
@@ -192,8 +205,8 @@ class DsqlLocal:
 
     def __init__(
         self,
-        region: str = defaults.REGION,
-        max_connection_age: float = defaults.MAX_CONNECTION_AGE,
+        region: str = "us-east-1",
+        max_connection_age: float = 3600.0,
         strict: bool = True,
         latency: float = 0.0,
         credentials: Mapping[str, str] | None = None,
@@ -202,11 +215,11 @@ class DsqlLocal:
         cluster_id: str | None = None,
         policy: StatementPolicy | None = None,
         pg_bindir: str | os.PathLike[str] | None = None,
-        clock_skew: float = defaults.CLOCK_SKEW,
+        clock_skew: float = 300.0,
         schema_conflicts: bool = False,
-        max_connections: int = defaults.MAX_CONNECTIONS,
-        connection_rate: float | None = defaults.CONNECTION_RATE,
-        connection_burst: int = defaults.CONNECTION_BURST,
+        max_connections: int = 10_000,
+        connection_rate: float | None = 100.0,
+        connection_burst: int = 1_000,
         peer_region: str | None = None,
         peer_cluster_id: str | None = None,
         peer_port: int = 0,

@@ -26,10 +26,16 @@ class retry_testing:
     Delays are still computed, logged and passed to `on_retry`; only the
     sleep is skipped, for every thread. Call it once (``retry_testing()`` in
     a conftest or fixture) or use it as a context manager, which restores the
-    previous setting on exit::
+    previous setting on exit:
 
-        with dsql.retry_testing():
-            run_the_code_under_test()
+    ```python
+    import dsql_psycopg
+
+    url = "postgresql://admin@<cluster-id>.dsql.us-east-1.on.aws/postgres"
+    with dsql_psycopg.connect(url) as conn, dsql_psycopg.retry_testing():
+        # Attempts follow each other with no sleep in between.
+        dsql_psycopg.run_transaction(conn, lambda conn: conn.execute("SELECT 1"))
+    ```
 
     Args:
         enabled: True skips the sleeps, False restores them.

@@ -1,16 +1,18 @@
 """Django database backend for Aurora DSQL.
 
-Set ``ENGINE`` to ``"dsql_psycopg.contrib.django"``::
+Set ``ENGINE`` to ``"dsql_psycopg.contrib.django"``:
 
-    DATABASES = {
-        "default": {
-            "ENGINE": "dsql_psycopg.contrib.django",
-            "HOST": "<cluster-id>.dsql.us-east-1.on.aws",
-            "NAME": "postgres",
-            "USER": "admin",
-            "OPTIONS": {"pool": {"min_size": 1, "max_size": 10}},
-        }
+```python
+DATABASES = {
+    "default": {
+        "ENGINE": "dsql_psycopg.contrib.django",
+        "HOST": "<cluster-id>.dsql.us-east-1.on.aws",
+        "NAME": "postgres",
+        "USER": "admin",
+        "OPTIONS": {"pool": {"min_size": 1, "max_size": 10}},
     }
+}
+```
 
 and wrap views that write in `retry_atomic`, which re-runs them whole when
 DSQL reports an optimistic-concurrency conflict.

@@ -3,15 +3,21 @@
 `create_engine` is `sqlalchemy.create_engine` on the ``postgresql+dsql``
 dialect, with every new DBAPI connection made by `DsqlConnection` (a fresh IAM
 token, ``sslmode=verify-full``) and ``pool_recycle`` below DSQL's 60-minute
-connection cap::
+connection cap:
 
-    engine = create_engine("postgresql://admin@<id>.dsql.us-east-1.on.aws/postgres")
+```python
+from dsql_psycopg.contrib.sqlalchemy import create_engine
+
+engine = create_engine("postgresql://admin@<cluster-id>.dsql.us-east-1.on.aws/postgres")
+```
 
 `create_async_engine` is its asyncio twin (`sqlalchemy.ext.asyncio`), on the
 ``postgresql+dsql_async`` dialect, whose connections are
-`AsyncDsqlConnection`::
+`AsyncDsqlConnection`:
 
-    engine = create_async_engine("postgresql://admin@<id>.dsql.us-east-1.on.aws/postgres")
+```python
+engine = create_async_engine("postgresql://admin@<cluster-id>.dsql.us-east-1.on.aws/postgres")
+```
 
 Both dialects (also reachable as ``postgresql+dsql://`` and
 ``postgresql+dsql_async://`` URLs; ``create_async_engine`` of SQLAlchemy
@@ -70,8 +76,9 @@ __all__ = [
     "create_engine",
 ]
 
-#: Seconds after which the engine's pool replaces a connection.
 DEFAULT_POOL_RECYCLE = int(DEFAULT_MAX_LIFETIME)
+"""Seconds after which `create_engine`'s pool replaces a connection: 3000
+(50 minutes), well under DSQL's 60-minute cap."""
 
 _ACCEPTED_DRIVERS = frozenset(
     {"postgresql", "postgres", "postgresql+psycopg", f"postgresql+{DRIVER}"}
@@ -102,18 +109,32 @@ def _check_recycle(pool_recycle: float) -> None:
 def create_engine(
     url: str | URL,
     *,
-    pool_recycle: float = DEFAULT_POOL_RECYCLE,
+    pool_recycle: float = 3000,
     pool_pre_ping: bool = False,
     **kwargs: Any,
 ) -> sa_engine.Engine:
     """Create a SQLAlchemy `Engine` for Aurora DSQL.
 
+    ```python
+    from sqlalchemy import text
+
+    from dsql_psycopg.contrib.sqlalchemy import create_engine
+
+    engine = create_engine(
+        "postgresql://admin@<cluster-id>.dsql.us-east-1.on.aws/postgres",
+        pool_size=5,
+    )
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT 1")).scalar() == 1
+    engine.dispose()
+    ```
+
     Args:
         url: A ``postgresql://`` (or ``postgresql+psycopg://``) URL; DSQL
             options (``region``, ``profile``, ``token_duration``) and libpq
             ones (``hostaddr``, ``sslrootcert``...) may go in its query.
-        pool_recycle: Seconds a connection is kept; 50 minutes by default, at
-            most 55: DSQL closes connections at 60.
+        pool_recycle: Seconds a connection is kept (3000, that is 50 minutes,
+            by default; at most 55 minutes): DSQL closes connections at 60.
         pool_pre_ping: Test a connection before each checkout (one round
             trip).
         **kwargs: Passed to `sqlalchemy.create_engine`; Python objects
@@ -122,6 +143,9 @@ def create_engine(
     Raises:
         ConfigurationError: The URL names another driver, or `pool_recycle`
             is out of range.
+
+    Returns:
+        An `Engine` on the ``postgresql+dsql`` dialect.
     """
     parsed = _dsql_url("create_engine", url, _ACCEPTED_DRIVERS, DRIVER)
     _check_recycle(pool_recycle)
