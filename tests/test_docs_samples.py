@@ -190,3 +190,93 @@ def test_documented_retry_defaults_are_the_real_ones() -> None:
             assert documented == "None", name
         else:
             assert float(documented) == value, name
+
+
+# A user's project, around the recipe's settings module.
+PROJECT_SETTINGS = """
+SECRET_KEY = "recipe"
+INSTALLED_APPS = ["items"]
+DATABASES = {}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+USE_TZ = True
+"""
+PROJECT_MODELS = """
+from django.db import models
+
+
+class Item(models.Model):
+    name = models.TextField(unique=True)
+"""
+PROJECT_TESTS = """
+from django.db import connection
+from django.test import TestCase, TransactionTestCase
+
+from items.models import Item
+
+
+class Rows(TransactionTestCase):
+    def test_write_and_read(self):
+        Item.objects.create(name="a")
+        self.assertEqual(list(Item.objects.values_list("name", flat=True)), ["a"])
+
+    def test_flushed_between_tests(self):
+        self.assertEqual(Item.objects.count(), 0)
+
+
+class Endpoint(TestCase):
+    def test_runs_on_dsql_local(self):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT current_schema()")
+            self.assertTrue(cursor.fetchone()[0].startswith("test_"))
+        self.assertTrue(connection.settings_dict["HOST"].endswith(".on.aws"))
+"""
+
+
+def test_django_recipe_runs_manage_py_test(tmp_path: Path) -> None:
+    """The recipe's settings module, as written, in a project of its own."""
+    page = DOCS / "recipes.md"
+    (recipe,) = [
+        s for s in samples(page) if s.code.startswith("# mysite/settings_test.py")
+    ]
+    site = tmp_path / "mysite"
+    site.mkdir()
+    (site / "__init__.py").write_text("")
+    (site / "settings.py").write_text(PROJECT_SETTINGS)
+    (site / "settings_test.py").write_text(recipe.code)
+    items = tmp_path / "items"
+    items.mkdir()
+    (items / "__init__.py").write_text("")
+    (items / "models.py").write_text(PROJECT_MODELS)
+    (items / "tests.py").write_text(PROJECT_TESTS)
+    # No AWS variables and no PG* ones: the settings module needs none.
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AWS_", "PG", "DJANGO_"))
+    }
+    env["AWS_EC2_METADATA_DISABLED"] = "true"
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), str(DOCS.parent)])
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-W",
+            "error",
+            "-m",
+            "django",
+            "test",
+            "--settings=mysite.settings_test",
+            "--noinput",
+            "-v",
+            "2",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "Ran 3 tests" in output, output
+    assert "Creating test schema" in output, output
