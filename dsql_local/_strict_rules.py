@@ -497,6 +497,56 @@ def _copy_file(node: Node) -> str | None:
 _REMOVED_SETTINGS = frozenset({"lc_collate", "lc_ctype"})
 
 
+_REFUSED_OBJECTS = {
+    "OBJECT_AGGREGATE": "aggregate",
+    "OBJECT_OPERATOR": "operator",
+    "OBJECT_OPCLASS": "operator class",
+    "OBJECT_OPFAMILY": "operator family",
+    "OBJECT_COLLATION": "collation",
+    "OBJECT_CONVERSION": "conversion",
+    "OBJECT_TABLESPACE": "tablespace",
+    "OBJECT_FDW": "foreign-data wrapper",
+    "OBJECT_FOREIGN_SERVER": "server",
+    "OBJECT_PUBLICATION": "publication",
+    "OBJECT_SUBSCRIPTION": "subscription",
+    "OBJECT_RULE": "rule",
+    "OBJECT_EVENT_TRIGGER": "event trigger",
+    "OBJECT_LANGUAGE": "language",
+    "OBJECT_TSPARSER": "text search parser",
+    "OBJECT_TSDICTIONARY": "text search dictionary",
+    "OBJECT_TSTEMPLATE": "text search template",
+    "OBJECT_TSCONFIGURATION": "text search configuration",
+}
+
+
+def _alter_refused_object(node: Node) -> str | None:
+    """RENAME, OWNER TO or SET SCHEMA of a kind of object DSQL does not have."""
+    if "renameType" in node:
+        return "RENAME" if node["renameType"] in _REFUSED_OBJECTS else None
+    if node.get("objectType") not in _REFUSED_OBJECTS:
+        return None
+    return "ALTER OWNER" if "newowner" in node else "ALTER SCHEMA"
+
+
+_DEFINED = {
+    "OBJECT_AGGREGATE": "AGGREGATE",
+    "OBJECT_OPERATOR": "OPERATOR",
+    "OBJECT_COLLATION": "COLLATION",
+    "OBJECT_TSPARSER": "TEXT SEARCH PARSER",
+    "OBJECT_TSDICTIONARY": "TEXT SEARCH DICTIONARY",
+    "OBJECT_TSTEMPLATE": "TEXT SEARCH TEMPLATE",
+    "OBJECT_TSCONFIGURATION": "TEXT SEARCH CONFIGURATION",
+}
+
+
+def _define_refused(node: Node) -> str | None:
+    return _DEFINED.get(node.get("kind", ""))
+
+
+def _tablespace_clause(node: Node) -> str | None:
+    return "" if node.get("tablespacename") or node.get("tableSpace") else None
+
+
 # -- the table -----------------------------------------------------------------
 
 _SPIKE = "T-SPIKE, live cluster, 2026-09-23"
@@ -507,6 +557,27 @@ _OURS = "no source gives DSQL's text; DSQL Local's own"
 # tests expect"); line numbers are those of the stored file at the commit.
 _PY_CONNECTOR = "awslabs/aurora-dsql-python-connector tests/integration/"
 _SQLALCHEMY = "awslabs/aurora-dsql-orms python/sqlalchemy/test/"
+# DSQL names a statement it does not run by its parse-tree node, less "Stmt"
+# ("unsupported statement: Truncate", "...: CreateTableSpace", recorded); the
+# rows made by `_statement` follow that pattern where no source gives the text.
+_PATTERN = "DSQL's 'unsupported statement: <node>' pattern (recorded for 14 kinds)"
+
+
+def _statement(node: str, *, name: str, example: str, source: str, **more: Any) -> Rule:
+    """A statement DSQL does not run at all, refused in DSQL's words."""
+    return Rule(
+        name=name,
+        node=node,
+        condition="any",
+        sqlstate=FEATURE_NOT_SUPPORTED,
+        message=f"unsupported statement: {node.removesuffix('Stmt')}",
+        source=f"{source}; the text follows {_PATTERN}",
+        confirmed=False,
+        example=example,
+        match=_always,
+        **more,
+    )
+
 
 RULES: tuple[Rule, ...] = (
     # Statements DSQL does not run at all.
@@ -1031,7 +1102,9 @@ RULES: tuple[Rule, ...] = (
         " (a later session's settings)",
         sqlstate=FEATURE_NOT_SUPPORTED,
         message="ALTER ... SET of a setting not supported",
-        source=f"LINT (ALTER ROLE ... SET unsupported); {_OURS}",
+        source="LINT (ALTER ROLE ... SET unsupported); RESET chosen refused too:"
+        " the same statement (AlterRoleSetStmt), no source has it run, and with"
+        f" no SET to undo it has nothing to reset; {_OURS}",
         confirmed=False,
         example="ALTER ROLE admin SET work_mem = '64MB'",
         allowed="SET enable_seqscan = off",
@@ -1564,6 +1637,220 @@ RULES: tuple[Rule, ...] = (
         " AS $$ BEGIN RETURN 1; END $$",
         allowed="CREATE FUNCTION f() RETURNS int LANGUAGE sql RETURN 1",
         match=_language,
+    ),
+    # Roles, functions and other objects DSQL has not (§7 of the surface sheet).
+    _statement(
+        "AlterRoleStmt",
+        name="alter-role",
+        example="ALTER ROLE admin WITH PASSWORD 'secret'",
+        allowed="ALTER ROLE r RENAME TO r2",
+        setup=("DROP ROLE IF EXISTS r", "DROP ROLE IF EXISTS r2", "CREATE ROLE r"),
+        source="surface sheet §7: ALTER ROLE ... WITH options, VALID UNTIL,"
+        " (NO)SUPERUSER, CREATEROLE, CONNECTION LIMIT unsupported (UF, MG, LINT);"
+        " RENAME TO runs since 2026-04-24 (RN); DSQL logs in with IAM tokens,"
+        " no passwords (TS)",
+    ),
+    _statement(
+        "AlterFunctionStmt",
+        name="alter-function",
+        example="ALTER FUNCTION f() IMMUTABLE",
+        allowed="ALTER FUNCTION f() RENAME TO g",
+        setup=("CREATE FUNCTION f() RETURNS int LANGUAGE sql RETURN 1",),
+        source="AF (alter-function-syntax-support.html): only RENAME TO, OWNER TO"
+        " and SET SCHEMA; LINT: property changes unsupported",
+    ),
+    _statement(
+        "DropTableSpaceStmt",
+        name="drop-tablespace",
+        example="DROP TABLESPACE IF EXISTS ts",
+        source="UF (tablespaces unsupported); GRAM has no tablespace clause",
+    ),
+    _statement(
+        "AlterTableSpaceOptionsStmt",
+        name="alter-tablespace",
+        example="ALTER TABLESPACE pg_default SET (seq_page_cost = 1)",
+        source="UF (tablespaces unsupported)",
+    ),
+    _statement(
+        "AlterTableMoveAllStmt",
+        name="move-to-tablespace",
+        example="ALTER TABLE ALL IN TABLESPACE pg_default SET TABLESPACE pg_default",
+        source="UF (tablespaces unsupported)",
+    ),
+    Rule(
+        name="tablespace-clause",
+        node="CreateStmt, IndexStmt",
+        condition="a TABLESPACE clause",
+        sqlstate=FEATURE_NOT_SUPPORTED,
+        message="TABLESPACE clause not supported",
+        source="UF (tablespaces unsupported); GRAM: OptTableSpace empty (the"
+        f" grammar of what ran on a real cluster, 2026-08-07); {_OURS}",
+        confirmed=False,
+        example="CREATE TABLE t (id int PRIMARY KEY) TABLESPACE pg_default",
+        allowed="CREATE TABLE t (id int PRIMARY KEY)",
+        match=_tablespace_clause,
+    ),
+    Rule(
+        name="create-table-with",
+        node="CreateStmt",
+        condition="WITH (storage parameters)",
+        sqlstate=FEATURE_NOT_SUPPORTED,
+        message="WITH clause not supported for CREATE TABLE",
+        source="chosen: GRAM's CREATE TABLE takes WITHOUT OIDS only (OptWith;"
+        " the grammar of what ran on a real cluster, 2026-08-07) and ALTER TABLE"
+        f" SET (storage parameters) is outside AT's grammar; {_OURS}, after"
+        " DSQL's CREATE TABLE refusals",
+        confirmed=False,
+        example="CREATE TABLE t (id int PRIMARY KEY) WITH (fillfactor = 70)",
+        allowed="CREATE TABLE t (id int PRIMARY KEY)",
+        match=_when(lambda n: bool(n.get("options"))),
+    ),
+    Rule(
+        name="column-collate",
+        node="ColumnDef",
+        condition="COLLATE (DSQL collates in C only)",
+        sqlstate=FEATURE_NOT_SUPPORTED,
+        message="COLLATE clause not supported for column definitions",
+        source="UF ('CREATE TABLE COLLATE'); AP (DDL refuses even COLLATE \"C\");"
+        f" {_OURS}",
+        confirmed=False,
+        example='CREATE TABLE t (id int PRIMARY KEY, s text COLLATE "en_US")',
+        allowed="CREATE TABLE t (id int PRIMARY KEY, s text)",
+        match=_when(lambda n: "collClause" in n),
+    ),
+    *(
+        _statement(node, name=name, example=example, source=source)
+        for node, name, example, source in (
+            (
+                "CreateForeignServerStmt",
+                "create-server",
+                "CREATE SERVER srv FOREIGN DATA WRAPPER fdw",
+                "LINT: CREATE SERVER unsupported; sheet §7",
+            ),
+            (
+                "CreateFdwStmt",
+                "create-foreign-data-wrapper",
+                "CREATE FOREIGN DATA WRAPPER fdw",
+                "UF (postgres_fdw unavailable); sheet §7",
+            ),
+            (
+                "CreateUserMappingStmt",
+                "create-user-mapping",
+                "CREATE USER MAPPING FOR admin SERVER srv",
+                "UF (postgres_fdw unavailable); sheet §7",
+            ),
+            (
+                "ImportForeignSchemaStmt",
+                "import-foreign-schema",
+                "IMPORT FOREIGN SCHEMA s FROM SERVER srv INTO public",
+                "UF (postgres_fdw unavailable); sheet §7",
+            ),
+            (
+                "CreateCastStmt",
+                "create-cast",
+                "CREATE CAST (int AS text) WITH INOUT",
+                "sheet §7: CREATE CAST in no AWS list of what runs",
+            ),
+            (
+                "CreateOpClassStmt",
+                "create-operator-class",
+                "CREATE OPERATOR CLASS c FOR TYPE int USING btree AS OPERATOR 1 <",
+                "sheet §7: CREATE OPERATOR in no AWS list of what runs",
+            ),
+            (
+                "CreateConversionStmt",
+                "create-conversion",
+                "CREATE CONVERSION c FOR 'LATIN1' TO 'UTF8' FROM iso8859_1_to_utf8",
+                "sheet §7 (no AWS list has it)",
+            ),
+            (
+                "RuleStmt",
+                "create-rule",
+                "CREATE RULE r AS ON INSERT TO t DO INSTEAD NOTHING",
+                "sheet §7: CREATE RULE in no AWS list of what runs",
+            ),
+            (
+                "CreatePublicationStmt",
+                "create-publication",
+                "CREATE PUBLICATION pub FOR ALL TABLES",
+                "sheet §7 (no AWS list has it; DSQL's CDC is its own)",
+            ),
+            (
+                "CreateSubscriptionStmt",
+                "create-subscription",
+                "CREATE SUBSCRIPTION sub CONNECTION 'host=x' PUBLICATION pub",
+                "sheet §7 (no AWS list has it)",
+            ),
+            (
+                "ClusterStmt",
+                "cluster",
+                "CLUSTER t USING t_pkey",
+                "sheet §7: CLUSTER in no AWS list of what runs",
+            ),
+            (
+                "ReindexStmt",
+                "reindex",
+                "REINDEX TABLE t",
+                "sheet §7: REINDEX in no AWS list of what runs",
+            ),
+            (
+                "CheckPointStmt",
+                "checkpoint",
+                "CHECKPOINT",
+                "sheet §7: CHECKPOINT in no AWS list of what runs",
+            ),
+        )
+    ),
+    Rule(
+        name="create-other-object",
+        node="DefineStmt",
+        condition="CREATE AGGREGATE, OPERATOR, COLLATION, TEXT SEARCH ...",
+        sqlstate=FEATURE_NOT_SUPPORTED,
+        message="CREATE {} not supported",
+        source=f"sheet §7 (LINT: ALTER AGGREGATE unsupported); {_OURS}",
+        confirmed=False,
+        example="CREATE AGGREGATE mysum(int) (SFUNC = int4pl, STYPE = int)",
+        allowed="CREATE FUNCTION f() RETURNS int LANGUAGE sql RETURN 1",
+        match=_define_refused,
+    ),
+    Rule(
+        name="alter-other-object",
+        node="RenameStmt, AlterOwnerStmt, AlterObjectSchemaStmt",
+        condition="RENAME, OWNER TO, SET SCHEMA of an aggregate, operator,"
+        " collation, tablespace, server, publication... (kinds DSQL has not)",
+        sqlstate=FEATURE_NOT_SUPPORTED,
+        message="unsupported object in {} statement",
+        source="LINT: ALTER AGGREGATE unsupported; the text follows DSQL's"
+        f" recorded 'unsupported object in RENAME statement' ({_REC16})",
+        confirmed=False,
+        example="ALTER AGGREGATE max(int) RENAME TO biggest",
+        allowed="ALTER FUNCTION f() RENAME TO g",
+        setup=("CREATE FUNCTION f() RETURNS int LANGUAGE sql RETURN 1",),
+        match=_alter_refused_object,
+    ),
+    # SQL-level prepared statements: the sheet's only source is LINT (AWS's
+    # linter, stale in places); nothing sourced says DSQL runs them, and
+    # protocol-level prepared statements (what drivers use) are untouched.
+    _statement(
+        "PrepareStmt",
+        name="prepare",
+        example="PREPARE p AS SELECT 1",
+        source="LINT (SQL-level PREPARE/EXECUTE unsupported; the protocol's"
+        " Parse/Bind/Execute run)",
+    ),
+    _statement(
+        "ExecuteStmt",
+        name="execute",
+        example="EXECUTE p",
+        source="LINT (SQL-level PREPARE/EXECUTE unsupported)",
+    ),
+    _statement(
+        "DiscardStmt",
+        name="discard",
+        example="DISCARD ALL",
+        allowed="DEALLOCATE ALL",
+        source="LINT (DISCARD unsupported); GRAM has DEALLOCATE ALL (ran on a"
+        " real cluster, 2026-08-07)",
     ),
     # Queries.
     Rule(

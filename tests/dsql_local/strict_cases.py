@@ -169,17 +169,20 @@ REFUSED: tuple[RefusedCase, ...] = (
         "sequence-cache",
         "CREATE SEQUENCE seq_small_cache CACHE 100",
         "CACHE (100) must be greater than or equal to 65536 or equal to 1",
+        sqlstate="22023",  # a data exception, as on DSQL
     ),
     RefusedCase(
         "identity-cache",
         "CREATE TABLE idc_t (id bigint GENERATED ALWAYS AS IDENTITY (CACHE 1000))",
         "CACHE (1000) must be greater than or equal to 65536 or equal to 1",
+        sqlstate="22023",  # a data exception, as on DSQL
     ),
     RefusedCase(
         "alter-sequence-cache",
         "ALTER SEQUENCE seq_alter CACHE 2",
         "CACHE (2) must be greater than or equal to 65536 or equal to 1",
         setup=("CREATE SEQUENCE seq_alter CACHE 1",),
+        sqlstate="22023",  # a data exception, as on DSQL
     ),
     RefusedCase(
         "identity-not-bigint",
@@ -190,6 +193,7 @@ REFUSED: tuple[RefusedCase, ...] = (
         "sequence-not-bigint",
         "CREATE SEQUENCE seq_int AS integer CACHE 1",
         "datatype integer not supported, sequence type must be bigint",
+        sqlstate="22023",  # a data exception, as on DSQL
     ),
     RefusedCase(
         "serial-added",

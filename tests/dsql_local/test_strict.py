@@ -102,6 +102,15 @@ def test_placeholders_parse(policy: StrictPolicy, sql: str) -> None:
         "ALTER TABLE t ADD COLUMN x int, RENAME TO u",
         "SELECT * FROM t FOR UPDATE",
         "SET search_path = app, public",
+        # Close to what DSQL refuses, and run by it.
+        "ALTER ROLE app RENAME TO app2",
+        "ALTER FUNCTION f() OWNER TO admin",
+        "ALTER FUNCTION f() SET SCHEMA s",
+        "DEALLOCATE ALL",
+        'SELECT name FROM t ORDER BY name COLLATE "C"',
+        "CREATE VIEW v WITH (security_barrier) AS SELECT 1",
+        "CREATE TABLE t (id int PRIMARY KEY, s text STORAGE PLAIN)",
+        "ALTER TABLE t ALTER COLUMN s SET STORAGE EXTERNAL",
     ],
 )
 def test_lookalikes_pass(policy: StrictPolicy, sql: str) -> None:
