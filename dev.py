@@ -13,6 +13,7 @@ has none). Works where the system Python refuses ``pip install`` (PEP 668).
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -35,11 +36,19 @@ def env_python() -> Path:
     return ENV / "bin" / "python"
 
 
+def works(python: Path) -> bool:
+    """Whether the environment's Python starts (a moved Python may not)."""
+    try:
+        return subprocess.run([str(python), "-c", ""], check=False).returncode == 0
+    except OSError:
+        return False
+
+
 def ensure_env() -> Path:
     """Make ``.dev/`` with nox in it, unless it is there already."""
     python = env_python()
     stamp = ENV / "nox-requirement.txt"
-    if python.exists() and stamp.exists() and stamp.read_text() == NOX:
+    if stamp.exists() and stamp.read_text() == NOX and works(python):
         return python
     try:
         import ensurepip  # noqa: F401, PLC0415 (only a check)
@@ -50,9 +59,13 @@ def ensure_env() -> Path:
             f" python3-venv (`sudo apt-get install python3.{sys.version_info.minor}"
             "-venv`), or run dev.py with another Python 3.10+"
         )
-    if not python.exists():
+    if not works(python):
         print(f"dev.py: making a virtual environment in {ENV}", file=sys.stderr)
-        venv.EnvBuilder(with_pip=True, clear=True).create(ENV)
+        try:
+            venv.EnvBuilder(with_pip=True, clear=True).create(ENV)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            shutil.rmtree(ENV, ignore_errors=True)
+            fail(f"could not make a virtual environment in {ENV}: {exc}")
     print(f"dev.py: installing {NOX} into it", file=sys.stderr)
     pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     if subprocess.run([*pip, NOX], check=False).returncode != 0:
