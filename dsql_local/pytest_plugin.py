@@ -1,28 +1,9 @@
 """pytest fixtures for testing against DSQL Local.
 
-Installed with dsql-psycopg (a ``pytest11`` entry point), so in any test suite:
-
-``dsql_local`` (session scope)
-    A running `dsql_local.DsqlLocal`. Connect with
-    ``dsql_psycopg.connect(dsql_local.url)`` or plain psycopg and a token.
-    If the environment has no ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``,
-    the fixture sets a fake key pair (and ``AWS_EC2_METADATA_DISABLED=true``)
-    for the duration of the test session, so that tokens can be signed and
-    verified offline; the previous environment is restored afterwards.
-
-``dsql_schema`` (function scope)
-    A fresh, empty schema for one test, dropped with everything in it after
-    the test. Its name is yielded; use it in ``search_path`` or qualify names.
-
-``dsql_local_multi_region`` (function scope, over one DSQL Local per session)
-    A running `dsql_local.DsqlLocal` serving a multi-region cluster: the
-    ``--dsql-local-region`` endpoint and a peer in
-    ``--dsql-local-peer-region`` (default ``us-east-2``), over one data set.
-    Started on first use and shared by the session; after each test every
-    region is restored and the faults armed on it are cancelled.
-
-Options: ``--dsql-local-no-strict`` accepts statements DSQL would refuse;
-``--dsql-local-region`` picks the region (default ``us-east-1``).
+Installed with dsql-psycopg (a ``pytest11`` entry point), so any test suite
+can ask for `dsql_local`, `dsql_schema` and `dsql_local_multi_region`; the
+options ``--dsql-local-no-strict``, ``--dsql-local-region`` and
+``--dsql-local-peer-region`` configure them.
 """
 
 from __future__ import annotations
@@ -94,7 +75,26 @@ def _aws_keys() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def dsql_local(request: pytest.FixtureRequest) -> Iterator[DsqlLocal]:
-    """Run DSQL Local for the whole test session."""
+    """A running `DsqlLocal`, shared by the whole test session (session scope).
+
+    Connect with ``dsql_psycopg.connect(dsql_local.url)``, or with plain
+    psycopg and a token. If the environment has no ``AWS_ACCESS_KEY_ID`` /
+    ``AWS_SECRET_ACCESS_KEY``, the fixture sets a fake key pair (and
+    ``AWS_EC2_METADATA_DISABLED=true``) for the session, so that tokens are
+    signed and checked offline, and restores the environment afterwards.
+    ``--dsql-local-region`` picks its Region, ``--dsql-local-no-strict``
+    turns strict mode off.
+
+    <!-- docs-sample: pytest -->
+    ```python
+    import dsql_psycopg
+
+
+    def test_select_one(dsql_local):
+        with dsql_psycopg.connect(dsql_local.url) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    ```
+    """
     from dsql_local import DsqlLocal  # noqa: PLC0415 (only when used)
 
     with _aws_keys():
@@ -126,10 +126,15 @@ def _dsql_local_multi_region_session(
 def dsql_local_multi_region(
     _dsql_local_multi_region_session: DsqlLocal,
 ) -> Iterator[DsqlLocal]:
-    """A two-region DSQL Local; every region serving and no fault armed after.
+    """A running two-Region `DsqlLocal` (function scope, one per session).
 
-    After each test the client also forgets which endpoints failed, so the
-    next test's connects try the first endpoint first again.
+    It serves the ``--dsql-local-region`` endpoint and a peer in
+    ``--dsql-local-peer-region`` (``us-east-2`` by default) over one data
+    set. Started when a test first asks for it and shared by the session;
+    after each test every Region is restored, the faults armed on either
+    endpoint are cancelled, ``latency`` is back to 0, and the client forgets
+    which endpoints failed, so the next test's connects try the first
+    endpoint first again. Data stays for the session.
     """
     # Imported here: the plugin loads in every pytest run of every install.
     from dsql_psycopg import _endpoints  # noqa: PLC0415
@@ -152,7 +157,20 @@ def _admin(local: DsqlLocal) -> psycopg.Connection[tuple[object, ...]]:
 
 @pytest.fixture
 def dsql_schema(dsql_local: DsqlLocal) -> Iterator[str]:
-    """Create an empty schema for one test; drop it (cascade) afterwards.
+    """The name of a fresh, empty schema for one test (function scope).
+
+    The schema is dropped with everything in it after the test. Qualify
+    table names with it, or put it first in ``search_path``.
+
+    <!-- docs-sample: pytest -->
+    ```python
+    import dsql_psycopg
+
+
+    def test_table_of_its_own(dsql_local, dsql_schema):
+        with dsql_psycopg.connect(dsql_local.url, autocommit=True) as conn:
+            conn.execute(f"CREATE TABLE {dsql_schema}.items (id int PRIMARY KEY)")
+    ```
 
     If a connection still holds a transaction open on it (say, a connection
     fixture torn down after this one), the schema is left in place: it goes

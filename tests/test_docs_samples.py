@@ -114,7 +114,8 @@ def test_page_samples_run(
     ]
     (tmp_path / "samples.json").write_text(json.dumps(blocks))
     (tmp_path / "runner.py").write_text(RUNNER)
-    env = dict(os.environ)
+    # The samples run against this tree's packages, not an installed copy.
+    env = {**os.environ, "PYTHONPATH": str(DOCS.parent)}
     if any(PLACEHOLDER in s.code or "PGHOST" in s.code for s in samples(page)):
         # Only for pages that use the placeholder or read the environment: a
         # page that starts its own DSQL Local must not have its backend
@@ -165,6 +166,7 @@ def test_page_test_modules_pass(page: Path, tmp_path: Path) -> None:
                 str(module),
             ],
             cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(DOCS.parent)},
             capture_output=True,
             text=True,
             timeout=300,
