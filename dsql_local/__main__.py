@@ -1,6 +1,7 @@
 """Run DSQL Local in the foreground: ``python -m dsql_local``.
 
-Prints the connection URL and the environment to export, then serves until
+Prints the connection URL, the environment to export, how to open psql with
+a token and how to start the same endpoint again, then serves until
 interrupted (Ctrl-C or SIGTERM). Secrets are never printed. With
 ``--peer-region`` it serves both regional endpoints of a multi-region cluster
 and prints both, own region first.
@@ -36,6 +37,18 @@ def _parser() -> argparse.ArgumentParser:
         "--port", type=int, default=0, help="TCP port on 127.0.0.1 (default: any)"
     )
     parser.add_argument(
+        "--cluster-id",
+        metavar="ID",
+        help="26 characters of a-z and 0-9 (default: random); with --port and"
+        " --cert-dir, a restart serves the same endpoint",
+    )
+    parser.add_argument(
+        "--cert-dir",
+        metavar="DIR",
+        help="keep the certificates in DIR (default: a temporary folder deleted"
+        " on exit): the CA file keeps its path and content across restarts",
+    )
+    parser.add_argument(
         "--peer-region",
         metavar="REGION",
         help="serve a multi-region cluster: a second regional endpoint in this"
@@ -46,6 +59,11 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="the peer endpoint's TCP port on 127.0.0.1 (default: any)",
+    )
+    parser.add_argument(
+        "--peer-cluster-id",
+        metavar="ID",
+        help="the peer endpoint's cluster id (default: random)",
     )
     parser.add_argument(
         "--no-strict",
@@ -145,6 +163,38 @@ def _exports(local: DsqlLocal) -> list[str]:
     return [f"export {name}={shlex.quote(value)}" for name, value in values.items()]
 
 
+def _psql_lines(local: DsqlLocal) -> list[str]:
+    """Commands that open psql on the own region's endpoint, token included."""
+    if local.peer_region is None:
+        # The exports above say everything else.
+        return ["dsql-psycopg psql", 'PGPASSWORD="$(dsql-psycopg token)" psql']
+    # PGHOST lists both endpoints; a token is for one.
+    url = shlex.quote(local.url)
+    return [
+        f"dsql-psycopg psql {url}",
+        f'PGPASSWORD="$(dsql-psycopg token {local.host})" psql {url}',
+    ]
+
+
+def _restart_line(local: DsqlLocal, args: argparse.Namespace) -> str:
+    """``python -m dsql_local`` with what names this endpoint: id, port, CA."""
+    words = ["python -m dsql_local"]
+    if local.region != defaults.REGION:
+        words.append(f"--region {local.region}")
+    words.append(f"--cluster-id {local.cluster_id} --port {local.port}")
+    if local.peer_region is not None:
+        peer = local.endpoint(local.peer_region)
+        words.append(
+            f"--peer-region {peer.region} --peer-cluster-id {peer.cluster_id}"
+            f" --peer-port {peer.port}"
+        )
+    if args.cert_dir is not None:
+        words.append(f"--cert-dir {shlex.quote(args.cert_dir)}")
+    else:
+        words.append("--cert-dir DIR  (DIR: a folder to keep the CA file in)")
+    return " ".join(words)
+
+
 def _arm_faults(local: DsqlLocal, args: argparse.Namespace) -> None:
     if args.refuse_connections:
         local.refuse_connections(
@@ -208,6 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             port=args.port,
             peer_region=args.peer_region,
             peer_port=args.peer_port,
+            cluster_id=args.cluster_id,
+            peer_cluster_id=args.peer_cluster_id,
+            cert_dir=args.cert_dir,
             schema_conflicts=args.schema_conflicts,
             max_connections=args.max_connections,
             connection_rate=args.connection_rate or None,
@@ -227,6 +280,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _write_endpoints(out, local)
         out.write("Environment for libpq/psycopg (the password is an IAM token):\n")
         out.write("".join(line + "\n" for line in _exports(local)))
+        out.write("\nThen open psql with a fresh token:\n")
+        out.write("".join(f"  {line}\n" for line in _psql_lines(local)))
+        out.write("\nThe same endpoint after a restart:\n")
+        out.write(f"  {_restart_line(local, args)}\n")
         out.write(
             "\nTokens are checked against AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
             "as they were when DSQL Local started.\nPress Ctrl-C to stop.\n"

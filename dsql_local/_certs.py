@@ -38,17 +38,52 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
-def make_certificates(directory: Path, *regions: str) -> tuple[CertFiles, ...]:
+#: A kept CA is made again when it would expire within this time.
+_CA_MARGIN = datetime.timedelta(days=1)
+
+
+def make_certificates(
+    directory: Path, *regions: str, keep_ca: bool = False
+) -> tuple[CertFiles, ...]:
     """Write a CA and, for each region, a certificate for `*.dsql.<region>.on.aws`.
 
-    Each server certificate also names ``localhost`` and ``127.0.0.1``.
+    Each server certificate also names ``localhost`` and ``127.0.0.1``. With
+    `keep_ca`, the CA's key is kept in `directory` too (``root.key``, mode
+    0600), and a CA found there is used again, so that a restart keeps the
+    same ``root.crt``, path and content, and what trusts it.
     """
     if not regions:
         raise ValueError("make_certificates needs at least one region")
     now = datetime.datetime.now(datetime.timezone.utc)
+    ca_file, ca_key_file = directory / "root.crt", directory / "root.key"
+    kept = _kept_ca(ca_file, ca_key_file, now) if keep_ca else None
+    if kept is None:
+        ca_cert, ca_key = _new_ca(now)
+        _write(ca_file, ca_cert.public_bytes(serialization.Encoding.PEM))
+        if keep_ca:
+            _write(ca_key_file, _key_pem(ca_key), private=True)
+    else:
+        ca_cert, ca_key = kept
     not_before = now - datetime.timedelta(hours=1)
-    not_after = now + datetime.timedelta(days=30)
+    not_after = min(
+        now + datetime.timedelta(days=30), ca_cert.not_valid_after_utc - _CA_MARGIN
+    )
+    return tuple(
+        _server_certificate(
+            directory,
+            region,
+            ca_file=ca_file,
+            ca_key=ca_key,
+            ca_name=ca_cert.subject,
+            valid=(not_before, not_after),
+        )
+        for region in regions
+    )
 
+
+def _new_ca(
+    now: datetime.datetime,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = _name("DSQL Local CA")
     ca_cert = (
@@ -57,8 +92,8 @@ def make_certificates(directory: Path, *regions: str) -> tuple[CertFiles, ...]:
         .issuer_name(ca_name)
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=365))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -80,19 +115,44 @@ def make_certificates(directory: Path, *regions: str) -> tuple[CertFiles, ...]:
         )
         .sign(ca_key, hashes.SHA256())
     )
-    ca_file = directory / "root.crt"
-    ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    return tuple(
-        _server_certificate(
-            directory,
-            region,
-            ca_file=ca_file,
-            ca_key=ca_key,
-            ca_name=ca_name,
-            valid=(not_before, not_after),
-        )
-        for region in regions
+    return ca_cert, ca_key
+
+
+def _kept_ca(
+    ca_file: Path, key_file: Path, now: datetime.datetime
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None:
+    """Return the CA kept in the directory, if it is whole and not expiring."""
+    try:
+        cert = x509.load_pem_x509_certificate(ca_file.read_bytes())
+        key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        return None
+    if key.public_key() != cert.public_key():
+        return None
+    if cert.not_valid_after_utc - _CA_MARGIN <= now:
+        return None
+    return cert, key
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
     )
+
+
+def _write(path: Path, data: bytes, *, private: bool = False) -> None:
+    """Replace `path` whole (a reader never sees half a file); keys are 0600."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    if not private:
+        os.chmod(temporary, 0o644)
+    os.replace(temporary, path)
 
 
 def _server_certificate(
@@ -142,13 +202,6 @@ def _server_certificate(
         cert_file=directory / f"{region}.crt",
         key_file=directory / f"{region}.key",
     )
-    files.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    fd = os.open(files.key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(key_pem)
+    _write(files.cert_file, cert.public_bytes(serialization.Encoding.PEM))
+    _write(files.key_file, _key_pem(key), private=True)
     return files

@@ -198,6 +198,12 @@ class DsqlLocal:
             per endpoint; data, roles and schema changes are shared.
         peer_cluster_id: The peer endpoint's cluster id; random by default.
         peer_port: The peer endpoint's TCP port (0: any free port).
+        cert_dir: Keep the certificates in this folder (created if need be)
+            instead of a temporary one deleted at `stop()`: the CA
+            (``root.crt``, with its key) is made once and used again by every
+            start, so `ca_file` keeps its path and content across restarts.
+            With the same `cluster_id` and `port`, a restart serves the same
+            endpoint to clients that kept its settings.
 
     Raises:
         DsqlLocalError: A value is out of range.
@@ -223,6 +229,7 @@ class DsqlLocal:
         peer_region: str | None = None,
         peer_cluster_id: str | None = None,
         peer_port: int = 0,
+        cert_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if max_connection_age <= 0:
             raise DsqlLocalError(
@@ -267,6 +274,8 @@ class DsqlLocal:
         self._backend = Backend(Path(pg_bindir) if pg_bindir is not None else None)
         # The running endpoints by region, own region first; empty when stopped.
         self._endpoints: dict[str, Endpoint] = {}
+        self._cert_dir = Path(cert_dir).expanduser() if cert_dir is not None else None
+        # The certificates' folder while running: cert_dir, or a temporary one.
         self._tmp: Path | None = None
         self._lock = threading.Lock()
         self._outage_ends: dict[str, threading.Timer] = {}
@@ -299,8 +308,20 @@ class DsqlLocal:
             schema_clock = SchemaClock() if self._schema_conflicts else None
             endpoints: dict[str, Endpoint] = {}
             try:
-                self._tmp = Path(tempfile.mkdtemp(prefix="dsql-local-certs-"))
-                certs = make_certificates(self._tmp, *self._views)
+                if self._cert_dir is not None:
+                    try:
+                        self._cert_dir.mkdir(parents=True, exist_ok=True)
+                    except OSError as exc:
+                        raise DsqlLocalError(
+                            f"cannot use {str(self._cert_dir)!r} as the"
+                            f" certificate folder: {exc.strerror}"
+                        ) from exc
+                    self._tmp = self._cert_dir
+                else:
+                    self._tmp = Path(tempfile.mkdtemp(prefix="dsql-local-certs-"))
+                certs = make_certificates(
+                    self._tmp, *self._views, keep_ca=self._cert_dir is not None
+                )
                 bootstrap = [*BOOTSTRAP_SQL, *(policy.bootstrap_sql if policy else ())]
                 self._backend.start(bootstrap)
                 for region, region_certs in zip(self._views, certs, strict=True):
@@ -351,7 +372,8 @@ class DsqlLocal:
     def _cleanup(self) -> None:
         self._backend.stop()
         tmp, self._tmp = self._tmp, None
-        if tmp is not None:
+        # A cert_dir is the user's: its CA stays for the next start.
+        if tmp is not None and tmp != self._cert_dir:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def __enter__(self) -> DsqlLocal:

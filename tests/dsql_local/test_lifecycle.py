@@ -274,3 +274,53 @@ def test_environment_is_not_needed_after_start(
             token=token.generate_db_connect_admin_auth_token(local.host, local.region),
         ) as conn:
             assert conn.execute("select 1").fetchone() == (1,)
+
+
+# -- a certificate folder kept across starts -----------------------------------
+
+
+def test_kept_ca_is_used_again_and_remade_when_broken(tmp_path: Path) -> None:
+    pytest.importorskip("cryptography")
+    from cryptography import x509  # noqa: PLC0415
+
+    from dsql_local._certs import make_certificates  # noqa: PLC0415
+
+    (first,) = make_certificates(tmp_path, "us-east-1", keep_ca=True)
+    ca = first.ca_file.read_bytes()
+    (second,) = make_certificates(tmp_path, "us-east-1", keep_ca=True)
+    assert second.ca_file.read_bytes() == ca
+    root = x509.load_pem_x509_certificate(ca)
+    server = x509.load_pem_x509_certificate(second.cert_file.read_bytes())
+    server.verify_directly_issued_by(root)
+    assert server.not_valid_after_utc < root.not_valid_after_utc
+    assert (tmp_path / "root.key").stat().st_mode & 0o777 == 0o600
+    assert second.key_file.stat().st_mode & 0o777 == 0o600
+    # A broken key: a new CA, whole.
+    (tmp_path / "root.key").write_text("not a key")
+    (third,) = make_certificates(tmp_path, "us-east-1", keep_ca=True)
+    assert third.ca_file.read_bytes() != ca
+    x509.load_pem_x509_certificate(
+        third.cert_file.read_bytes()
+    ).verify_directly_issued_by(
+        x509.load_pem_x509_certificate(third.ca_file.read_bytes())
+    )
+
+
+def test_cert_dir_outlives_stop(tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    with DsqlLocal(cert_dir=certs) as local:
+        assert local.ca_file == str(certs / "root.crt")
+        with psycopg.connect(
+            **local.connect_kwargs(), password=_admin_token(local)
+        ) as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+        ca = Path(local.ca_file).read_bytes()
+    assert (certs / "root.crt").read_bytes() == ca
+    with DsqlLocal(cert_dir=certs) as again:
+        assert Path(again.ca_file).read_bytes() == ca
+
+
+def _admin_token(local: DsqlLocal) -> str:
+    client = boto3.client("dsql", region_name=local.region)
+    token: str = client.generate_db_connect_admin_auth_token(local.host, local.region)
+    return token

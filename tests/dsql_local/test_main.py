@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -83,10 +85,12 @@ def test_cli_serves_until_interrupted(sig: signal.Signals) -> None:
         proc.communicate()
 
 
-def _serve(env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
+def _serve(
+    env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen[str], str]:
     """Start ``python -m dsql_local``; its output up to "Press Ctrl-C"."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "dsql_local", "--no-strict"],
+        [sys.executable, "-m", "dsql_local", "--no-strict", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -153,6 +157,113 @@ def test_cli_starts_under_the_exports_it_prints() -> None:
             assert conn.execute("select current_user").fetchone() == ("admin",)
     finally:
         _stop(second)
+
+
+def _free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def _lines_after(output: str, heading: str) -> list[str]:
+    """The indented lines under `heading` in the output."""
+    lines = output.splitlines()
+    start = lines.index(heading) + 1
+    taken = []
+    for line in lines[start:]:
+        if not line.startswith("  "):
+            break
+        taken.append(line.strip())
+    return taken
+
+
+CLUSTER_ID = "restart0the0same0endpoint0"
+
+
+def test_cli_restart_keeps_the_endpoint_and_the_ca(tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    port = _free_port()
+    args = ("--cluster-id", CLUSTER_ID, "--port", str(port), "--cert-dir", str(certs))
+    first, output = _serve(args=args)
+    try:
+        exports = _exports(output)
+        assert exports["PGHOST"] == f"{CLUSTER_ID}.dsql.us-east-1.on.aws", output
+        assert exports["PGPORT"] == str(port)
+        assert exports["PGSSLROOTCERT"] == str(certs / "root.crt")
+        assert _lines_after(output, "The same endpoint after a restart:") == [
+            f"python -m dsql_local --cluster-id {CLUSTER_ID} --port {port}"
+            f" --cert-dir {certs}"
+        ]
+    finally:
+        _stop(first)
+    ca = (certs / "root.crt").read_bytes()
+    assert (certs / "root.key").stat().st_mode & 0o777 == 0o600
+
+    second, output = _serve(args=args)
+    try:
+        assert _exports(output) == exports, output
+        # The same CA: what trusted the first run trusts the second.
+        assert (certs / "root.crt").read_bytes() == ca
+        token = _token(exports["PGHOST"], "us-east-1")
+        check = subprocess.run(
+            [sys.executable, "-c", _CONNECT_FROM_ENVIRONMENT],
+            env={**os.environ, **exports, "PGPASSWORD": token},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert check.stdout == "admin verify-full\n", check.stderr
+    finally:
+        _stop(second)
+
+
+def test_cli_bad_cluster_id_is_refused() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "dsql_local", "--cluster-id", "Not-An-Id"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr == (
+        "dsql-local: cluster_id must be 26 characters of a-z and 0-9\n"
+    )
+
+
+@pytest.mark.skipif(shutil.which("psql") is None, reason="psql is not installed")
+def test_cli_prints_lines_that_open_psql_with_a_token() -> None:
+    proc, output = _serve()
+    try:
+        lines = _lines_after(output, "Then open psql with a fresh token:")
+        assert lines == [
+            "dsql-psycopg psql",
+            'PGPASSWORD="$(dsql-psycopg token)" psql',
+        ]
+        root = Path(__file__).resolve().parents[2]
+        env = {
+            **os.environ,
+            **_exports(output),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            # The console script runs this tree's dsql_psycopg.
+            "PYTHONPATH": str(root),
+        }
+        for line in lines:
+            done = subprocess.run(
+                ["bash", "-c", line],
+                input="select current_user;\n",
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert done.returncode == 0, (line, done)
+            assert "admin" in [word.strip() for word in done.stdout.splitlines()]
+            assert "X-Amz" not in done.stdout + done.stderr
+    finally:
+        _stop(proc)
 
 
 def test_cli_without_credentials_explains(tmp_path: Path) -> None:
@@ -263,6 +374,13 @@ def test_cli_serves_a_multi_region_cluster() -> None:
             for key, value in (line.split(": ", 1) for line in lines[2:5])
         }
         assert list(urls) == ["URL", "URL in us-east-1", "URL in us-west-2"]
+        # PGHOST lists both endpoints, a token is for one: psql gets the own.
+        own = urls["URL in us-east-1"]
+        east_host = own.split("@", 1)[1].split(":", 1)[0]
+        assert _lines_after("".join(lines), "Then open psql with a fresh token:") == [
+            f"dsql-psycopg psql {shlex.quote(own)}",
+            f'PGPASSWORD="$(dsql-psycopg token {east_host})" psql {shlex.quote(own)}',
+        ]
         east, west = exports["PGHOST"].split(",")
         assert east.endswith(".dsql.us-east-1.on.aws")
         assert west.endswith(".dsql.us-west-2.on.aws")
