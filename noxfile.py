@@ -97,7 +97,7 @@ DJANGO = {"5.2": "django~=5.2.0", "6": "django>=6,<7"}
 )
 def django(session: nox.Session, django: str) -> None:
     """Run the framework integration tests with each supported Django."""
-    install(session, "test", extras="local,django,sqlalchemy,alembic")
+    install(session, "test", extras="local,postgres,django,sqlalchemy,alembic")
     session.install(DJANGO[django])
     session.run(
         "pytest",
@@ -161,7 +161,7 @@ def demo(session: nox.Session) -> None:
 def bench(session: nox.Session) -> None:
     """Benchmark against plain psycopg and the official connector; draw the
     pictures the docs show (docs/img) from the newest results."""
-    install(session, "bench", extras="local,pgserver,otel")
+    install(session, "bench", extras="local,postgres,otel")
     session.run("python", "benchmarks/run.py", *session.posargs)
     session.run("python", "benchmarks/plots.py")
 

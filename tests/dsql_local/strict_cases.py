@@ -64,7 +64,7 @@ REFUSED: tuple[RefusedCase, ...] = (
     RefusedCase(
         "create-extension",
         # plpgsql: the one extension every PostgreSQL build has (contrib's,
-        # such as citext, are missing from some, e.g. pgserver's).
+        # such as citext, are missing from some minimal builds).
         "CREATE EXTENSION IF NOT EXISTS plpgsql",
         "unsupported statement: CreateExtension",
     ),
