@@ -21,12 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import _protocol as pq
+from ._backend import ADMIN
 from ._faults import Faults
 from ._policy import Session, StatementPolicy
 from ._pump import close_tls
 from ._relay import Relay
 from ._sigv4 import TokenError, TokenVerifier
 from ._strict_rules import RULES_BY_NAME
+from ._yield import Holders, holders_for
 
 if TYPE_CHECKING:
     # Only a type: the certificates (and cryptography) come with the [local] extra.
@@ -44,6 +46,10 @@ _GONE_BEFORE_ACCEPT = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EINTR})
 _MAX_STARTUP = 10_000
 # Startup parameters that are DSQL Local's business, not the backend's.
 _NOT_FORWARDED = frozenset({"replication"})
+# How long a write may wait for a row lock before the relay answers it as
+# DSQL would (see `_relay`): PostgreSQL's brief waits of its own (a table's
+# extension) fit in it; a refusal that was not a conflict only costs a replay.
+_LOCK_TIMEOUT = "10ms"
 _TOO_MANY = "Unable to accept connection, too many open connections."
 _RATE_EXCEEDED = "Unable to accept connection, rate exceeded."
 _LINGER_RESET = struct.pack("ii", 1, 0)
@@ -122,6 +128,8 @@ class Endpoint:
         self._acceptor: threading.Thread | None = None
         self.port = 0
         self.faults = Faults()
+        # Every relay over this PostgreSQL (other endpoints' too), by backend pid.
+        self.holders: Holders = holders_for(backend_socket, ADMIN)
         # Until then (time.monotonic()), accepted connections are cut at once.
         self._cut_until = 0.0
 
@@ -275,9 +283,11 @@ class Endpoint:
                 if generation != self._generation:
                     relay.kill()
                 self._relays.add(relay)
+            self.holders.add(relay.backend_pid, relay)
             try:
                 relay.run()
             finally:
+                self.holders.discard(relay.backend_pid)
                 with self._lock:
                     self._relays.discard(relay)
         except _Closed:
@@ -436,9 +446,10 @@ class Endpoint:
         refusal = self.policy.check_startup(params) if self.policy else None
         if refusal is not None:
             raise self._fatal(client, refusal.sqlstate, refusal.message)
-        backend = self._connect_backend(client, params, version)
+        backend, pid = self._connect_backend(client, params, version)
         session = Session(user=user)
-        return Relay(self, client, backend, session, accepted + self.max_connection_age)
+        deadline = accepted + self.max_connection_age
+        return Relay(self, client, backend, session, deadline, backend_pid=pid)
 
     def _admit(self, client: ssl.SSLSocket) -> None:
         """Refuse the connection past DSQL's open-connection or rate limit."""
@@ -458,19 +469,30 @@ class Endpoint:
 
     def _connect_backend(
         self, client: ssl.SSLSocket, params: dict[str, str], version: int
-    ) -> socket.socket:
-        """Start a backend session for `params`; relay its greeting to the client."""
+    ) -> tuple[socket.socket, int]:
+        """Start a backend session for `params`; relay its greeting to the client.
+
+        Returns the backend connection and its process id.
+        """
         backend = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             backend.settimeout(STARTUP_TIMEOUT)
             backend.connect(self.backend_socket)
             forwarded = {k: v for k, v in params.items() if k not in _NOT_FORWARDED}
+            # Nothing waits in DSQL: a write that meets another transaction's
+            # row gives up at once and is answered, then judged at COMMIT.
+            forwarded["options"] = (
+                f"-c lock_timeout={_LOCK_TIMEOUT} " + forwarded.get("options", "")
+            ).strip()
+            pid = 0
             backend.sendall(pq.startup_message(forwarded, version))
             greeting = bytearray()
             while True:
                 kind, size = _kind_len(self._recv_exact(backend, 5))
                 body = self._recv_exact(backend, size - 4)
                 greeting += kind + pq.INT32.pack(size) + body
+                if kind == b"K" and len(body) >= 4:
+                    (pid,) = pq.INT32.unpack_from(body)
                 if kind == b"S":
                     try:
                         pq.check_parameter_status(body)
@@ -496,7 +518,7 @@ class Endpoint:
         except BaseException:
             backend.close()
             raise
-        return backend
+        return backend, pid
 
     def _cancel(self, key: bytes) -> None:
         """Pass a CancelRequest (process id and secret key) to the backend."""

@@ -76,6 +76,10 @@ class Pump:
         # Set by a subclass: close the client connection once _to_client
         # has been flushed.
         self._dropping = False
+        # Another thread's nudge (`wake`) reaches the poll loop through this
+        # pair, made when the loop starts.
+        self._waker: socket.socket | None = None
+        self._wakee: socket.socket | None = None
 
     def _from_client(self, data: bytes) -> None:
         """Take bytes from the client; queue what to send in `_to_backend`."""
@@ -85,11 +89,24 @@ class Pump:
         """Take bytes from the backend; queue what to send in `_to_client`."""
         raise NotImplementedError
 
+    def _woken(self) -> None:
+        """Act on another thread's `wake`, in the relay's thread."""
+
+    def _sent_to_backend(self) -> None:
+        """Called after client data was passed on to the backend."""
+
     def _client_backlog(self) -> int:
         """Bytes the client sent that are still here: what bounds its reads."""
         return len(self._to_backend) + self._delayed_bytes
 
     # -- control from other threads ---------------------------------------
+
+    def wake(self) -> None:
+        """Have the relay's thread call `_woken` soon."""
+        waker = self._waker
+        if waker is not None:
+            with contextlib.suppress(OSError):
+                waker.send(b"\0")
 
     def kill(self) -> None:
         """Close the client connection abruptly (no message)."""
@@ -130,6 +147,9 @@ class Pump:
             with self._lock:
                 self._closed = True
                 self._backend.close()
+                for sock in (self._waker, self._wakee):
+                    if sock is not None:
+                        sock.close()
             if self._killed:
                 self._client.close()
             else:
@@ -139,11 +159,18 @@ class Pump:
         client, backend = self._client, self._backend
         client.setblocking(False)
         backend.setblocking(False)
-        cfd, bfd = client.fileno(), backend.fileno()
+        waker, wakee = socket.socketpair()
+        waker.setblocking(False)
+        wakee.setblocking(False)
+        with self._lock:
+            self._waker, self._wakee = waker, wakee
+        cfd, bfd, wfd = client.fileno(), backend.fileno(), wakee.fileno()
         poller = select.poll()
         masks = {cfd: select.POLLIN, bfd: select.POLLIN}
         poller.register(cfd, masks[cfd])
         poller.register(bfd, masks[bfd])
+        poller.register(wfd, select.POLLIN)
+        self._woken()  # what was asked before the loop began
         delayed = self._delayed
         while not self._killed:
             now = time.monotonic()
@@ -157,7 +184,9 @@ class Pump:
             # _read_client drains TLS records it has started, so poll sees
             # everything that is left to read.
             for fd, event in poller.poll(max(timeout_ms, 0)):
-                if not self._on_event(fd == cfd, event):
+                if fd == wfd:
+                    self._on_wake()
+                elif not self._on_event(fd == cfd, event):
                     return
             if delayed:
                 self._release_delayed()
@@ -168,6 +197,14 @@ class Pump:
                 if masks[fd] != want:
                     masks[fd] = want
                     poller.modify(fd, want)
+
+    def _on_wake(self) -> None:
+        assert self._wakee is not None
+        with contextlib.suppress(BlockingIOError):
+            self._wakee.recv(4096)
+        self._woken()
+        self._flush(self._backend, self._to_backend)
+        self._flush(self._client, self._to_client)
 
     def _release_delayed(self) -> None:
         """Process the client data whose simulated latency has passed."""
@@ -183,6 +220,7 @@ class Pump:
             self._delayed_bytes -= len(data)
             self._from_client(data)
         self._flush(self._backend, self._to_backend)
+        self._sent_to_backend()
 
     def _on_event(self, from_client: bool, event: int) -> bool:
         """Handle one poll event; return False when the connection is over."""
@@ -216,6 +254,7 @@ class Pump:
         else:
             self._from_client(data)
             self._flush(self._backend, self._to_backend)
+            self._sent_to_backend()
         return True
 
     def _read_backend(self) -> bool:
@@ -236,6 +275,7 @@ class Pump:
             return False
         if self._to_backend:  # a query's next piece, or client data it held
             self._flush(self._backend, self._to_backend)
+            self._sent_to_backend()
         return True
 
     @staticmethod

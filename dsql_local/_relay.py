@@ -56,6 +56,7 @@ hidden ROLLBACK, so the client is idle afterwards, as with DSQL.
 
 from __future__ import annotations
 
+import logging
 import re
 import socket
 import ssl
@@ -74,6 +75,17 @@ from ._framing import Framer
 from ._policy import Refusal, Session, StatementPolicy
 from ._pump import Pump, PumpHost
 from ._schema import OC001_MESSAGE, SchemaClock, SchemaWatch
+from ._yield import (
+    BLOCKERS_SQL,
+    FK_DDL_TAGS,
+    HOLDER_CHECK_SQL,
+    ROWS_CHANGED_SQL,
+    ROWS_CHECK_SQL,
+    Holders,
+    holder_check,
+)
+
+logger = logging.getLogger("dsql_local")
 
 OC000_MESSAGE = "change conflicts with another transaction (OC000)"
 CONFLICT_MESSAGES = {"OC000": OC000_MESSAGE, "OC001": OC001_MESSAGE}
@@ -123,6 +135,10 @@ BOOTSTRAP_SQL = (
                     ceil(total / 1048576.0), size_limit / 1048576);
         END IF;
     END $$""",
+    BLOCKERS_SQL,
+    HOLDER_CHECK_SQL,
+    ROWS_CHANGED_SQL,
+    ROWS_CHECK_SQL,
 )
 
 _STALE_SCHEMA = Refusal("40001", OC001_MESSAGE)
@@ -152,23 +168,33 @@ _GUARD = 512  # a write after a hidden savepoint: its answer waits in `_write`
 _ANSWER = 1024  # the plain read answering a write PostgreSQL refused
 _SNAPSHOT = 2048  # a lone BEGIN, followed by a hidden snapshot-taking SELECT
 _PRE_COMMIT = 4096  # the limits' check before a COMMIT: keep its error for it
+_REPLAY = 8192  # a refused write, run again before its COMMIT: an error is OC000
+_GAVE_WAY = 16384  # the BEGIN after giving way: the new transaction is doomed
 _MUTATING_TAGS = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE", "COPY"})
 _BEGIN_RE = re.compile(r"\s*(?:begin|start\s+transaction)\b[^;]*;?\s*\Z", re.IGNORECASE)
 # Taken right after BEGIN, as DSQL takes its snapshot; where the WAL stood
 # then bounds what the transaction can have written (see _commit_check).
 _TAKE_SNAPSHOT = "SELECT pg_catalog.pg_current_wal_insert_lsn()"
+# ... and, while foreign keys with actions exist, the rows changed so far.
+_TAKE_SNAPSHOT_ROWS = (
+    "SELECT pg_catalog.pg_current_wal_insert_lsn()::text"
+    " || ' ' || dsql_local.rows_changed()"
+)
+_BEGIN_ROWS = pq.query(f"BEGIN;{_TAKE_SNAPSHOT_ROWS}")
 _LSN = re.compile(r"[0-9A-F]{1,8}/[0-9A-F]{1,8}")
 _BEGIN = pq.query(f"BEGIN;{_TAKE_SNAPSHOT}")
 _SAVEPOINT_NAME = "dsql_local_write"
 _SAVEPOINT = pq.query(f"SAVEPOINT {_SAVEPOINT_NAME}")
 _ROLLBACK_TO = pq.query(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT_NAME}")
 _ANSWER_STATEMENT = b"dsql_local_answer"
+# A replay waits for the holders it makes give way (see `_yield`).
+_REPLAY_LOCK_TIMEOUT = pq.query("SET LOCAL lock_timeout = '2s'")
 _COMMIT = pq.query("COMMIT")
 _SYNC = pq.message(b"S")  # a Sync has no body: every one is these bytes
 
 _Q, _P, _B, _S, _F = b"QPBSF"
 _COPY_IN, _COPY_DONE, _COPY_FAIL = b"Gcf"
-_DESCRIBE, _EXECUTE = b"DE"
+_DESCRIBE, _EXECUTE, _FLUSH = b"DEH"
 _E, _Z, _C, _PARSE_COMPLETE, _PARAMETER_STATUS = b"EZC1S"
 _ROW_DESCRIPTION, _DATA_ROW = b"TD"
 # What a refused extended-protocol write already answered that still holds.
@@ -180,6 +206,7 @@ class _Write:
     """A guarded write in flight: its answer waits until it is known."""
 
     guard: Guard
+    sql: str
     bind: bytes | None = None
     """Extended protocol: the body of the client's Bind (its parameters)."""
     types: bytes = b"\0\0"
@@ -187,6 +214,8 @@ class _Write:
     sealed: bool = False
     """Its Sync (or its Query) is in: what the client sends next waits."""
     refused: bool = False
+    holder_check: str | None = None
+    """SQL checking that the row's holder did not commit first (see `_yield`)."""
     answer: bytearray = field(default_factory=bytearray)
     kept: bytearray = field(default_factory=bytearray)
 
@@ -261,9 +290,12 @@ class Relay(Pump):
         backend: socket.socket,
         session: Session,
         deadline: float,
+        *,
+        backend_pid: int = 0,
     ) -> None:
         super().__init__(endpoint, client, backend, deadline)
         self.session = session
+        self.backend_pid = backend_pid
         self._policy: StatementPolicy | None = endpoint.policy
         clock = endpoint.schema_clock
         self._schema = SchemaWatch(clock) if clock is not None else None
@@ -303,6 +335,16 @@ class Relay(Pump):
         # dooms the transaction to fail at COMMIT.
         self._write: _Write | None = None
         self._doomed = False
+        # Writes refused for another transaction's sake, answered as DSQL
+        # would: each runs again right before the COMMIT, which fails if one
+        # of them does (the other transaction committed first).
+        self._replays: list[bytes] = []
+        self._look_for_holders = False
+        # Giving way to a transaction that commits first (see `_yield`): the
+        # number of this connection's transaction, and the one to roll back.
+        self._transaction = 0
+        self._give_way: int | None = None
+        self._giving_way = False
         # DSQL's limits: a statement past the row limit fails after the
         # fact; a transaction that wrote is checked right before its COMMIT,
         # whose answer becomes the check's error, if any.
@@ -310,6 +352,7 @@ class Relay(Pump):
         self._late_answer = bytearray()
         self._wrote = False
         self._start_lsn = ""
+        self._start_rows: int | None = None
         self._commit_prefix = b""
         self._commit_error = b""
         # Prepared (named) statements: name -> (SQL, not run yet, to wrap in
@@ -331,6 +374,7 @@ class Relay(Pump):
         """Client data waits: the relay still sends statements of its own."""
         return (
             bool(self._pieces)
+            or self._giving_way
             or (self._awaiting_commit and not self._copy_in)
             or (self._write is not None and self._write.sealed)
         )
@@ -416,7 +460,7 @@ class Relay(Pump):
             self._units_sent += 1
             self._add_action(self._units_sent, _HIDE_READY | _AUTOCOMMIT)
             self._awaiting_commit = True
-            return _BEGIN + pq.query(sql if verdict is None else verdict)
+            return self._begin() + pq.query(sql if verdict is None else verdict)
         return None if verdict is None else pq.query(verdict)
 
     def _commit_query(self, message: bytes) -> bytes | None:
@@ -431,7 +475,8 @@ class Relay(Pump):
         if _BEGIN_RE.match(sql):
             # A comment at the end ends with the line.
             self._add_action(self._units_sent, _SNAPSHOT)
-            return pq.query(f"{sql}\n;{_TAKE_SNAPSHOT}")
+            take = _TAKE_SNAPSHOT_ROWS if self._fk_actions() else _TAKE_SNAPSHOT
+            return pq.query(f"{sql}\n;{take}")
         write = self._guard(sql, self._units_sent - 1)
         if write is None:
             return None
@@ -469,7 +514,7 @@ class Relay(Pump):
         found = guard(sql)
         if found is None:
             return None
-        self._write = _Write(found)
+        self._write = _Write(found, sql)
         return self._write
 
     def _enclose(
@@ -512,7 +557,7 @@ class Relay(Pump):
         self._units_sent += 1
         self._add_action(self._units_sent, _SWALLOW | _HIDE_READY | _SNAPSHOT)
         self._wrap_at_sync = True
-        return _BEGIN + message
+        return self._begin() + message
 
     def _end_hidden_transaction(self, status: bytes, failed: bool) -> bytes:
         """Commit the hidden transaction, or fail it as a COMMIT would fail.
@@ -631,11 +676,12 @@ class Relay(Pump):
         elif not isinstance(verdict, Refusal):
             self._note_tags(self._units_sent + 1, self.session.command_tags)
         if (
-            not name
-            and not isinstance(verdict, Refusal)
+            not isinstance(verdict, Refusal)
             and self._parses_sent == 1
             and _synced_alone(view, end)
         ):
+            # A named statement's first run, when its Bind follows in the
+            # same Sync, is guarded or wrapped here: its Bind comes too late.
             message = (
                 bytes(view[pos:end])
                 if verdict is None
@@ -731,15 +777,27 @@ class Relay(Pump):
         refusal = self._judge_commit()
         if refusal is not None:
             return refusal
+        if self._replays and not checkable:
+            return _CONFLICT  # no room for the replays: judged at once
         committed = self._endpoint.faults.take_commit()
         if committed is False:
             return SERVER_UNAVAILABLE
+        before = [
+            (message, _SWALLOW | _HIDE_READY | _PRE_COMMIT | _REPLAY)
+            for message in (
+                [_REPLAY_LOCK_TIMEOUT, *self._replays] if self._replays else []
+            )
+        ]
         check = self._commit_check()
-        if checkable and check:
-            self._add_action(unit, _SWALLOW | _HIDE_READY | _PRE_COMMIT)
-            self._units_sent += 1
-            unit += 1
-            self._commit_prefix = check
+        if check:
+            before.append((check, _SWALLOW | _HIDE_READY | _PRE_COMMIT))
+        if checkable and before:
+            for message, action in before:
+                self._add_action(unit, action)
+                self._units_sent += 1
+                unit += 1
+                self._commit_prefix += message
+            self._look_for_holders = bool(self._replays)
         if committed:
             self._add_action(unit, _UNAVAILABLE_AT_COMMIT)
         elif self._endpoint.take_commit_drop():
@@ -760,23 +818,45 @@ class Relay(Pump):
         return refusal
 
     def _commit_check(self) -> bytes:
-        """The Query checking DSQL's size limit before a COMMIT, if one is due.
+        """The Query checking DSQL's limits before a COMMIT, if one is due.
 
-        Measuring costs a scan of each table written; it is skipped when the
-        whole server wrote less WAL than the limit since the transaction's
-        snapshot (the WAL holds every row version written, as stored).
+        The size: measuring costs a scan of each table written; it is skipped
+        when the whole server wrote less WAL than the limit since the
+        transaction's snapshot (the WAL holds every row version written, as
+        stored). The rows, counting those foreign key actions changed: only
+        while a foreign key with actions exists (see `_yield`).
         """
-        limit = getattr(self._policy, "transaction_size_limit", None)
-        if not self._wrote or limit is None:
+        if not self._wrote:
             return b""
-        check = f"dsql_local.check_commit({int(limit)})"
-        if self._start_lsn:
-            return pq.query(
-                "SELECT CASE WHEN pg_catalog.pg_current_wal_insert_lsn()"
-                f" - '{self._start_lsn}'::pg_catalog.pg_lsn > {int(limit)}"
-                f" THEN {check} END"
+        checks = []
+        rows = getattr(self._policy, "transaction_row_limit", None)
+        if rows is not None and self._start_rows is not None:
+            checks.append(
+                f"SELECT dsql_local.check_rows({int(rows)}, {self._start_rows})"
             )
-        return pq.query(f"SELECT {check}")
+        limit = getattr(self._policy, "transaction_size_limit", None)
+        if limit is not None:
+            check = f"dsql_local.check_commit({int(limit)})"
+            if self._start_lsn:
+                checks.append(
+                    "SELECT CASE WHEN pg_catalog.pg_current_wal_insert_lsn()"
+                    f" - '{self._start_lsn}'::pg_catalog.pg_lsn > {int(limit)}"
+                    f" THEN {check} END"
+                )
+            else:
+                checks.append(f"SELECT {check}")
+        return pq.query(";".join(checks)) if checks else b""
+
+    def _fk_actions(self) -> bool:
+        """Whether rows changed by foreign key actions are to be counted."""
+        if getattr(self._policy, "transaction_row_limit", None) is None:
+            return False
+        holders: Holders | None = getattr(self._endpoint, "holders", None)
+        return holders is not None and holders.fk_actions()
+
+    def _begin(self) -> bytes:
+        """A hidden BEGIN and the query taking its snapshot."""
+        return _BEGIN_ROWS if self._fk_actions() else _BEGIN
 
     def _take_commit_prefix(self, message: bytes) -> bytes | None:
         """`message` after the limits' check, if one was planned; else None."""
@@ -793,11 +873,66 @@ class Relay(Pump):
         self._unit_actions[self._units_sent] = _SWALLOW | _HIDE_READY
         return _ROLLBACK
 
+    # -- giving way to a transaction that commits first --------------------
+
+    @property
+    def transaction(self) -> int:
+        """The number of this connection's current (or next) transaction."""
+        return self._transaction
+
+    def give_way(self, transaction: int) -> None:
+        """From another relay's thread: roll back `transaction` if still open."""
+        self._give_way = transaction
+        self.wake()
+
+    def _woken(self) -> None:
+        self._try_giving_way()
+
+    def _try_giving_way(self) -> None:
+        """Roll back the backend's transaction, asked to; begin a doomed one.
+
+        Only between units (the backend idle in its transaction): else at
+        the end of the units in flight. The client's data waits meanwhile.
+        """
+        wanted = self._give_way
+        if wanted is None:
+            return
+        if wanted != self._transaction or self._status == b"I":
+            self._give_way = None  # it has ended meanwhile
+            return
+        if self._units_done != self._units_sent or self._holding():
+            return
+        self._give_way = None
+        self._giving_way = True
+        failed = self._status == b"E"
+        self._to_backend += self._hidden(_ROLLBACK, _SWALLOW | _HIDE_READY | _QUIET)
+        begin = _SWALLOW | _HIDE_READY | _SNAPSHOT
+        if failed:
+            self._to_backend += self._hidden(self._begin(), begin)
+            self._to_backend += self._hidden(
+                pq.query(refusal_sql(_CONFLICT)),
+                _SWALLOW | _HIDE_READY | _QUIET | _GAVE_WAY,
+            )
+        else:
+            self._to_backend += self._hidden(self._begin(), begin | _GAVE_WAY)
+        logger.debug("a transaction gave way to one that committed first")
+
+    def _sent_to_backend(self) -> None:
+        if self._look_for_holders:
+            # The replays and COMMIT are on their way: whoever they wait
+            # for is still open, and loses to this first committer.
+            self._look_for_holders = False
+            holders: Holders | None = getattr(self._endpoint, "holders", None)
+            if holders is not None and self.backend_pid:
+                holders.make_yield(self.backend_pid)
+
     # -- backend -> client -------------------------------------------------
 
     def _from_backend(self, data: bytes) -> None:
         # Stopped only by a commit drop: nothing after it reaches the client.
         self._backend_framer.feed(data)
+        if self._give_way is not None:
+            self._try_giving_way()
 
     def _backend_watches(self) -> frozenset[int] | None:
         if self._dropping:
@@ -868,9 +1003,14 @@ class Relay(Pump):
         self, action: int, view: memoryview, pos: int, end: int
     ) -> bytes | None:
         if action & _PRE_COMMIT:
-            # The COMMIT that follows answers with this error.
-            fields = pq.parse_fields(view[pos + 5 : end])
-            self._commit_error = pq.build_fields(b"E", fields)
+            # The COMMIT that follows answers with the first such error; a
+            # replay's means another transaction committed the row first.
+            if not self._commit_error:
+                if action & _REPLAY:
+                    self._commit_error = pq.error_response(*_CONFLICT)
+                else:
+                    fields = pq.parse_fields(view[pos + 5 : end])
+                    self._commit_error = pq.build_fields(b"E", fields)
             return b""
         if action & _QUIET:
             return b""
@@ -904,6 +1044,10 @@ class Relay(Pump):
             return pq.error_response(*SERVER_UNAVAILABLE)
         if self._schema is not None:
             self._schema.command_done(tag)
+        if tag in FK_DDL_TAGS:
+            holders: Holders | None = getattr(self._endpoint, "holders", None)
+            if holders is not None:
+                holders.tables_changed()
         verb, _, count = tag.rpartition(" ")
         if count.isdigit() and count != "0" and verb.split(" ", 1)[0] in _MUTATING_TAGS:
             self._wrote = True
@@ -933,6 +1077,10 @@ class Relay(Pump):
             if action & (_GUARD | _ANSWER):
                 return self._end_of_write(action, status)
         self._set_status(b"I" if action & _AS_IDLE else status)
+        if action & _GAVE_WAY:
+            self._doomed = True
+            self._giving_way = False
+            self._release_held()
         if action & _NEXT_PIECE and self._after_piece(failed):
             return b""
         if action & _AUTOCOMMIT:
@@ -966,8 +1114,11 @@ class Relay(Pump):
         """Note where the WAL stood at the snapshot; hide the hidden SELECT."""
         if kind == _DATA_ROW:
             # One text column: (count 1, length, value).
-            lsn = bytes(view[pos + 11 : end]).decode("ascii", "replace")
+            lsn, _, rows = (
+                bytes(view[pos + 11 : end]).decode("ascii", "replace").partition(" ")
+            )
             self._start_lsn = lsn if _LSN.fullmatch(lsn) else ""
+            self._start_rows = int(rows) if rows.isdigit() else None
             return b""
         if (
             kind == _ROW_DESCRIPTION
@@ -988,6 +1139,7 @@ class Relay(Pump):
             fields = pq.parse_fields(view[pos + 5 : end])
             if fields.get("C") in _CONFLICT_SQLSTATES:
                 write.refused = True
+                write.holder_check = holder_check(fields.get("W", ""))
                 return b""
             self._unit_failed = True
             if self._schema is not None:
@@ -1026,12 +1178,29 @@ class Relay(Pump):
             self._set_status(status)
             self._release_held()
             return bytes(write.answer) + pq.ready_for_query(status)
-        self._doomed = True
+        if write.holder_check is None:
+            self._doomed = True  # who held the row is not known: it wins
+        elif write.holder_check:
+            self._replays.append(pq.query(write.holder_check))
+        self._replays.append(self._replay_of(write))
         self._to_backend += self._hidden(_ROLLBACK_TO, _SWALLOW | _HIDE_READY | _QUIET)
         self._to_backend += self._hidden(self._answer_query(write), _ANSWER)
         # The extended protocol's ParseComplete, BindComplete and row
         # description stand; the rows come from the read.
         return bytes(write.kept) if write.bind is not None else b""
+
+    @staticmethod
+    def _replay_of(write: _Write) -> bytes:
+        """The refused write itself, to run again before the COMMIT."""
+        if write.bind is None:
+            return pq.query(write.sql)
+        params, _ = _split_bind(write.bind)
+        return (
+            pq.message(b"P", b"\0" + write.sql.encode() + b"\0" + write.types)
+            + pq.message(b"B", b"\0\0" + params + _INT16.pack(0))
+            + pq.message(_EXECUTE.to_bytes(1, "big"), b"\0" + _INT32.pack(0))
+            + _SYNC
+        )
 
     @staticmethod
     def _answer_query(write: _Write) -> bytes:
@@ -1093,11 +1262,15 @@ class Relay(Pump):
         return None
 
     def _set_status(self, status: bytes) -> None:
+        if status == b"I" and self._status != b"I":
+            self._transaction += 1
         self._status = status
         session = self.session
         if status == b"I":
+            self._replays.clear()
             self._doomed = self._wrote = False
             self._start_lsn = ""
+            self._start_rows = None
             if self._schema is not None:
                 self._schema.idle()
             session.in_transaction = False
@@ -1150,6 +1323,6 @@ def _synced_alone(view: memoryview, end: int) -> bool:
             return executes == 1
         if kind == _EXECUTE:
             executes += 1
-        elif kind not in (_B, _DESCRIBE):
+        elif kind not in (_B, _DESCRIBE, _FLUSH):
             return False
     return False

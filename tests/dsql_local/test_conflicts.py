@@ -521,3 +521,102 @@ def test_a_refused_write_is_answered_by_a_plain_read(
 )
 def test_writes_whose_answer_needs_the_write_are_not_guarded(sql: str) -> None:
     assert guard(sql) is None
+
+
+# -- Conflicts judged at COMMIT, by commit order (#25) -----------------------
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_the_first_committer_wins_whoever_wrote_first(
+    connect: Connect, counters: str, protocol: str
+) -> None:
+    first, second = _connect(connect, protocol), _connect(connect, protocol)
+    one, two = _cursor(first, protocol), _cursor(second, protocol)
+    one.execute(f"update {counters} set n = n + 1 where id = %s", [1])
+    two.execute(f"update {counters} set n = n + 10 where id = %s", [1])
+    assert two.rowcount == 1
+    # The later writer commits first: it wins, and never waited for the other.
+    second.commit()
+    _fails_at_commit(first)
+    assert one.execute(f"select n from {counters} where id = 1").fetchone() == (10,)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_write_refused_for_a_writer_that_rolled_back_commits(
+    connect: Connect, counters: str, protocol: str
+) -> None:
+    first, second = _connect(connect, protocol), _connect(connect, protocol)
+    one, two = _cursor(first, protocol), _cursor(second, protocol)
+    one.execute(f"update {counters} set n = n + 1 where id = %s", [1])
+    two.execute(f"delete from {counters} where id = %s returning n", [1])
+    assert two.fetchall() == [(0,)]
+    first.rollback()
+    second.commit()
+    assert one.execute(f"select id from {counters}").fetchall() == [(2,)]
+
+
+def test_the_loser_of_a_commit_race_still_fails_after_the_winner(
+    connect: Connect, counters: str
+) -> None:
+    """Three writers of one row: the first to commit wins, both others fail."""
+    conns = [connect() for _ in range(3)]
+    for value, conn in enumerate(conns):
+        conn.execute(f"update {counters} set n = %s where id = 1", [value + 1])
+    conns[1].commit()
+    _fails_at_commit(conns[2])
+    _fails_at_commit(conns[0])
+    assert conns[0].execute(f"select n from {counters} where id = 1").fetchone() == (2,)
+
+
+@pytest.mark.parametrize("winner", ["first", "second"])
+def test_the_same_new_key_in_two_transactions_fails_at_the_later_commit(
+    connect: Connect, counters: str, winner: str
+) -> None:
+    first, second = connect(), connect()
+    insert = f"insert into {counters} values (5, %s)"
+    assert first.execute(insert, [1]).rowcount == 1
+    assert second.execute(insert, [2]).rowcount == 1
+    won, lost = (first, second) if winner == "first" else (second, first)
+    won.commit()
+    _fails_at_commit(lost)
+    expected = 1 if winner == "first" else 2
+    assert lost.execute(f"select n from {counters} where id = 5").fetchone() == (
+        expected,
+    )
+
+
+@pytest.mark.usefixtures("parent_child")
+@pytest.mark.parametrize("action", ["cascade", "set null", "set default"])
+def test_rows_changed_by_foreign_key_actions_count_toward_the_row_limit(
+    connect: Connect, action: str
+) -> None:
+    with connect(autocommit=True) as conn:
+        conn.execute(
+            "create table k (id int primary key,"
+            f" p_id int default 2 references p (id) on delete {action})"
+        )
+        for first in (1, 1551):  # two transactions, each under the limit
+            conn.execute(
+                "insert into k select g, 1 from generate_series(%s::int, %s::int) g",
+                [first, first + 1549],
+            )
+        # In autocommit, the statement is its transaction: it fails.
+        with pytest.raises(errors.ProgramLimitExceeded) as info:
+            conn.execute("delete from p where id = 1")
+        assert info.value.sqlstate == "54000"
+        assert str(info.value) == "transaction row limit exceeded"
+    conn = connect()
+    assert conn.execute("delete from p where id = 1").rowcount == 1
+    # In a transaction, its COMMIT fails (DSQL fails the statement itself).
+    with pytest.raises(errors.ProgramLimitExceeded, match="row limit exceeded"):
+        conn.commit()
+    assert conn.info.transaction_status == TransactionStatus.IDLE
+    # Under the limit, the same statement commits.
+    conn.execute("delete from k where id > 100")
+    conn.commit()
+    assert conn.execute("delete from p where id = 1").rowcount == 1
+    conn.commit()
+    expected = [] if action == "cascade" else [(100,)]
+    assert conn.execute("select count(*) from k having count(*) > 0").fetchall() == (
+        expected
+    )
