@@ -50,9 +50,16 @@ def is_occ_error(exc: BaseException) -> bool:
         exc: Any exception; ``__cause__``, ``__context__`` and SQLAlchemy's
             ``.orig`` are looked through.
 
+    ```python
+    import dsql_psycopg
+
+    gave_up = dsql_psycopg.OCCRetryExhausted("10 attempts failed", attempts=10)
+    assert dsql_psycopg.is_occ_error(gave_up)
+    assert not dsql_psycopg.is_occ_error(ValueError("not a conflict"))
+    ```
+
     Returns:
-        True for SQLSTATE 40001, for a message carrying ``(OC000)`` or
-        ``(OC001)``, and for `OCCRetryExhausted`.
+        Whether it is SQLSTATE 40001, ``(OC000)``/``(OC001)``, or `OCCRetryExhausted`.
     """
     return any(
         isinstance(e, OCCRetryExhausted)

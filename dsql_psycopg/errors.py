@@ -21,7 +21,21 @@ class DsqlError(Exception):
 
 
 class ConfigurationError(DsqlError, ValueError):
-    """The connection parameters or options are invalid."""
+    """The connection parameters or options are invalid.
+
+    Raised before anything is sent, with a message that names the problem and
+    the fix. It is also a `ValueError`.
+
+    ```python
+    import dsql_psycopg
+
+    url = "postgresql://admin@<cluster-id>.dsql.us-east-1.on.aws/postgres"
+    try:
+        dsql_psycopg.connect(url, sslmode="require")
+    except dsql_psycopg.ConfigurationError as ex:
+        assert "verify-full" in str(ex)
+    ```
+    """
 
 
 class CredentialsError(DsqlError):
@@ -39,6 +53,11 @@ class ConnectRetryExhausted(DsqlError, psycopg.OperationalError):
     connections, the endpoint refusing or resetting connections. `cause` names
     the last one, `attempts` and `elapsed` (seconds) say what was spent; the
     last connect error is the exception's ``__cause__``.
+
+    Attributes:
+        attempts: Connects tried, the first one included.
+        elapsed: Seconds from the first try to giving up.
+        cause: The last transient refusal, in words.
     """
 
     def __init__(
@@ -57,7 +76,12 @@ class UntrustedCertificateError(DsqlError, psycopg.OperationalError):
 class OCCRetryExhausted(DsqlError):
     """A transaction kept failing with optimistic-concurrency conflicts.
 
-    The last conflict is the exception's ``__cause__``.
+    The last conflict is the exception's ``__cause__``, and `is_occ_error` is
+    true for it, so that an outer layer that retries on conflicts (a job
+    queue, a client) recognises it too.
+
+    Attributes:
+        attempts: Runs of the transaction, the first one included.
     """
 
     def __init__(self, message: str, *, attempts: int) -> None:

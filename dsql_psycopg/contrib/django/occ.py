@@ -49,6 +49,21 @@ def retry_atomic(
     the outer block could be retried. With ``ATOMIC_REQUESTS``, mark such
     views ``@transaction.non_atomic_requests`` (above this decorator).
 
+    <!-- docs-sample: skip (needs a configured Django project and its models) -->
+    ```python
+    from django.db.models import F
+
+    from dsql_psycopg.contrib.django import retry_atomic
+
+    from .models import Account
+
+
+    @retry_atomic(max_attempts=5)
+    def transfer(source_id, target_id, amount):
+        Account.objects.filter(pk=source_id).update(balance=F("balance") - amount)
+        Account.objects.filter(pk=target_id).update(balance=F("balance") + amount)
+    ```
+
     Args:
         func: The function, when used bare.
         using: The database alias; ``default`` if None.
