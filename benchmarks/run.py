@@ -833,6 +833,8 @@ def bench_region(
 # -- scenario 7: what OpenTelemetry costs ---------------------------------------------
 
 OTEL_MODES = ("API absent", "API, no SDK", "SDK on")
+OTEL_OPERATIONS = ("connect", "transaction", "hooks")
+HOOK_ROUNDS = 100
 OTEL_TABLE = "bench_otel"
 
 
@@ -888,7 +890,33 @@ def _otel_worker(
                     other.execute(f"UPDATE {OTEL_TABLE} SET n = n + 1 WHERE id = 1")
                 c.execute(f"UPDATE {OTEL_TABLE} SET n = n + 1 WHERE id = 1")
 
-    calls = {"connect": connect_once, "transaction": retried_once}
+    from dsql_psycopg import _telemetry as telemetry  # noqa: PLC0415
+
+    params = config.parse(**kwargs)
+    conflict = psycopg.errors.SerializationFailure("conflict (OC000)")
+
+    def hooks_once() -> None:
+        # The hooks a connect and a once-retried transaction call, no I/O:
+        # 100 rounds per call, so that one sample is well above the clock's
+        # resolution (divided by 100 below).
+        for _ in range(HOOK_ROUNDS):
+            trace = telemetry.connect_started()
+            telemetry.token_signed(1e-4)
+            trace.connected(params, failover=False)
+            tx = telemetry.transaction_started(10, False)
+            for number, error in ((1, conflict), (2, None)):
+                tx.attempt_started(number)
+                tx.deactivate(tx.activate())
+                tx.attempt_ended(error, "conflict" if error else None)
+                if error is not None:
+                    tx.retrying("conflict", 0.01)
+            tx.finished()
+
+    calls = {
+        "connect": connect_once,
+        "transaction": retried_once,
+        "hooks": hooks_once,
+    }
     dsql.retry_testing()  # the backoff is computed but not slept
     for call in calls.values():
         call()
@@ -910,12 +938,13 @@ def _otel_worker(
         if exporter is not None:
             exporter.clear()
         wall, cpu = [], []
+        per = HOOK_ROUNDS if command == "hooks" else 1
         for _ in range(count):
             cpu_started = time.process_time()
             started = time.perf_counter()
             calls[command]()
-            wall.append(time.perf_counter() - started)
-            cpu.append(time.process_time() - cpu_started)
+            wall.append((time.perf_counter() - started) / per)
+            cpu.append((time.process_time() - cpu_started) / per)
         pipe.send((wall, cpu))
     conn.close()
     other.close()
@@ -946,7 +975,7 @@ def bench_otel(ep: Endpoint, rounds: int, batch: int) -> dict[str, Any]:
             if not pipe.poll(120) or pipe.recv() != "ready":
                 raise RuntimeError(f"the {mode!r} worker did not start")
         result: dict[str, Any] = {"rounds": rounds, "batch": batch, "checks": {}}
-        for op in ("connect", "transaction"):
+        for op in OTEL_OPERATIONS:
             wall: dict[str, list[float]] = {m: [] for m in OTEL_MODES}
             cpu: dict[str, list[float]] = {m: [] for m in OTEL_MODES}
             for i in range(rounds):
@@ -984,6 +1013,10 @@ def _relative(samples: dict[str, list[float]], base: str) -> dict[str, Any]:
 
 def _ms(s: dict[str, float]) -> str:
     return f"{s['median'] * 1e3:.2f} ({s['p10'] * 1e3:.2f}-{s['p90'] * 1e3:.2f})"
+
+
+def _us(s: dict[str, float]) -> str:
+    return f"{s['median'] * 1e6:.1f} µs ({s['p10'] * 1e6:.1f}-{s['p90'] * 1e6:.1f})"
 
 
 def _ratios(s: dict[str, float]) -> str:
@@ -1137,14 +1170,20 @@ def render(results: dict[str, Any]) -> str:
             " | extra µs | client CPU ms (p10-p90) | extra CPU µs |",
             "|---|---|---|---|---|---|---|",
         ]
-        for op in ("connect", "transaction"):
+        for op in OTEL_OPERATIONS:
+            # The hooks alone take microseconds: shown in µs, not ms.
+            show = _us if op == "hooks" else _ms
             for mode, s in r[op]["wall_seconds"].items():
                 c = r[op]["client_cpu_seconds"][mode]
                 out.append(
-                    f"| {op} | {mode} | {_ms(s)} | {s['ratio_to_absent']:.3f}"
-                    f" | {s['extra_us']:.0f} | {_ms(c)} | {c['extra_us']:.0f} |"
+                    f"| {op} | {mode} | {show(s)} | {s['ratio_to_absent']:.3f}"
+                    f" | {s['extra_us']:.1f} | {show(c)} | {c['extra_us']:.1f} |"
                 )
-        out.append("")
+        out.append(
+            "\nhooks: the telemetry calls of one connect and one once-retried"
+            " transaction alone, without I/O (per round, from rounds of"
+            f" {HOOK_ROUNDS})\n"
+        )
         for mode, checks in r["checks"].items():
             out.append(f"- {mode}: {checks}")
     return "\n".join(out)

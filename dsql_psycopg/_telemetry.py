@@ -72,8 +72,10 @@ CONFLICT = "conflict"
 SERVER_UNAVAILABLE = "server_unavailable"
 CONNECTION_LOST = "connection_lost"
 COMMIT_OUTCOME_UNKNOWN = "commit_outcome_unknown"
+ROLLED_BACK = "rolled_back"
 ERROR = "error"
 EXHAUSTED = "exhausted"
+ABANDONED = "abandoned"
 
 # libpq's words for a failed connect (lower case) -> error.type: low
 # cardinality, and no host name, user or token in it.
@@ -122,6 +124,7 @@ class _State:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.forced: bool | None = None  # set_telemetry(); None: the environment
+        self.env: bool | None = None  # the environment's word, read once
         self.loaded: _Otel | None = None
         self.missing = False  # the API could not be imported
 
@@ -145,31 +148,44 @@ def set_telemetry(enabled: bool) -> None:
 
 
 def telemetry_enabled() -> bool:
-    """Tell whether spans and metrics are reported (the API is there and on)."""
-    return _otel() is not None
+    """Tell whether spans and metrics go to the global providers: the API is
+    installed and reporting is on (whether an SDK is set up or not)."""
+    return _otel(with_sdk=False) is not None
 
 
 def _switched_on() -> bool:
     if _state.forced is not None:
         return _state.forced
-    return os.environ.get(ENV_SWITCH, "").strip().lower() not in _OFF_VALUES
+    if _state.env is None:  # read once: the variable is for process start-up
+        value = os.environ.get(ENV_SWITCH, "").strip().lower()
+        _state.env = value not in _OFF_VALUES
+    return _state.env
 
 
-def _otel() -> _Otel | None:
-    """The loaded instrumentation, or None when off or unavailable."""
+def _otel(*, with_sdk: bool = True) -> _Otel | None:
+    """The loaded instrumentation, or None when off or unavailable.
+
+    With `with_sdk`, also None while neither global provider is set (no SDK
+    configured, or OpenTelemetry's no-op ones): the API's no-op objects
+    would take every call anyway, for nothing.
+    """
     loaded = _state.loaded
-    if loaded is not None:
-        return loaded if _switched_on() else None
-    if _state.missing or not _switched_on():
+    if loaded is None:
+        if _state.missing or not _switched_on():
+            return None
+        with _state.lock:
+            if _state.loaded is None and not _state.missing:
+                try:
+                    _state.loaded = _Otel()
+                except ImportError:
+                    _state.missing = True
+                    logger.debug("opentelemetry-api is not installed: no telemetry")
+            loaded = _state.loaded
+        if loaded is None:
+            return None
+    if not _switched_on() or (with_sdk and loaded.idle()):
         return None
-    with _state.lock:
-        if _state.loaded is None and not _state.missing:
-            try:
-                _state.loaded = _Otel()
-            except ImportError:
-                _state.missing = True
-                logger.debug("opentelemetry-api is not installed: no telemetry")
-    return _state.loaded
+    return loaded
 
 
 # -- what the drivers call ---------------------------------------------------------
@@ -207,16 +223,23 @@ class TransactionTrace(Protocol):
         """Undo `activate` (in the same thread or task)."""
 
     def attempt_ended(
-        self, error: BaseException | None, reason: RetryReason | None
+        self,
+        error: BaseException | None,
+        reason: RetryReason | None,
+        *,
+        rolled_back: bool = False,
     ) -> None:
-        """The attempt ended: with `error` (None: committed), re-runnable
-        for `reason` (None: not)."""
+        """The attempt ended: with `error` (None: committed, or rolled back
+        by the body's `psycopg.Rollback`), re-runnable for `reason`."""
 
     def retrying(self, reason: str, delay: float) -> None:
         """The next attempt runs after `delay` seconds, for `reason`."""
 
     def finished(self, error: BaseException | None = None) -> None:
-        """No attempt follows; `error` is what the caller gets, if anything."""
+        """No attempt follows; `error` is what the caller gets, if anything.
+
+        Only the first call counts: drivers may call it again on their way
+        out (a loop left early, a single attempt's exit)."""
 
 
 class _Nothing:
@@ -247,7 +270,11 @@ class _Nothing:
         pass
 
     def attempt_ended(
-        self, error: BaseException | None, reason: RetryReason | None
+        self,
+        error: BaseException | None,
+        reason: RetryReason | None,
+        *,
+        rolled_back: bool = False,
     ) -> None:
         pass
 
@@ -296,7 +323,9 @@ def transaction_started(max_attempts: int, idempotent: bool) -> TransactionTrace
 
 def watch_pool(pool: Any) -> None:
     """Report `pool`'s ``get_stats()`` numbers as observable metrics."""
-    otel = _otel()
+    # Watched even before an SDK is set up: the pool is read when a reader
+    # collects, so one set up later sees it.
+    otel = _otel(with_sdk=False)
     if otel is not None:
         otel.pools.add(pool)
 
@@ -312,6 +341,14 @@ class _Otel:
 
         self.context = context
         self.trace = trace
+        self.metrics = metrics
+        self._active = False
+        # The providers in place while no SDK is configured.
+        self._idle_tracers = (trace.ProxyTracerProvider, trace.NoOpTracerProvider)
+        proxy_meters = getattr(metrics._internal, "_ProxyMeterProvider", None)
+        self._idle_meters: tuple[type, ...] = (metrics.NoOpMeterProvider,) + (
+            (proxy_meters,) if isinstance(proxy_meters, type) else ()
+        )
         self.tracer = trace.get_tracer(SCOPE, __version__)
         meter = metrics.get_meter(SCOPE, __version__)
         self.conflicts = meter.create_counter(
@@ -394,6 +431,17 @@ class _Otel:
             unit="{request}",
             description="Checkouts asked of the pool",
         )
+
+    def idle(self) -> bool:
+        """Tell whether neither global provider is a real one (no SDK)."""
+        if self._active:
+            return False
+        idle = isinstance(
+            self.trace.get_tracer_provider(), self._idle_tracers
+        ) and isinstance(self.metrics.get_meter_provider(), self._idle_meters)
+        # OpenTelemetry sets a global provider once and for all.
+        self._active = not idle
+        return idle
 
     # Pool numbers, read when a reader collects.
 
@@ -527,12 +575,17 @@ class _Connect:
             )
 
 
-def attempt_outcome(error: BaseException | None, reason: RetryReason | None) -> str:
+def attempt_outcome(
+    error: BaseException | None,
+    reason: RetryReason | None,
+    *,
+    rolled_back: bool = False,
+) -> str:
     """Return the ``dsql.attempt.outcome`` of an attempt that ended so."""
     if reason is not None:
         return reason
     if error is None:
-        return COMMITTED
+        return ROLLED_BACK if rolled_back else COMMITTED
     if isinstance(error, CommitOutcomeUnknown):
         return COMMIT_OUTCOME_UNKNOWN
     return ERROR
@@ -555,6 +608,7 @@ class _Transaction:
         self._attempt: Span | None = None
         self._attempts = 0
         self._outcome = ""
+        self._finished = False
 
     def attempt_started(self, number: int) -> None:
         otel = self._otel
@@ -588,9 +642,15 @@ class _Transaction:
             self._otel.context.detach(token)
 
     def attempt_ended(
-        self, error: BaseException | None, reason: RetryReason | None
+        self,
+        error: BaseException | None,
+        reason: RetryReason | None,
+        *,
+        rolled_back: bool = False,
     ) -> None:
-        self._outcome = outcome = attempt_outcome(error, reason)
+        self._outcome = outcome = attempt_outcome(
+            error, reason, rolled_back=rolled_back
+        )
         code = occ_details(error)[1] if error is not None else None
         if outcome == CONFLICT:
             self._otel.conflicts.add(
@@ -618,6 +678,9 @@ class _Transaction:
         self._end_attempt()
 
     def finished(self, error: BaseException | None = None) -> None:
+        if self._finished:
+            return
+        self._finished = True
         otel = self._otel
         self._end_attempt()
         if isinstance(error, OCCRetryExhausted):
@@ -628,8 +691,10 @@ class _Transaction:
             otel.unknown.add(1)
         elif error is not None:
             outcome = ERROR
-        else:
-            outcome = COMMITTED if self._outcome in ("", COMMITTED) else self._outcome
+        elif self._outcome in (COMMITTED, ROLLED_BACK):
+            outcome = self._outcome
+        else:  # the caller left the loop with an attempt due to run again
+            outcome = ABANDONED
         attrs = {"dsql.transaction.outcome": outcome}
         if self._attempts:
             otel.attempts.record(self._attempts, attrs)

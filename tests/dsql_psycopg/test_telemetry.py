@@ -261,6 +261,29 @@ def test_the_environment_switch_keeps_opentelemetry_out(value: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
+def test_without_an_sdk_the_hooks_do_nothing_until_one_is_set() -> None:
+    code = textwrap.dedent(
+        """
+        import dsql_psycopg as dsql
+        from dsql_psycopg import _telemetry as t
+        from opentelemetry import trace
+        from opentelemetry.sdk.trace import TracerProvider
+
+        # The API is there, no SDK: the no-op providers would take the calls.
+        assert dsql.telemetry_enabled()
+        assert t.connect_started() is t.NOTHING
+        assert t.transaction_started(3, False) is t.NOTHING
+        trace.set_tracer_provider(TracerProvider())
+        assert t.connect_started() is not t.NOTHING
+        assert t.transaction_started(3, False) is not t.NOTHING
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def test_error_types_name_no_server_words() -> None:
     assert (
         telemetry.connect_error_type(
