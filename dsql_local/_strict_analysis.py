@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 from pglast import parser
 
-from ._strict_rules import STATEMENT_RULES, SYNC_INDEX_SETTING, Node
+from ._strict_rules import STATEMENT_RULES, SYNC_INDEX_SETTING, SYNTAX_ERROR, Node
 from ._strict_sql import (
     SYNC_INDEX_GUC,
     async_index_call,
@@ -141,12 +141,21 @@ def _nodes(tree: Node) -> list[tuple[str, Node]]:
 
 
 def _problem(stmt: Node) -> Problem | None:
-    for name, node in _nodes(stmt):
-        for rule in STATEMENT_RULES.get(name, ()):
-            assert rule.match is not None
-            detail = rule.match(node)
-            if detail is not None:
-                return Problem(rule.sqlstate, rule.text(detail), rule.name)
+    """DSQL's first objection to `stmt`: its grammar's (42601) before the rest.
+
+    PostgreSQL parses a statement whole before it judges any of it, so what
+    DSQL's PostgreSQL 16 grammar cannot read is the answer, wherever it is.
+    """
+    nodes = _nodes(stmt)
+    for syntax in (True, False):
+        for name, node in nodes:
+            for rule in STATEMENT_RULES.get(name, ()):
+                if (rule.sqlstate == SYNTAX_ERROR) is not syntax:
+                    continue
+                assert rule.match is not None
+                detail = rule.match(node)
+                if detail is not None:
+                    return Problem(rule.sqlstate, rule.text(detail), rule.name)
     return None
 
 

@@ -36,6 +36,9 @@ FEATURE_NOT_SUPPORTED = "0A000"
 PROTOCOL_VIOLATION = "08P01"
 INVALID_PARAMETER_VALUE = "22023"
 UNDEFINED_OBJECT = "42704"
+UNDEFINED_FUNCTION = "42883"
+UNDEFINED_TABLE = "42P01"
+SYNTAX_ERROR = "42601"
 PROGRAM_LIMIT_EXCEEDED = "54000"
 TOO_MANY_COLUMNS = "54011"
 CACHE_RANGE = "greater than or equal to 65536 or equal to 1"
@@ -497,6 +500,220 @@ def _copy_file(node: Node) -> str | None:
 _REMOVED_SETTINGS = frozenset({"lc_collate", "lc_ctype"})
 
 
+# -- PostgreSQL 17 and 18 -----------------------------------------------------------
+# DSQL is PostgreSQL 16 ("16.15", recorded); DSQL Local's parser and backend may
+# be newer. What they add, DSQL answers as PostgreSQL 16 does: mostly a syntax
+# error at the first word its grammar does not take.
+
+NEWER_FUNCTIONS: tuple[str, ...] = (
+    # PostgreSQL 17
+    "to_bin(integer)",
+    "to_bin(bigint)",
+    "to_oct(integer)",
+    "to_oct(bigint)",
+    "random(integer, integer)",
+    "random(bigint, bigint)",
+    "random(numeric, numeric)",
+    "uuid_extract_timestamp(uuid)",
+    "uuid_extract_version(uuid)",
+    "pg_basetype(regtype)",
+    "to_regtypemod(text)",
+    "unicode_version()",
+    "icu_unicode_version()",
+    "unicode_assigned(text)",
+    'pg_column_toast_chunk_id("any")',
+    "pg_get_wait_events()",
+    # PostgreSQL 18
+    "uuidv4()",
+    "uuidv7()",
+    "uuidv7(interval)",
+    "casefold(text)",
+    "array_reverse(anyarray)",
+    "array_sort(anyarray)",
+    "array_sort(anyarray, boolean)",
+    "array_sort(anyarray, boolean, boolean)",
+    "crc32(bytea)",
+    "crc32c(bytea)",
+    "gamma(double precision)",
+    "lgamma(double precision)",
+    "reverse(bytea)",
+    "json_strip_nulls(json, boolean)",
+    "jsonb_strip_nulls(jsonb, boolean)",
+    "has_largeobject_privilege(oid, text)",
+    "has_largeobject_privilege(oid, oid, text)",
+    "has_largeobject_privilege(name, oid, text)",
+    "pg_get_acl(oid, oid, integer)",
+    "pg_get_loaded_modules()",
+    "pg_numa_available()",
+)
+"""Built-in functions PostgreSQL 17 and 18 added (signatures); hidden in strict
+mode, so that a call gets PostgreSQL 16's 42883 and a function of the same
+name that a user creates is the one called, as on DSQL."""
+NEWER_AGGREGATES: tuple[str, ...] = (
+    "max(bytea)",
+    "min(bytea)",
+    "max(record)",
+    "min(record)",
+)
+
+
+def _syntax_error_at(word: str) -> Match:
+    return lambda node: word
+
+
+_JSON_BEHAVIORS = {
+    "JSON_BEHAVIOR_NULL": "NULL",
+    "JSON_BEHAVIOR_ERROR": "ERROR",
+    "JSON_BEHAVIOR_EMPTY": "EMPTY",
+    "JSON_BEHAVIOR_TRUE": "TRUE",
+    "JSON_BEHAVIOR_FALSE": "FALSE",
+    "JSON_BEHAVIOR_UNKNOWN": "UNKNOWN",
+    "JSON_BEHAVIOR_EMPTY_ARRAY": "EMPTY",
+    "JSON_BEHAVIOR_EMPTY_OBJECT": "EMPTY",
+    "JSON_BEHAVIOR_DEFAULT": "DEFAULT",
+}
+
+
+def _json_clause(node: Node) -> str | None:
+    """The first SQL/JSON clause word PostgreSQL 16 cannot read, if any."""
+    if node.get("passing"):
+        return "PASSING"
+    if node.get("output"):
+        return "RETURNING"
+    wrapper = node.get("wrapper", "JSW_UNSPEC")
+    if wrapper not in ("JSW_UNSPEC", None):
+        return "WITHOUT" if wrapper == "JSW_NONE" else "WITH"
+    quotes = node.get("quotes", "JS_QUOTES_UNSPEC")
+    if quotes not in ("JS_QUOTES_UNSPEC", None):
+        return "KEEP" if quotes == "JS_QUOTES_KEEP" else "OMIT"
+    for key in ("on_empty", "on_error"):
+        behavior = node.get(key)
+        if behavior:
+            fields = behavior.get("JsonBehavior", behavior)
+            return _JSON_BEHAVIORS.get(fields.get("btype"), "ON")
+    return None
+
+
+_JSON_FUNCTIONS = {
+    "JSON_QUERY_OP": "json_query",
+    "JSON_VALUE_OP": "json_value",
+    "JSON_EXISTS_OP": "json_exists",
+}
+
+
+def _json_function_call(node: Node) -> str | None:
+    """JSON_QUERY/VALUE/EXISTS with no clause: PostgreSQL 16 calls a function."""
+    if _json_clause(node) is not None:
+        return None
+    return _JSON_FUNCTIONS.get(node.get("op", ""))
+
+
+def _json_table_word(node: Node) -> str:
+    if (
+        node.get("pathspec", {})
+        .get("JsonTablePathSpec", node.get("pathspec", {}))
+        .get("name")
+    ):
+        return "AS"
+    return "PASSING" if node.get("passing") else "COLUMNS"
+
+
+_NEWER_COPY_OPTIONS = frozenset({"on_error", "log_verbosity", "reject_limit"})
+_NEWER_EXPLAIN_OPTIONS = frozenset({"serialize", "memory"})
+
+
+def _newer_option(names: frozenset[str]) -> Match:
+    def match(node: Node) -> str | None:
+        for option in node.get("options", []):
+            name = option.get("DefElem", {}).get("defname")
+            if name in names:
+                return str(name)
+        return None
+
+    return match
+
+
+def _newer_constraint(node: Node) -> str | None:
+    contype = node.get("contype")
+    checks = (
+        (
+            contype == "CONSTR_GENERATED" and node.get("generated_kind") == "v",
+            "VIRTUAL",
+        ),
+        (bool(node.get("without_overlaps")), "WITHOUT"),
+        (bool(node.get("fk_with_period") or node.get("pk_with_period")), "PERIOD"),
+        (contype in ("CONSTR_ATTR_ENFORCED", "CONSTR_ATTR_NOT_ENFORCED"), "ENFORCED"),
+        # NOT ENFORCED on a table constraint leaves is_enforced unset.
+        (
+            contype in ("CONSTR_CHECK", "CONSTR_FOREIGN")
+            and not node.get("is_enforced"),
+            "ENFORCED",
+        ),
+        (contype == "CONSTR_NOTNULL" and bool(node.get("is_no_inherit")), "NO"),
+    )
+    return next((word for found, word in checks if found), None)
+
+
+def _table_not_null(node: Node) -> str | None:
+    for element in node.get("tableElts", []):
+        if element.get("Constraint", {}).get("contype") == "CONSTR_NOTNULL":
+            return "NOT"
+    return None
+
+
+def _returning_old_new(node: Node) -> str | None:
+    """``RETURNING old.*, new.*`` (18): PostgreSQL 16 has no such tables."""
+    clause = node.get("returningClause")
+    if not isinstance(clause, dict) or clause.get("options"):
+        return None
+    relation = node.get("relation", {})
+    names = {relation.get("relname"), relation.get("alias", {}).get("aliasname")}
+    for name, found in _walk(clause.get("exprs", [])):
+        if name != "ColumnRef":
+            continue
+        fields = strings(found.get("fields", []))
+        if len(fields) > 1 and fields[0] in ("old", "new") and fields[0] not in names:
+            return fields[0]
+    return None
+
+
+def _walk(tree: Any) -> list[tuple[str, Node]]:
+    """Every typed node below `tree` (a small walk for a clause)."""
+    found: list[tuple[str, Node]] = []
+    stack = [tree]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(reversed(item))
+        elif isinstance(item, dict):
+            if len(item) == 1:
+                ((key, value),) = item.items()
+                if key[:1].isupper():
+                    found.append((key, value))
+            stack.extend(reversed(item.values()))
+    return found
+
+
+def _returning_with(node: Node) -> str | None:
+    clause = node.get("returningClause")
+    return "WITH" if isinstance(clause, dict) and clause.get("options") else None
+
+
+def _at_local(node: Node) -> str | None:
+    names = strings(node.get("funcname", []))
+    one_arg = len(node.get("args", [])) == 1
+    sql_syntax = node.get("funcformat") == "COERCE_SQL_SYNTAX"
+    return "LOCAL" if names[-1:] == ["timezone"] and one_arg and sql_syntax else None
+
+
+def _analyze_only(node: Node) -> str | None:
+    for rel in node.get("rels", []):
+        relation = rel.get("VacuumRelation", {}).get("relation", {})
+        if relation and not relation.get("inh"):
+            return "ONLY"
+    return None
+
+
 _REFUSED_OBJECTS = {
     "OBJECT_AGGREGATE": "aggregate",
     "OBJECT_OPERATOR": "operator",
@@ -560,6 +777,11 @@ _SQLALCHEMY = "awslabs/aurora-dsql-orms python/sqlalchemy/test/"
 # DSQL names a statement it does not run by its parse-tree node, less "Stmt"
 # ("unsupported statement: Truncate", "...: CreateTableSpace", recorded); the
 # rows made by `_statement` follow that pattern where no source gives the text.
+_NEWER = (
+    "DSQL is PostgreSQL 16 (server_version 16.15, recorded 2026-09-16); the"
+    " construct came later (PostgreSQL 17/18 release notes), so DSQL answers as"
+    " PostgreSQL 16's grammar or catalog does"
+)
 _PATTERN = "DSQL's 'unsupported statement: <node>' pattern (recorded for 14 kinds)"
 
 
@@ -1851,6 +2073,202 @@ RULES: tuple[Rule, ...] = (
         allowed="DEALLOCATE ALL",
         source="LINT (DISCARD unsupported); GRAM has DEALLOCATE ALL (ran on a"
         " real cluster, 2026-08-07)",
+    ),
+    # Newer PostgreSQL than DSQL's 16: what 17 and 18 added, DSQL answers as 16.
+    Rule(
+        name="pg17-json-table",
+        node="JsonTable",
+        condition="JSON_TABLE (PostgreSQL 17)",
+        sqlstate=SYNTAX_ERROR,
+        message='syntax error at or near "{}"',
+        source=_NEWER,
+        confirmed=False,
+        example="SELECT * FROM JSON_TABLE('[1]', '$[*]' COLUMNS (a int PATH '$'))",
+        allowed="SELECT * FROM jsonb_to_recordset('[{\"a\": 1}]') AS r (a int)",
+        match=_json_table_word,
+    ),
+    Rule(
+        name="pg17-json-query-function",
+        node="JsonFuncExpr",
+        condition="JSON_QUERY, JSON_VALUE, JSON_EXISTS without clauses"
+        " (PostgreSQL 17; 16 looks for a function of that name)",
+        sqlstate=UNDEFINED_FUNCTION,
+        message="function {}(unknown, unknown) does not exist",
+        source=_NEWER,
+        confirmed=False,
+        example="SELECT JSON_VALUE('{\"a\": 1}', '$.a')",
+        allowed="SELECT jsonb_path_query_first('{\"a\": 1}', '$.a')",
+        match=_json_function_call,
+    ),
+    Rule(
+        name="pg17-json-query-clause",
+        node="JsonFuncExpr",
+        condition="JSON_QUERY, JSON_VALUE, JSON_EXISTS with PASSING, RETURNING,"
+        " WRAPPER, QUOTES or ON EMPTY/ERROR (PostgreSQL 17)",
+        sqlstate=SYNTAX_ERROR,
+        message='syntax error at or near "{}"',
+        source=_NEWER,
+        confirmed=False,
+        example="SELECT JSON_VALUE('{\"a\": 1}', '$.a' RETURNING int)",
+        match=_json_clause,
+    ),
+    Rule(
+        name="pg17-json-scalar",
+        node="JsonScalarExpr",
+        condition="JSON_SCALAR (PostgreSQL 17)",
+        sqlstate=UNDEFINED_FUNCTION,
+        message="function json_scalar({}) does not exist",
+        source=_NEWER,
+        confirmed=False,
+        example="SELECT JSON_SCALAR(1)",
+        allowed="SELECT to_json(1)",
+        match=lambda n: (
+            "integer" if "ival" in n.get("expr", {}).get("A_Const", {}) else "unknown"
+        ),
+    ),
+    Rule(
+        name="pg17-json-serialize",
+        node="JsonSerializeExpr",
+        condition="JSON_SERIALIZE (PostgreSQL 17)",
+        sqlstate=UNDEFINED_FUNCTION,
+        message="function json_serialize(unknown) does not exist",
+        source=_NEWER,
+        confirmed=False,
+        example="SELECT JSON_SERIALIZE('{}')",
+        allowed="SELECT '{}'::json::text",
+        match=_always,
+    ),
+    Rule(
+        name="pg17-json-unique-keys",
+        node="JsonParseExpr",
+        condition="JSON(... WITH UNIQUE KEYS) (PostgreSQL 17; JSON(text) alone"
+        " is a cast in 16, and runs)",
+        sqlstate=SYNTAX_ERROR,
+        message='syntax error at or near "WITH"',
+        source=_NEWER,
+        confirmed=False,
+        example="SELECT JSON('{\"a\": 1}' WITH UNIQUE KEYS)",
+        allowed="SELECT JSON('{\"a\": 1}')",
+        match=_when(lambda n: bool(n.get("unique_keys"))),
+    ),
+    Rule(
+        name="pg17-copy-option",
+        node="CopyStmt",
+        condition="ON_ERROR, LOG_VERBOSITY (PostgreSQL 17), REJECT_LIMIT (18)",
+        sqlstate=SYNTAX_ERROR,
+        message='option "{}" not recognized',
+        source=_NEWER,
+        confirmed=False,
+        example="COPY t FROM STDIN (ON_ERROR ignore)",
+        allowed="COPY t TO STDOUT (FORMAT csv)",
+        setup=("CREATE TABLE t (id int PRIMARY KEY)",),
+        match=_newer_option(_NEWER_COPY_OPTIONS),
+    ),
+    Rule(
+        name="pg17-explain-option",
+        node="ExplainStmt",
+        condition="SERIALIZE, MEMORY (PostgreSQL 17)",
+        sqlstate=SYNTAX_ERROR,
+        message='unrecognized EXPLAIN option "{}"',
+        source=_NEWER,
+        confirmed=False,
+        example="EXPLAIN (MEMORY) SELECT 1",
+        allowed="EXPLAIN (COSTS OFF) SELECT 1",
+        match=_newer_option(_NEWER_EXPLAIN_OPTIONS),
+    ),
+    Rule(
+        name="pg17-at-local",
+        node="FuncCall",
+        condition="AT LOCAL (PostgreSQL 17)",
+        sqlstate=SYNTAX_ERROR,
+        message='syntax error at or near "{}"',
+        source=_NEWER,
+        confirmed=False,
+        example="SELECT now() AT LOCAL",
+        allowed="SELECT now() AT TIME ZONE current_setting('timezone')",
+        match=_at_local,
+    ),
+    Rule(
+        name="pg18-constraint",
+        node="Constraint",
+        condition="virtual generated columns, WITHOUT OVERLAPS, PERIOD,"
+        " [NOT] ENFORCED, NOT NULL NO INHERIT (PostgreSQL 18)",
+        sqlstate=SYNTAX_ERROR,
+        message='syntax error at or near "{}"',
+        source=_NEWER,
+        confirmed=False,
+        example="CREATE TABLE g (a int PRIMARY KEY, b int GENERATED ALWAYS AS (a * 2)"
+        " VIRTUAL)",
+        allowed="CREATE TABLE g (a int PRIMARY KEY, b int GENERATED ALWAYS AS (a * 2)"
+        " STORED)",
+        match=_newer_constraint,
+    ),
+    Rule(
+        name="pg18-table-not-null",
+        node="CreateStmt",
+        condition="NOT NULL as a table constraint (PostgreSQL 18)",
+        sqlstate=SYNTAX_ERROR,
+        message='syntax error at or near "{}"',
+        source=_NEWER,
+        confirmed=False,
+        example="CREATE TABLE n (a int, CONSTRAINT a_nn NOT NULL a)",
+        allowed="CREATE TABLE n (a int CONSTRAINT a_nn NOT NULL)",
+        match=_table_not_null,
+    ),
+    Rule(
+        name="pg18-returning-with",
+        node="InsertStmt, UpdateStmt, DeleteStmt",
+        condition="RETURNING WITH (OLD/NEW AS ...) (PostgreSQL 18)",
+        sqlstate=SYNTAX_ERROR,
+        message='syntax error at or near "{}"',
+        source=_NEWER,
+        confirmed=False,
+        example="DELETE FROM t RETURNING WITH (OLD AS o) o.id",
+        allowed="DELETE FROM t RETURNING id",
+        setup=("CREATE TABLE t (id int PRIMARY KEY)",),
+        match=_returning_with,
+    ),
+    Rule(
+        name="pg18-returning-old-new",
+        node="InsertStmt, UpdateStmt, DeleteStmt",
+        condition="RETURNING old.* or new.* (PostgreSQL 18)",
+        sqlstate=UNDEFINED_TABLE,
+        message='missing FROM-clause entry for table "{}"',
+        source=_NEWER,
+        confirmed=False,
+        example="UPDATE t SET id = id RETURNING old.id, new.id",
+        allowed="UPDATE t SET id = id RETURNING t.id",
+        setup=("CREATE TABLE t (id int PRIMARY KEY)",),
+        match=_returning_old_new,
+    ),
+    Rule(
+        name="pg18-analyze-only",
+        node="VacuumStmt",
+        condition="ANALYZE ONLY (PostgreSQL 18)",
+        sqlstate=SYNTAX_ERROR,
+        message='syntax error at or near "{}"',
+        source=_NEWER,
+        confirmed=False,
+        example="ANALYZE ONLY t",
+        allowed="ANALYZE t",
+        setup=("CREATE TABLE t (id int PRIMARY KEY)",),
+        match=_analyze_only,
+    ),
+    Rule(
+        name="newer-function",
+        node="function call",
+        condition="a function PostgreSQL 17 or 18 added: "
+        + ", ".join(
+            sorted({f.split("(")[0] for f in (*NEWER_FUNCTIONS, *NEWER_AGGREGATES)})
+        ),
+        sqlstate=UNDEFINED_FUNCTION,
+        message="function {}() does not exist",
+        source=f"{_NEWER}; hidden in the backend, so a function a user makes"
+        " with one of these names is the one called, as on DSQL",
+        confirmed=False,
+        example="SELECT uuidv7()",
+        allowed="SELECT gen_random_uuid()",
+        verdict=Verdict.BACKEND,
     ),
     # Queries.
     Rule(

@@ -14,14 +14,21 @@ no PL/pgSQL context, as from DSQL):
 an event trigger refuses a plain ``CREATE INDEX`` (unless the session set
 ``disable_sync_create_index = off`` and the table is empty) and a 25th index
 on a table; ``sys._alter_table_checked`` refuses to drop a primary key or its
-columns before it runs the ALTER TABLE.
+columns before it runs the ALTER TABLE. The functions PostgreSQL 17 and 18
+added are moved out of reach (`_strict_rules.NEWER_FUNCTIONS`).
 """
 
 from __future__ import annotations
 
-from ._strict_rules import MAX_INDEXES_PER_TABLE, RULES_BY_NAME
+from ._strict_rules import (
+    MAX_INDEXES_PER_TABLE,
+    NEWER_AGGREGATES,
+    NEWER_FUNCTIONS,
+    RULES_BY_NAME,
+)
 
 SYNC_INDEX_GUC = "dsql_local.disable_sync_create_index"
+NEWER_SCHEMA = "dsql_local_newer"
 
 
 def literal(text: str | None) -> str:
@@ -235,7 +242,36 @@ _STRICT_SQL: tuple[str, ...] = (
     """,  # noqa: S608
 )
 
-BOOTSTRAP_SQL: tuple[str, ...] = (*SYS_SQL, *_STRICT_SQL)
+
+def _array(items: tuple[str, ...]) -> str:
+    return "ARRAY[" + ", ".join(literal(item) for item in items) + "]::text[]"
+
+
+# The functions PostgreSQL 17 and 18 added, out of everyone's reach (a schema
+# no one may use), so that a call finds what it would on DSQL's PostgreSQL 16:
+# no such function (42883), or a user's own of that name.
+_HIDE_NEWER_SQL = f"""
+    DO $$
+    DECLARE
+        signature text;
+        found regprocedure;
+    BEGIN
+        CREATE SCHEMA {NEWER_SCHEMA};
+        REVOKE ALL ON SCHEMA {NEWER_SCHEMA} FROM PUBLIC;
+        FOREACH signature IN ARRAY {_array(NEWER_FUNCTIONS + NEWER_AGGREGATES)}
+        LOOP
+            found := to_regprocedure('pg_catalog.' || signature);
+            CONTINUE WHEN found IS NULL;
+            EXECUTE format(
+                'ALTER %s %s SET SCHEMA {NEWER_SCHEMA}',
+                CASE WHEN signature = ANY ({_array(NEWER_AGGREGATES)})
+                     THEN 'AGGREGATE' ELSE 'FUNCTION' END,
+                found);
+        END LOOP;
+    END $$
+    """
+
+BOOTSTRAP_SQL: tuple[str, ...] = (*SYS_SQL, *_STRICT_SQL, _HIDE_NEWER_SQL)
 
 
 def async_index_call(ddl: str, index_name: str | None) -> str:

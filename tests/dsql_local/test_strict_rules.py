@@ -22,7 +22,7 @@ PAGE = Path(__file__).parents[2] / "docs" / "refused.md"
 STATEMENT_RULES = [r for r in RULES if r.verdict is Verdict.STATEMENT]
 RUN_RULES = [r for r in RULES if r.verdict is not Verdict.STARTUP]
 # What a backend rule's message says of the examples.
-BACKEND_DETAILS = {"drop-primary-key-column": "id"}
+BACKEND_DETAILS = {"drop-primary-key-column": "id", "newer-function": "uuidv7"}
 
 
 def problems(text: str) -> list[str]:
@@ -249,3 +249,52 @@ def test_bad_sequence_options_are_data_errors(
             conn.execute(statement.encode())
         assert caught.value.sqlstate is not None
         assert caught.value.sqlstate.startswith("22")
+
+
+# -- PostgreSQL 17 and 18 are not DSQL's 16 ----------------------------------------
+
+
+def test_newer_functions_are_missing_but_a_users_own_is_called(
+    local: DsqlLocal,
+) -> None:
+    with fresh(local, "newer-functions") as conn:
+        for call in ("SELECT pg_catalog.uuidv7()", "SELECT random(1, 10)"):
+            with pytest.raises(psycopg.errors.UndefinedFunction):
+                conn.execute(call)
+        # A polyfill, as users write for PostgreSQL 16: on DSQL it is called.
+        conn.execute(
+            "CREATE FUNCTION uuidv7() RETURNS uuid LANGUAGE sql"
+            " RETURN gen_random_uuid()"
+        )
+        row = conn.execute("SELECT uuidv7() IS NOT NULL").fetchone()
+        assert row == (True,)
+
+
+@pytest.mark.parametrize(
+    ("statement", "sqlstate"),
+    [
+        (
+            "SELECT * FROM JSON_TABLE('[1]', '$[*]' AS p COLUMNS (a int PATH '$'))",
+            "42601",
+        ),
+        ("SELECT JSON_QUERY('{}', '$' WITH WRAPPER)", "42601"),
+        ("SELECT JSON_EXISTS('{}', '$.a')", "42883"),
+        (
+            "CREATE TABLE g (a int PRIMARY KEY, b int GENERATED ALWAYS AS (a + 1))",
+            "42601",
+        ),
+        (
+            # The syntax error first, as PostgreSQL parses before it judges.
+            "CREATE TABLE o (id int, p tstzrange,"
+            " PRIMARY KEY (id, p WITHOUT OVERLAPS))",
+            "42601",
+        ),
+        ("CREATE TABLE e (a int, CHECK (a > 0) NOT ENFORCED)", "42601"),
+        ("INSERT INTO x VALUES (1) RETURNING new.id", "42P01"),
+        ("COPY x FROM STDIN (FORMAT csv, REJECT_LIMIT 5)", "42601"),
+    ],
+)
+def test_newer_syntax_gets_postgresql_16s_answer(statement: str, sqlstate: str) -> None:
+    (found,) = analyse(statement).statements
+    assert found.problem is not None
+    assert found.problem.sqlstate == sqlstate
