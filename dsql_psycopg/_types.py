@@ -1,0 +1,83 @@
+"""The types behind `dsql_psycopg.typing` (hooks, events, options).
+
+Kept apart so that `_retry_policy` and the drivers import them without
+importing `typing`, which re-exports `RetryPolicy`: no import circle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol, TypedDict
+
+RetryReason = Literal[
+    "conflict", "connection_lost", "server_unavailable", "commit_outcome_unknown"
+]
+"""Why an attempt runs again: a conflict (the server rolled back), a connection
+lost before COMMIT was sent, a statement answered with ``server unavailable``,
+or (``idempotent=True`` only) a COMMIT whose outcome is unknown."""
+
+
+@dataclass(frozen=True)
+class RetryEvent:
+    """What `RetryPolicy.on_retry` receives before each retry.
+
+    Carries no SQL and no parameters: `error` is the exception itself, for the
+    hook to inspect if it wants more.
+    """
+
+    attempt: int
+    """Number of the attempt that failed, from 1."""
+    delay: float
+    """Seconds the next attempt waits for (0 sleeps under `retry_testing`)."""
+    reason: RetryReason
+    """Why it runs again."""
+    sqlstate: str | None
+    """``40001`` for a conflict; ``None`` for a lost connection."""
+    code: str | None
+    """``OC000`` (data conflict) or ``OC001`` (schema conflict) when known."""
+    error: BaseException
+    """The error the attempt failed with."""
+    elapsed: float
+    """Seconds since the first attempt started (waits skipped by
+    `retry_testing` included)."""
+    endpoint: str | None = None
+    """Host name of the endpoint the failed attempt ran on (None when it
+    had no connection of its own)."""
+    endpoint_changed: bool = False
+    """Whether the failed attempt ran on another endpoint than the attempt
+    before it: a re-run moved to another Region's endpoint."""
+
+
+RetryHook = Callable[[RetryEvent], None]
+"""A callable that `RetryPolicy.on_retry` calls with each `RetryEvent`."""
+
+
+class RetryOptions(TypedDict, total=False):
+    """Keyword arguments that override fields of a `RetryPolicy`."""
+
+    max_attempts: int
+    base_delay: float
+    max_delay: float
+    jitter: float
+    timeout: float | None
+    on_retry: RetryHook | None
+
+
+class TokenProvider(Protocol):
+    """A callable that returns an IAM token for one connection.
+
+    Pass one as ``token_provider=`` to sign tokens your own way; it is called
+    for every new connection.
+    """
+
+    def __call__(self, *, host: str, region: str, user: str, expires_in: int) -> str:
+        """Return a token for one connection.
+
+        Args:
+            host: The endpoint host name the token is for.
+            region: The AWS region to sign for.
+            user: The database role (``admin`` needs an admin token).
+            expires_in: Seconds the token must stay valid.
+        """
+        ...
