@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING
 
 from typing_extensions import Self
 
+from ._backoff import Backoff
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
-    from .typing import RetryHook, RetryOptions
+    from ._types import RetryHook, RetryOptions
 
 # Defaults, chosen with the hot-row contention benchmark (benchmarks/run.py,
 # docs/retries.md has the table): K writers doing read-then-increment
@@ -108,17 +109,19 @@ class RetryPolicy:
             )
         return replace(self, **options) if options else self
 
+    @property
+    def backoff(self) -> Backoff:
+        """The waits between attempts, as the shared `Backoff`."""
+        return Backoff(self.base_delay, self.max_delay, self.jitter)
+
     def delay_cap(self, attempt: int) -> float:
         """Return the delay after failed attempt `attempt`, before jitter."""
-        # Capping the exponent keeps 2.0 ** n finite; the product may still
-        # overflow to inf, which min() turns into max_delay.
-        return min(self.max_delay, self.base_delay * 2.0 ** min(attempt - 1, 1023))
+        return self.backoff.cap(attempt)
 
     def compute_delay(self, attempt: int) -> float:
         """Return the seconds to wait after failed attempt `attempt` (from 1)."""
-        cap = self.delay_cap(attempt)
         # Not for security: jitter only has to decorrelate clients.
-        return cap * (1.0 - self.jitter * random.random())  # noqa: S311
+        return self.backoff.delay(attempt, random.random())  # noqa: S311
 
 
 _FIELD_NAMES = frozenset(f.name for f in fields(RetryPolicy))

@@ -101,7 +101,7 @@ def race(pool: Any, max_attempts: int) -> tuple[int, int]:
         runs: list[int] = []
         start.wait()
         try:
-            dsql.run_transaction(pool, increment, runs, max_attempts=max_attempts)
+            dsql.transaction(pool, max_attempts=max_attempts).run(increment, runs)
         except dsql.OCCRetryExhausted as ex:
             outcomes[number] = f"Task {number} failed: {ex}"
         else:

@@ -126,9 +126,9 @@ class Ledger:
         while not self._stop.is_set():
             entry = uuid.uuid4()
             try:
-                dsql.run_transaction(
-                    pool, body, entry, idempotent=idempotent, on_retry=self._on_retry
-                )
+                dsql.transaction(
+                    pool, idempotent=idempotent, on_retry=self._on_retry
+                ).run(body, entry)
             except dsql.CommitOutcomeUnknown:
                 with self._lock:
                     self._unknown.append(entry)

@@ -215,84 +215,6 @@ def test_policy_argument_is_checked():
         retry.transaction("host=localhost")  # type: ignore[call-overload]
 
 
-# -- the state machine, driven by hand (no server) ------------------------------
-
-
-def machine(**options: object) -> retry._Retrying:
-    policy = RetryPolicy(jitter=0, **options)  # type: ignore[arg-type]
-    return retry._Retrying(policy, idempotent=False, single=False)
-
-
-def test_phases_of_a_retried_then_committed_unit_of_work(no_sleep):
-    m = machine(max_attempts=3)
-    assert m.phase is Phase.READY
-    assert m.next_attempt()
-    assert (m.phase, m.attempts) == (Phase.BEFORE_ATTEMPT, 1)
-    m.enter_body()
-    assert m.phase is Phase.IN_BODY
-    m.begin_commit()
-    assert m.phase is Phase.COMMITTING
-    assert m.settle(pge.SerializationFailure(OC000), "conflict")
-    assert m.phase is Phase.RETRY_DUE
-    assert m.next_attempt()
-    assert (m.phase, m.attempts) == (Phase.BEFORE_ATTEMPT, 2)
-    m.enter_body()
-    assert not m.settle(None, None)
-    assert m.phase is Phase.DONE
-    assert not m.next_attempt()
-    assert m.attempts == 2
-
-
-def test_settle_runs_once_per_attempt(no_sleep):
-    m = machine()
-    m.next_attempt()
-    m.enter_body()
-    m.begin_commit()
-    m.settle(pge.SerializationFailure(OC000), "conflict")
-    with pytest.raises(AssertionError, match="retry due"):
-        m.settle(None, None)
-
-
-def test_no_new_attempt_while_one_runs():
-    m = machine()
-    m.next_attempt()
-    m.enter_body()
-    with pytest.raises(DsqlError, match="leave the `with attempt` block"):
-        m.next_attempt()
-    assert m.phase is Phase.IN_BODY
-
-
-def test_exhaustion_ends_the_machine(no_sleep):
-    m = machine(max_attempts=1)
-    m.next_attempt()
-    m.enter_body()
-    conflict = pge.SerializationFailure(OC000)
-    assert m.settle(conflict, "conflict")
-    with pytest.raises(OCCRetryExhausted) as info:
-        m.next_attempt()
-    assert info.value.__cause__ is conflict
-    assert m.phase is Phase.DONE
-    assert not m.next_attempt()
-
-
-def test_an_inner_scope_hands_a_safe_error_to_the_outermost(no_sleep):
-    outer = machine()
-    outer.next_attempt()
-    token = retry._current.set(retry._Scope(owner=outer))
-    try:
-        inner = machine()
-    finally:
-        retry._current.reset(token)
-    assert not inner.retrying
-    assert inner.owner is outer
-    inner.next_attempt()
-    inner.enter_body()
-    lost = psycopg.OperationalError("server closed the connection unexpectedly")
-    assert not inner.settle(lost, "connection_lost")  # not retried here...
-    assert inner.phase is Phase.DONE
-    assert outer.classify(lost) == "connection_lost"  # ...but by the outer scope
-
-
 # -- the article's Verification 2 ---------------------------------------------
 
 
@@ -386,7 +308,7 @@ def run_form(form: str, source: Any, table: str, **options: Any) -> tuple[int, i
 
         result = decorated(1)
     else:
-        result = run_transaction(source, body, 1, **options)
+        result = transaction(source, **options).run(body, 1)
     return result, runs
 
 
@@ -692,7 +614,7 @@ def test_connection_lost_after_commit_reruns_an_idempotent_body(
         )
 
     local.inject_commit_drops(1)
-    run_transaction(pool, upsert, idempotent=True, on_retry=events.append)
+    transaction(pool, idempotent=True, on_retry=events.append).run(upsert)
     assert runs == 2
     assert [(e.attempt, e.reason) for e in events] == [(1, "commit_outcome_unknown")]
     # Both runs committed; an idempotent body leaves what one run would.
@@ -701,7 +623,7 @@ def test_connection_lost_after_commit_reruns_an_idempotent_body(
 
 def test_idempotent_is_a_promise_the_body_must_keep(local, counter, pool, no_sleep):
     local.inject_commit_drops(1)
-    assert run_transaction(pool, increment, counter, idempotent=True) == 2
+    assert transaction(pool, idempotent=True).run(increment, counter) == 2
     # An increment is not idempotent: the lost confirmation made it count twice.
     assert value_of(local, counter) == 2
 
@@ -799,24 +721,43 @@ def test_policy_object_and_keywords_combine(local, counter, pool, no_sleep):
     events: list[RetryEvent] = []
     policy = RetryPolicy(max_attempts=2, base_delay=0.3, max_delay=0.3, jitter=0)
     local.inject_conflicts(1)
-    result = run_transaction(
-        pool,
-        lambda conn: increment(conn, counter),
-        policy=policy,
-        on_retry=events.append,
+    result = transaction(pool, policy=policy, on_retry=events.append).run(
+        increment, counter
     )
     assert result == 1
     assert [e.delay for e in events] == [0.3]
     local.inject_conflicts(2)
     with pytest.raises(OCCRetryExhausted):
-        run_transaction(pool, lambda conn: increment(conn, counter), policy=policy)
+        transaction(pool, policy=policy).run(increment, counter)
 
 
-def test_run_transaction_passes_arguments(local, counter, pool):
-    def add(conn: Conn, table: str, *, by: int) -> int:
+def test_run_transaction_passes_every_keyword_to_the_function(
+    local, counter, pool, no_sleep
+):
+    # Keywords named like retry settings belong to the function (#24): before,
+    # run_transaction took `timeout` and `max_attempts` away from it.
+    seen: list[tuple[float, int, object]] = []
+
+    def add(
+        conn: Conn, table: str, *, by: int, timeout: float, max_attempts: int, policy
+    ) -> int:
+        seen.append((timeout, max_attempts, policy))
         return increment(conn, table, by)
 
-    assert run_transaction(pool, add, counter, by=5, max_attempts=2) == 5
+    local.inject_conflicts(1)
+    result = run_transaction(
+        pool, add, counter, by=5, timeout=3.0, max_attempts=1, policy="mine"
+    )
+    assert result == 5
+    # max_attempts=1 went to the function: the default policy still retried.
+    assert seen == [(3.0, 1, "mine")] * 2
+
+
+def test_transaction_run_takes_the_retry_settings(local, counter, pool, no_sleep):
+    local.inject_conflicts(1)
+    with pytest.raises(OCCRetryExhausted):
+        transaction(pool, max_attempts=1).run(increment, counter)
+    assert transaction(pool, max_attempts=2).run(increment, counter, 2) == 2
 
 
 def test_retry_logs_hold_no_parameters_and_no_token(local, counter, caplog, no_sleep):

@@ -69,7 +69,7 @@ def test_a_statement_answered_server_unavailable_runs_again(
     row_id = next(_ids)
     fault_local.inject_server_unavailable(2)
     with dsql.retry_testing():
-        dsql.run_transaction(target, _insert, row_id, on_retry=events.append)
+        dsql.transaction(target, on_retry=events.append).run(_insert, row_id)
     assert [(e.attempt, e.reason) for e in events] == [
         (1, "server_unavailable"),
         (2, "server_unavailable"),
@@ -86,7 +86,7 @@ def test_commit_answered_server_unavailable_is_an_unknown_outcome(
     row_id = next(_ids)
     fault_local.inject_server_unavailable(commits=1, committed=committed)
     with pytest.raises(dsql.CommitOutcomeUnknown, match="server unavailable") as info:
-        dsql.run_transaction(pool, _insert, row_id, on_retry=events.append)
+        dsql.transaction(pool, on_retry=events.append).run(_insert, row_id)
     assert events == []
     cause = info.value.__cause__
     assert isinstance(cause, psycopg.errors.InternalError_)
@@ -106,8 +106,8 @@ def test_idempotent_commit_answered_server_unavailable_runs_again(
     row_id = next(_ids)
     fault_local.inject_server_unavailable(commits=1, committed=committed)
     with dsql.retry_testing():
-        dsql.run_transaction(
-            target, _upsert, row_id, idempotent=True, on_retry=events.append
+        dsql.transaction(target, idempotent=True, on_retry=events.append).run(
+            _upsert, row_id
         )
     assert [e.reason for e in events] == ["commit_outcome_unknown"]
     assert _present(fault_local, row_id)
