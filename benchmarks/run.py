@@ -52,7 +52,6 @@ import dsql_psycopg as dsql
 from dsql_local import DsqlLocal
 from dsql_psycopg import _auth as auth
 from dsql_psycopg import _config as config
-from dsql_psycopg import _endpoints
 from dsql_psycopg import _tls as tls
 from dsql_psycopg._tls import DIRECT_NEGOTIATION
 
@@ -392,7 +391,7 @@ def bench_sign(ep: Endpoint, n: int, official_on: bool) -> dict[str, Any]:
 def our_connect_work(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Do what `DsqlConnection.connect` does before libpq opens a socket."""
     endpoints = config.parse_endpoints(**kwargs)
-    params = _endpoints.order(endpoints)[0]
+    params = dsql.endpoint_health.order(endpoints, time.monotonic())[0]
     return dsql.DsqlConnection._get_connection_params("", _dsql_params=params)
 
 
@@ -501,7 +500,7 @@ Runner = Callable[[Tally], None]  # one transaction, retried as the policy says
 
 def ours_runner(pool: psycopg_pool.ConnectionPool[Any], **policy: Any) -> Runner:
     def run(tally: Tally) -> None:
-        dsql.run_transaction(pool, tally.body, **policy)
+        dsql.transaction(pool, **policy).run(tally.body)
 
     return run
 

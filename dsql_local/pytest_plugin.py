@@ -137,11 +137,11 @@ def dsql_local_multi_region(
     endpoint first again. Data stays for the session.
     """
     # Imported here: the plugin loads in every pytest run of every install.
-    from dsql_psycopg import _endpoints  # noqa: PLC0415
+    from dsql_psycopg import endpoint_health  # noqa: PLC0415
 
     local = _dsql_local_multi_region_session
     yield local
-    _endpoints.forget()
+    endpoint_health.reset()
     local.latency = 0.0
     for region in local.regions:
         local.restore_region(region)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import errors, typing
 from ._detect import is_occ_error
+from ._endpoints import EndpointHealth, endpoint_health
 from ._retry_policy import RetryPolicy
 from ._retry_testing import retry_testing
 from ._telemetry import set_telemetry, telemetry_enabled
@@ -37,6 +38,7 @@ __all__ = [
     "CredentialsError",
     "DsqlConnection",
     "DsqlError",
+    "EndpointHealth",
     "OCCRetryExhausted",
     "RetryEvent",
     "RetryPolicy",
@@ -47,6 +49,7 @@ __all__ = [
     "__version__",
     "connect",
     "create_pool",
+    "endpoint_health",
     "errors",
     "is_occ_error",
     "retry_on_occ",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from typing import Any, overload
@@ -13,28 +12,23 @@ from typing_extensions import Self
 
 from . import _auth as auth
 from . import _config as config
-from . import _endpoints
-from ._connect_retry import ConnectRetry, detail, transient_cause
-from ._tls import apply_tls, untrusted_certificate
-from ._version import __version__
-from .errors import AuthenticationError
+from ._connect_plan import (
+    APPLICATION_NAME,
+    PARAMS_KEYWORD,
+    RECORD_KEYWORD,
+    ConnectPlan,
+    Fail,
+    Sleep,
+    dsql_kwargs,
+    libpq_params,
+)
+from ._endpoints import failback_due
+from ._pool_core import PoolRecord
+from ._retry_testing import is_retry_testing
+
+__all__ = ["APPLICATION_NAME", "DsqlConnection", "connect"]
 
 logger = logging.getLogger("dsql_psycopg")
-
-APPLICATION_NAME = f"dsql-psycopg/{__version__}"
-
-# Phrases servers use when they refuse credentials; connection errors carry
-# no SQLSTATE in psycopg, so the message is all there is to go on.
-_AUTH_FAILURES = ("authentication failed", "access denied", "28p01", "28000")
-# The keyword connect() hands the chosen endpoint to _get_connection_params
-# with, through psycopg's connect(); not a libpq keyword.
-_PARAMS = "_dsql_params"
-# Keywords psycopg's connect() takes for itself (autocommit, row_factory...).
-_OWN_KEYWORDS = frozenset(
-    name
-    for name, p in inspect.signature(psycopg.Connection.connect).parameters.items()
-    if p.kind is p.KEYWORD_ONLY
-)
 
 
 class DsqlConnection(psycopg.Connection[Row]):
@@ -62,6 +56,10 @@ class DsqlConnection(psycopg.Connection[Row]):
 
     _dsql_endpoints: config.Endpoints | None = None
     _dsql_params: config.DsqlParams | None = None
+    # When a pool made this connection and when it retires it (monotonic
+    # times, stamped by create_pool's pool).
+    _dsql_created_at: float = 0.0
+    _dsql_deadline: float = float("inf")
 
     @property
     def endpoint(self) -> str:
@@ -78,46 +76,46 @@ class DsqlConnection(psycopg.Connection[Row]):
     @classmethod
     def connect(cls, conninfo: str = "", **kwargs: Any) -> Self:
         """Connect to a DSQL cluster and return a new connection."""
+        record: PoolRecord | None = kwargs.pop(RECORD_KEYWORD, None)
+        try:
+            conn = cls._connect_endpoints(conninfo, kwargs)
+        except Exception as ex:
+            if record is not None:
+                record.failed(ex)
+            raise
+        if record is not None:
+            record.succeeded()
+        return conn
+
+    @classmethod
+    def _connect_endpoints(cls, conninfo: str, kwargs: dict[str, Any]) -> Self:
         started = time.monotonic()
-        endpoints = config.parse_endpoints(
-            conninfo, **{k: v for k, v in kwargs.items() if k not in _OWN_KEYWORDS}
-        )
-        retry: ConnectRetry | None = None
+        endpoints = config.parse_endpoints(conninfo, **dsql_kwargs(kwargs))
+        plan = ConnectPlan(endpoints, conninfo=conninfo, kwargs=kwargs, started=started)
         while True:
-            failures: list[tuple[config.DsqlParams, psycopg.OperationalError, str]] = []
-            transient = False
-            for params in _endpoints.order(endpoints):
-                try:
-                    chosen: dict[str, Any] = {_PARAMS: params}
-                    conn = super().connect(conninfo, **kwargs, **chosen)
-                except psycopg.OperationalError as ex:
-                    cause = _failure_cause(ex, conninfo, kwargs)
-                    transient = transient or cause is not None
-                    cause = cause or detail(ex)
-                    _endpoints.failed(endpoints, params, cause)
-                    failures.append((params, ex, cause))
-                    continue
-                _endpoints.succeeded(endpoints, params)
-                conn._dsql_endpoints, conn._dsql_params = endpoints, params
-                return conn
-            _, error, cause = failures[-1]
-            if not transient or not endpoints.connect_retry:
-                raise error
-            if len(failures) > 1:
-                cause = "; ".join(f"{p.host}: {c}" for p, _, c in failures)
-            if retry is None:
-                retry = ConnectRetry(started)
-            retry.wait_or_raise(error, cause, endpoints.connect_retry)
+            step = plan.next_step(time.monotonic())
+            if isinstance(step, Fail):
+                raise step.error
+            if isinstance(step, Sleep):
+                if is_retry_testing():
+                    plan.skipped(step.delay)
+                else:
+                    time.sleep(step.delay)
+                continue
+            chosen: dict[str, Any] = {PARAMS_KEYWORD: step.params}
+            try:
+                conn = super().connect(conninfo, **kwargs, **chosen)
+            except psycopg.OperationalError as ex:
+                plan.failed(step.params, ex, time.monotonic())
+                continue
+            plan.succeeded(step.params)
+            conn._dsql_endpoints, conn._dsql_params = endpoints, step.params
+            return conn
 
     def _failback_due(self) -> float | None:
         """Return how long this connection may keep traffic off its preferred
         endpoint: None when it is on it (or none is preferred)."""
-        endpoints, params = self._dsql_endpoints, self._dsql_params
-        if endpoints is None or params is None:
-            return None
-        if _endpoints.is_preferred(endpoints, params):
-            return None
-        return endpoints.cooldown
+        return failback_due(self._dsql_endpoints, self._dsql_params)
 
     # psycopg calls this hook for every connection it opens, after it has taken
     # its own keywords (autocommit, row_factory...) out, and pools go through
@@ -125,12 +123,10 @@ class DsqlConnection(psycopg.Connection[Row]):
     @classmethod
     def _get_connection_params(cls, conninfo: str, **kwargs: Any) -> dict[str, Any]:
         started = time.perf_counter()
-        params = kwargs.pop(_PARAMS, None)
+        params = kwargs.pop(PARAMS_KEYWORD, None)
         if params is None:
             params = config.parse(conninfo, **kwargs)
-        libpq = dict(params.libpq)
-        apply_tls(libpq)
-        libpq.setdefault("application_name", APPLICATION_NAME)
+        libpq = libpq_params(params)
         libpq["password"] = auth.make_token(params)
         logger.debug(
             "connecting to %s as %s (region %s), parameters ready in %.2f ms",
@@ -140,23 +136,6 @@ class DsqlConnection(psycopg.Connection[Row]):
             (time.perf_counter() - started) * 1000,
         )
         return libpq
-
-
-def _failure_cause(
-    error: psycopg.OperationalError, conninfo: str, kwargs: dict[str, Any]
-) -> str | None:
-    """Raise what no other try can fix; else return why it is worth another."""
-    if "certificate verify failed" in str(error):
-        raise untrusted_certificate(error, conninfo, kwargs) from error
-    if any(s in str(error).lower() for s in _AUTH_FAILURES):
-        raise AuthenticationError(
-            f"the server refused the IAM token: {error}. Check that the"
-            " host is the cluster's endpoint name, that the"
-            " credentials are current, and that the role may connect"
-            " (dsql:DbConnectAdmin for admin, dsql:DbConnect and a"
-            " matching database role otherwise)"
-        ) from error
-    return transient_cause(error)
 
 
 @overload

@@ -14,7 +14,6 @@ import pytest
 
 import dsql_psycopg as dsql
 from dsql_local import DsqlLocal
-from dsql_psycopg import _endpoints
 from dsql_psycopg.typing import RetryEvent
 
 DEAD_ID = "deadendpoint00000000000000"
@@ -32,7 +31,7 @@ def closed_port() -> int:
 def _forget_failures() -> Iterator[None]:
     """Each test starts with no endpoint cooling down."""
     yield
-    _endpoints.forget()
+    dsql.endpoint_health.reset()
 
 
 def two_endpoints(
@@ -79,10 +78,12 @@ def test_the_cool_down_ends(dsql_local: DsqlLocal, closed_port: int) -> None:
         pass
     endpoints = dsql._config.parse_endpoints(**kwargs)
     first = endpoints.each[0]
-    assert _endpoints.order(endpoints)[0] is not first  # cooling down
-    with _endpoints._lock:  # as if the cool-down had passed
-        _endpoints._cooling[_endpoints.key(first)] = 0.0
-    assert _endpoints.order(endpoints)[0] is first
+    health, now = dsql.endpoint_health, time.monotonic()
+    assert health.order(endpoints, now)[0] is not first  # cooling down
+    assert list(health.cooling(now).values()) == [pytest.approx(0.05, abs=0.05)]
+    # A minute later (the clock is an argument: no sleep needed).
+    assert health.order(endpoints, now + 60)[0] is first
+    assert health.cooling(now + 60) == {}
 
 
 def test_the_preferred_endpoint_is_used_when_it_works(
@@ -141,7 +142,7 @@ def test_a_pool_over_two_endpoints_works_through_the_live_one(
         assert conn.endpoint == dsql_local.host
         # Made while the preferred endpoint failed: it lives only the
         # cool-down, so the pool tries the preferred one again after it.
-        assert conn._expire_at - time.monotonic() <= 30.0
+        assert conn._dsql_deadline - time.monotonic() <= 30.0
 
 
 def test_retry_events_name_the_endpoint(dsql_local: DsqlLocal) -> None:

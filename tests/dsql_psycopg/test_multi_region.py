@@ -12,7 +12,6 @@ import pytest
 
 import dsql_psycopg as dsql
 from dsql_local import DsqlLocal
-from dsql_psycopg import _endpoints
 from dsql_psycopg.typing import RetryEvent
 
 PEER = "us-west-2"
@@ -33,7 +32,7 @@ def local(pair: DsqlLocal) -> Iterator[DsqlLocal]:
     for region in pair.regions:
         pair.restore_region(region)
         pair.inject_conflicts(0, region=region)
-    _endpoints.forget()
+    dsql.endpoint_health.reset()
 
 
 class Signer:
