@@ -10,48 +10,60 @@ become one parameter set per endpoint: a token is signed for one host name.
 from __future__ import annotations
 
 import functools
-import math
 import os
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 
+from ._conninfo import (
+    DEFAULT_CONNECT_RETRY,
+    DEFAULT_TOKEN_DURATION,
+    MAX_TOKEN_DURATION,
+    connect_retry_budget,
+    seconds,
+    split_conninfo,
+    token_duration,
+)
 from ._naming import (
     CLUSTER_ID,
     DSQL_HOST,
     ENDPOINT_FORM,
     REGION,
-    URL_PREFIXES,
     endpoint_host,
 )
 from .errors import ConfigurationError
 
+__all__ = [
+    "DEFAULT_CONNECT_RETRY",
+    "DEFAULT_ENDPOINT_COOLDOWN",
+    "DEFAULT_TOKEN_DURATION",
+    "DSQL_OPTIONS",
+    "MAX_TOKEN_DURATION",
+    "PYTHON_OPTIONS",
+    "DsqlParams",
+    "Endpoints",
+    "connect_retry_budget",
+    "is_dsql_host",
+    "parse",
+    "parse_endpoints",
+]
+
 if TYPE_CHECKING:
     import boto3
 
-    from .typing import TokenProvider
+    from ._types import TokenProvider
 
 DEFAULT_USER = "admin"
 DEFAULT_DBNAME = "postgres"
-DEFAULT_TOKEN_DURATION = 900
-MAX_TOKEN_DURATION = 604_800
-#: Seconds a connect keeps retrying transient refusals (waking cluster, rate
-#: limit, full, endpoint restarting): a cluster scaled down while idle wakes
-#: up in seconds, and DSQL admits 100 new connections a second.
-DEFAULT_CONNECT_RETRY = 5.0
 #: Seconds an endpoint that failed a connect is tried after the others.
 DEFAULT_ENDPOINT_COOLDOWN = 30.0
 #: libpq's connect_timeout with several endpoints, unless one is given: an
 #: endpoint that drops packets must not hold a connect for minutes when
 #: another one answers.
 FAILOVER_CONNECT_TIMEOUT = 5
-_OFF = frozenset({"off", "false", "no"})
 
 #: Options understood in a URL query, a conninfo string or as keywords.
 DSQL_OPTIONS = frozenset(
@@ -69,14 +81,20 @@ PYTHON_OPTIONS = frozenset({"session", "token_provider"})
 
 # libpq's variables read here: the token depends on the first three, and a
 # list of hosts splits into endpoints with its lists of ports and addresses.
-_ENV_DEFAULTS = ("PGHOST", "PGUSER", "PGDATABASE", "PGPORT", "PGHOSTADDR")
-_ENV_KEYS = ("host", "user", "dbname", "port", "hostaddr")
-_PAIR = re.compile(
-    r"\s*(?P<key>[^=\s]+)\s*=\s*"
-    r"(?:'(?P<quoted>(?:[^'\\]|\\.)*)'|(?P<bare>(?!')(?:[^\s\\]|\\.)*))"
-    r"(?=\s|$)"
+_ENV_DEFAULTS = (
+    ("host", "PGHOST"),
+    ("user", "PGUSER"),
+    ("dbname", "PGDATABASE"),
+    ("port", "PGPORT"),
+    ("hostaddr", "PGHOSTADDR"),
 )
-_UNESCAPE = re.compile(r"\\(.)")
+# Every environment variable a parse reads (the cache's key holds them all).
+_ENV_READ = (*(name for _, name in _ENV_DEFAULTS), "PGCONNECT_TIMEOUT")
+# Values a cached parse may be keyed on: plain data, never a user's object.
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+_PROFILE_AND_SESSION = (
+    "pass either profile= or session=, not both: a session already has a profile"
+)
 # The libpq parameters that hold one value per host.
 _HOST_LISTS = ("host", "hostaddr", "port")
 
@@ -122,12 +140,32 @@ class Endpoints:
 def parse_endpoints(conninfo: str = "", **kwargs: Any) -> Endpoints:
     """Merge `!conninfo` and `!kwargs` (which win) into validated endpoints."""
     # A pool connects with the same arguments over and over: parsing them once
-    # keeps our share of a connect down to signing the token.
-    env = tuple(os.environ.get(name) for name in _ENV_DEFAULTS)
-    try:
-        return _parse_cached(conninfo, tuple(sorted(kwargs.items())), env)
-    except TypeError:  # an unhashable argument: parse without the cache
-        return _parse(conninfo, kwargs, env)
+    # keeps our share of a connect down to signing the token. The cache holds
+    # plain values only (strings, numbers): a session or a token provider is
+    # applied to the cached result, so the cache never keeps one alive, and
+    # every environment variable the parse reads is part of the key.
+    env = tuple(os.environ.get(name) for name in _ENV_READ)
+    objects = {k: kwargs.pop(k) for k in PYTHON_OPTIONS & kwargs.keys()}
+    if not isinstance(conninfo, str) or not all(
+        type(v) in _PLAIN for v in kwargs.values()
+    ):
+        return _parse(conninfo, {**kwargs, **objects}, env)
+    endpoints = _parse_cached(conninfo, tuple(sorted(kwargs.items())), env)
+    if not any(v is not None for v in objects.values()):
+        return endpoints
+    return _with_objects(endpoints, objects)
+
+
+def _with_objects(endpoints: Endpoints, objects: Mapping[str, Any]) -> Endpoints:
+    """Return `endpoints` with the session and token provider set, validated."""
+    session, provider = objects.get("session"), objects.get("token_provider")
+    _check_objects(session, provider)
+    if session is not None and any(p.profile is not None for p in endpoints.each):
+        raise ConfigurationError(_PROFILE_AND_SESSION)
+    each = tuple(
+        replace(p, session=session, token_provider=provider) for p in endpoints.each
+    )
+    return replace(endpoints, each=each)
 
 
 def parse(conninfo: str = "", **kwargs: Any) -> DsqlParams:
@@ -157,7 +195,7 @@ def _parse(
             f"conninfo must be a string (a postgresql:// URL or key=value pairs),"
             f" got {type(conninfo).__name__}"
         )
-    ours, libpq = _split_conninfo(conninfo)
+    ours, libpq = split_conninfo(conninfo, DSQL_OPTIONS)
     for key, value in kwargs.items():
         if value is None:
             continue
@@ -166,67 +204,17 @@ def _parse(
         else:
             libpq[key] = value
     # libpq's own fallbacks (see _ENV_DEFAULTS).
-    for key, value in zip(_ENV_KEYS, env, strict=True):
+    defaults = dict(zip(_ENV_READ, env, strict=True))
+    for key, name in _ENV_DEFAULTS:
+        value = defaults[name]
         if value and not libpq.get(key):
             libpq[key] = value
-    return _validate(ours, libpq)
+    return _validate(ours, libpq, connect_timeout_env=defaults["PGCONNECT_TIMEOUT"])
 
 
-def _split_conninfo(conninfo: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split a conninfo string into our options and libpq's parameters."""
-    ours: dict[str, Any] = {}
-    if conninfo.startswith(URL_PREFIXES):
-        base, sep, query = conninfo.partition("?")
-        if sep:
-            # Only our own keys are taken out; the rest is left exactly as
-            # written, for libpq to decode (it does not read "+" as a space).
-            kept = []
-            for part in query.split("&"):
-                key, _, value = part.partition("=")
-                if unquote(key) in DSQL_OPTIONS:
-                    ours[unquote(key)] = unquote(value)
-                else:
-                    kept.append(part)
-            conninfo = f"{base}?{'&'.join(kept)}" if kept else base
-        return ours, _libpq_parse(conninfo)
-
-    libpq: dict[str, Any] = {}
-    for key, value in _tokenize(conninfo):
-        (ours if key in DSQL_OPTIONS else libpq)[key] = value
-    return ours, libpq
-
-
-def _libpq_parse(conninfo: str) -> dict[str, Any]:
-    try:
-        return conninfo_to_dict(conninfo)
-    except psycopg.ProgrammingError as ex:
-        raise ConfigurationError(f"invalid connection string: {ex}") from None
-    except UnicodeDecodeError:
-        # A percent-escape in a URL that does not decode to UTF-8.
-        raise ConfigurationError(
-            "invalid connection string: a %-escape in the URL is not valid UTF-8"
-        ) from None
-
-
-def _tokenize(conninfo: str) -> list[tuple[str, str]]:
-    """Split a libpq ``key=value`` string, honouring its quoting rules."""
-    pairs = []
-    pos, end = 0, len(conninfo.rstrip())
-    while pos < end:
-        match = _PAIR.match(conninfo, pos)
-        if match is None:
-            raise ConfigurationError(
-                f"invalid connection string near {conninfo[pos : pos + 20]!r}: expected"
-                " key=value pairs (quote values with spaces: key='a b') or a"
-                " postgresql:// URL"
-            )
-        raw = match["quoted"] if match["quoted"] is not None else match["bare"]
-        pairs.append((match["key"], _UNESCAPE.sub(r"\1", raw)))
-        pos = match.end()
-    return pairs
-
-
-def _validate(ours: dict[str, Any], libpq: dict[str, Any]) -> Endpoints:
+def _validate(
+    ours: dict[str, Any], libpq: dict[str, Any], *, connect_timeout_env: str | None
+) -> Endpoints:
     if "password" in libpq or "passfile" in libpq:
         raise ConfigurationError(
             "do not set a password: dsql_psycopg signs an IAM token for every"
@@ -249,7 +237,7 @@ def _validate(ours: dict[str, Any], libpq: dict[str, Any]) -> Endpoints:
                 "cluster_id names one cluster: for a multi-Region cluster give the"
                 " endpoint names as host='<id1>.dsql.<region1>.on.aws,<id2>...'"
             )
-        if "connect_timeout" not in libpq and not os.environ.get("PGCONNECT_TIMEOUT"):
+        if "connect_timeout" not in libpq and not connect_timeout_env:
             libpq["connect_timeout"] = FAILOVER_CONNECT_TIMEOUT
         for key in _HOST_LISTS:
             libpq.pop(key, None)
@@ -257,7 +245,7 @@ def _validate(ours: dict[str, Any], libpq: dict[str, Any]) -> Endpoints:
     return Endpoints(
         each=each,
         random_order=balance == "random",
-        cooldown=_seconds(
+        cooldown=seconds(
             ours.get("endpoint_cooldown"),
             DEFAULT_ENDPOINT_COOLDOWN,
             "endpoint_cooldown",
@@ -326,22 +314,11 @@ def _endpoint(
     libpq.setdefault("dbname", DEFAULT_DBNAME)
     # No port default of ours: libpq's is DSQL's 5432, and it honours PGPORT.
 
-    session = ours.get("session")
-    if session is not None and not hasattr(session, "client"):
-        raise ConfigurationError(
-            f"session must be a boto3.Session, got {type(session).__name__}"
-        )
-    provider = ours.get("token_provider")
-    if provider is not None and not callable(provider):
-        raise ConfigurationError(
-            f"token_provider must be callable, got {type(provider).__name__}"
-        )
+    session, provider = ours.get("session"), ours.get("token_provider")
+    _check_objects(session, provider)
     profile = _optional_str(ours, "profile")
     if profile is not None and session is not None:
-        raise ConfigurationError(
-            "pass either profile= or session=, not both:"
-            " a session already has a profile"
-        )
+        raise ConfigurationError(_PROFILE_AND_SESSION)
     try:
         # Let libpq itself refuse unknown keywords and malformed values now,
         # rather than from deep inside connect().
@@ -353,11 +330,22 @@ def _endpoint(
         user=user,
         region=region,
         profile=profile,
-        token_duration=_token_duration(ours.get("token_duration")),
+        token_duration=token_duration(ours.get("token_duration")),
         libpq=MappingProxyType(libpq),
         session=session,
         token_provider=provider,
     )
+
+
+def _check_objects(session: object, provider: object) -> None:
+    if session is not None and not hasattr(session, "client"):
+        raise ConfigurationError(
+            f"session must be a boto3.Session, got {type(session).__name__}"
+        )
+    if provider is not None and not callable(provider):
+        raise ConfigurationError(
+            f"token_provider must be callable, got {type(provider).__name__}"
+        )
 
 
 def _host(host: str, cluster_id: str | None, region: str | None) -> str:
@@ -398,66 +386,3 @@ def _optional_str(ours: Mapping[str, Any], key: str) -> str | None:
     if not isinstance(value, str) or not value:
         raise ConfigurationError(f"{key} must be a non-empty string, got {value!r}")
     return value
-
-
-def _token_duration(value: Any) -> int:
-    if value is None:
-        return DEFAULT_TOKEN_DURATION
-    try:
-        if isinstance(value, bool) or (
-            isinstance(value, float) and not value.is_integer()
-        ):
-            raise ValueError
-        seconds = int(value)
-    except (TypeError, ValueError):
-        raise ConfigurationError(
-            f"token_duration must be a whole number of seconds, got {value!r}"
-        ) from None
-    if not 1 <= seconds <= MAX_TOKEN_DURATION:
-        raise ConfigurationError(
-            f"token_duration must be between 1 and {MAX_TOKEN_DURATION} seconds"
-            f" (one week), got {seconds}"
-        )
-    return seconds
-
-
-def connect_retry_budget(value: Any) -> float:
-    """Return the connect retry budget in seconds that `value` asks for (0: off).
-
-    `value` is seconds (a number or its text), ``False`` or ``"off"`` for no
-    retry, ``True`` or ``None`` for the default.
-    """
-    if value is None or value is True:
-        return DEFAULT_CONNECT_RETRY
-    if value is False or (isinstance(value, str) and value.lower() in _OFF):
-        return 0.0
-    seconds = _number(value)
-    if not seconds >= 0:
-        raise ConfigurationError(
-            f"connect_retry must be the seconds to keep retrying a refused connect"
-            f" (0 or 'off' for never), got {value!r}"
-        )
-    return seconds
-
-
-def _seconds(value: Any, default: float, name: str) -> float:
-    """Return `value` as a positive number of seconds (`default` for None)."""
-    if value is None:
-        return default
-    seconds = _number(value)
-    if not seconds > 0:
-        raise ConfigurationError(
-            f"{name} must be a positive number of seconds, got {value!r}"
-        )
-    return seconds
-
-
-def _number(value: Any) -> float:
-    """Return `value` (a number or its text) as a finite float, else NaN."""
-    if isinstance(value, bool):
-        return math.nan
-    try:
-        number = float(value)
-    except (TypeError, ValueError, OverflowError):
-        return math.nan
-    return number if math.isfinite(number) else math.nan
