@@ -1,30 +1,26 @@
-"""IAM tokens: SigV4 presigned locally, with boto3's credentials.
+"""IAM tokens, signed by botocore on a ``dsql`` client built once and reused.
 
 A token is a SigV4 presigned ``GET https://<host>/?Action=DbConnect[Admin]``
-for the ``dsql`` service, without the scheme. botocore's generic presigning
-path (request objects, URL parsing, event hooks) costs several times the
-signature itself on every connect, so the token is signed here: a few HMACs
-over a canonical request that is the same for every DSQL token. A test checks
-that the result is byte for byte what botocore makes.
+for the ``dsql`` service, without the scheme: botocore's
+``generate_db_connect_auth_token`` / ``generate_db_connect_admin_auth_token``
+make it. The client is built once per (profile, Region), or per (session,
+Region) for a session the user passes in, keyed weakly on that session so
+that the cache never keeps it alive; clients are thread-safe, and their
+credentials refresh themselves.
 
-Credentials come from boto3's chain: a session is built once per (profile,
-region), or kept per (session, region) for a session the user passes in, and
-its credentials object (which refreshes temporary credentials itself) is
-shared by all threads.
+`token_may_block` tells an async driver whether signing is pure CPU now
+(client built, credentials fresh) or may do network I/O (building the
+credential chain, refreshing temporary credentials through STS, SSO or the
+instance metadata service), to run it in a thread then.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import hmac
 import logging
 import os
 import threading
-import time
 import weakref
 from typing import Any, NamedTuple
-from urllib.parse import quote
 
 import boto3
 import botocore.credentials
@@ -50,19 +46,17 @@ def credentials_hint(profile_option: str) -> str:
 _NO_CREDENTIALS_HINT = (
     credentials_hint("profile=...") + ", or pass session=boto3.Session(...)"
 )
-# SHA-256 of the empty body of the presigned GET.
-_EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 class _Signer(NamedTuple):
-    """Where one (profile or session, region) gets its credentials."""
+    """A ``dsql`` client and the credentials object it signs with."""
 
+    client: Any
     credentials: botocore.credentials.Credentials
-    region: str
 
 
-class _SignerCache:
-    """Thread-safe cache of signers."""
+class _Clients:
+    """Thread-safe cache of ``dsql`` clients, one per (profile or session, Region)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -71,28 +65,46 @@ class _SignerCache:
             boto3.Session, dict[str | None, _Signer]
         ] = weakref.WeakKeyDictionary()
 
-    def get(self, params: DsqlParams) -> _Signer:
+    def find(self, params: DsqlParams) -> _Signer | None:
+        """Return the client for `params` if one was built."""
         session = params.session
         with self._lock:
             if session is None:
-                signer = self._by_profile.get((params.profile, params.region))
-            else:
-                signer = self._by_session.get(session, {}).get(params.region)
+                return self._by_profile.get((params.profile, params.region))
+            return self._by_session.get(session, {}).get(params.region)
+
+    def get(self, params: DsqlParams) -> _Signer:
+        """Return the client for `params`, building it the first time."""
+        signer = self.find(params)
         if signer is not None:
             return signer
         # Built outside the lock: the credential chain can be slow, and two
         # threads racing here only waste one lookup.
         signer = _new_signer(params)
         with self._lock:
-            if session is None:
+            if params.session is None:
                 key = (params.profile, params.region)
                 return self._by_profile.setdefault(key, signer)
-            return self._by_session.setdefault(session, {}).setdefault(
+            return self._by_session.setdefault(params.session, {}).setdefault(
                 params.region, signer
             )
 
+    def clear(self) -> None:
+        """Forget every client (the next connect builds its own again)."""
+        with self._lock:
+            self._by_profile.clear()
+            self._by_session.clear()
 
-_signers = _SignerCache()
+
+_clients = _Clients()
+
+
+def clear_signing_clients() -> None:
+    """Forget the cached ``dsql`` clients and the sessions built for profiles.
+
+    The next connect builds them again, reading the AWS configuration anew.
+    """
+    _clients.clear()
 
 
 def _new_signer(params: DsqlParams) -> _Signer:
@@ -105,6 +117,13 @@ def _new_signer(params: DsqlParams) -> _Signer:
                 " (for example), set AWS_REGION, or use the full DSQL endpoint name"
             )
         credentials = session.get_credentials()
+        if credentials is None:
+            # Not cached: credentials may appear later (a profile written, env set).
+            raise CredentialsError(
+                "no AWS credentials found to sign the DSQL token:"
+                f" {_NO_CREDENTIALS_HINT}"
+            )
+        client = session.client("dsql", region_name=region)
     except botocore.exceptions.ProfileNotFound as ex:
         raise CredentialsError(
             f"AWS profile {params.profile!r} not found: {ex}; check ~/.aws/config"
@@ -112,18 +131,13 @@ def _new_signer(params: DsqlParams) -> _Signer:
         ) from None
     except botocore.exceptions.BotoCoreError as ex:
         raise CredentialsError(f"cannot set up AWS signing: {ex}") from ex
-    if credentials is None:
-        # Not cached: credentials may appear later (a profile written, env set).
-        raise CredentialsError(
-            f"no AWS credentials found to sign the DSQL token: {_NO_CREDENTIALS_HINT}"
-        )
     logger.debug(
         "using AWS credentials from %s (profile=%s, region=%s)",
         credentials.method,
         params.profile,
         region,
     )
-    return _Signer(credentials, region)
+    return _Signer(client, credentials)
 
 
 class _SigningSilencer(logging.Filter):
@@ -146,80 +160,57 @@ logging.getLogger("botocore.auth").addFilter(_silencer)
 
 
 def make_token(params: DsqlParams) -> str:
-    """Return a fresh IAM token for one connection described by `!params`."""
+    """Return a fresh IAM token for one connection described by `!params`.
+
+    May block on network I/O when credentials must be found or refreshed;
+    see `token_may_block`.
+    """
     if params.token_provider is not None:
         _silencer.local.signing = True
         try:
             return _provided_token(params)
         finally:
             _silencer.local.signing = False
-    signer = _signers.get(params)
+    client = _clients.get(params).client
+    region = params.region or client.meta.region_name
+    sign = (
+        client.generate_db_connect_admin_auth_token
+        if params.user == ADMIN_USER
+        else client.generate_db_connect_auth_token
+    )
+    _silencer.local.signing = True
     try:
-        frozen = signer.credentials.get_frozen_credentials()
+        token: str = sign(params.host, region, params.token_duration)
+    except botocore.exceptions.NoCredentialsError as ex:
+        raise CredentialsError(
+            f"no AWS credentials found to sign the DSQL token: {_NO_CREDENTIALS_HINT}"
+        ) from ex
     except botocore.exceptions.BotoCoreError as ex:
         raise CredentialsError(
             f"cannot refresh the AWS credentials to sign the DSQL token"
             f" ({type(ex).__name__}: {ex}); {_NO_CREDENTIALS_HINT}"
         ) from ex
-    action = "DbConnectAdmin" if params.user == ADMIN_USER else "DbConnect"
-    return presign(
-        params.host,
-        region=params.region or signer.region,
-        action=action,
-        expires_in=params.token_duration,
-        credentials=frozen,
-        now=time.gmtime(),
-    )
+    finally:
+        _silencer.local.signing = False
+    return token
 
 
-def _quote(value: str) -> str:
-    # SigV4's URI encoding: everything but unreserved characters.
-    return quote(value, safe="-_.~")
+def token_may_block(params: DsqlParams) -> bool:
+    """Tell whether `make_token` may do network I/O for `params` now.
 
-
-def presign(
-    host: str,
-    *,
-    region: str,
-    action: str,
-    expires_in: int,
-    credentials: botocore.credentials.ReadOnlyCredentials,
-    now: time.struct_time,
-) -> str:
-    """Return the SigV4 presigned token for `!action` on `!host` at `!now`."""
-    date = time.strftime("%Y%m%d", now)
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", now)
-    scope = f"{date}/{region}/dsql/aws4_request"
-    # In botocore's order: the action, then the authentication parameters.
-    query = (
-        f"Action={_quote(action)}"
-        "&X-Amz-Algorithm=AWS4-HMAC-SHA256"
-        f"&X-Amz-Credential={_quote(f'{credentials.access_key}/{scope}')}"
-        f"&X-Amz-Date={stamp}&X-Amz-Expires={expires_in}&X-Amz-SignedHeaders=host"
-    )
-    if credentials.token is not None:
-        query += f"&X-Amz-Security-Token={_quote(credentials.token)}"
-    # The canonical query is sorted by key; only the token's place moves.
-    canonical_query = "&".join(sorted(query.split("&")))
-    canonical_request = (
-        f"GET\n/\n{canonical_query}\nhost:{host.lower()}\n\nhost\n{_EMPTY_SHA256}"
-    )
-    string_to_sign = (
-        f"AWS4-HMAC-SHA256\n{stamp}\n{scope}\n"
-        + hashlib.sha256(canonical_request.encode()).hexdigest()
-    )
-    key = _signing_key(credentials.secret_key, date, region)
-    signature = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
-    return f"{host}/?{query}&X-Amz-Signature={signature}"
-
-
-@functools.lru_cache(maxsize=16)
-def _signing_key(secret_key: str, date: str, region: str) -> bytes:
-    # The same for a day: derived once, not on every connect.
-    key = f"AWS4{secret_key}".encode()
-    for part in (date, region, "dsql", "aws4_request"):
-        key = hmac.digest(key, part.encode(), "sha256")
-    return key
+    False when the client is built and its credentials need no refresh
+    (static keys, or temporary ones outside botocore's refresh window);
+    True for a `token_provider` (its work is unknown) and otherwise.
+    """
+    if params.token_provider is not None:
+        return True
+    signer = _clients.find(params)
+    if signer is None:
+        return True
+    # Only refreshable (temporary) credentials have it; static keys never
+    # need network I/O.
+    refresh_needed = getattr(signer.credentials, "refresh_needed", None)
+    return bool(refresh_needed()) if callable(refresh_needed) else False
 
 
 def _provided_token(params: DsqlParams) -> str:
