@@ -10,29 +10,26 @@ from typing import TYPE_CHECKING, Any
 import psycopg_pool
 from psycopg.rows import TupleRow
 
+from . import _config as config
+from ._connect_plan import RECORD_KEYWORD, dsql_kwargs
 from ._liveness import connection_lost
+from ._pool_core import (
+    DEFAULT_MAX_LIFETIME,
+    MAX_LIFETIME_CEILING,
+    PoolRecord,
+    check_max_lifetime,
+)
 from .connection import DsqlConnection
 from .errors import ConfigurationError
 
 if TYPE_CHECKING:
     import boto3
 
-    from .typing import TokenProvider
+    from ._types import TokenProvider
 
-__all__ = ["DEFAULT_MAX_LIFETIME", "create_pool"]
+__all__ = ["DEFAULT_MAX_LIFETIME", "MAX_LIFETIME_CEILING", "create_pool"]
 
 logger = logging.getLogger("dsql_psycopg.pool")
-
-# DSQL closes a connection after 60 minutes and a transaction may last 5. A
-# connection handed out just before its lifetime ends must still finish a
-# 5-minute transaction: 60 - 5 = 55 minutes is the hard ceiling for
-# max_lifetime, and the default keeps 5 more minutes for connect time and
-# clock drift. psycopg_pool's jitter only shortens a lifetime (to between 95%
-# and 100% of it), so it never takes a connection past max_lifetime.
-DSQL_CONNECTION_CAP = 60 * 60.0
-DSQL_TRANSACTION_CAP = 5 * 60.0
-MAX_LIFETIME_CEILING = DSQL_CONNECTION_CAP - DSQL_TRANSACTION_CAP
-DEFAULT_MAX_LIFETIME = 50 * 60.0
 
 ConnectionCB = Callable[[DsqlConnection[TupleRow]], None]
 
@@ -40,51 +37,102 @@ ConnectionCB = Callable[[DsqlConnection[TupleRow]], None]
 class _DsqlConnectionPool(psycopg_pool.ConnectionPool[DsqlConnection[TupleRow]]):
     """A ConnectionPool that never hands out an expired or dead connection.
 
-    psycopg_pool retires a connection past its lifetime only when it is
-    returned, so one can sit idle past it and be handed out. The checks here
-    cost no round trip: the pool's own expiry time, and a zero-timeout poll of
-    the socket (an idle connection has nothing to read unless the server hung
-    up). A connection failing them is given back, which discards and replaces
-    it, and the next one is tried at once: failing a `check` callback instead
+    Only psycopg_pool's public API is used: `create_pool` wraps `configure`
+    to stamp each new connection with its deadline (its max lifetime, or the
+    endpoint cool-down for a connection made off the preferred endpoint),
+    and `getconn` / `putconn` retire a connection past it. psycopg_pool
+    retires a connection past its lifetime only when it is returned, so one
+    can sit idle past it and be handed out; the checks here cost no round
+    trip: the deadline, and a zero-timeout poll of the socket (an idle
+    connection has nothing to read unless the server hung up). A connection
+    failing them is closed and given back, which discards and replaces it,
+    and the next one is tried at once: failing a `check` callback instead
     would make psycopg_pool back off for a second or more per stale
     connection, which a pool idle for an hour has many of.
     """
 
-    def _connect(self, timeout: float | None = None) -> DsqlConnection[TupleRow]:
-        conn = super()._connect(timeout)
-        # A connection made while the preferred endpoint was failing lives
-        # only for the cool-down: its replacement tries the preferred one
-        # again, so traffic returns after a recovery without cutting a
-        # connection in use (the pool retires it when it comes back).
-        failback = conn._failback_due()
-        if failback is not None:
-            conn._expire_at = min(conn._expire_at, time.monotonic() + failback)
-        return conn
+    _dsql_record: PoolRecord
 
     def getconn(self, timeout: float | None = None) -> DsqlConnection[TupleRow]:
-        """Obtain a connection from the pool, younger than its max lifetime."""
+        """Obtain a connection from the pool, younger than its max lifetime.
+
+        Raises:
+            ConfigurationError: (or CredentialsError, AuthenticationError,
+                UntrustedCertificateError) the pool's last connect failed in
+                a way no retry fixes.
+            psycopg_pool.PoolTimeout: No connection within `timeout`; its
+                cause is the pool's last connect error, if one failed.
+        """
         budget = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
         while True:
+            final = self._dsql_record.final()
+            if final is not None:
+                raise final
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise psycopg_pool.PoolTimeout(
-                    f"couldn't get a connection after {budget:.2f} sec"
-                )
-            conn = super().getconn(remaining)
+            try:
+                if remaining <= 0:
+                    raise psycopg_pool.PoolTimeout(
+                        f"couldn't get a connection after {budget:.2f} sec"
+                    )
+                conn = super().getconn(remaining)
+            except psycopg_pool.PoolTimeout as ex:
+                gave_up: psycopg_pool.PoolTimeout | None = ex
+            else:
+                gave_up = None
+            if gave_up is not None:
+                # Raised outside the except block: the cause is the pool's
+                # last connect error, not psycopg_pool's own timeout.
+                raise self._dsql_record.final() or self._dsql_record.timeout(gave_up)
             if not _stale(conn):
                 return conn
-            self.putconn(conn)
+            self._retire(conn)
+
+    def putconn(self, conn: DsqlConnection[TupleRow]) -> None:
+        """Return a connection to the pool; one past its deadline is retired."""
+        if not conn.closed and _deadline(conn) <= time.monotonic():
+            # A connection made while the preferred endpoint was failing
+            # lives only for the cool-down: its replacement tries the
+            # preferred one again, so traffic returns after a recovery
+            # without cutting a connection in use.
+            logger.debug("retiring a connection past its deadline")
+            conn.close()
+        super().putconn(conn)
+
+    def _retire(self, conn: DsqlConnection[TupleRow]) -> None:
+        # Closed, the pool discards it and makes a new one in its place.
+        conn.close()
+        super().putconn(conn)
+
+
+def _deadline(conn: DsqlConnection[TupleRow]) -> float:
+    return conn._dsql_deadline
 
 
 def _stale(conn: DsqlConnection[TupleRow]) -> bool:
-    if conn._expire_at <= time.monotonic():
+    if _deadline(conn) <= time.monotonic():
         logger.debug("discarding a connection past its max lifetime at checkout")
         return True
     if connection_lost(conn) is not None:
         logger.debug("discarding a connection the server closed while idle")
         return True
     return False
+
+
+def _stamp(max_lifetime: float, configure: ConnectionCB | None) -> ConnectionCB:
+    """Wrap a user's `configure` to stamp each new connection's deadline."""
+
+    def stamped(conn: DsqlConnection[TupleRow]) -> None:
+        lifetime = max_lifetime
+        failback = conn._failback_due()
+        if failback is not None:
+            lifetime = min(lifetime, failback)
+        conn._dsql_created_at = now = time.monotonic()
+        conn._dsql_deadline = now + lifetime
+        if configure is not None:
+            configure(conn)
+
+    return stamped
 
 
 def _skip_stale(check: ConnectionCB) -> ConnectionCB:
@@ -157,16 +205,7 @@ def create_pool(
     Raises:
         ConfigurationError: The parameters are invalid.
     """
-    if (
-        isinstance(max_lifetime, bool)
-        or not isinstance(max_lifetime, (int, float))
-        or not 0 < max_lifetime <= MAX_LIFETIME_CEILING
-    ):
-        raise ConfigurationError(
-            f"max_lifetime must be between 0 and {MAX_LIFETIME_CEILING:g} seconds:"
-            " DSQL closes connections after 60 minutes and a transaction may run"
-            f" for 5, got {max_lifetime!r}"
-        )
+    max_lifetime = check_max_lifetime(max_lifetime)
     connection_class = pool_kwargs.pop("connection_class", DsqlConnection)
     if not (
         isinstance(connection_class, type)
@@ -190,15 +229,25 @@ def create_pool(
         )
         if value is not None
     }
-    return _DsqlConnectionPool(
+    if isinstance(conninfo, str) and not callable(kwargs):
+        # Fail now, not after the pool's timeout: a bad parameter fails
+        # every connect the same way.
+        config.parse_endpoints(conninfo, **dsql_kwargs({**(kwargs or {}), **options}))
+    record = PoolRecord()
+    pool = _DsqlConnectionPool(
         conninfo,
         connection_class=connection_class,
-        kwargs=_with_options(kwargs, options),
-        open=open,
+        kwargs=_with_options(kwargs, {**options, RECORD_KEYWORD: record}),
+        open=False,
         max_lifetime=max_lifetime,
         check=None if check is None else _skip_stale(check),
+        configure=_stamp(max_lifetime, pool_kwargs.pop("configure", None)),
         **pool_kwargs,
     )
+    pool._dsql_record = record
+    if open:
+        pool.open()
+    return pool
 
 
 def _with_options(

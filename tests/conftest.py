@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.fixtures.aws",
     "tests.fixtures.backend",
     "tests.fixtures.django",
+    "tests.fixtures.drivers",
     "tests.fixtures.dsql_local",
     "tests.fixtures.otel",
 ]

@@ -138,7 +138,7 @@ def test_idle_connections_past_max_lifetime_are_not_handed_out(dsql_local):
         conn = pool.getconn(timeout=2.0)
         try:
             assert conn not in first
-            assert conn._expire_at > asked  # within its lifetime when handed out
+            assert conn._dsql_deadline > asked  # within its lifetime when handed out
         finally:
             pool.putconn(conn)
 
@@ -146,9 +146,9 @@ def test_idle_connections_past_max_lifetime_are_not_handed_out(dsql_local):
 @pytest.mark.slow
 def test_no_connection_older_than_max_lifetime_is_ever_handed_out(dsql_local):
     max_lifetime = 0.4
-    # (asked at, created at, expires at) of every checkout. The pool's own
-    # times, not a clock read after the checkout: a thread switch between
-    # the pool's check and such a read would add its delay to the age.
+    # (asked at, created at, expires at) of every checkout. The times the
+    # pool stamped, not a clock read after the checkout: a thread switch
+    # between the pool's check and such a read would add its delay to the age.
     checkouts: list[tuple[float, float, float]] = []
     lock = threading.Lock()
     with create_pool(
@@ -161,7 +161,7 @@ def test_no_connection_older_than_max_lifetime_is_ever_handed_out(dsql_local):
             while time.monotonic() < end:
                 asked = time.monotonic()
                 with pool.connection() as conn:
-                    times = (asked, conn._created_at, conn._expire_at)
+                    times = (asked, conn._dsql_created_at, conn._dsql_deadline)
                     conn.execute("SELECT 1")
                     time.sleep(rng.uniform(0, 0.05))
                 with lock:
