@@ -38,18 +38,12 @@ def _session(region: str, session_token: str | None = None) -> boto3.Session:
     [
         (HOST, "us-east-1", "admin", 900, None),
         (HOST, "us-east-1", "app", 900, None),
-        pytest.param(
+        (
             HOST.replace(".dsql.us-east-1.", ".DSQL.US-EAST-1."),
             "us-east-1",
             "admin",
             60,
             None,
-            # botocore signs the host header in lower case; the verifier
-            # canonicalises the host as written (dsql_local/_sigv4.py, owned
-            # elsewhere: reported, not fixed here).
-            marks=pytest.mark.xfail(
-                raises=TokenError, strict=True, reason="verifier keeps host case"
-            ),
         ),
         (HOST.replace(".dsql.", ".dsql-fips."), "us-east-1", "app", 604800, None),
         ("localhost", "eu-west-1", "admin", 1, "IQoJb3/+Zm9v=bar==&x y"),
