@@ -58,8 +58,9 @@ def query(state: State) -> Outcome:
 def _server_message(ex: BaseException) -> str:
     # AuthenticationError puts advice around the server's words; the words are
     # what say which fix applies.
-    if isinstance(ex, AuthenticationError) and ex.__context__ is not None:
-        ex = ex.__context__
+    inner = ex.__cause__ or ex.__context__
+    if isinstance(ex, AuthenticationError) and inner is not None:
+        ex = inner
     return " ".join(str(ex).split()) or type(ex).__name__
 
 
