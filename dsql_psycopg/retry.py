@@ -214,9 +214,11 @@ def run_transaction(
     `fn` runs inside ``for attempt in transaction(source): with attempt as
     conn:``, so it may run several times. Every argument after `fn` goes to
     `fn`, keywords included; the retries follow the default `RetryPolicy`.
-    For other retry settings, use ``transaction(source, ...).run(fn, ...)``::
+    For other retry settings, use ``transaction(source, ...).run(fn, ...)``:
 
-        dsql_psycopg.transaction(pool, max_attempts=5).run(transfer, 1, 2, amount=10)
+    ```python
+    dsql_psycopg.transaction(pool, max_attempts=5).run(transfer, 1, 2, amount=10)
+    ```
 
     Args:
         source: A pool or a connection, as for `transaction`.
