@@ -14,6 +14,7 @@ import dsql_psycopg as dsql
 from dsql_local import DsqlLocal
 from dsql_local._certs import make_certificates
 from dsql_psycopg._config import DEFAULT_CONNECT_RETRY, parse
+from tests.fixtures.drivers import Driver
 
 
 @pytest.fixture(scope="module")
@@ -65,15 +66,22 @@ def _connect(fault_local: DsqlLocal, **kwargs: Any) -> dsql.DsqlConnection[Any]:
     return dsql.connect(fault_local.url, connect_timeout=10, **kwargs)
 
 
+def _connected(driver: Driver, fault_local: DsqlLocal, **kwargs: Any) -> Any:
+    return driver.connected(fault_local.url, connect_timeout=10, **kwargs)
+
+
 @pytest.mark.parametrize("reason", ["waking_up", "rate_exceeded", "too_many"])
 def test_transient_refusals_are_retried_with_a_fresh_token(
-    calm: DsqlLocal, reason: Any, caplog: pytest.LogCaptureFixture
+    driver: Driver, calm: DsqlLocal, reason: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     provider = CountingProvider(calm)
     calm.refuse_connections(reason, count=3)
     caplog.set_level("INFO", logger="dsql_psycopg")
-    with dsql.retry_testing(), _connect(calm, token_provider=provider) as conn:
-        assert conn.execute("SELECT 1").fetchone() == (1,)
+    with (
+        dsql.retry_testing(),
+        _connected(driver, calm, token_provider=provider) as conn,
+    ):
+        assert driver.query(conn, "SELECT 1") == [(1,)]
     assert provider.calls == 4
     tries = [r.getMessage() for r in caplog.records if "connect attempt" in r.message]
     assert len(tries) == 3
@@ -81,7 +89,9 @@ def test_transient_refusals_are_retried_with_a_fresh_token(
 
 
 @pytest.mark.parametrize("how", ["outage", "cut", "kill"])
-def test_connect_waits_out_an_endpoint_coming_back(calm: DsqlLocal, how: str) -> None:
+def test_connect_waits_out_an_endpoint_coming_back(
+    driver: Driver, calm: DsqlLocal, how: str
+) -> None:
     # The endpoint comes back when the second try signs its token: the first
     # try certainly meets it gone, however slow the machine.
     if how == "kill":
@@ -90,16 +100,20 @@ def test_connect_waits_out_an_endpoint_coming_back(calm: DsqlLocal, how: str) ->
     else:
         calm.outage(60, refuse=how == "outage")
         provider = CountingProvider(calm, on_second_call=calm.end_outage)
-    with _connect(calm, token_provider=provider, connect_retry=60) as conn:
-        assert conn.execute("SELECT 1").fetchone() == (1,)
+    with _connected(driver, calm, token_provider=provider, connect_retry=60) as conn:
+        assert driver.query(conn, "SELECT 1") == [(1,)]
     assert provider.calls == 2
 
 
-def test_budget_exhausted_names_the_cause_and_the_time(calm: DsqlLocal) -> None:
+def test_budget_exhausted_names_the_cause_and_the_time(
+    driver: Driver, calm: DsqlLocal
+) -> None:
     calm.refuse_connections("waking_up", count=10_000)
     provider = CountingProvider(calm)
     with dsql.retry_testing(), pytest.raises(dsql.ConnectRetryExhausted) as info:
-        _connect(calm, token_provider=provider, connect_retry=3)
+        driver.connect(
+            calm.url, connect_timeout=10, token_provider=provider, connect_retry=3
+        )
     error = info.value
     assert isinstance(error, psycopg.OperationalError)
     assert isinstance(error, dsql.DsqlError)
