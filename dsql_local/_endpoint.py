@@ -10,6 +10,7 @@ import contextlib
 import errno
 import logging
 import math
+import re
 import select
 import socket
 import ssl
@@ -106,6 +107,8 @@ class Endpoint:
         self.max_connection_age = max_connection_age
         self.latency = latency
         self.policy = policy
+        # The backend's PostgreSQL major version, once a session has said it.
+        self.backend_major: int | None = None
         # Shared by every endpoint over the same backend, as DSQL's catalog is.
         self.schema_clock = schema_clock
         self.max_connections = max_connections
@@ -447,7 +450,7 @@ class Endpoint:
         if refusal is not None:
             raise self._fatal(client, refusal.sqlstate, refusal.message)
         backend, pid = self._connect_backend(client, params, version)
-        session = Session(user=user)
+        session = Session(user=user, backend_major=self.backend_major)
         deadline = accepted + self.max_connection_age
         return Relay(self, client, backend, session, deadline, backend_pid=pid)
 
@@ -498,6 +501,9 @@ class Endpoint:
                         pq.check_parameter_status(body)
                     except pq.ProtocolViolation as exc:
                         raise self._fatal(client, exc.sqlstate, exc.message) from None
+                    major = _server_major(body)
+                    if major is not None:
+                        self.backend_major = major
                 if kind == b"Z":
                     break
                 if kind == b"E":
@@ -532,6 +538,15 @@ class Endpoint:
                 backend.recv(1)
             except OSError:
                 pass
+
+
+def _server_major(body: bytes) -> int | None:
+    """The major version a ParameterStatus ``server_version`` body gives."""
+    name, _, rest = body.partition(b"\0")
+    if name != b"server_version":
+        return None
+    digits = re.match(rb"\d+", rest)
+    return int(digits.group()) if digits else None
 
 
 def _len_code(data: bytes) -> tuple[int, int]:

@@ -26,6 +26,8 @@ class Session:
     """What the relay knows about one client connection."""
 
     user: str
+    backend_major: int | None = None
+    """The major version of the backend's PostgreSQL (from its greeting)."""
     in_transaction: bool = False
     """From the last ReadyForQuery: inside a transaction block ('T' or 'E')."""
     transaction_started_at: float | None = None

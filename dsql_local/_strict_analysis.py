@@ -28,7 +28,13 @@ from typing import Any, NamedTuple
 
 from pglast import parser
 
-from ._strict_rules import STATEMENT_RULES, SYNC_INDEX_SETTING, SYNTAX_ERROR, Node
+from ._strict_rules import (
+    STATEMENT_RULES,
+    SYNC_INDEX_SETTING,
+    SYNTAX_ERROR,
+    Node,
+    strings,
+)
 from ._strict_sql import (
     SYNC_INDEX_GUC,
     async_index_call,
@@ -37,6 +43,8 @@ from ._strict_sql import (
     validate_constraint_call,
 )
 
+# The PostgreSQL whose grammar reads the statements (pglast's libpg_query).
+PARSER_MAJOR: int = parser.get_postgresql_version()[0]
 # Texts longer than this are analysed every time rather than kept in the cache.
 CACHE_TEXT_LIMIT = 16_384
 CACHE_SIZE = 4_096
@@ -66,6 +74,9 @@ class Statement(NamedTuple):
     kind: Kind
     problem: Problem | None = None
     copy_from: bool = False
+    since_16: str | None = None
+    """What the statement uses that came with PostgreSQL 16 (DSQL runs it; an
+    older backend cannot), in words; None when nothing."""
 
 
 class Analysis(NamedTuple):
@@ -79,6 +90,8 @@ class Analysis(NamedTuple):
     statements: tuple[Statement, ...]
     replacement: str | None = None
     command_tags: tuple[str | None, ...] = ()
+    syntax_error: str | None = None
+    """The parser's message when the text does not parse."""
 
 
 _DML = frozenset({"InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"})
@@ -157,6 +170,71 @@ def _problem(stmt: Node) -> Problem | None:
                 if detail is not None:
                     return Problem(rule.sqlstate, rule.text(detail), rule.name)
     return None
+
+
+# What PostgreSQL 16 added that DSQL runs and an older backend cannot parse
+# or run: node type, and the condition on it with the words for it.
+_JSON_16 = frozenset(
+    {
+        "JsonIsPredicate",
+        "JsonObjectConstructor",
+        "JsonArrayConstructor",
+        "JsonArrayQueryConstructor",
+        "JsonObjectAgg",
+        "JsonArrayAgg",
+    }
+)
+_FUNCTIONS_16 = frozenset(
+    {
+        "any_value",
+        "array_sample",
+        "array_shuffle",
+        "random_normal",
+        "date_add",
+        "date_subtract",
+        "erf",
+        "erfc",
+        "pg_input_is_valid",
+        "pg_input_error_info",
+        "system_user",
+    }
+)
+
+
+def _since_16(stmt: Node) -> str | None:
+    """What `stmt` uses that came with PostgreSQL 16, in words, or None."""
+    ((top, _),) = stmt.items()
+    for name, node in _nodes(stmt):
+        found = _node_since_16(top, name, node)
+        if found is not None:
+            return found
+    return None
+
+
+def _node_since_16(top: str, name: str, node: Node) -> str | None:
+    found: str | None = None
+    if name in _JSON_16:
+        found = "the SQL/JSON constructors and IS JSON"
+    elif name == "ColumnDef" and node.get("storage_name"):
+        if str(node["storage_name"]).lower() == "default":
+            found = "STORAGE DEFAULT"
+        elif top == "CreateStmt":
+            found = "a column's STORAGE in CREATE TABLE"
+    elif name == "AlterTableCmd" and node.get("subtype") == "AT_SetStorage":
+        value = node.get("def", {}).get("String", {}).get("sval", "")
+        found = "STORAGE DEFAULT" if str(value).lower() == "default" else None
+    elif name == "FuncCall":
+        called = strings(node.get("funcname", []))
+        builtin = len(called) == 1 or called[:1] == ["pg_catalog"]
+        if builtin and called[-1] in _FUNCTIONS_16:
+            found = f"the function {called[-1]}()"
+    elif name in ("ExplainStmt", "CopyStmt"):
+        options = {o.get("DefElem", {}).get("defname") for o in node.get("options", [])}
+        if "generic_plan" in options:
+            found = "EXPLAIN (GENERIC_PLAN)"
+        elif name == "CopyStmt" and "default" in options:
+            found = "COPY (DEFAULT ...)"
+    return found
 
 
 def _is_explain_analyze(node: Node) -> bool:
@@ -387,10 +465,10 @@ def _analyse(sql: str, strict: bool = True) -> Analysis:
     text, async_at, using_at = _strip_async(sql)
     try:
         tree = json.loads(parser.parse_sql_json(text))
-    except parser.ParseError:
+    except parser.ParseError as exc:
         # Let PostgreSQL itself report what is wrong with the text (without
         # DSQL's ASYNC, which would be the wrong thing to point at).
-        return Analysis((), None if text == sql else text)
+        return Analysis((), None if text == sql else text, syntax_error=str(exc))
     data = text.encode()
     async_bytes = [len(text[:offset].encode()) for offset in async_at]
     using_bytes = [len(text[:offset].encode()) for offset in using_at]
@@ -409,7 +487,8 @@ def _analyse(sql: str, strict: bool = True) -> Analysis:
             fields["using"] = True
         problem = _problem(stmt) if strict else None
         copy_from = top == "CopyStmt" and bool(fields.get("is_from"))
-        statements.append(Statement(_kind(stmt), problem, copy_from))
+        since_16 = _since_16(stmt) if problem is None else None
+        statements.append(Statement(_kind(stmt), problem, copy_from, since_16))
         replacement, tag = (
             (None, None)
             if problem

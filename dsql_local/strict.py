@@ -50,7 +50,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from ._errors import DsqlLocalError
 from ._policy import Refusal, Session
-from ._strict_analysis import Kind, Statement, analyse
+from ._strict_analysis import PARSER_MAJOR, Analysis, Kind, Statement, analyse
 from ._strict_rules import RULES_BY_NAME, settable
 from ._strict_sql import BOOTSTRAP_SQL, SYS_SQL
 
@@ -187,6 +187,9 @@ class StrictPolicy:
         # Several statements in one query run as one implicit transaction.
         in_block = explicit or len(analysis.statements) > 1
         state = session.scratch if explicit else {}
+        gap = _backend_gap(analysis, session.backend_major)
+        if gap is not None:
+            return gap
         for statement in analysis.statements:
             if statement.problem is not None:
                 return Refusal(statement.problem.sqlstate, statement.problem.message)
@@ -280,10 +283,18 @@ class LaxPolicy:
     def check_statement(self, sql: str, session: Session) -> Refusal | str | None:
         """Give the SQL to run in place of DSQL's own syntax; else None."""
         lowered = sql.lower()
+        old_backend = session.backend_major is not None and session.backend_major < 16
         # Spares nearly every statement a parse.
-        if "async" not in lowered and "disable_sync_create_index" not in lowered:
+        if (
+            not old_backend
+            and "async" not in lowered
+            and "disable_sync_create_index" not in lowered
+        ):
             return None
         analysis = analyse(sql, strict=False)
+        gap = _backend_gap(analysis, session.backend_major)
+        if gap is not None:
+            return gap
         session.command_tags = analysis.command_tags
         return analysis.replacement
 
@@ -294,6 +305,34 @@ class LaxPolicy:
     def check_commit(self, session: Session) -> Refusal | None:
         """Let every COMMIT through."""
         return None
+
+
+_DSQL_MAJOR = 16
+
+
+def _backend_gap(analysis: Analysis, backend_major: int | None) -> Refusal | None:
+    """Say so when the backend's PostgreSQL, not DSQL, cannot run the text.
+
+    An older backend than DSQL's PostgreSQL 16 lacks what 16 added; a newer
+    one than the parser's may run what the parser (and so DSQL) cannot read.
+    """
+    if backend_major is None:
+        return None
+    if analysis.syntax_error is not None and backend_major > PARSER_MAJOR:
+        return Refusal("42601", analysis.syntax_error)
+    if backend_major >= _DSQL_MAJOR:
+        return None
+    for statement in analysis.statements:
+        if statement.since_16 is not None:
+            return Refusal(
+                "0A000",
+                f"DSQL Local's PostgreSQL {backend_major} cannot run"
+                f" {statement.since_16}, which came with PostgreSQL {_DSQL_MAJOR}"
+                f" and which DSQL runs: run DSQL Local on PostgreSQL {_DSQL_MAJOR}"
+                " or later (install it, or name its bin directory in"
+                " DSQL_LOCAL_PG_BINDIR)",
+            )
+    return None
 
 
 def _mutates_alone(statements: tuple[Statement, ...]) -> bool:

@@ -513,3 +513,63 @@ def test_text_inside_a_literal_never_matters(text: str) -> None:
 def test_refusal_survives_comments_and_spacing(case: RefusedCase, prefix: str) -> None:
     verdict = StrictPolicy().check_statement(prefix + case.sql + " ;", session())
     assert verdict == Refusal(case.sqlstate, case.message)
+
+
+# -- the backend's PostgreSQL against DSQL's 16 -------------------------------------
+
+
+def on(major: int) -> Session:
+    return Session(user="admin", backend_major=major)
+
+
+@pytest.mark.parametrize(
+    ("sql", "what"),
+    [
+        (
+            "CREATE TABLE st (a text STORAGE PLAIN)",
+            "a column's STORAGE in CREATE TABLE",
+        ),
+        ("ALTER TABLE st ALTER COLUMN a SET STORAGE DEFAULT", "STORAGE DEFAULT"),
+        ("ALTER TABLE st ADD COLUMN b text STORAGE DEFAULT", "STORAGE DEFAULT"),
+        ("SELECT '{}' IS JSON", "SQL/JSON"),
+        ("SELECT JSON_OBJECT('a': 1)", "SQL/JSON"),
+        ("SELECT any_value(x) FROM (VALUES (1)) AS v (x)", "any_value()"),
+        ("EXPLAIN (GENERIC_PLAN) SELECT $1", "GENERIC_PLAN"),
+    ],
+)
+@pytest.mark.parametrize("policy", [StrictPolicy(), LaxPolicy()], ids=repr)
+def test_an_older_backend_says_it_cannot_run_postgresql_16(
+    policy: StrictPolicy | LaxPolicy, sql: str, what: str
+) -> None:
+    refusal = policy.check_statement(sql, on(15))
+    assert isinstance(refusal, Refusal)
+    assert refusal.sqlstate == "0A000"
+    assert refusal.message.startswith("DSQL Local's PostgreSQL 15 cannot run")
+    assert what in refusal.message
+    assert "PostgreSQL 16 or later" in refusal.message
+    assert "DSQL_LOCAL_PG_BINDIR" in refusal.message
+    for major in (16, 18):
+        assert not isinstance(policy.check_statement(sql, on(major)), Refusal)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "ALTER TABLE st ADD COLUMN b text STORAGE PLAIN",  # said otherwise for 15
+        "ALTER TABLE st ALTER COLUMN a SET STORAGE PLAIN",
+        "SELECT '{}'::jsonb ? 'a'",
+        "SELECT myschema.any_value(1)",
+    ],
+)
+def test_an_older_backend_runs_what_it_can(sql: str) -> None:
+    assert not isinstance(StrictPolicy().check_statement(sql, on(15)), Refusal)
+
+
+def test_a_newer_backend_than_the_parser_gets_no_unread_statement() -> None:
+    policy = StrictPolicy()
+    text = "SELECT FROM WHERE"  # no grammar reads it
+    assert policy.check_statement(text, on(16)) is None  # PostgreSQL says why
+    refusal = policy.check_statement(text, on(99))
+    assert isinstance(refusal, Refusal)
+    assert refusal.sqlstate == "42601"
+    assert "syntax error" in refusal.message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -727,3 +728,52 @@ def test_size_limit_fails_at_commit(
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         lengths = conn.execute("SELECT id, length(data) FROM blobs ORDER BY id")
         assert lengths.fetchall() == [(3, 608_000), (4, 96_000)]
+
+
+# -- DSQL's PostgreSQL 16 syntax, whatever PostgreSQL runs behind ------------------
+
+_STORAGE = (
+    "CREATE TABLE st (id int PRIMARY KEY, a text STORAGE PLAIN)",
+    "ALTER TABLE st ADD COLUMN b text STORAGE EXTERNAL",
+    "ALTER TABLE st ALTER COLUMN a SET STORAGE DEFAULT",
+)
+
+
+def test_storage_clauses_run(strict_local: DsqlLocal, signer: Any) -> None:
+    # DSQL runs them (CT, AT); so does a backend of PostgreSQL 16 or later.
+    with connect(strict_local, signer) as conn:
+        major = int(conn.info.parameter_status("server_version").split(".")[0])
+        if major < 16:
+            pytest.skip(f"the backend is PostgreSQL {major}")
+        fresh_schema(conn, "storage")
+        for statement in _STORAGE:
+            conn.execute(statement.encode())
+        rows = conn.execute(
+            "SELECT attname, attstorage FROM pg_attribute"
+            " WHERE attrelid = 'st'::regclass AND attnum > 1 ORDER BY attnum"
+        ).fetchall()
+        assert rows == [("a", "x"), ("b", "e")]
+
+
+def _older_bindir() -> str | None:
+    for major in range(15, 11, -1):
+        bindir = Path(f"/usr/lib/postgresql/{major}/bin")
+        if (bindir / "postgres").is_file():
+            return str(bindir)
+    return None
+
+
+@pytest.mark.skipif(_older_bindir() is None, reason="no PostgreSQL older than 16")
+def test_an_older_backend_says_what_it_cannot_run(signer: Any) -> None:
+    with DsqlLocal(pg_bindir=_older_bindir()) as local, connect(local, signer) as conn:
+        fresh_schema(conn, "storage_old")
+        with pytest.raises(errors.FeatureNotSupported) as caught:
+            conn.execute(_STORAGE[0])
+        message = caught.value.diag.message_primary or ""
+        assert "cannot run a column's STORAGE in CREATE TABLE" in message
+        assert "PostgreSQL 16 or later" in message
+        # What it can run, it runs: ADD COLUMN ... STORAGE is said its way.
+        conn.execute("CREATE TABLE st (id int PRIMARY KEY, a text)")
+        conn.execute(_STORAGE[1])
+        with pytest.raises(errors.FeatureNotSupported, match="STORAGE DEFAULT"):
+            conn.execute(_STORAGE[2])
