@@ -15,6 +15,7 @@ import pytest
 import dsql_psycopg as dsql
 from dsql_local import DsqlLocal
 from dsql_psycopg.typing import RetryEvent
+from tests.fixtures.drivers import Driver
 
 DEAD_ID = "deadendpoint00000000000000"
 
@@ -52,13 +53,16 @@ def two_endpoints(
 
 
 def test_a_failed_endpoint_is_skipped_and_the_next_one_used(
-    dsql_local: DsqlLocal, closed_port: int, caplog: pytest.LogCaptureFixture
+    driver: Driver,
+    dsql_local: DsqlLocal,
+    closed_port: int,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="dsql_psycopg")
     kwargs = two_endpoints(dsql_local, closed_port)
-    with dsql.connect(**kwargs) as conn:
+    with driver.connected(**kwargs) as conn:
         assert (conn.endpoint, conn.region) == (dsql_local.host, dsql_local.region)
-        assert conn.execute("select 1").fetchone() == (1,)
+        assert driver.query(conn, "select 1") == [(1,)]
     failures = [r for r in caplog.records if "failed:" in r.getMessage()]
     assert len(failures) == 1
     assert DEAD_ID in failures[0].getMessage()
@@ -67,7 +71,7 @@ def test_a_failed_endpoint_is_skipped_and_the_next_one_used(
 
     # Cooling down, the dead endpoint is tried after the live one: no new failure.
     caplog.clear()
-    with dsql.connect(**kwargs) as conn:
+    with driver.connected(**kwargs) as conn:
         assert conn.endpoint == dsql_local.host
     assert not [r for r in caplog.records if "failed:" in r.getMessage()]
 
@@ -87,25 +91,29 @@ def test_the_cool_down_ends(dsql_local: DsqlLocal, closed_port: int) -> None:
 
 
 def test_the_preferred_endpoint_is_used_when_it_works(
-    dsql_local: DsqlLocal, closed_port: int, caplog: pytest.LogCaptureFixture
+    driver: Driver,
+    dsql_local: DsqlLocal,
+    closed_port: int,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="dsql_psycopg")
-    with dsql.connect(**two_endpoints(dsql_local, closed_port, dead_first=False)) as c:
+    kwargs = two_endpoints(dsql_local, closed_port, dead_first=False)
+    with driver.connected(**kwargs) as c:
         assert c.endpoint == dsql_local.host
     assert not caplog.records
 
 
 def test_every_endpoint_failing_raises_after_one_round_without_retries(
-    dsql_local: DsqlLocal, closed_port: int
+    driver: Driver, dsql_local: DsqlLocal, closed_port: int
 ) -> None:
     kwargs = two_endpoints(dsql_local, closed_port)
     kwargs["port"] = f"{closed_port},{closed_port}"
     with pytest.raises(psycopg.OperationalError, match="refused"):
-        dsql.connect(**kwargs)
+        driver.connect(**kwargs)
 
 
 def test_every_endpoint_failing_is_retried_within_the_budget(
-    dsql_local: DsqlLocal, closed_port: int
+    driver: Driver, dsql_local: DsqlLocal, closed_port: int
 ) -> None:
     kwargs = two_endpoints(dsql_local, closed_port) | {"connect_retry": 0.3}
     kwargs["port"] = f"{closed_port},{closed_port}"
@@ -113,7 +121,7 @@ def test_every_endpoint_failing_is_retried_within_the_budget(
         dsql.retry_testing(),
         pytest.raises(dsql.ConnectRetryExhausted) as info,
     ):
-        dsql.connect(**kwargs)
+        driver.connect(**kwargs)
     assert info.value.attempts >= 2
     # The message names each endpoint and why it failed.
     assert f"{DEAD_ID}.dsql.us-west-2.on.aws: the connection was refused" in str(
@@ -123,12 +131,12 @@ def test_every_endpoint_failing_is_retried_within_the_budget(
 
 
 def test_a_final_error_is_not_failed_over(
-    dsql_local: DsqlLocal, closed_port: int
+    driver: Driver, dsql_local: DsqlLocal, closed_port: int
 ) -> None:
     kwargs = two_endpoints(dsql_local, closed_port, dead_first=False)
     kwargs["sslrootcert"] = "system"  # DSQL Local's CA is not in it: TLS fails
     with pytest.raises(dsql.UntrustedCertificateError):
-        dsql.connect(**kwargs)
+        driver.connect(**kwargs)
 
 
 def test_a_pool_over_two_endpoints_works_through_the_live_one(

@@ -34,6 +34,7 @@ from dsql_psycopg.retry import (
     run_transaction,
     transaction,
 )
+from tests.fixtures.drivers import Driver
 
 Conn = dsql.DsqlConnection[Any]
 
@@ -830,3 +831,57 @@ def test_next_attempt_inside_the_with_block_is_refused(local, counter, pool):
 def test_an_attempt_never_entered_ends_the_loop(local, pool):
     handed_out = [attempt.number for attempt in transaction(pool)]
     assert handed_out == [1]
+
+
+# -- per driver (sync; async when present) -------------------------------------
+
+
+@pytest.mark.parametrize("on", ["pool", "connection"])
+def test_conflicts_are_retried_and_reported_per_driver(
+    driver: Driver, local: DsqlLocal, counter: str, on: str
+) -> None:
+    if on == "pool":
+        source = driver.create_pool(local.url, min_size=1, max_size=2)
+    else:
+        source = driver.connect(local.url)
+    events: list[RetryEvent] = []
+    local.inject_conflicts(2)
+    try:
+        with retry_testing():
+            rows = driver.run_sql_transaction(
+                source,
+                [
+                    (f"SELECT value FROM {counter} WHERE id = 1", ()),
+                    (
+                        f"UPDATE {counter} SET value = value + 1 WHERE id = 1"
+                        " RETURNING value",
+                        (),
+                    ),
+                ],
+                on_retry=events.append,
+            )
+    finally:
+        if on == "pool":
+            driver.close_pool(source)
+        else:
+            driver.close(source)
+    assert rows == [(1,)]
+    assert [(e.attempt, e.reason) for e in events] == [(1, "conflict"), (2, "conflict")]
+    assert value_of(local, counter) == 1
+
+
+def test_exhaustion_per_driver(driver: Driver, local: DsqlLocal, counter: str) -> None:
+    source = driver.connect(local.url)
+    local.inject_conflicts(3)
+    try:
+        with retry_testing(), pytest.raises(OCCRetryExhausted) as info:
+            driver.run_sql_transaction(
+                source,
+                [(f"UPDATE {counter} SET value = value + 1 WHERE id = 1", ())],
+                max_attempts=3,
+            )
+    finally:
+        driver.close(source)
+    assert info.value.attempts == 3
+    assert is_occ_error(info.value.__cause__)
+    assert value_of(local, counter) == 0
