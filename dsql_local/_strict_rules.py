@@ -557,6 +557,64 @@ NEWER_AGGREGATES: tuple[str, ...] = (
 )
 
 
+NEWER_SETTINGS = frozenset(
+    {
+        # PostgreSQL 17
+        "allow_alter_system",
+        "commit_timestamp_buffers",
+        "enable_group_by_reordering",
+        "event_triggers",
+        "huge_pages_status",
+        "io_combine_limit",
+        "max_notify_queue_pages",
+        "multixact_member_buffers",
+        "multixact_offset_buffers",
+        "notify_buffers",
+        "serializable_buffers",
+        "subtransaction_buffers",
+        "summarize_wal",
+        "sync_replication_slots",
+        "synchronized_standby_slots",
+        "trace_connection_negotiation",
+        "transaction_buffers",
+        "transaction_timeout",
+        "wal_summary_keep_time",
+        # PostgreSQL 18
+        "autovacuum_vacuum_max_threshold",
+        "autovacuum_worker_slots",
+        "enable_distinct_reordering",
+        "enable_self_join_elimination",
+        "file_copy_method",
+        "idle_replication_slot_timeout",
+        "io_max_combine_limit",
+        "io_max_concurrency",
+        "io_method",
+        "io_workers",
+        "log_lock_failures",
+        "max_active_replication_origins",
+        "md5_password_warnings",
+        "num_os_semaphores",
+        "track_cost_delay_timing",
+        "vacuum_max_eager_freeze_failure_rate",
+        "vacuum_truncate",
+    }
+)
+"""Settings PostgreSQL 17 and 18 added: DSQL's 16 does not know them."""
+
+
+def _newer_setting(node: Node) -> str | None:
+    """SHOW or current_setting() (without missing_ok) of a newer setting."""
+    if "funcname" in node:
+        args = node.get("args", [])
+        if _function_name(node) != "current_setting" or len(args) != 1:
+            return None
+        name = _const_text(args[0])
+    else:
+        name = node.get("name")
+    name = str(name or "").lower()
+    return name if name in NEWER_SETTINGS else None
+
+
 def _syntax_error_at(word: str) -> Match:
     return lambda node: word
 
@@ -2253,6 +2311,20 @@ RULES: tuple[Rule, ...] = (
         allowed="ANALYZE t",
         setup=("CREATE TABLE t (id int PRIMARY KEY)",),
         match=_analyze_only,
+    ),
+    Rule(
+        name="newer-setting",
+        node="VariableShowStmt, FuncCall",
+        condition="SHOW or current_setting() of a setting PostgreSQL 17 or 18 added: "
+        + ", ".join(sorted(NEWER_SETTINGS)),
+        sqlstate=UNDEFINED_OBJECT,
+        message='unrecognized configuration parameter "{}"',
+        source=f"{_NEWER}; as DSQL answers SHOW lc_collate, which 16 removed"
+        f" ({_REC16})",
+        confirmed=False,
+        example="SHOW transaction_timeout",
+        allowed="SHOW statement_timeout",
+        match=_newer_setting,
     ),
     Rule(
         name="newer-function",
