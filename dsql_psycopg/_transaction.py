@@ -21,6 +21,7 @@ import psycopg_pool
 from psycopg.pq import TransactionStatus
 from typing_extensions import ParamSpec
 
+from . import _telemetry as telemetry
 from ._classify import (
     body_error_reason,
     commit_failure,
@@ -41,44 +42,79 @@ R = TypeVar("R")
 P = ParamSpec("P")
 
 
-def next_attempt(machine: RetryMachine) -> bool:
+def start_trace(machine: RetryMachine) -> telemetry.TransactionTrace:
+    """The telemetry of `machine`'s unit of work: only the outermost reports."""
+    if machine.outer is not None:
+        return telemetry.NOTHING
+    return telemetry.transaction_started(
+        machine.policy.max_attempts, machine.idempotent
+    )
+
+
+def report(
+    trace: telemetry.TransactionTrace,
+    error: BaseException | None,
+    reason: RetryReason | None,
+    retried: bool,
+) -> None:
+    """Tell `trace` how an attempt ended, and the work too if nothing follows."""
+    trace.attempt_ended(error, reason)
+    if error is not None and not retried:
+        trace.finished(error)
+
+
+def next_attempt(
+    machine: RetryMachine, trace: telemetry.TransactionTrace = telemetry.NOTHING
+) -> bool:
     """Do what `machine` decides for the next attempt; False when done.
 
     Raises what the machine says to raise (`OCCRetryExhausted`).
     """
     step = machine.next_attempt(time.monotonic())
     if isinstance(step, Raise):
+        trace.finished(step.error)
         raise step.error
     if isinstance(step, Stop):
+        trace.finished()
         return False
-    hook = machine.policy.on_retry
-    if step.event is not None and hook is not None:
-        hook(step.event)
+    if step.event is not None:
+        trace.retrying(step.event.reason, step.delay)
+        hook = machine.policy.on_retry
+        if hook is not None:
+            hook(step.event)
     if step.delay:
         if is_retry_testing():
             machine.skipped(step.delay)
         else:
             time.sleep(step.delay)
+    trace.attempt_started(machine.attempts)
     return True
 
 
 def call_with_retries(policy: RetryPolicy, idempotent: bool, fn: Callable[[], R]) -> R:
     """Return what `fn` returns, calling it again on a conflict."""
     machine = RetryMachine(policy, idempotent, single=False)
+    trace = start_trace(machine)
     # Inside an enclosing scope, calls run in it (and it does the retrying).
     scope = machine.outer or Scope(owner=machine)
     result: R
-    while next_attempt(machine):
+    while next_attempt(machine, trace):
         token = current_scope.set(scope)
+        activation = trace.activate()
         machine.enter_body()
         try:
             result = fn()
         except BaseException as error:
-            if not machine.settle(error, machine.classify(error)):
+            reason = machine.classify(error)
+            retried = machine.settle(error, reason)
+            report(trace, error, reason, retried)
+            if not retried:
                 raise
         else:
             machine.settle(None, None)
+            trace.attempt_ended(None, None)
         finally:
+            trace.deactivate(activation)
             current_scope.reset(token)
     return result
 
@@ -96,9 +132,16 @@ class TransactionAttempt(Generic[C]):
     use it after the loop, or use `run_transaction`.
     """
 
-    def __init__(self, source: _Source[C], machine: RetryMachine) -> None:
+    def __init__(
+        self,
+        source: _Source[C],
+        machine: RetryMachine,
+        trace: telemetry.TransactionTrace = telemetry.NOTHING,
+    ) -> None:
         self._source = source
         self._machine = machine
+        self._trace = trace
+        self._activation: object = None
         self.number = machine.attempts
         """Number of this attempt, from 1."""
         self._conn: C | None = None
@@ -116,10 +159,14 @@ class TransactionAttempt(Generic[C]):
             # Joined: the enclosing transaction owns BEGIN, COMMIT and retries.
             machine.enter_body()
             return cast(C, joined)
+        # Current from BEGIN to COMMIT: query spans nest under the attempt.
+        self._activation = self._trace.activate()
         try:
             self._conn, self._tx = self._begin()
         except BaseException as error:
             machine.settle(error, None)
+            self._trace.deactivate(self._activation)
+            report(self._trace, error, None, retried=False)
             raise
         machine.use_endpoint(
             getattr(self._conn, "endpoint", None) or self._conn.info.host
@@ -170,18 +217,25 @@ class TransactionAttempt(Generic[C]):
             machine.settle(exc_val, None)
             return False
         current_scope.reset(self._token)
+        trace = self._trace
         try:
             if exc_val is not None:
                 if tx.__exit__(exc_type, exc_val, exc_tb):  # psycopg.Rollback
                     machine.settle(None, None)
+                    trace.attempt_ended(None, None, rolled_back=True)
                     return True
                 reason = self._classify_body_error(conn, exc_val)
-                return machine.settle(exc_val, reason)
+                retried = machine.settle(exc_val, reason)
+                report(trace, exc_val, reason, retried)
+                return retried
             machine.begin_commit()
             error, reason = self._commit(conn, tx)
         finally:
             self._source.release(conn)
-        if machine.settle(error, reason) or error is None:
+            trace.deactivate(self._activation)
+        retried = machine.settle(error, reason)
+        report(trace, error, reason, retried)
+        if retried or error is None:
             return False
         raise error
 
@@ -259,14 +313,17 @@ class RetryingTransaction(Generic[C]):
         )
 
     def _attempts(self, machine: RetryMachine) -> Iterator[TransactionAttempt[C]]:
+        trace = start_trace(machine)
         try:
-            while next_attempt(machine):
-                yield TransactionAttempt(self._source, machine)
+            while next_attempt(machine, trace):
+                yield TransactionAttempt(self._source, machine, trace)
         except GeneratorExit:
             warning = machine.abandoned_warning()
             if warning is not None:
                 warnings.warn(warning, RuntimeWarning, stacklevel=2)
             raise
+        finally:
+            trace.finished()  # nothing if already told (a loop left early)
 
     def run(
         self,
@@ -287,8 +344,9 @@ class RetryingTransaction(Generic[C]):
 
     def __enter__(self) -> C:
         machine = RetryMachine(self._policy, self._idempotent, single=True)
-        next_attempt(machine)
-        self._attempt = TransactionAttempt(self._source, machine)
+        trace = start_trace(machine)
+        next_attempt(machine, trace)
+        self._attempt = TransactionAttempt(self._source, machine, trace)
         return self._attempt.__enter__()
 
     def __exit__(
@@ -299,4 +357,7 @@ class RetryingTransaction(Generic[C]):
     ) -> bool:
         attempt, self._attempt = self._attempt, None
         assert attempt is not None
-        return attempt.__exit__(exc_type, exc_val, exc_tb)
+        try:
+            return attempt.__exit__(exc_type, exc_val, exc_tb)
+        finally:
+            attempt._trace.finished()  # one attempt: the work ends with it

@@ -11,6 +11,7 @@ import psycopg_pool
 from psycopg.rows import TupleRow
 
 from . import _config as config
+from . import _telemetry as telemetry
 from ._connect_plan import RECORD_KEYWORD, dsql_kwargs
 from ._liveness import connection_lost
 from ._pool_core import (
@@ -245,6 +246,7 @@ def create_pool(
         **pool_kwargs,
     )
     pool._dsql_record = record
+    telemetry.watch_pool(pool)
     if open:
         pool.open()
     return pool

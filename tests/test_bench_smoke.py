@@ -82,6 +82,13 @@ def test_benchmarks_quick_run(tmp_path: Path) -> None:
         assert checks["API absent"][op]["opentelemetry_imported"] is False
         assert checks["API absent"][op]["telemetry_enabled"] is False
         assert checks["API, no SDK"][op]["spans_last_batch"] == 0
+    # The SDK saw the spans: one per connect; per retried transaction, the
+    # transaction and its two attempts (a conflict, then the commit).
+    batch = otel["batch"]
+    assert checks["SDK on"]["connect"]["spans_last_batch"] == batch
+    assert checks["SDK on"]["transaction"]["spans_last_batch"] == 3 * batch
+    assert checks["API, no SDK"]["transaction"]["opentelemetry_imported"] is True
+
     images = tmp_path / "img"
     drawn = subprocess.run(
         [sys.executable, str(PLOTS), str(output), "--out", str(images)],
