@@ -17,8 +17,8 @@ import psycopg
 from dsql_local import DsqlLocal
 
 with DsqlLocal() as local:
-    dsql = boto3.client("dsql", region_name=local.region)
-    token = dsql.generate_db_connect_admin_auth_token(local.host, local.region)
+    signer = boto3.client("dsql", region_name=local.region)
+    token = signer.generate_db_connect_admin_auth_token(local.host, local.region)
     with psycopg.connect(
         **local.connect_kwargs(), password=token, sslmode="verify-full"
     ) as conn:

@@ -32,11 +32,8 @@ if TYPE_CHECKING:
 #   on one row through each fault of the chaos suite (tests/chaos) and K = 32
 #   in the benchmark; 100 attempts (about 12 s of waits) only stop a body
 #   that fails at once, again and again.
-DEFAULT_MAX_ATTEMPTS = 100
-DEFAULT_TIMEOUT = 10.0
-DEFAULT_BASE_DELAY = 0.005
-DEFAULT_MAX_DELAY = 0.25
-DEFAULT_JITTER = 1.0
+# The defaults are written as values in the fields below, so that the
+# reference shows them (docs/retries.md's table is checked against them).
 
 
 @dataclass(frozen=True)
@@ -63,11 +60,11 @@ class RetryPolicy:
         ConfigurationError: A value is out of range or of the wrong type.
     """
 
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
-    base_delay: float = DEFAULT_BASE_DELAY
-    max_delay: float = DEFAULT_MAX_DELAY
-    jitter: float = DEFAULT_JITTER
-    timeout: float | None = DEFAULT_TIMEOUT
+    max_attempts: int = 100
+    base_delay: float = 0.005
+    max_delay: float = 0.25
+    jitter: float = 1.0
+    timeout: float | None = 10.0
     on_retry: RetryHook | None = None
 
     def __post_init__(self) -> None:

@@ -294,7 +294,23 @@ class _Source(Generic[C]):
 
 
 class RetryingTransaction(Generic[C]):
-    """What `transaction()` returns: iterate it to retry, or enter it once."""
+    """What `transaction()` returns: iterate it to retry, or enter it once.
+
+    - ``for attempt in ...: with attempt as conn:`` runs the block until one
+      attempt commits (each `TransactionAttempt` is one transaction);
+    - `run` calls a function in such a loop and returns what it returned;
+    - ``with ... as conn:`` runs the block once, as one transaction that does
+      not retry (an enclosing retrying scope may).
+
+    ```python
+    import dsql_psycopg
+
+    url = "postgresql://admin@<cluster-id>.dsql.us-east-1.on.aws/postgres"
+    with dsql_psycopg.connect(url) as conn:
+        retrying = dsql_psycopg.transaction(conn, max_attempts=3)
+        now = retrying.run(lambda conn: conn.execute("SELECT now()").fetchone())
+    ```
+    """
 
     def __init__(
         self,
@@ -336,6 +352,9 @@ class RetryingTransaction(Generic[C]):
 
         Every argument goes to `fn`; the retry settings are those given to
         `transaction()`. `fn` may run several times.
+
+        Returns:
+            What the run of `fn` that committed returned.
         """
         for attempt in self:
             with attempt as conn:

@@ -170,11 +170,22 @@ def connect(
 ) -> DsqlConnection[Any]:
     """Connect to Aurora DSQL; see `DsqlConnection`.
 
-    Examples::
+    ```python
+    import dsql_psycopg
 
-        connect("postgresql://admin@<id>.dsql.us-east-1.on.aws/postgres")
-        connect(cluster_id="<id>", region="us-east-1", autocommit=True)
-        connect(host="<id1>.dsql.us-east-1.on.aws,<id2>.dsql.us-west-2.on.aws")
+    url = "postgresql://admin@<cluster-id>.dsql.us-east-1.on.aws/postgres"
+    with dsql_psycopg.connect(url) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("admin",)
+
+    # keywords instead of a URL: the cluster id and its Region
+    conn = dsql_psycopg.connect(
+        cluster_id="<cluster-id>", region="us-east-1", autocommit=True
+    )
+    conn.close()
+    ```
+
+    Several endpoints (a multi-Region cluster's, ``host=a,b``) are tried in
+    turn, each with a token signed for its own host and Region.
 
     Args:
         conninfo: A ``postgresql://`` URL or a ``key=value`` string.

@@ -151,7 +151,7 @@ def create_pool(
     *,
     kwargs: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
     open: bool = True,
-    max_lifetime: float = DEFAULT_MAX_LIFETIME,
+    max_lifetime: float = 3000.0,
     check: ConnectionCB | None = None,
     region: str | None = None,
     cluster_id: str | None = None,
@@ -185,12 +185,22 @@ def create_pool(
       pool:`` also works and closes it on exit; ``open=False`` defers to
       ``pool.open()``.
 
+    ```python
+    import dsql_psycopg
+
+    url = "postgresql://admin@<cluster-id>.dsql.us-east-1.on.aws/postgres"
+    with dsql_psycopg.create_pool(url, min_size=1, max_size=10) as pool:
+        with pool.connection() as conn:
+            conn.execute("SELECT 1")
+    ```
+
     Args:
         conninfo: A ``postgresql://`` URL or a ``key=value`` string.
         kwargs: Connection keywords, or a callable returning them before each
             connection.
         open: Open the pool now.
-        max_lifetime: Seconds a connection is kept (at most 55 minutes).
+        max_lifetime: Seconds a connection is kept: 3000 (50 minutes) by
+            default, at most 3300 (55 minutes).
         check: Called with a connection before it is handed out.
         region: The AWS region, if the host does not name one.
         cluster_id: The cluster id, with `region`, instead of a host.
@@ -205,6 +215,9 @@ def create_pool(
 
     Raises:
         ConfigurationError: The parameters are invalid.
+
+    Returns:
+        A `ConnectionPool` of `DsqlConnection`, open unless `open` is False.
     """
     max_lifetime = check_max_lifetime(max_lifetime)
     connection_class = pool_kwargs.pop("connection_class", DsqlConnection)

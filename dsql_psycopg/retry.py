@@ -3,15 +3,18 @@
 DSQL never blocks on a lock: a transaction that loses a race fails (SQLSTATE
 40001, ``OC000``/``OC001``), the server rolls it back, and the whole
 transaction has to run again. A Python ``with`` block cannot run its body
-twice, so a retried block is a loop of attempts::
+twice, so a retried block is a loop of attempts:
 
-    for attempt in dsql.transaction(pool):
-        with attempt as conn:
-            conn.execute("UPDATE ...")
+```python
+for attempt in dsql_psycopg.transaction(pool):
+    with attempt as conn:
+        conn.execute("UPDATE ...")
+```
 
-or a function, re-run whole: ``@dsql.retry_on_occ`` or
-``dsql.run_transaction(pool, fn)``
-(``dsql.transaction(pool, max_attempts=5).run(fn)`` with retry settings).
+or a function, re-run whole: ``@dsql_psycopg.retry_on_occ`` or
+``dsql_psycopg.run_transaction(pool, fn)``
+(``dsql_psycopg.transaction(pool, max_attempts=5).run(fn)`` with retry
+settings).
 
 What runs again: a conflict (the server rolled back), a statement answered
 with DSQL's ``server unavailable`` (SQLSTATE XX000: the server ended the
@@ -112,14 +115,26 @@ def transaction(
 
     Iterate it for attempts; each ``with attempt as conn:`` is one real
     transaction (BEGIN ... COMMIT, whatever the autocommit setting) on a
-    connection checked out for the attempt::
+    connection checked out for the attempt:
 
-        for attempt in dsql.transaction(pool, max_attempts=5):
+    ```python
+    import dsql_psycopg
+
+    url = "postgresql://admin@<cluster-id>.dsql.us-east-1.on.aws/postgres"
+    with dsql_psycopg.create_pool(url, min_size=1) as pool:
+        with pool.connection() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS hits (id int PRIMARY KEY, n int)")
+        with pool.connection() as conn:
+            conn.execute("INSERT INTO hits VALUES (1, 0) ON CONFLICT DO NOTHING")
+
+        for attempt in dsql_psycopg.transaction(pool, max_attempts=5):
             with attempt as conn:
-                conn.execute("UPDATE ...")
+                conn.execute("UPDATE hits SET n = n + 1 WHERE id = 1")
+    ```
 
-    Entered directly, ``with dsql.transaction(pool) as conn:`` is exactly one
-    attempt: errors propagate, for an enclosing retrying scope to handle.
+    Entered directly, ``with dsql_psycopg.transaction(pool) as conn:`` is
+    exactly one attempt: errors propagate, for an enclosing retrying scope to
+    handle.
 
     The body must be safe to run again. Inside an enclosing transaction on the
     same pool or connection, this one joins it (DSQL has no savepoints) and
@@ -171,11 +186,31 @@ def retry_on_occ(
 
     Use bare (``@retry_on_occ``) or with policy keywords
     (``@retry_on_occ(max_attempts=5)``). The function must start its own
-    transaction each time it runs (``dsql.transaction(pool)``,
+    transaction each time it runs (``dsql_psycopg.transaction(pool)``,
     ``pool.connection()``...), so that the server's rollback undid everything
     the failed run did. Only conflicts are retried, plus lost connections that
     an inner `transaction()` saw before COMMIT. Called inside another retrying
-    scope, it runs once and leaves retrying to that scope.
+    scope, it runs once and leaves retrying to that scope. When no attempt is
+    left, the wrapped function raises `OCCRetryExhausted`.
+
+    ```python
+    import dsql_psycopg
+
+    url = "postgresql://admin@<cluster-id>.dsql.us-east-1.on.aws/postgres"
+    pool = dsql_psycopg.create_pool(url, min_size=1)
+
+
+    @dsql_psycopg.retry_on_occ(max_attempts=5)
+    def add_visit(page):
+        with pool.connection() as conn:  # a transaction of its own, each run
+            conn.execute("CREATE TABLE IF NOT EXISTS visits (page text)")
+        with pool.connection() as conn:
+            conn.execute("INSERT INTO visits VALUES (%s)", (page,))
+
+
+    add_visit("/")
+    pool.close()
+    ```
 
     Args:
         func: The function, when used bare.
@@ -187,8 +222,6 @@ def retry_on_occ(
 
     Returns:
         The wrapped function, or (with keywords) a decorator that wraps one.
-        The wrapped function raises `OCCRetryExhausted` when no attempt is
-        left.
     """
     resolved = resolve_policy(policy, options)
 
@@ -216,6 +249,7 @@ def run_transaction(
     `fn`, keywords included; the retries follow the default `RetryPolicy`.
     For other retry settings, use ``transaction(source, ...).run(fn, ...)``:
 
+    <!-- docs-sample: skip (a fragment: pool and transfer are the caller's) -->
     ```python
     dsql_psycopg.transaction(pool, max_attempts=5).run(transfer, 1, 2, amount=10)
     ```
