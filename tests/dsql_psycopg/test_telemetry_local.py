@@ -1,7 +1,10 @@
 """OpenTelemetry from the drivers, against DSQL Local: real connects, real
 conflicts between two sessions, connect refusals, failovers, lost connections,
 pools; queries traced by opentelemetry-instrumentation-psycopg; and nothing
-at all when the API cannot be imported."""
+at all when the API cannot be imported.
+
+The tests taking `driver` run once per client driver (sync, and async when
+it is there); the others use the sync client's own forms."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +22,7 @@ from opentelemetry import trace as api
 
 import dsql_psycopg as dsql
 from dsql_local import DsqlLocal
+from tests.fixtures.drivers import Driver
 from tests.fixtures.otel import Otel
 
 SECRET_PARAMETER = "a-query-parameter-nobody-may-see"
@@ -89,10 +94,10 @@ def update_in_conflict(table: str, local: DsqlLocal) -> Any:
 
 
 def test_a_connect_span_names_the_endpoint_and_the_signing_time(
-    otel: Otel, local: DsqlLocal
+    otel: Otel, local: DsqlLocal, driver: Driver
 ) -> None:
     with tracer.start_as_current_span("request") as request:
-        dsql.connect(local.url).close()
+        driver.close(driver.connect(local.url))
     (span,) = otel.spans("dsql.connect")
     assert span.parent.span_id == request.get_span_context().span_id
     a = attrs(span)
@@ -110,10 +115,10 @@ def test_a_connect_span_names_the_endpoint_and_the_signing_time(
 
 
 def test_connect_retries_are_counted_by_cause(
-    otel: Otel, local: DsqlLocal, no_sleep: None
+    otel: Otel, local: DsqlLocal, no_sleep: None, driver: Driver
 ) -> None:
     local.refuse_connections("waking_up", count=2)
-    dsql.connect(local.url).close()
+    driver.close(driver.connect(local.url))
     (span,) = otel.spans("dsql.connect")
     a = attrs(span)
     assert a["dsql.connect.retries"] == 2
@@ -132,10 +137,12 @@ def test_connect_retries_are_counted_by_cause(
     }
 
 
-def test_a_connect_that_gives_up(otel: Otel, local: DsqlLocal, no_sleep: None) -> None:
+def test_a_connect_that_gives_up(
+    otel: Otel, local: DsqlLocal, no_sleep: None, driver: Driver
+) -> None:
     local.refuse_connections("rate_exceeded", count=1000)
     with pytest.raises(dsql.ConnectRetryExhausted):
-        dsql.connect(local.url, connect_retry=0.5).close()
+        driver.connect(local.url, connect_retry=0.5)
     (span,) = otel.spans("dsql.connect")
     assert span.status.status_code.name == "ERROR"
     assert attrs(span)["error.type"] == "ConnectRetryExhausted"
@@ -146,13 +153,13 @@ def test_a_connect_that_gives_up(otel: Otel, local: DsqlLocal, no_sleep: None) -
 
 
 def test_a_failover_to_the_other_region(
-    otel: Otel, dsql_local_multi_region: DsqlLocal
+    otel: Otel, dsql_local_multi_region: DsqlLocal, driver: Driver
 ) -> None:
     local = dsql_local_multi_region
     peer_region = next(r for r in local.regions if r != local.region)
     home, peer = local.endpoint(local.region), local.endpoint(peer_region)
     local.fail_region(local.region)
-    with dsql.connect(local.multi_region_url) as conn:
+    with driver.connected(local.multi_region_url) as conn:
         assert conn.endpoint == peer.host
     (span,) = otel.spans("dsql.connect")
     a = attrs(span)
@@ -214,6 +221,32 @@ def test_a_transaction_retried_after_a_real_conflict(
         frozenset({("dsql.transaction.outcome", "committed")}): 1
     }
     assert_no_secrets(otel, SECRET_PARAMETER)
+
+
+def test_injected_conflicts_through_each_driver(
+    otel: Otel, local: DsqlLocal, counter: str, no_sleep: None, driver: Driver
+) -> None:
+    local.inject_conflicts(1, code="OC001")
+    pool = driver.create_pool(local.url, min_size=1, max_size=1)
+    try:
+        rows = driver.run_sql_transaction(
+            pool,
+            [(f"UPDATE {counter} SET value = %s WHERE id = 1 RETURNING id", ("e",))],
+            base_delay=0.01,
+            jitter=0,
+        )
+    finally:
+        driver.close_pool(pool)
+    assert rows == [(1,)]
+    (tx,) = otel.spans("dsql.transaction")
+    first, second = children(otel, tx, "dsql.transaction.attempt")
+    assert attrs(first)["dsql.attempt.outcome"] == "conflict"
+    assert attrs(first)["dsql.occ.code"] == "OC001"
+    assert attrs(first)["dsql.retry.backoff"] == 0.01
+    assert attrs(second)["dsql.attempt.outcome"] == "committed"
+    assert otel.metrics("dsql.transaction.conflicts") == {
+        frozenset({("db.response.status_code", "40001"), ("dsql.occ.code", "OC001")}): 1
+    }
 
 
 def test_run_transaction_on_a_pool_that_runs_out_of_attempts(
@@ -309,19 +342,33 @@ def test_retry_on_occ_traces_each_call(
 # -- pools -----------------------------------------------------------------------------
 
 
-def test_pool_numbers_are_observed(otel: Otel, local: DsqlLocal) -> None:
-    with dsql.create_pool(local.url, min_size=2, max_size=3, name="otel-pool") as pool:
-        pool.wait(30)
-        name = ("db.client.connection.pool.name", "otel-pool")
-        with pool.connection():
+def test_pool_numbers_are_observed(
+    otel: Otel, local: DsqlLocal, driver: Driver
+) -> None:
+    pool = driver.create_pool(local.url, min_size=2, max_size=3, name="otel-pool")
+    name = ("db.client.connection.pool.name", "otel-pool")
+    try:
+        idle = frozenset({name, ("db.client.connection.state", "idle")})
+        used = frozenset({name, ("db.client.connection.state", "used")})
+        # The pool opens in the background: wait (30 s at most, a safety
+        # net) until its two connections are idle; "used" counts those
+        # being made too.
+        deadline = time.monotonic() + 30
+        while otel.gauge("db.client.connection.count").get(idle) != 2:
+            assert time.monotonic() < deadline, otel.gauge("db.client.connection.count")
+            time.sleep(0.05)
+        conn = driver.getconn(pool, 30)
+        try:
             count = otel.gauge("db.client.connection.count")
-            assert count[frozenset({name, ("db.client.connection.state", "used")})] == 1
-            assert count[frozenset({name, ("db.client.connection.state", "idle")})] == 1
+            assert (count[used], count[idle]) == (1, 1)
+        finally:
+            driver.putconn(pool, conn)
         assert otel.gauge("db.client.connection.max")[frozenset({name})] == 3
-        assert (
-            otel.gauge("db.client.connection.pending_requests")[frozenset({name})] == 0
-        )
-        assert otel.gauge("dsql.pool.requests")[frozenset({name})] == 1
+        pending = otel.gauge("db.client.connection.pending_requests")
+        assert pending[frozenset({name})] == 0
+        assert otel.gauge("dsql.pool.requests")[frozenset({name})] >= 1
+    finally:
+        driver.close_pool(pool)
     # A closed pool is no longer reported.
     assert frozenset({name}) not in otel.gauge("db.client.connection.max")
 
