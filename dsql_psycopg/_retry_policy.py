@@ -56,6 +56,24 @@ class RetryPolicy:
             retries, with `max_attempts` (100) as a backstop.
         on_retry: Called with a `RetryEvent` before each wait.
 
+    ```python
+    import logging
+
+    import dsql_psycopg
+
+    log = logging.getLogger("app")
+    policy = dsql_psycopg.RetryPolicy(
+        max_attempts=20,
+        timeout=30.0,
+        on_retry=lambda event: log.info("retry %d: %s", event.attempt, event.reason),
+    )
+    url = "postgresql://admin@<cluster-id>.dsql.us-east-1.on.aws/postgres"
+    with dsql_psycopg.connect(url) as conn:
+        for attempt in dsql_psycopg.transaction(conn, policy=policy):
+            with attempt as tx:
+                tx.execute("SELECT 1")
+    ```
+
     Raises:
         ConfigurationError: A value is out of range or of the wrong type.
     """

@@ -121,12 +121,11 @@ def transaction(
     import dsql_psycopg
 
     url = "postgresql://admin@<cluster-id>.dsql.us-east-1.on.aws/postgres"
-    with dsql_psycopg.create_pool(url, min_size=1) as pool:
-        with pool.connection() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS hits (id int PRIMARY KEY, n int)")
-        with pool.connection() as conn:
-            conn.execute("INSERT INTO hits VALUES (1, 0) ON CONFLICT DO NOTHING")
+    with dsql_psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS hits (id int PRIMARY KEY, n int)")
+        conn.execute("INSERT INTO hits VALUES (1, 0) ON CONFLICT DO NOTHING")
 
+    with dsql_psycopg.create_pool(url, min_size=1) as pool:
         for attempt in dsql_psycopg.transaction(pool, max_attempts=5):
             with attempt as conn:
                 conn.execute("UPDATE hits SET n = n + 1 WHERE id = 1")

@@ -59,7 +59,20 @@ def rollback_failed_fixture_setup() -> Iterator[None]:
 
 
 class DiscoverRunner(DjangoDiscoverRunner):
-    """Django's test runner, with ``TestCase`` safe without savepoints."""
+    """Django's test runner, with ``TestCase`` safe without savepoints.
+
+    A ``TestCase`` whose fixtures or ``setUpTestData`` fail (a conflict is
+    enough) is rolled back, so the error fails that test only, where
+    Django's own runner would leave its transaction open for every later
+    test (see `rollback_failed_fixture_setup`). Set it in the settings:
+
+    ```python
+    TEST_RUNNER = "dsql_psycopg.contrib.django.testing.DiscoverRunner"
+    ```
+
+    The test databases themselves are test schemas, made by the backend
+    with any runner (see the Django page's "Running Django's tests").
+    """
 
     def run_tests(self, test_labels: Any, **kwargs: Any) -> int:
         """Run the tests, rolling back a ``TestCase`` whose setup fails."""
