@@ -297,3 +297,26 @@ def test_error_types_name_no_server_words() -> None:
     )
     assert telemetry.error_type(conflict()) == "40001"
     assert telemetry.error_type(ValueError("x")) == "ValueError"
+
+
+def test_a_rolled_back_and_an_abandoned_transaction(otel: Otel) -> None:
+    rolled = telemetry.transaction_started(max_attempts=3, idempotent=False)
+    rolled.attempt_started(1)
+    rolled.attempt_ended(None, None, rolled_back=True)
+    rolled.finished()
+    left = telemetry.transaction_started(max_attempts=3, idempotent=False)
+    left.attempt_started(1)
+    left.attempt_ended(conflict(), "conflict")
+    left.finished()  # the loop was left with attempt 2 due
+    left.finished()  # counted once
+    first, second = otel.spans("dsql.transaction")
+    assert attrs(first)["dsql.transaction.outcome"] == "rolled_back"
+    assert attrs(second)["dsql.transaction.outcome"] == "abandoned"
+    outcomes = [
+        attrs(s)["dsql.attempt.outcome"] for s in otel.spans("dsql.transaction.attempt")
+    ]
+    assert outcomes == ["rolled_back", "conflict"]
+    assert otel.metrics("dsql.transaction.attempts") == {
+        frozenset({("dsql.transaction.outcome", "rolled_back")}): 1,
+        frozenset({("dsql.transaction.outcome", "abandoned")}): 1,
+    }

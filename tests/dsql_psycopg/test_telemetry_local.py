@@ -318,6 +318,30 @@ def test_a_commit_outcome_unknown(
     assert sum(otel.metrics("dsql.transaction.commit_outcome_unknown").values()) == 1
 
 
+def test_a_body_that_rolls_back_and_a_loop_left_early(
+    otel: Otel, local: DsqlLocal, counter: str
+) -> None:
+    with dsql.connect(local.url) as conn:
+        for attempt in dsql.transaction(conn):
+            with attempt as c:
+                c.execute(f"UPDATE {counter} SET value = 'f' WHERE id = 1")
+                raise psycopg.Rollback
+        local.inject_conflicts(1)
+
+        def leave_early() -> None:  # the mistake the warning is about
+            for attempt in dsql.transaction(conn):
+                with attempt as c:
+                    c.execute(f"UPDATE {counter} SET value = 'g' WHERE id = 1")
+                break
+
+        with pytest.warns(RuntimeWarning, match="loop was left"):
+            leave_early()
+    rolled, left = otel.spans("dsql.transaction")
+    assert attrs(rolled)["dsql.transaction.outcome"] == "rolled_back"
+    assert attrs(left)["dsql.transaction.outcome"] == "abandoned"
+    assert attrs(left)["dsql.transaction.attempts"] == 1
+
+
 def test_retry_on_occ_traces_each_call(
     otel: Otel, local: DsqlLocal, counter: str, no_sleep: None
 ) -> None:
