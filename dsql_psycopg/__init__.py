@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from . import errors, typing
+from ._async_connection import AsyncDsqlConnection
+from ._async_pool import create_async_pool
 from ._detect import is_occ_error
 from ._endpoints import EndpointHealth, endpoint_health
 from ._retry_policy import RetryPolicy
@@ -22,6 +24,8 @@ from .errors import (
 )
 from .pool import create_pool
 from .retry import (
+    AsyncRetryingTransaction,
+    AsyncTransactionAttempt,
     RetryingTransaction,
     TransactionAttempt,
     retry_on_occ,
@@ -31,6 +35,9 @@ from .retry import (
 from .typing import RetryEvent, TokenProvider
 
 __all__ = [
+    "AsyncDsqlConnection",
+    "AsyncRetryingTransaction",
+    "AsyncTransactionAttempt",
     "AuthenticationError",
     "CommitOutcomeUnknown",
     "ConfigurationError",
@@ -48,6 +55,7 @@ __all__ = [
     "UntrustedCertificateError",
     "__version__",
     "connect",
+    "create_async_pool",
     "create_pool",
     "endpoint_health",
     "errors",

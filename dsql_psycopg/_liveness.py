@@ -13,7 +13,9 @@ import psycopg
 _READS = 4
 
 
-def connection_lost(conn: psycopg.Connection[Any]) -> psycopg.OperationalError | None:
+def connection_lost(
+    conn: psycopg.Connection[Any] | psycopg.AsyncConnection[Any],
+) -> psycopg.OperationalError | None:
     """Return the error showing that `conn` is gone, or None if it looks alive.
 
     Only for a connection that is not running a query: an idle connection has

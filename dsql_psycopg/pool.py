@@ -26,6 +26,7 @@ from .errors import ConfigurationError
 if TYPE_CHECKING:
     import boto3
 
+    from ._async_connection import AsyncDsqlConnection
     from ._types import TokenProvider
 
 __all__ = ["DEFAULT_MAX_LIFETIME", "MAX_LIFETIME_CEILING", "create_pool"]
@@ -106,11 +107,14 @@ class _DsqlConnectionPool(psycopg_pool.ConnectionPool[DsqlConnection[TupleRow]])
         super().putconn(conn)
 
 
-def _deadline(conn: DsqlConnection[TupleRow]) -> float:
+def _deadline(
+    conn: DsqlConnection[TupleRow] | AsyncDsqlConnection[TupleRow],
+) -> float:
     return conn._dsql_deadline
 
 
-def _stale(conn: DsqlConnection[TupleRow]) -> bool:
+def _stale(conn: DsqlConnection[TupleRow] | AsyncDsqlConnection[TupleRow]) -> bool:
+    """Tell whether a pooled connection (either kind) is past use, at checkout."""
     if _deadline(conn) <= time.monotonic():
         logger.debug("discarding a connection past its max lifetime at checkout")
         return True
@@ -229,20 +233,16 @@ def create_pool(
             "connection_class must be DsqlConnection or a subclass of it, got"
             f" {connection_class!r}"
         )
-    options = {
-        key: value
-        for key, value in (
-            ("region", region),
-            ("cluster_id", cluster_id),
-            ("profile", profile),
-            ("token_duration", token_duration),
-            ("connect_retry", connect_retry),
-            ("endpoint_cooldown", endpoint_cooldown),
-            ("session", session),
-            ("token_provider", token_provider),
-        )
-        if value is not None
-    }
+    options = _dsql_options(
+        region=region,
+        cluster_id=cluster_id,
+        profile=profile,
+        token_duration=token_duration,
+        connect_retry=connect_retry,
+        endpoint_cooldown=endpoint_cooldown,
+        session=session,
+        token_provider=token_provider,
+    )
     if isinstance(conninfo, str) and not callable(kwargs):
         # Fail now, not after the pool's timeout: a bad parameter fails
         # every connect the same way.
@@ -275,3 +275,8 @@ def _with_options(
         make = kwargs
         return lambda: {**make(), **options}
     return {**(kwargs or {}), **options}
+
+
+def _dsql_options(**given: Any) -> dict[str, Any]:
+    """The DSQL options a pool passes to each connect: those that were given."""
+    return {key: value for key, value in given.items() if value is not None}

@@ -41,13 +41,16 @@ enclosing transaction (same connection, no BEGIN or COMMIT of its own).
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from typing import Any, Concatenate, TypeVar, overload
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Concatenate, TypeVar, cast, overload
 
 import psycopg
 import psycopg_pool
 from typing_extensions import ParamSpec, Unpack
 
+from . import _async_transaction as _async
+from ._async_transaction import AsyncRetryingTransaction, AsyncTransactionAttempt
 from ._detect import is_occ_error
 from ._retry_machine import Phase
 from ._retry_policy import RetryPolicy, resolve_policy
@@ -57,6 +60,8 @@ from ._types import RetryEvent, RetryOptions
 from .errors import ConfigurationError
 
 __all__ = [
+    "AsyncRetryingTransaction",
+    "AsyncTransactionAttempt",
     "Phase",
     "RetryEvent",
     "RetryPolicy",
@@ -70,18 +75,44 @@ __all__ = [
 ]
 
 C = TypeVar("C", bound="psycopg.Connection[Any]")
+AC = TypeVar("AC", bound="psycopg.AsyncConnection[Any]")
 R = TypeVar("R")
 P = ParamSpec("P")
 
 
+_SYNC_SOURCES = (psycopg_pool.ConnectionPool, psycopg.Connection)
+_ASYNC_SOURCES = (psycopg_pool.AsyncConnectionPool, psycopg.AsyncConnection)
+
+
 def _check_source(source: object) -> None:
-    if isinstance(source, (psycopg_pool.ConnectionPool, psycopg.Connection)):
+    if isinstance(source, _SYNC_SOURCES + _ASYNC_SOURCES):
         return
     raise ConfigurationError(
         "transactions run on a psycopg_pool.ConnectionPool or a psycopg.Connection"
-        f" (for example from dsql_psycopg.create_pool() or connect()), got"
+        " (for example from dsql_psycopg.create_pool() or connect()), or on their"
+        " asyncio twins (create_async_pool(), AsyncDsqlConnection.connect()), got"
         f" {type(source).__name__}"
     )
+
+
+@overload
+def transaction(
+    source: psycopg_pool.AsyncConnectionPool[AC],
+    *,
+    policy: RetryPolicy | None = None,
+    idempotent: bool = False,
+    **options: Unpack[RetryOptions],
+) -> AsyncRetryingTransaction[AC]: ...
+
+
+@overload
+def transaction(
+    source: AC,
+    *,
+    policy: RetryPolicy | None = None,
+    idempotent: bool = False,
+    **options: Unpack[RetryOptions],
+) -> AsyncRetryingTransaction[AC]: ...
 
 
 @overload
@@ -105,12 +136,15 @@ def transaction(
 
 
 def transaction(
-    source: psycopg_pool.ConnectionPool[Any] | psycopg.Connection[Any],
+    source: psycopg_pool.ConnectionPool[Any]
+    | psycopg.Connection[Any]
+    | psycopg_pool.AsyncConnectionPool[Any]
+    | psycopg.AsyncConnection[Any],
     *,
     policy: RetryPolicy | None = None,
     idempotent: bool = False,
     **options: Unpack[RetryOptions],
-) -> RetryingTransaction[Any]:
+) -> RetryingTransaction[Any] | AsyncRetryingTransaction[Any]:
     """Run a transaction on a pool or a connection, retried on conflict.
 
     Iterate it for attempts; each ``with attempt as conn:`` is one real
@@ -135,6 +169,11 @@ def transaction(
     exactly one attempt: errors propagate, for an enclosing retrying scope to
     handle.
 
+    On an asyncio pool or connection (`create_async_pool`,
+    `AsyncDsqlConnection`) it returns an `AsyncRetryingTransaction`, the same
+    with ``async for attempt in ...: async with attempt as conn:``, ``async
+    with ... as conn:`` and ``await ....run(fn)``.
+
     The body must be safe to run again. Inside an enclosing transaction on the
     same pool or connection, this one joins it (DSQL has no savepoints) and
     does not retry on its own.
@@ -157,7 +196,10 @@ def transaction(
             invalid.
     """
     _check_source(source)
-    return RetryingTransaction(source, resolve_policy(policy, options), idempotent)
+    resolved = resolve_policy(policy, options)
+    if isinstance(source, _ASYNC_SOURCES):
+        return AsyncRetryingTransaction(source, resolved, idempotent)
+    return RetryingTransaction(source, resolved, idempotent)
 
 
 @overload
@@ -225,22 +267,57 @@ def retry_on_occ(
     resolved = resolve_policy(policy, options)
 
     def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+        if inspect.iscoroutinefunction(fn):
+            # An `async def`: the wrapper awaits each run, and its waits.
+            return cast(Callable[P, R], _decorate_async(fn))
+
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
             return call_with_retries(resolved, idempotent, lambda: fn(*args, **kwargs))
 
         return wrapper
 
+    def _decorate_async(
+        fn: Callable[P, Awaitable[Any]],
+    ) -> Callable[P, Coroutine[Any, Any, Any]]:
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> Any:
+            return await _async.call_with_retries(
+                resolved, idempotent, lambda: fn(*args, **kwargs)
+            )
+
+        return wrapper
+
     return decorate if func is None else decorate(func)
 
 
+@overload
+def run_transaction(
+    source: psycopg_pool.AsyncConnectionPool[AC] | AC,
+    fn: Callable[Concatenate[AC, P], Awaitable[R]],
+    /,
+    *args: P.args,
+    **kwargs: P.kwargs,
+) -> Coroutine[Any, Any, R]: ...
+
+
+@overload
 def run_transaction(
     source: psycopg_pool.ConnectionPool[C] | C,
     fn: Callable[Concatenate[C, P], R],
     /,
     *args: P.args,
     **kwargs: P.kwargs,
-) -> R:
+) -> R: ...
+
+
+def run_transaction(
+    source: Any,
+    fn: Callable[..., Any],
+    /,
+    *args: Any,
+    **kwargs: Any,
+) -> Any:
     """Return ``fn(conn, *args, **kwargs)`` run in a transaction, retried on conflict.
 
     `fn` runs inside ``for attempt in transaction(source): with attempt as
@@ -261,6 +338,9 @@ def run_transaction(
 
     Returns:
         What the run of `fn` that committed returned.
+
+    On an asyncio pool or connection, `fn` is a coroutine function and the
+    call returns an awaitable: ``await run_transaction(apool, fn, ...)``.
 
     Raises:
         OCCRetryExhausted: Every attempt the policy allows failed.
