@@ -51,7 +51,7 @@ function), which sees through SQLAlchemy's wrapping (``.orig``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import engine as sa_engine
 from sqlalchemy.engine import URL, make_url
@@ -62,17 +62,24 @@ from dsql_psycopg.pool import DEFAULT_MAX_LIFETIME, MAX_LIFETIME_CEILING
 from ._ddl import IndexKeyOrderWarning
 from ._dialect import (
     DRIVER,
+    DRIVER_ASYNC,
+    AsyncDsqlDialect,
     DDLTransactionError,
     DsqlDialect,
     IndexBuildError,
 )
 
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
 __all__ = [
     "DEFAULT_POOL_RECYCLE",
+    "AsyncDsqlDialect",
     "DDLTransactionError",
     "DsqlDialect",
     "IndexBuildError",
     "IndexKeyOrderWarning",
+    "create_async_engine",
     "create_engine",
 ]
 
@@ -83,6 +90,10 @@ DEFAULT_POOL_RECYCLE = int(DEFAULT_MAX_LIFETIME)
 _ACCEPTED_DRIVERS = frozenset(
     {"postgresql", "postgres", "postgresql+psycopg", f"postgresql+{DRIVER}"}
 )
+_ACCEPTED_ASYNC_DRIVERS = _ACCEPTED_DRIVERS | {
+    "postgresql+psycopg_async",
+    f"postgresql+{DRIVER_ASYNC}",
+}
 
 
 def _dsql_url(
@@ -150,5 +161,45 @@ def create_engine(
     parsed = _dsql_url("create_engine", url, _ACCEPTED_DRIVERS, DRIVER)
     _check_recycle(pool_recycle)
     return sa_engine.create_engine(
+        parsed, pool_recycle=pool_recycle, pool_pre_ping=pool_pre_ping, **kwargs
+    )
+
+
+def create_async_engine(
+    url: str | URL,
+    *,
+    pool_recycle: float = DEFAULT_POOL_RECYCLE,
+    pool_pre_ping: bool = False,
+    **kwargs: Any,
+) -> AsyncEngine:
+    """Create a SQLAlchemy asyncio `AsyncEngine` for Aurora DSQL.
+
+    The asyncio twin of `create_engine`: the same URL forms, options and DDL
+    rules, on `AsyncDsqlConnection` (``postgresql+dsql_async``).
+
+    Args:
+        url: A ``postgresql://`` (or ``postgresql+psycopg://``,
+            ``postgresql+psycopg_async://``) URL, as for `create_engine`.
+        pool_recycle: Seconds a connection is kept; 50 minutes by default, at
+            most 55: DSQL closes connections at 60.
+        pool_pre_ping: Test a connection before each checkout (one round
+            trip).
+        **kwargs: Passed to `sqlalchemy.ext.asyncio.create_async_engine`;
+            Python objects (``session``, ``token_provider``) go in
+            ``connect_args``.
+
+    Raises:
+        ConfigurationError: The URL names another driver, or `pool_recycle`
+            is out of range.
+    """
+    from sqlalchemy.ext.asyncio import (  # noqa: PLC0415
+        create_async_engine as sa_create_async_engine,
+    )
+
+    parsed = _dsql_url(
+        "create_async_engine", url, _ACCEPTED_ASYNC_DRIVERS, DRIVER_ASYNC
+    )
+    _check_recycle(pool_recycle)
+    return sa_create_async_engine(
         parsed, pool_recycle=pool_recycle, pool_pre_ping=pool_pre_ping, **kwargs
     )

@@ -17,8 +17,12 @@ from typing import Any
 import psycopg
 from psycopg.pq import TransactionStatus
 from sqlalchemy.dialects import registry
-from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
-from sqlalchemy.engine.interfaces import IsolationLevel
+from sqlalchemy.dialects.postgresql.psycopg import (
+    PGDialect_psycopg,
+    PGDialectAsync_psycopg,
+)
+from sqlalchemy.engine import URL
+from sqlalchemy.engine.interfaces import Dialect, IsolationLevel
 from sqlalchemy.schema import CreateIndex
 
 from dsql_psycopg.connection import DsqlConnection
@@ -29,6 +33,7 @@ from ._ddl import DsqlCompiler, DsqlDDLCompiler
 __all__ = [
     "DRIVER",
     "DRIVER_ASYNC",
+    "AsyncDsqlDialect",
     "DDLTransactionError",
     "DsqlDialect",
     "IndexBuildError",
@@ -85,6 +90,11 @@ class DsqlDialect(PGDialect_psycopg):
             import dsql_psycopg.contrib.alembic  # noqa: F401, PLC0415
         # Driver connections whose current transaction has written rows.
         self._written: weakref.WeakSet[object] = weakref.WeakSet()
+
+    @classmethod
+    def get_async_dialect_cls(cls, url: URL) -> type[Dialect]:
+        """Give ``create_async_engine("postgresql+dsql://...")`` the asyncio twin."""
+        return AsyncDsqlDialect
 
     def get_isolation_level_values(self, dbapi_conn: Any) -> tuple[IsolationLevel, ...]:
         """Offer REPEATABLE READ, DSQL's only isolation level, and AUTOCOMMIT."""
@@ -208,6 +218,39 @@ class DsqlDialect(PGDialect_psycopg):
         return str(row[0])
 
 
+class AsyncDsqlDialect(DsqlDialect, PGDialectAsync_psycopg):
+    """The psycopg asyncio dialect, connecting with `AsyncDsqlConnection`.
+
+    SQLAlchemy runs the dialect's blocking-looking calls on the event loop
+    through its adapter, so the DDL rules are `DsqlDialect`'s, unchanged.
+    """
+
+    driver = DRIVER_ASYNC
+    supports_statement_cache = True
+
+    @classmethod
+    def get_async_dialect_cls(cls, url: URL) -> type[Dialect]:
+        """This dialect is the asyncio one already."""
+        return cls
+
+    def connect(self, *cargs: Any, **cparams: Any) -> Any:
+        """Open an `AsyncDsqlConnection` (psycopg keywords and DSQL options)."""
+        from dsql_psycopg._async_connection import (  # noqa: PLC0415
+            AsyncDsqlConnection,
+        )
+
+        cparams.setdefault("async_creator_fn", AsyncDsqlConnection.connect)
+        return self.loaded_dbapi.connect(*cargs, **cparams)
+
+    def _connection_of(self, cursor: Any) -> tuple[Any, object]:
+        # SQLAlchemy's adapted cursor: its connection wraps psycopg's.
+        return cursor._adapt_connection, cursor._connection
+
+    def _unread(self, cursor: Any, row: Any) -> None:
+        # The adapter has fetched every row into a queue: put this one back.
+        cursor._rows.appendleft(row)
+
+
 def _is_ddl(statement: str, context: Any) -> bool:
     if context is not None and context.isddl:
         return True
@@ -228,3 +271,4 @@ def _first_words(statement: str) -> str:
 
 
 registry.register(f"postgresql.{DRIVER}", __name__, "DsqlDialect")
+registry.register(f"postgresql.{DRIVER_ASYNC}", __name__, "AsyncDsqlDialect")

@@ -6,7 +6,7 @@ import datetime as dt
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 
 import psycopg
@@ -16,15 +16,20 @@ pytest.importorskip("sqlalchemy")
 
 import sqlalchemy as sa
 from sqlalchemy import orm
+from sqlalchemy.ext import asyncio as sa_asyncio
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from dsql_local import DsqlLocal
+from dsql_psycopg import AsyncDsqlConnection
 from dsql_psycopg.connection import DsqlConnection
 from dsql_psycopg.contrib.sqlalchemy import (
     DEFAULT_POOL_RECYCLE,
+    AsyncDsqlDialect,
     DDLTransactionError,
     DsqlDialect,
     IndexBuildError,
     IndexKeyOrderWarning,
+    create_async_engine,
     create_engine,
 )
 from dsql_psycopg.errors import ConfigurationError
@@ -93,18 +98,29 @@ def test_plain_sqlalchemy_knows_the_dsql_driver(dsql_local: DsqlLocal) -> None:
         engine.dispose()
 
 
-def test_dialect_is_found_without_importing_it() -> None:
-    # Through the package's sqlalchemy.dialects entry point, in a fresh process.
+@pytest.mark.parametrize(
+    ("make", "driver", "dialect"),
+    [
+        ("sa.create_engine", "dsql", "DsqlDialect"),
+        ("create_async_engine", "dsql_async", "AsyncDsqlDialect"),
+        ("create_async_engine", "dsql", "AsyncDsqlDialect"),
+    ],
+)
+def test_dialect_is_found_without_importing_it(
+    make: str, driver: str, dialect: str
+) -> None:
+    # Through the package's sqlalchemy.dialects entry points, in a fresh process.
     code = (
         "import sys, sqlalchemy as sa;"
-        "engine = sa.create_engine('postgresql+dsql://admin@h/postgres');"
+        "from sqlalchemy.ext.asyncio import create_async_engine;"
+        f"engine = {make}('postgresql+{driver}://admin@h/postgres');"
         "print(type(engine.dialect).__name__);"
         "print('dsql_psycopg' in sys.modules and 'imported' or '')"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
-    assert out == ["DsqlDialect", "imported"]
+    assert out == [dialect, "imported"]
 
 
 @pytest.mark.parametrize(
@@ -474,3 +490,170 @@ def test_descending_index_is_built_on_dsql(engine: sa.Engine) -> None:
     finally:
         with engine.begin() as conn:
             metadata.drop_all(conn)
+
+
+# -- asyncio: create_async_engine and postgresql+dsql_async ----------------------
+
+
+@pytest.fixture
+async def async_engine(dsql_local: DsqlLocal) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(dsql_local.url, pool_size=2)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.mark.anyio
+async def test_async_engine_connects_with_async_dsql_connections(
+    async_engine: AsyncEngine,
+) -> None:
+    async with async_engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        driver = raw.driver_connection
+        assert isinstance(driver, AsyncDsqlConnection)
+        assert driver.info.get_parameters()["sslmode"] == "verify-full"
+        assert await conn.scalar(sa.text("SELECT current_user")) == "admin"
+    assert async_engine.dialect.driver == "dsql_async"
+    assert isinstance(async_engine.dialect, AsyncDsqlDialect)
+    assert async_engine.pool._recycle == DEFAULT_POOL_RECYCLE  # type: ignore[attr-defined]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("driver", ["dsql_async", "dsql"])
+async def test_plain_sqlalchemy_async_engine_knows_the_dsql_drivers(
+    dsql_local: DsqlLocal, driver: str
+) -> None:
+    url = dsql_local.url.replace("postgresql://", f"postgresql+{driver}://")
+    engine = sa_asyncio.create_async_engine(url)
+    try:
+        assert isinstance(engine.dialect, AsyncDsqlDialect)
+        async with engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            assert isinstance(raw.driver_connection, AsyncDsqlConnection)
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("url", "kwargs", "message"),
+    [
+        ("postgresql+asyncpg://h/db", {}, "psycopg 3"),
+        ("postgresql://h/db", {"pool_recycle": MAX_LIFETIME_CEILING + 1}, "60"),
+    ],
+)
+def test_bad_async_engine_arguments_are_refused(
+    url: str, kwargs: dict[str, float], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        create_async_engine(url, **kwargs)
+
+
+@pytest.mark.anyio
+async def test_async_ddl_follows_the_same_rules(async_engine: AsyncEngine) -> None:
+    metadata = sa.MetaData()
+    table = sa.Table(
+        "sa_async_ddl",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("v", sa.Integer),
+        sa.Column("placed", sa.DateTime),
+    )
+    sa.Index("sa_async_ddl_v", table.c.v)
+    sa.Index("sa_async_ddl_placed", table.c.placed.desc())
+    async with async_engine.begin() as conn:
+        await conn.execute(sa.select(sa.literal(1)))  # a read first is fine
+        with pytest.warns(IndexKeyOrderWarning, match="sa_async_ddl_placed"):
+            await conn.run_sync(metadata.create_all)
+    try:
+        async with async_engine.connect() as conn:
+            names = await conn.run_sync(
+                lambda sync: sorted(
+                    i["name"] for i in sa.inspect(sync).get_indexes("sa_async_ddl")
+                )
+            )
+            assert names == ["sa_async_ddl_placed", "sa_async_ddl_v"]
+            identity = await conn.execute(
+                sa.text(
+                    "SELECT data_type, is_identity FROM information_schema.columns"
+                    " WHERE table_name = 'sa_async_ddl' AND column_name = 'id'"
+                )
+            )
+            assert tuple(identity.one()) == ("bigint", "YES")
+        # DDL after writes in one transaction is refused, the writes kept back.
+        extra = sa.Table(
+            "sa_async_extra",
+            sa.MetaData(),
+            sa.Column("id", sa.Integer, primary_key=True),
+        )
+        async with async_engine.connect() as conn:
+            await conn.execute(table.insert().values(v=1))
+            with pytest.raises(sa.exc.NotSupportedError) as info:
+                await conn.run_sync(extra.create)
+            assert isinstance(info.value.orig, DDLTransactionError)
+            await conn.rollback()
+            assert await conn.scalar(sa.select(sa.func.count()).select_from(table)) == 0
+        # A unique index over duplicates: the build job fails, and says so.
+        async with async_engine.begin() as conn:
+            await conn.execute(table.insert(), [{"v": 2}, {"v": 2}])
+        unique = sa.Index("sa_async_ddl_v_unique", table.c.v, unique=True)
+        async with async_engine.begin() as conn:
+            with pytest.raises(sa.exc.IntegrityError) as failed:
+                await conn.run_sync(unique.create)
+        assert isinstance(failed.value.orig, IndexBuildError)
+    finally:
+        async with async_engine.begin() as conn:
+            await conn.run_sync(metadata.drop_all)
+
+
+@pytest.mark.anyio
+async def test_async_create_index_answers_its_job_id(async_engine: AsyncEngine) -> None:
+    table = sa.Table(
+        "sa_async_job", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True)
+    )
+    async with async_engine.begin() as conn:
+        await conn.run_sync(table.create)
+    index = sa.Index("sa_async_job_id", table.c.id)  # made after the table
+    try:
+        async with async_engine.begin() as conn:
+            result = await conn.execute(sa.schema.CreateIndex(index))
+            (job_id,) = result.one()
+            assert job_id  # the row the dialect read is left for the caller
+    finally:
+        async with async_engine.begin() as conn:
+            await conn.run_sync(table.drop)
+
+
+@pytest.mark.anyio
+async def test_async_orm_session_and_a_retried_conflict(
+    async_engine: AsyncEngine, dsql_local: DsqlLocal
+) -> None:
+    async with async_engine.begin() as conn:
+        await conn.run_sync(Base.metadata.create_all)
+    make_session = sa_asyncio.async_sessionmaker(async_engine, expire_on_commit=False)
+    seen: list[RetryEvent] = []
+    runs: list[str] = []
+
+    @retry_on_occ(base_delay=0, max_delay=0, on_retry=seen.append)
+    async def register(email: str) -> uuid.UUID:
+        runs.append(email)
+        async with make_session() as session, session.begin():
+            customer = Customer(email=email)
+            session.add(customer)
+            await session.flush()
+            return customer.id
+
+    try:
+        dsql_local.inject_conflicts(1)
+        new_id = await register("async@example.com")
+        assert runs == ["async@example.com"] * 2
+        (event,) = seen
+        assert isinstance(event.error, sa.exc.OperationalError)
+        assert event.sqlstate == "40001"
+        async with make_session() as session:
+            found = await session.get(Customer, new_id)
+            assert found is not None
+            assert found.email == "async@example.com"
+            await session.delete(found)
+            await session.commit()
+    finally:
+        async with async_engine.begin() as conn:
+            await conn.run_sync(Base.metadata.drop_all)
