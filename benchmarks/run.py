@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import bench_async
 import boto3
 import psycopg
 import psycopg_pool
@@ -68,7 +69,16 @@ except ImportError:
     OFFICIAL_VERSION = None
 
 RESULTS_DIR = Path(__file__).parent / "results"
-SCENARIOS = ("connect", "sign", "pool", "contention", "latency", "region", "otel")
+SCENARIOS = (
+    "connect",
+    "sign",
+    "pool",
+    "contention",
+    "latency",
+    "region",
+    "otel",
+    "async",
+)
 FAKE_KEY_ID = "AKIADSQLBENCHMARK000"  # DSQL Local checks tokens with this pair
 
 
@@ -1010,6 +1020,42 @@ def _relative(samples: dict[str, list[float]], base: str) -> dict[str, Any]:
     return stats
 
 
+# -- scenario 8: asyncio beside blocking (benchmarks/bench_async.py) ------------------
+
+
+def bench_async_scenario(
+    ep: Endpoint,
+    args: argparse.Namespace,
+    quick: bool,
+    n: int,
+    each: int,
+    official_on: bool,
+) -> dict[str, Any]:
+    """Async vs sync (connect, signing, hot-row writers at K = 8 and 32)."""
+    writer_counts = [int(k) for k in args.async_writers.split(",")]
+    ep.set_latency(args.contention_latency)
+    try:
+        contention = bench_async.bench_contention(
+            ep.url,
+            ep.kwargs,
+            [2] if quick else writer_counts,
+            each,
+            1 if quick else args.repetitions,
+            official_on,
+            summary,
+        )
+    finally:
+        ep.set_latency(0.0)
+    return {
+        "connect": bench_async.bench_connect(
+            ep.kwargs, ep.url, n, official_on, summary
+        ),
+        "signing": bench_async.bench_signing(ep.kwargs, 20 if quick else 2000, summary),
+        "contention": contention,
+        "latency_per_round_trip_in_contention": args.contention_latency,
+    }
+
+
 # -- report ---------------------------------------------------------------------------
 
 
@@ -1196,6 +1242,8 @@ def render(results: dict[str, Any]) -> str:
         )
         for mode, checks in r["checks"].items():
             out.append(f"- {mode}: {checks}")
+    if "async" in sc:
+        out += bench_async.render(sc["async"])
     return "\n".join(out)
 
 
@@ -1238,6 +1286,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=int,
         default=3,
         help="contention runs per policy and K (default 3)",
+    )
+    parser.add_argument(
+        "--async-writers",
+        default="8,32",
+        help="comma-separated K for the asyncio scenario's writers (default 8,32)",
     )
     parser.add_argument(
         "--no-official", action="store_true", help="leave the official connector out"
@@ -1326,6 +1379,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 sc[name] = bench_latency(ep, 3 if quick else 20, 0.02, official_on)
             elif name == "otel":
                 sc[name] = bench_otel(ep, 2 if quick else 20, 3 if quick else 10)
+            elif name == "async":
+                sc[name] = bench_async_scenario(ep, args, quick, n, each, official_on)
         if "region" in scenarios:
             print("running region ...", file=sys.stderr, flush=True)
             with local_endpoint(peer_region=PEER_REGION) as pair:

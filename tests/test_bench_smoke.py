@@ -15,7 +15,16 @@ RUN = ROOT / "benchmarks" / "run.py"
 # The packages of this tree, not whichever copy is installed.
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 PLOTS = RUN.parent / "plots.py"
-SCENARIOS = ["connect", "sign", "pool", "contention", "latency", "region", "otel"]
+SCENARIOS = [
+    "connect",
+    "sign",
+    "pool",
+    "contention",
+    "latency",
+    "region",
+    "otel",
+    "async",
+]
 
 
 def test_benchmarks_quick_run(tmp_path: Path) -> None:
@@ -29,7 +38,8 @@ def test_benchmarks_quick_run(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    for title in ("### 1.", "### 2.", "### 3.", "### 4.", "### 5.", "### 6.", "### 7."):
+    titles = ("### 1.", "### 2.", "### 3.", "### 4.", "### 5.", "### 6.", "### 7.")
+    for title in (*titles, "### 8."):
         assert title in done.stdout
 
     results = json.loads(output.read_text())
@@ -89,6 +99,17 @@ def test_benchmarks_quick_run(tmp_path: Path) -> None:
     assert checks["SDK on"]["transaction"]["spans_last_batch"] == 3 * batch
     assert checks["API, no SDK"]["transaction"]["opentelemetry_imported"] is True
 
+    asyncio_ = scenarios["async"]
+    assert set(asyncio_["connect"]["seconds"]) >= {"ours, blocking", "ours, asyncio"}
+    assert ("official, asyncio" in asyncio_["connect"]["seconds"]) == official
+    signing = asyncio_["signing"]
+    # Fresh static credentials: the asyncio connect signs in the event loop.
+    assert signing["token_may_block_with_fresh_credentials"] is False
+    assert "inline: loop held" in signing["microseconds"]
+    for per_k in asyncio_["contention"]["contenders"].values():
+        for cell in per_k.values():
+            assert 0.0 <= cell["success_rate"] <= 1.0
+            assert cell["no_lost_updates"] is True
     images = tmp_path / "img"
     drawn = subprocess.run(
         [sys.executable, str(PLOTS), str(output), "--out", str(images)],
