@@ -18,6 +18,7 @@ from typing_extensions import Self
 
 from . import _auth as auth
 from . import _config as config
+from . import _telemetry as telemetry
 from ._connect_plan import (
     PARAMS_KEYWORD,
     RECORD_KEYWORD,
@@ -27,7 +28,7 @@ from ._connect_plan import (
     dsql_kwargs,
     libpq_params,
 )
-from ._endpoints import failback_due
+from ._endpoints import failback_due, is_preferred
 from ._pool_core import PoolRecord
 from ._retry_testing import is_retry_testing
 
@@ -87,27 +88,39 @@ class AsyncDsqlConnection(psycopg.AsyncConnection[Row]):
     @classmethod
     async def _connect_endpoints(cls, conninfo: str, kwargs: dict[str, Any]) -> Self:
         started = time.monotonic()
-        endpoints = config.parse_endpoints(conninfo, **dsql_kwargs(kwargs))
-        plan = ConnectPlan(endpoints, conninfo=conninfo, kwargs=kwargs, started=started)
-        while True:
-            step = plan.next_step(time.monotonic())
-            if isinstance(step, Fail):
-                raise step.error
-            if isinstance(step, Sleep):
-                if is_retry_testing():
-                    plan.skipped(step.delay)
-                else:
-                    await asyncio.sleep(step.delay)
-                continue
-            chosen: dict[str, Any] = {PARAMS_KEYWORD: step.params}
-            try:
-                conn = await super().connect(conninfo, **kwargs, **chosen)
-            except psycopg.OperationalError as ex:
-                plan.failed(step.params, ex, time.monotonic())
-                continue
-            plan.succeeded(step.params)
-            conn._dsql_endpoints, conn._dsql_params = endpoints, step.params
-            return conn
+        trace = telemetry.connect_started()
+        try:
+            endpoints = config.parse_endpoints(conninfo, **dsql_kwargs(kwargs))
+            plan = ConnectPlan(
+                endpoints, conninfo=conninfo, kwargs=kwargs, started=started
+            )
+            while True:
+                step = plan.next_step(time.monotonic())
+                if isinstance(step, Fail):
+                    raise step.error
+                if isinstance(step, Sleep):
+                    trace.retrying(step.delay)
+                    if is_retry_testing():
+                        plan.skipped(step.delay)
+                    else:
+                        await asyncio.sleep(step.delay)
+                    continue
+                chosen: dict[str, Any] = {PARAMS_KEYWORD: step.params}
+                try:
+                    conn = await super().connect(conninfo, **kwargs, **chosen)
+                except psycopg.OperationalError as ex:
+                    trace.endpoint_failed(step.params, ex)
+                    plan.failed(step.params, ex, time.monotonic())
+                    continue
+                plan.succeeded(step.params)
+                trace.connected(
+                    step.params, failover=not is_preferred(endpoints, step.params)
+                )
+                conn._dsql_endpoints, conn._dsql_params = endpoints, step.params
+                return conn
+        except BaseException as error:
+            trace.failed(error)
+            raise
 
     def _failback_due(self) -> float | None:
         """Return how long this connection may keep traffic off its preferred
@@ -124,10 +137,12 @@ class AsyncDsqlConnection(psycopg.AsyncConnection[Row]):
         if params is None:
             params = config.parse(conninfo, **kwargs)
         libpq = libpq_params(params)
+        signing = time.perf_counter()
         if auth.token_may_block(params):
             libpq["password"] = await asyncio.to_thread(auth.make_token, params)
         else:
             libpq["password"] = auth.make_token(params)
+        telemetry.token_signed(time.perf_counter() - signing)
         logger.debug(
             "connecting to %s as %s (region %s), parameters ready in %.2f ms",
             params.host,

@@ -16,6 +16,7 @@ import psycopg_pool
 from psycopg.rows import TupleRow
 
 from . import _config as config
+from . import _telemetry as telemetry
 from ._async_connection import AsyncDsqlConnection
 from ._connect_plan import RECORD_KEYWORD, dsql_kwargs
 from ._pool_core import DEFAULT_MAX_LIFETIME, PoolRecord, check_max_lifetime
@@ -144,16 +145,29 @@ def create_async_pool(
     fresh token per connection, `max_lifetime` enforced at checkout, dead
     connections discarded at checkout, failback after ``endpoint_cooldown``),
     except that an asyncio pool is opened in the event loop, not by this
-    function::
+    function: by ``async with``, as here, or by ``await pool.open()`` (and
+    ``await pool.close()``).
 
-        async with dsql.create_async_pool(url, max_size=10) as pool:
-            async for attempt in dsql.transaction(pool):
+    ```python
+    import asyncio
+
+    import dsql_psycopg
+
+    url = "postgresql://admin@<cluster-id>.dsql.us-east-1.on.aws/postgres"
+
+
+    async def main() -> None:
+        async with dsql_psycopg.create_async_pool(url, max_size=10) as pool:
+            async for attempt in dsql_psycopg.transaction(pool):
                 async with attempt as conn:
-                    await conn.execute("UPDATE ...")
+                    await conn.execute("SELECT 1")
 
-    or ``pool = dsql.create_async_pool(...)``, ``await pool.open()`` and
-    ``await pool.close()``. ``check``, ``configure`` and ``reset`` are
-    coroutine functions, as psycopg_pool wants them.
+
+    asyncio.run(main())
+    ```
+
+    ``check``, ``configure`` and ``reset`` are coroutine functions, as
+    psycopg_pool wants them.
 
     Args:
         conninfo: A ``postgresql://`` URL or a ``key=value`` string.
@@ -211,4 +225,5 @@ def create_async_pool(
         **pool_kwargs,
     )
     pool._dsql_record = record
+    telemetry.watch_pool(pool)
     return pool

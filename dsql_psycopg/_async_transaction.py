@@ -22,6 +22,7 @@ import psycopg_pool
 from psycopg.pq import TransactionStatus
 from typing_extensions import ParamSpec
 
+from . import _telemetry as telemetry
 from ._classify import (
     body_error_reason,
     commit_failure,
@@ -32,6 +33,7 @@ from ._liveness import connection_lost
 from ._retry_machine import Raise, RetryMachine, Scope, Stop, current_scope
 from ._retry_policy import RetryPolicy
 from ._retry_testing import is_retry_testing
+from ._transaction import report, start_trace
 from ._types import RetryReason
 from .errors import DsqlError
 
@@ -42,24 +44,31 @@ R = TypeVar("R")
 P = ParamSpec("P")
 
 
-async def next_attempt(machine: RetryMachine) -> bool:
+async def next_attempt(
+    machine: RetryMachine, trace: telemetry.TransactionTrace = telemetry.NOTHING
+) -> bool:
     """Do what `machine` decides for the next attempt; False when done.
 
     Raises what the machine says to raise (`OCCRetryExhausted`).
     """
     step = machine.next_attempt(time.monotonic())
     if isinstance(step, Raise):
+        trace.finished(step.error)
         raise step.error
     if isinstance(step, Stop):
+        trace.finished()
         return False
-    hook = machine.policy.on_retry
-    if step.event is not None and hook is not None:
-        hook(step.event)
+    if step.event is not None:
+        trace.retrying(step.event.reason, step.delay)
+        hook = machine.policy.on_retry
+        if hook is not None:
+            hook(step.event)
     if step.delay:
         if is_retry_testing():
             machine.skipped(step.delay)
         else:
             await asyncio.sleep(step.delay)
+    trace.attempt_started(machine.attempts)
     return True
 
 
@@ -68,20 +77,27 @@ async def call_with_retries(
 ) -> R:
     """Return what ``await fn()`` returns, calling it again on a conflict."""
     machine = RetryMachine(policy, idempotent, single=False)
+    trace = start_trace(machine)
     # Inside an enclosing scope, calls run in it (and it does the retrying).
     scope = machine.outer or Scope(owner=machine)
     result: R
-    while await next_attempt(machine):
+    while await next_attempt(machine, trace):
         token = current_scope.set(scope)
+        activation = trace.activate()
         machine.enter_body()
         try:
             result = await fn()
         except BaseException as error:
-            if not machine.settle(error, machine.classify(error)):
+            reason = machine.classify(error)
+            retried = machine.settle(error, reason)
+            report(trace, error, reason, retried)
+            if not retried:
                 raise
         else:
             machine.settle(None, None)
+            trace.attempt_ended(None, None)
         finally:
+            trace.deactivate(activation)
             current_scope.reset(token)
     return result
 
@@ -96,9 +112,16 @@ class AsyncTransactionAttempt(Generic[AC]):
     raised. Don't ``return`` or ``break`` inside the ``async with`` block.
     """
 
-    def __init__(self, source: _AsyncSource[AC], machine: RetryMachine) -> None:
+    def __init__(
+        self,
+        source: _AsyncSource[AC],
+        machine: RetryMachine,
+        trace: telemetry.TransactionTrace = telemetry.NOTHING,
+    ) -> None:
         self._source = source
         self._machine = machine
+        self._trace = trace
+        self._activation: object = None
         self.number = machine.attempts
         """Number of this attempt, from 1."""
         self._conn: AC | None = None
@@ -116,10 +139,14 @@ class AsyncTransactionAttempt(Generic[AC]):
             # Joined: the enclosing transaction owns BEGIN, COMMIT and retries.
             machine.enter_body()
             return cast(AC, joined)
+        # Current from BEGIN to COMMIT: query spans nest under the attempt.
+        self._activation = self._trace.activate()
         try:
             self._conn, self._tx = await self._begin()
         except BaseException as error:
             machine.settle(error, None)
+            self._trace.deactivate(self._activation)
+            report(self._trace, error, None, retried=False)
             raise
         machine.use_endpoint(
             getattr(self._conn, "endpoint", None) or self._conn.info.host
@@ -171,18 +198,25 @@ class AsyncTransactionAttempt(Generic[AC]):
             machine.settle(exc_val, None)
             return False
         current_scope.reset(self._token)
+        trace = self._trace
         try:
             if exc_val is not None:
                 if await tx.__aexit__(exc_type, exc_val, exc_tb):  # Rollback
                     machine.settle(None, None)
+                    trace.attempt_ended(None, None, rolled_back=True)
                     return True
                 reason = self._classify_body_error(conn, exc_val)
-                return machine.settle(exc_val, reason)
+                retried = machine.settle(exc_val, reason)
+                report(trace, exc_val, reason, retried)
+                return retried
             machine.begin_commit()
             error, reason = await self._commit(conn, tx)
         finally:
             await self._source.release(conn)
-        if machine.settle(error, reason) or error is None:
+            trace.deactivate(self._activation)
+        retried = machine.settle(error, reason)
+        report(trace, error, reason, retried)
+        if retried or error is None:
             return False
         raise error
 
@@ -250,19 +284,21 @@ class _AsyncAttempts(Generic[AC]):
     def __init__(self, source: _AsyncSource[AC], machine: RetryMachine) -> None:
         self._source = source
         self._machine = machine
+        self._trace = start_trace(machine)
 
     def __aiter__(self) -> _AsyncAttempts[AC]:
         return self
 
     async def __anext__(self) -> AsyncTransactionAttempt[AC]:
-        if not await next_attempt(self._machine):
+        if not await next_attempt(self._machine, self._trace):
             raise StopAsyncIteration
-        return AsyncTransactionAttempt(self._source, self._machine)
+        return AsyncTransactionAttempt(self._source, self._machine, self._trace)
 
     def __del__(self) -> None:
         warning = self._machine.abandoned_warning()
         if warning is not None:
             warnings.warn(warning, RuntimeWarning, stacklevel=2)
+        self._trace.finished()  # nothing if already told (a loop left early)
 
 
 class AsyncRetryingTransaction(Generic[AC]):
@@ -308,8 +344,9 @@ class AsyncRetryingTransaction(Generic[AC]):
 
     async def __aenter__(self) -> AC:
         machine = RetryMachine(self._policy, self._idempotent, single=True)
-        await next_attempt(machine)
-        self._attempt = AsyncTransactionAttempt(self._source, machine)
+        trace = start_trace(machine)
+        await next_attempt(machine, trace)
+        self._attempt = AsyncTransactionAttempt(self._source, machine, trace)
         return await self._attempt.__aenter__()
 
     async def __aexit__(
@@ -320,4 +357,7 @@ class AsyncRetryingTransaction(Generic[AC]):
     ) -> bool:
         attempt, self._attempt = self._attempt, None
         assert attempt is not None
-        return await attempt.__aexit__(exc_type, exc_val, exc_tb)
+        try:
+            return await attempt.__aexit__(exc_type, exc_val, exc_tb)
+        finally:
+            attempt._trace.finished()  # one attempt: the work ends with it
