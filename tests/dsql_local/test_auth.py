@@ -173,7 +173,7 @@ def test_role_token_for_admin_is_refused(dsql_local: DsqlLocal) -> None:
         "{host}/?Action=DbConnectAdmin&X-Amz-Algorithm=AWS4-HMAC-SHA1"
         "&X-Amz-Credential=a%2F20260101%2Fus-east-1%2Fdsql%2Faws4_request"
         "&X-Amz-Date=20260101T000000Z&X-Amz-Expires=900"
-        "&X-Amz-SignedHeaders=host&X-Amz-Signature=00",
+        "&X-Amz-SignedHeaders=host&X-Amz-Signature=5eca1ed5eca1ed",
     ],
 )
 def test_malformed_token_is_refused(dsql_local: DsqlLocal, token: str) -> None:
