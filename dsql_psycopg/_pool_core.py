@@ -59,10 +59,19 @@ def check_max_lifetime(max_lifetime: object) -> float:
     return float(max_lifetime)
 
 
+#: Until a pool's first connect succeeds, a checkout waits in slices this
+#: long, looking for a failure no retry fixes between them: a pool that
+#: cannot connect at all (no credentials, bad parameters from a callable)
+#: fails its first checkout in about this time, not after its timeout.
+STARTUP_SLICE = 0.25
+
+
 class PoolRecord:
     """The outcome of the connects one pool made (thread-safe)."""
 
     def __init__(self) -> None:
+        self.connected = False
+        """Whether a connect of the pool ever succeeded."""
         self._lock = threading.Lock()
         self.last_error: BaseException | None = None
         """The error of the last connect that failed, until one succeeds."""
@@ -80,6 +89,16 @@ class PoolRecord:
         """Record a connect that succeeded: earlier failures no longer tell."""
         with self._lock:
             self.last_error = self.final_error = None
+            self.connected = True
+
+    def wait_slice(self, remaining: float) -> float:
+        """Return how long a checkout waits before it looks at the record again.
+
+        The whole `remaining` time once the pool has connected; before, a
+        `STARTUP_SLICE` at most (a slice that ends is no timeout: the caller
+        checks `final` and waits again).
+        """
+        return remaining if self.connected else min(remaining, STARTUP_SLICE)
 
     def final(self) -> BaseException | None:
         """Return a copy of the final error to raise now, if there is one."""

@@ -72,14 +72,20 @@ class _DsqlConnectionPool(psycopg_pool.ConnectionPool[DsqlConnection[TupleRow]])
             if final is not None:
                 raise final
             remaining = deadline - time.monotonic()
+            wait = self._dsql_record.wait_slice(remaining)
             try:
                 if remaining <= 0:
                     raise psycopg_pool.PoolTimeout(
                         f"couldn't get a connection after {budget:.2f} sec"
                     )
-                conn = super().getconn(remaining)
-            except psycopg_pool.PoolTimeout as ex:
-                gave_up: psycopg_pool.PoolTimeout | None = ex
+                conn = super().getconn(wait)
+            except psycopg_pool.PoolTimeout:
+                if wait < remaining:
+                    continue  # a startup slice ended: look at the record again
+                # psycopg_pool's message names the last wait: name the budget.
+                gave_up: psycopg_pool.PoolTimeout | None = psycopg_pool.PoolTimeout(
+                    f"couldn't get a connection after {budget:.2f} sec"
+                )
             else:
                 gave_up = None
             if gave_up is not None:

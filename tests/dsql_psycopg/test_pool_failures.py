@@ -8,6 +8,7 @@ last connect error as cause and in its message.
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any
 
 import psycopg
@@ -15,7 +16,7 @@ import psycopg_pool
 import pytest
 
 from dsql_local import DsqlLocal
-from dsql_psycopg.errors import ConfigurationError
+from dsql_psycopg.errors import ConfigurationError, CredentialsError
 from tests.fixtures.drivers import Driver
 
 PLACEHOLDER = "<cluster-id>.dsql.us-east-1.on.aws"
@@ -48,13 +49,31 @@ def test_a_configuration_error_at_connect_fails_the_checkout_with_it(
 ) -> None:
     # Parameters a callable gives are known only when the pool connects.
     bad = dsql_local.connect_kwargs() | {"host": PLACEHOLDER}
-    pool = driver.create_pool(kwargs=lambda: bad, min_size=1, timeout=30)
+    pool = driver.create_pool(kwargs=lambda: bad, min_size=1, timeout=60)
     try:
+        asked = time.monotonic()
         with pytest.raises(ConfigurationError, match="malformed cluster id"):
-            driver.getconn(pool, timeout=5)
+            driver.getconn(pool)
+        # Not after the pool's 60 s timeout: as soon as the connect failed
+        # (a generous bound, so that a loaded machine cannot fail it).
+        assert time.monotonic() - asked < 30
         # Known now: the next checkout does not wait at all.
         with pytest.raises(ConfigurationError, match="malformed cluster id"):
-            driver.getconn(pool, timeout=30)
+            driver.getconn(pool)
+    finally:
+        driver.close_pool(pool)
+
+
+def test_missing_credentials_fail_the_first_checkout_with_their_error(
+    driver: Driver, dsql_local: DsqlLocal
+) -> None:
+    kwargs = dsql_local.connect_kwargs() | {"profile": "no-such-profile-anywhere"}
+    pool = driver.create_pool(kwargs=kwargs, min_size=1, timeout=60)
+    try:
+        asked = time.monotonic()
+        with pytest.raises(CredentialsError, match="no-such-profile-anywhere"):
+            driver.getconn(pool)
+        assert time.monotonic() - asked < 30
     finally:
         driver.close_pool(pool)
 
