@@ -19,7 +19,7 @@ from . import _config as config
 from . import _telemetry as telemetry
 from ._async_connection import AsyncDsqlConnection
 from ._connect_plan import RECORD_KEYWORD, dsql_kwargs
-from ._pool_core import DEFAULT_MAX_LIFETIME, PoolRecord, check_max_lifetime
+from ._pool_core import PoolRecord, check_max_lifetime
 from .errors import ConfigurationError
 from .pool import _dsql_options, _stale, _with_options
 
@@ -133,7 +133,7 @@ def create_async_pool(
     conninfo: str = "",
     *,
     kwargs: dict[str, Any] | Callable[[], dict[str, Any]] | None = None,
-    max_lifetime: float = DEFAULT_MAX_LIFETIME,
+    max_lifetime: float = 3000.0,
     check: AsyncConnectionCB | None = None,
     region: str | None = None,
     cluster_id: str | None = None,

@@ -405,3 +405,55 @@ def test_signature_defaults_are_the_shared_constants() -> None:
 
     pool = inspect.signature(create_pool).parameters
     assert pool["max_lifetime"].default == DEFAULT_MAX_LIFETIME
+    from dsql_psycopg import create_async_pool  # noqa: PLC0415
+    from dsql_psycopg.contrib.sqlalchemy import create_async_engine  # noqa: PLC0415
+
+    async_pool = inspect.signature(create_async_pool).parameters
+    assert async_pool["max_lifetime"].default == DEFAULT_MAX_LIFETIME
+    async_engine = inspect.signature(create_async_engine).parameters
+    assert async_engine["pool_recycle"].default == DEFAULT_POOL_RECYCLE
+
+
+# Defaults that stand for "nothing given", not a value a caller would set.
+SENTINELS = frozenset({"NOTHING"})
+
+
+def constant_defaults(obj: Any) -> list[str]:
+    """Defaults written as names (``DEFAULT_X``), which the reference would
+    show as the name, not the value."""
+    target = obj.__init__ if isinstance(obj, type) and "__init__" in vars(obj) else obj
+    try:
+        source = textwrap.dedent(inspect.getsource(target))
+    except (OSError, TypeError):
+        return []
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        defaults: list[ast.expr | None] = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            defaults = [*node.args.defaults, *node.args.kw_defaults]
+        elif isinstance(node, ast.ClassDef):
+            defaults = [
+                item.value for item in node.body if isinstance(item, ast.AnnAssign)
+            ]
+        found += [
+            ast.unparse(d)
+            for d in defaults
+            if (isinstance(d, ast.Name) and d.id.isupper())
+            or (
+                isinstance(d, ast.Attribute)
+                and d.attr.isupper()
+                and d.attr not in SENTINELS
+            )
+        ]
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            break  # the object itself, not what is nested in it
+    return found
+
+
+def test_signature_defaults_are_values_not_names() -> None:
+    problems = {
+        path: names
+        for path, obj in documented().items()
+        if callable(obj) and (names := constant_defaults(obj))
+    }
+    assert problems == {}, problems

@@ -168,7 +168,7 @@ def create_engine(
 def create_async_engine(
     url: str | URL,
     *,
-    pool_recycle: float = DEFAULT_POOL_RECYCLE,
+    pool_recycle: float = 3000,
     pool_pre_ping: bool = False,
     **kwargs: Any,
 ) -> AsyncEngine:
