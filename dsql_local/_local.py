@@ -302,6 +302,7 @@ class DsqlLocal:
             policy = self._policy
             if policy is None:
                 policy = _load_policy(self.strict)
+            _make_room_for_sockets()
             make_certificates = _certificate_maker()
             # One clock for all endpoints: DDL through one conflicts with
             # transactions on the other, as the cluster's catalog is one.
@@ -714,6 +715,28 @@ class DsqlLocal:
     def restart_endpoint(self) -> None:
         """Listen again on the same port after `kill_endpoint()` or an outage."""
         self.restore_region(self.region)
+
+
+def _make_room_for_sockets() -> None:
+    """Raise this process's soft limit on open files as far as it may go.
+
+    In-process, both ends of every client connection are here, and the
+    endpoint holds a socket to PostgreSQL for each: a pool of a few hundred
+    connections would meet the usual soft limit of 1,024 (``Too many open
+    files``) long before DSQL's own limits.
+    """
+    try:
+        import resource  # noqa: PLC0415 (not on Windows)
+    except ImportError:
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError):
+            return
+        logger.debug("open files limit raised from %d to %d", soft, wanted)
 
 
 def _check_peer(

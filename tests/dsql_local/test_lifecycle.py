@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 import dsql_psycopg
-from dsql_local import DsqlLocal, DsqlLocalError, _backend
+from dsql_local import DsqlLocal, DsqlLocalError, _backend, _local
 from dsql_local._backend import find_bindir
 from tests.dsql_local.helpers import open_connection
 
@@ -324,3 +324,17 @@ def _admin_token(local: DsqlLocal) -> str:
     client = boto3.client("dsql", region_name=local.region)
     token: str = client.generate_db_connect_admin_auth_token(local.host, local.region)
     return token
+
+
+def test_starting_makes_room_for_many_sockets() -> None:
+    resource = pytest.importorskip("resource")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 1024:
+        pytest.skip("the hard limit leaves no room to raise")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    try:
+        _local._make_room_for_sockets()
+        raised, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        assert raised == (65536 if hard == resource.RLIM_INFINITY else min(hard, 65536))
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
