@@ -25,7 +25,7 @@ from . import _protocol as pq
 from ._backend import ADMIN
 from ._faults import Faults
 from ._policy import Session, StatementPolicy
-from ._pump import close_tls
+from ._pump import Pump, close_tls
 from ._relay import Relay
 from ._sigv4 import TokenError, TokenVerifier
 from ._strict_rules import RULES_BY_NAME
@@ -122,7 +122,7 @@ class Endpoint:
         self._lock = threading.Lock()
         self._conflicts: deque[str] = deque()
         self._commit_drops = 0
-        self._relays: set[Relay] = set()
+        self._relays: set[Pump] = set()
         self._threads: set[threading.Thread] = set()
         self._generation = 0
         # Per connection thread: its generation and startup deadline.
@@ -281,18 +281,18 @@ class Endpoint:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client = self._negotiate_tls(sock)
-            relay = self._authenticate(client, accepted)
+            pump, relay = self._authenticate(client, accepted)
             with self._lock:
                 if generation != self._generation:
-                    relay.kill()
-                self._relays.add(relay)
+                    pump.kill()
+                self._relays.add(pump)
             self.holders.add(relay.backend_pid, relay)
             try:
-                relay.run()
+                pump.run()
             finally:
                 self.holders.discard(relay.backend_pid)
                 with self._lock:
-                    self._relays.discard(relay)
+                    self._relays.discard(pump)
         except _Closed:
             pass
         except (OSError, ValueError) as exc:
@@ -411,7 +411,9 @@ class Endpoint:
             raise _Closed
         return client
 
-    def _authenticate(self, client: ssl.SSLSocket, accepted: float) -> Relay:
+    def _authenticate(
+        self, client: ssl.SSLSocket, accepted: float
+    ) -> tuple[Pump, Relay]:
         self._wait(client)
         length, version = _len_code(self._read(client, 8))
         if version == pq.CANCEL_REQUEST and length == 16:
@@ -451,8 +453,10 @@ class Endpoint:
             raise self._fatal(client, refusal.sqlstate, refusal.message)
         backend, pid = self._connect_backend(client, params, version)
         session = Session(user=user, backend_major=self.backend_major)
-        deadline = accepted + self.max_connection_age
-        return Relay(self, client, backend, session, deadline, backend_pid=pid)
+        relay = Relay(self, session, backend_pid=pid)
+        pump = Pump(self, client, backend, accepted + self.max_connection_age, relay)
+        relay.set_waker(pump.wake)
+        return pump, relay
 
     def _admit(self, client: ssl.SSLSocket) -> None:
         """Refuse the connection past DSQL's open-connection or rate limit."""

@@ -4,8 +4,9 @@
 backend's unix socket. It reads in large chunks, holds client data back for
 the simulated latency, stops reading a side whose peer is not keeping up, and
 closes the connection at its age cap. What the bytes mean is the business of
-a subclass: `Relay` rewrites them in `_from_client` and `_from_backend`,
-which append to `_to_backend` and `_to_client`.
+the protocol object it holds (`Relayed`, the `Relay`): bytes in, bytes out,
+no sockets and no threads. The pump feeds it what each side sent and sends
+what it queued in its `to_backend` and `to_client` buffers.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections import deque
 from typing import Protocol
 
 from . import _protocol as pq
+from ._yield import Holders
 
 logger = logging.getLogger("dsql_local")
 
@@ -52,6 +54,51 @@ class PumpHost(Protocol):
         ...
 
 
+class Relayed(Protocol):
+    """What a pump drives: the protocol of one connection, without I/O."""
+
+    @property
+    def to_client(self) -> bytearray:
+        """Bytes to send to the client (the pump removes what it sent)."""
+        ...
+
+    @property
+    def to_backend(self) -> bytearray:
+        """Bytes to send to the backend (the pump removes what it sent)."""
+        ...
+
+    @property
+    def dropping(self) -> bool:
+        """Close the client connection once `to_client` has been sent."""
+        ...
+
+    @property
+    def held(self) -> int:
+        """Bytes of client data the protocol holds back for now."""
+        ...
+
+    @property
+    def backend_pid(self) -> int:
+        """The backend's process id."""
+        ...
+
+    def from_client(self, data: bytes) -> None:
+        """Take bytes the client sent."""
+        ...
+
+    def from_backend(self, data: bytes) -> None:
+        """Take bytes the backend sent."""
+        ...
+
+    def woken(self) -> None:
+        """Act on what another thread asked (see `Pump.wake`)."""
+        ...
+
+    def take_holder_lookup(self) -> bool:
+        """Whether to look for the holders of rows it waits for now."""
+        ...
+
+
 class Pump:
     """Move bytes between one client and its backend connection."""
 
@@ -61,48 +108,40 @@ class Pump:
         client: ssl.SSLSocket,
         backend: socket.socket,
         deadline: float,
+        protocol: Relayed,
     ) -> None:
         self._endpoint = endpoint
+        self.protocol = protocol
         self._client = client
         self._backend = backend
         self._deadline = deadline
         self._lock = threading.Lock()
         self._closed = False
         self._killed = False
-        self._to_client = bytearray()
-        self._to_backend = bytearray()
+        self._to_client = protocol.to_client
+        self._to_backend = protocol.to_backend
         self._delayed: deque[tuple[float, bytes]] = deque()
         self._delayed_bytes = 0
-        # Set by a subclass: close the client connection once _to_client
-        # has been flushed.
-        self._dropping = False
         # Another thread's nudge (`wake`) reaches the poll loop through this
         # pair, made when the loop starts.
         self._waker: socket.socket | None = None
         self._wakee: socket.socket | None = None
 
-    def _from_client(self, data: bytes) -> None:
-        """Take bytes from the client; queue what to send in `_to_backend`."""
-        raise NotImplementedError
-
-    def _from_backend(self, data: bytes) -> None:
-        """Take bytes from the backend; queue what to send in `_to_client`."""
-        raise NotImplementedError
-
-    def _woken(self) -> None:
-        """Act on another thread's `wake`, in the relay's thread."""
-
-    def _sent_to_backend(self) -> None:
-        """Called after client data was passed on to the backend."""
-
     def _client_backlog(self) -> int:
         """Bytes the client sent that are still here: what bounds its reads."""
-        return len(self._to_backend) + self._delayed_bytes
+        return len(self._to_backend) + self._delayed_bytes + self.protocol.held
+
+    def _sent_to_backend(self) -> None:
+        """After data went to the backend: make the holders it waits for yield."""
+        if self.protocol.take_holder_lookup():
+            holders: Holders | None = getattr(self._endpoint, "holders", None)
+            if holders is not None and self.protocol.backend_pid:
+                holders.make_yield(self.protocol.backend_pid)
 
     # -- control from other threads ---------------------------------------
 
     def wake(self) -> None:
-        """Have the relay's thread call `_woken` soon."""
+        """Have the pump's thread call the protocol's `woken` soon."""
         waker = self._waker
         if waker is not None:
             with contextlib.suppress(OSError):
@@ -170,7 +209,7 @@ class Pump:
         poller.register(cfd, masks[cfd])
         poller.register(bfd, masks[bfd])
         poller.register(wfd, select.POLLIN)
-        self._woken()  # what was asked before the loop began
+        self.protocol.woken()  # what was asked before the loop began
         delayed = self._delayed
         while not self._killed:
             now = time.monotonic()
@@ -202,7 +241,7 @@ class Pump:
         assert self._wakee is not None
         with contextlib.suppress(BlockingIOError):
             self._wakee.recv(4096)
-        self._woken()
+        self.protocol.woken()
         self._flush(self._backend, self._to_backend)
         self._flush(self._client, self._to_client)
 
@@ -218,7 +257,7 @@ class Pump:
         while delayed and delayed[0][0] <= now:
             data = delayed.popleft()[1]
             self._delayed_bytes -= len(data)
-            self._from_client(data)
+            self.protocol.from_client(data)
         self._flush(self._backend, self._to_backend)
         self._sent_to_backend()
 
@@ -252,7 +291,7 @@ class Pump:
             delayed.append((max(due, delayed[-1][0]) if delayed else due, data))
             self._delayed_bytes += len(data)
         else:
-            self._from_client(data)
+            self.protocol.from_client(data)
             self._flush(self._backend, self._to_backend)
             self._sent_to_backend()
         return True
@@ -268,9 +307,9 @@ class Pump:
             # The backend hung up (e.g. a FATAL error): pass on what it said.
             self._send_last_words()
             return False
-        self._from_backend(data)
+        self.protocol.from_backend(data)
         self._flush(self._client, self._to_client)
-        if self._dropping:
+        if self.protocol.dropping:
             self.kill()
             return False
         if self._to_backend:  # a query's next piece, or client data it held

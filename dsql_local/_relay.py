@@ -1,7 +1,9 @@
 """The per-connection relay between an authenticated client and the backend.
 
-The transport is `Pump`'s; here, only the message headers of what passes are
-looked at, and the few messages DSQL Local acts on are decoded:
+`Relay` is the protocol, without I/O: bytes in (`from_client`,
+`from_backend`), bytes out (`to_backend`, `to_client`); a `Pump` holds it and
+does the sockets. Only the message headers of what passes are looked at, and
+the few messages DSQL Local acts on are decoded:
 
 - client Query/Parse, and Bind of a prepared statement: COMMIT interception
   (injected conflicts, the policy's check_commit), the policy's
@@ -56,10 +58,9 @@ hidden ROLLBACK, so the client is idle afterwards, as with DSQL.
 
 from __future__ import annotations
 
+import enum
 import logging
 import re
-import socket
-import ssl
 import struct
 import time
 from collections import deque
@@ -73,7 +74,6 @@ from ._conflicts import Guard, guard
 from ._faults import SERVER_UNAVAILABLE, Faults
 from ._framing import Framer
 from ._policy import Refusal, Session, StatementPolicy
-from ._pump import Pump, PumpHost
 from ._schema import OC001_MESSAGE, SchemaClock, SchemaWatch
 from ._yield import (
     BLOCKERS_SQL,
@@ -153,23 +153,62 @@ _INT16 = struct.Struct("!H")
 _UNPACK_LEN = _INT32.unpack_from
 _ROLLBACK = pq.query("ROLLBACK")
 
-# Unit actions (bit flags).
-_AS_IDLE = 1  # rewrite the unit's ReadyForQuery status to 'I'
-_SWALLOW = 2  # hide the unit's messages but its errors and ReadyForQuery
-_DROP_AT_COMMIT = 4  # close the client connection instead of confirming COMMIT
-_NEXT_PIECE = 8  # at ReadyForQuery, hide it and send the query's next piece
-_HIDE_READY = 16  # hide the unit's ReadyForQuery
-_AUTOCOMMIT = 32  # hold its CommandComplete; at ReadyForQuery, end the
-# hidden transaction around the unit
-_RELEASE_TAG = 64  # the hidden COMMIT: send the held CommandComplete first
-_UNAVAILABLE_AT_COMMIT = 128  # answer a COMMIT that committed with an error
-_QUIET = 256  # hidden, errors too, and leaves the transaction status as it is
-_GUARD = 512  # a write after a hidden savepoint: its answer waits in `_write`
-_ANSWER = 1024  # the plain read answering a write PostgreSQL refused
-_SNAPSHOT = 2048  # a lone BEGIN, followed by a hidden snapshot-taking SELECT
-_PRE_COMMIT = 4096  # the limits' check before a COMMIT: keep its error for it
-_REPLAY = 8192  # a refused write, run again before its COMMIT: an error is OC000
-_GAVE_WAY = 16384  # the BEGIN after giving way: the new transaction is doomed
+
+class Unit(enum.IntFlag):
+    """What the relay does with one response unit (see the module's docstring)."""
+
+    AS_IDLE = 1
+    """Rewrite the unit's ReadyForQuery status to 'I'."""
+    SWALLOW = 2
+    """Hide the unit's messages but its errors and ReadyForQuery."""
+    DROP_AT_COMMIT = 4
+    """Close the client connection instead of confirming COMMIT."""
+    NEXT_PIECE = 8
+    """At ReadyForQuery, hide it and send the query's next piece."""
+    HIDE_READY = 16
+    """Hide the unit's ReadyForQuery."""
+    AUTOCOMMIT = 32
+    """Hold its CommandComplete; at ReadyForQuery, end the hidden transaction
+    around the unit."""
+    RELEASE_TAG = 64
+    """The hidden COMMIT: send the held CommandComplete first."""
+    UNAVAILABLE_AT_COMMIT = 128
+    """Answer a COMMIT that committed with an error."""
+    QUIET = 256
+    """Hidden, errors too, and leaves the transaction status as it is."""
+    GUARD = 512
+    """A write after a hidden savepoint: its answer waits in `_write`."""
+    ANSWER = 1024
+    """The plain read answering a write PostgreSQL refused."""
+    SNAPSHOT = 2048
+    """A lone BEGIN, followed by a hidden snapshot-taking SELECT."""
+    PRE_COMMIT = 4096
+    """The limits' check before a COMMIT: keep its error for it."""
+    REPLAY = 8192
+    """A refused write, run again before its COMMIT: an error is OC000."""
+    GAVE_WAY = 16384
+    """The BEGIN after giving way: the new transaction is doomed."""
+
+
+_NONE = Unit(0)
+# Each unit's record is a `Unit`; the relay tests its bits as plain ints
+# (`int(action)`, the `_X` names below): an IntFlag's own operators build a
+# new member each time, which costs microseconds per message.
+_AS_IDLE = Unit.AS_IDLE.value
+_SWALLOW = Unit.SWALLOW.value
+_DROP_AT_COMMIT = Unit.DROP_AT_COMMIT.value
+_NEXT_PIECE = Unit.NEXT_PIECE.value
+_HIDE_READY = Unit.HIDE_READY.value
+_AUTOCOMMIT = Unit.AUTOCOMMIT.value
+_RELEASE_TAG = Unit.RELEASE_TAG.value
+_UNAVAILABLE_AT_COMMIT = Unit.UNAVAILABLE_AT_COMMIT.value
+_QUIET = Unit.QUIET.value
+_GUARD = Unit.GUARD.value
+_ANSWER = Unit.ANSWER.value
+_SNAPSHOT = Unit.SNAPSHOT.value
+_PRE_COMMIT = Unit.PRE_COMMIT.value
+_REPLAY = Unit.REPLAY.value
+_GAVE_WAY = Unit.GAVE_WAY.value
 _MUTATING_TAGS = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE", "COPY"})
 _BEGIN_RE = re.compile(r"\s*(?:begin|start\s+transaction)\b[^;]*;?\s*\Z", re.IGNORECASE)
 # Taken right after BEGIN, as DSQL takes its snapshot; where the WAL stood
@@ -251,7 +290,7 @@ def refusal_sql(refusal: Refusal, undeclared: list[int] | None = None) -> str:
     )
 
 
-class RelayHost(PumpHost, Protocol):
+class RelayHost(Protocol):
     """What a relay needs from the server that started it."""
 
     @property
@@ -278,22 +317,22 @@ class RelayHost(PumpHost, Protocol):
         ...
 
 
-class Relay(Pump):
+class Relay:
     """Relay the messages of one client and its backend, rewriting a few."""
-
-    _endpoint: RelayHost
 
     def __init__(
         self,
         endpoint: RelayHost,
-        client: ssl.SSLSocket,
-        backend: socket.socket,
         session: Session,
-        deadline: float,
         *,
         backend_pid: int = 0,
     ) -> None:
-        super().__init__(endpoint, client, backend, deadline)
+        self._endpoint = endpoint
+        self._to_client = bytearray()
+        self._to_backend = bytearray()
+        # Close the client connection once _to_client has been sent.
+        self._dropping = False
+        self._waker: Callable[[], None] | None = None
         self.session = session
         self.backend_pid = backend_pid
         self._policy: StatementPolicy | None = endpoint.policy
@@ -316,7 +355,7 @@ class Relay(Pump):
         self._status = b"I"
         self._units_sent = 0
         self._units_done = 0
-        self._unit_actions: dict[int, int] = {}
+        self._unit_actions: dict[int, Unit] = {}
         self._rollback_after_sync = False
         self._unit_failed = False
         # A query split at its COMMITs: the pieces not sent yet, and the
@@ -379,13 +418,37 @@ class Relay(Pump):
             or (self._write is not None and self._write.sealed)
         )
 
-    def _from_client(self, data: bytes) -> None:
+    # -- what the pump sees (see `_pump.Relayed`) ---------------------------
+
+    @property
+    def to_client(self) -> bytearray:
+        return self._to_client
+
+    @property
+    def to_backend(self) -> bytearray:
+        return self._to_backend
+
+    @property
+    def dropping(self) -> bool:
+        return self._dropping
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def set_waker(self, waker: Callable[[], None]) -> None:
+        """Give the function that has the pump call `woken` in its thread."""
+        self._waker = waker
+
+    def take_holder_lookup(self) -> bool:
+        """Whether the replays before a COMMIT were just sent (see `_yield`)."""
+        wanted, self._look_for_holders = self._look_for_holders, False
+        return wanted
+
+    def from_client(self, data: bytes) -> None:
         rest = self._client_framer.feed(data)
         if rest is not None:
             self._held += rest
-
-    def _client_backlog(self) -> int:
-        return super()._client_backlog() + len(self._held)
 
     def _client_watches(self) -> frozenset[int] | None:
         if self._holding():
@@ -509,7 +572,7 @@ class Relay(Pump):
         if self._status != b"T" or self._write is not None or self._wrap_at_sync:
             return None
         for unit in range(self._units_done + 1, units_before + 1):
-            if not self._unit_actions.get(unit, 0) & _QUIET:
+            if not int(self._unit_actions.get(unit, _NONE)) & _QUIET:
                 return None
         found = guard(sql)
         if found is None:
@@ -636,7 +699,7 @@ class Relay(Pump):
         if self._held and not self._holding():
             held = bytes(self._held)
             self._held.clear()
-            self._from_client(held)
+            self.from_client(held)
 
     def _check(self, sql: str) -> Refusal | str | None:
         if self._endpoint.faults.take_statement(sql):
@@ -864,13 +927,15 @@ class Relay(Pump):
         return prefix + message if prefix else None
 
     def _add_action(self, unit: int, action: int) -> None:
-        self._unit_actions[unit] = self._unit_actions.get(unit, 0) | action
+        self._unit_actions[unit] = Unit(
+            int(self._unit_actions.get(unit, _NONE)) | action
+        )
 
     def _inject_rollback(self) -> bytes:
         """Follow a failed COMMIT with a hidden ROLLBACK, as DSQL ends it."""
-        self._unit_actions[self._units_sent] = _AS_IDLE
+        self._unit_actions[self._units_sent] = Unit.AS_IDLE
         self._units_sent += 1
-        self._unit_actions[self._units_sent] = _SWALLOW | _HIDE_READY
+        self._unit_actions[self._units_sent] = Unit.SWALLOW | Unit.HIDE_READY
         return _ROLLBACK
 
     # -- giving way to a transaction that commits first --------------------
@@ -883,9 +948,10 @@ class Relay(Pump):
     def give_way(self, transaction: int) -> None:
         """From another relay's thread: roll back `transaction` if still open."""
         self._give_way = transaction
-        self.wake()
+        if self._waker is not None:
+            self._waker()
 
-    def _woken(self) -> None:
+    def woken(self) -> None:
         self._try_giving_way()
 
     def _try_giving_way(self) -> None:
@@ -917,18 +983,9 @@ class Relay(Pump):
             self._to_backend += self._hidden(self._begin(), begin | _GAVE_WAY)
         logger.debug("a transaction gave way to one that committed first")
 
-    def _sent_to_backend(self) -> None:
-        if self._look_for_holders:
-            # The replays and COMMIT are on their way: whoever they wait
-            # for is still open, and loses to this first committer.
-            self._look_for_holders = False
-            holders: Holders | None = getattr(self._endpoint, "holders", None)
-            if holders is not None and self.backend_pid:
-                holders.make_yield(self.backend_pid)
-
     # -- backend -> client -------------------------------------------------
 
-    def _from_backend(self, data: bytes) -> None:
+    def from_backend(self, data: bytes) -> None:
         # Stopped only by a commit drop: nothing after it reaches the client.
         self._backend_framer.feed(data)
         if self._give_way is not None:
@@ -937,7 +994,7 @@ class Relay(Pump):
     def _backend_watches(self) -> frozenset[int] | None:
         if self._dropping:
             return None
-        if self._unit_actions or self._late_refusal is not None:
+        if self._unit_actions or self._late_refusal is not None or self._commit_error:
             return _EVERY_KIND
         return self._backend_kinds
 
@@ -948,7 +1005,7 @@ class Relay(Pump):
             # What the policy cannot have seen (it refuses the SET).
             pq.check_parameter_status(view[pos + 5 : end])
         unit = self._units_done + 1
-        action = self._unit_actions.get(unit, 0)
+        action = int(self._unit_actions.get(unit, _NONE))
         if kind == _Z:
             return self._end_of_unit_answer(unit, action, view[pos + 5 : pos + 6])
         if self._late_refusal is not None or action & (_GUARD | _ANSWER | _SNAPSHOT):
@@ -1242,7 +1299,7 @@ class Relay(Pump):
             return b""
         return None
 
-    def _parse_complete(self, unit: int, action: int | None) -> bytes | None:
+    def _parse_complete(self, unit: int, action: int) -> bytes | None:
         index = self._parses_done
         self._parses_done += 1
         if (action and action & _SWALLOW) or index in self._hidden_parses.get(unit, ()):
