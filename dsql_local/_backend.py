@@ -56,8 +56,9 @@ _PORT = 5432  # only names the socket file; there is no TCP listener
 _PATIENCE = 180.0
 
 # Speed over durability (the data is thrown away), snapshot isolation as in
-# DSQL, and a short lock_timeout so that a writer never waits for another one:
-# the relay turns the lock timeout into a DSQL-style conflict.
+# DSQL, and a short lock_timeout for anyone who connects without the relay:
+# the endpoint gives each client's session a far shorter one of its own
+# (`_endpoint._LOCK_TIMEOUT`), so that a writer never waits for another.
 _SERVER_SETTINGS: dict[str, str] = {
     "listen_addresses": "",
     "fsync": "off",
