@@ -18,6 +18,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 from sqlalchemy.dialects import registry
 from sqlalchemy.dialects.postgresql.psycopg import (
+    AsyncAdapt_psycopg_connection,
     PGDialect_psycopg,
     PGDialectAsync_psycopg,
 )
@@ -187,7 +188,9 @@ class DsqlDialect(PGDialect_psycopg):
         if job_id is None:
             return
         logger.debug("waiting for index build job %s", job_id)
-        with conn.cursor() as waiting:
+        # Closed by hand: SQLAlchemy 2.0's asyncio cursor is no context manager.
+        waiting = conn.cursor()
+        try:
             waiting.execute("CALL sys.wait_for_job(%s)", [job_id])
             row = waiting.fetchone()
             if row and row[0]:
@@ -196,6 +199,8 @@ class DsqlDialect(PGDialect_psycopg):
                 "SELECT status, details FROM sys.jobs WHERE job_id = %s", [job_id]
             )
             status, details = waiting.fetchone() or ("unknown", None)
+        finally:
+            waiting.close()
         raise IndexBuildError(
             f"index build job {job_id} ended {status}:"
             f" {details or 'no details'} ({_first_words(statement)}...);"
@@ -244,7 +249,13 @@ class AsyncDsqlDialect(DsqlDialect, PGDialectAsync_psycopg):
 
     def _connection_of(self, cursor: Any) -> tuple[Any, object]:
         # SQLAlchemy's adapted cursor: its connection wraps psycopg's.
-        return cursor._adapt_connection, cursor._connection
+        adapted = getattr(cursor, "_adapt_connection", None)
+        if adapted is not None:  # SQLAlchemy 2.1
+            return adapted, cursor._connection
+        # SQLAlchemy 2.0's cursor keeps no link to its adapter: make one
+        # around psycopg's connection (it holds no state of its own).
+        driver = cursor._cursor.connection
+        return AsyncAdapt_psycopg_connection(driver), driver
 
     def _unread(self, cursor: Any, row: Any) -> None:
         # The adapter has fetched every row into a queue: put this one back.
