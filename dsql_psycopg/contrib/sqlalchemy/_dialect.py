@@ -255,7 +255,8 @@ class AsyncDsqlDialect(DsqlDialect, PGDialectAsync_psycopg):
         # SQLAlchemy 2.0's cursor keeps no link to its adapter: make one
         # around psycopg's connection (it holds no state of its own).
         driver = cursor._cursor.connection
-        return AsyncAdapt_psycopg_connection(driver), driver
+        adapter: Any = AsyncAdapt_psycopg_connection  # 2.0's signature, not 2.1's
+        return adapter(driver), driver
 
     def _unread(self, cursor: Any, row: Any) -> None:
         # The adapter has fetched every row into a queue: put this one back.
