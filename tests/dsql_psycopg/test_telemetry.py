@@ -1,5 +1,6 @@
-"""_telemetry.py by itself: the hooks the drivers call, seen through the SDK's
-in-memory exporter and reader; the switch; nothing imported when off.
+"""_telemetry.py and _otel.py by themselves: the hooks the drivers call,
+seen through the SDK's in-memory exporter and reader; the switch; nothing
+imported when off.
 
 The same hooks driven by real connects, conflicts and failovers against DSQL
 Local are in test_telemetry_local.py.
