@@ -141,6 +141,8 @@ def lint(session: nox.Session) -> None:
     session.install(*nox.project.dependency_groups(PYPROJECT, "lint"))
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    # The blocking drivers generated from their asyncio twins are up to date.
+    session.run("python", "tools/async_to_sync.py", "--check")
 
 
 @nox.session

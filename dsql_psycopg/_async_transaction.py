@@ -1,9 +1,13 @@
-"""The asyncio driver of retried transactions: `_transaction.py`'s twin.
+"""The asyncio driver of retried transactions: attempts on pools and connections.
 
-Every decision is the `RetryMachine`'s (`_retry_machine.py`) and
-`_classify`'s, shared with the blocking driver; this module awaits what the
-blocking one calls: the checkout, BEGIN and COMMIT, the wait between
-attempts, and the body.
+`AsyncTransactionAttempt` runs one attempt (BEGIN, the body, COMMIT) and
+reports to the `RetryMachine` (`_retry_machine.py`), which decides;
+`next_attempt` does what it decides (the wait, the ``on_retry`` hook);
+`call_with_retries` drives a whole function. `retry.py` holds the public
+functions on top.
+
+The blocking driver, `_transaction.py`, is generated from this module by
+``tools/async_to_sync.py``: edit this one, then run the tool.
 """
 
 from __future__ import annotations
@@ -33,7 +37,6 @@ from ._liveness import connection_lost
 from ._retry_machine import Raise, RetryMachine, Scope, Stop, current_scope
 from ._retry_policy import RetryPolicy
 from ._retry_testing import is_retry_testing
-from ._transaction import report, start_trace
 from ._types import RetryReason
 from .errors import DsqlError
 
@@ -42,6 +45,27 @@ logger = logging.getLogger("dsql_psycopg.retry")
 AC = TypeVar("AC", bound="psycopg.AsyncConnection[Any]")
 R = TypeVar("R")
 P = ParamSpec("P")
+
+
+def start_trace(machine: RetryMachine) -> telemetry.TransactionTrace:
+    """The telemetry of `machine`'s unit of work: only the outermost reports."""
+    if machine.outer is not None:
+        return telemetry.NOTHING
+    return telemetry.transaction_started(
+        machine.policy.max_attempts, machine.idempotent
+    )
+
+
+def report(
+    trace: telemetry.TransactionTrace,
+    error: BaseException | None,
+    reason: RetryReason | None,
+    retried: bool,
+) -> None:
+    """Tell `trace` how an attempt ended, and the work too if nothing follows."""
+    trace.attempt_ended(error, reason)
+    if error is not None and not retried:
+        trace.finished(error)
 
 
 async def next_attempt(
@@ -105,11 +129,14 @@ async def call_with_retries(
 class AsyncTransactionAttempt(Generic[AC]):
     """One run of a transaction: ``async with attempt as conn:`` gives the connection.
 
-    The asyncio twin of `TransactionAttempt`: on entry it checks a connection
-    out (from an `AsyncConnectionPool`) and begins a transaction; on exit it
-    commits, or rolls back on error, and gives the connection back. A
-    conflict or a lost connection is recorded for the loop to retry, and not
-    raised. Don't ``return`` or ``break`` inside the ``async with`` block.
+    On entry it checks a connection out (from a pool) and begins a
+    transaction, whatever the connection's autocommit setting; on exit it
+    commits, or rolls back on error, and gives the connection back. A conflict
+    or a lost connection is recorded for the loop to retry, and not raised.
+
+    Don't ``return`` or ``break`` inside the ``async with`` block: a conflict
+    found at COMMIT is only retried if the loop goes on. Assign what you need
+    and use it after the loop, or use `run_transaction`.
     """
 
     def __init__(
@@ -161,7 +188,8 @@ class AsyncTransactionAttempt(Generic[AC]):
     ) -> tuple[AC, AbstractAsyncContextManager[psycopg.AsyncTransaction]]:
         pool = self._source.pool
         # A pooled connection can die while idle; the body has not run yet,
-        # so trying the next one costs no attempt.
+        # so trying the next one costs no attempt. After max_size of them the
+        # pool is handing out new connections.
         tries = pool.max_size + 1 if pool is not None else 1
         for n in range(1, tries + 1):
             conn = await pool.getconn() if pool is not None else self._source.conn
@@ -201,7 +229,7 @@ class AsyncTransactionAttempt(Generic[AC]):
         trace = self._trace
         try:
             if exc_val is not None:
-                if await tx.__aexit__(exc_type, exc_val, exc_tb):  # Rollback
+                if await tx.__aexit__(exc_type, exc_val, exc_tb):  # psycopg.Rollback
                     machine.settle(None, None)
                     trace.attempt_ended(None, None, rolled_back=True)
                     return True
@@ -223,6 +251,8 @@ class AsyncTransactionAttempt(Generic[AC]):
     def _classify_body_error(
         self, conn: AC, error: BaseException
     ) -> RetryReason | None:
+        # No COMMIT was sent: nothing committed, so a fresh connection may
+        # redo it, if there is one to take.
         pooled = self._source.pool is not None
         if conn.closed and not pooled:
             return None
@@ -238,6 +268,8 @@ class AsyncTransactionAttempt(Generic[AC]):
             failed = failed_statement_error()
             await tx.__aexit__(type(failed), failed, None)
             return failed, None
+        # psycopg skips COMMIT without a word on a closed connection; and if
+        # the server hung up before COMMIT went out, nothing was committed.
         lost = connection_lost(conn)
         if lost is not None:
             await tx.__aexit__(type(lost), lost, None)
@@ -275,10 +307,9 @@ class _AsyncSource(Generic[AC]):
 class _AsyncAttempts(Generic[AC]):
     """The attempts of one retried transaction, handed out by ``async for``.
 
-    A class rather than an async generator: a generator left by ``return``
-    or ``break`` is closed whenever the event loop gets to it, so the warning
-    below would come late and far from its cause; this object warns when it
-    is dropped, as the blocking loop's generator does.
+    A class rather than a generator, so that a loop left by ``return`` or
+    ``break`` is warned of as soon as it is left: an async generator is
+    closed only when the event loop gets to it, late and far from the cause.
     """
 
     def __init__(self, source: _AsyncSource[AC], machine: RetryMachine) -> None:
@@ -302,11 +333,36 @@ class _AsyncAttempts(Generic[AC]):
 
 
 class AsyncRetryingTransaction(Generic[AC]):
-    """What `transaction()` returns for an asyncio pool or connection.
+    """What `transaction()` returns: iterate it to retry, or enter it once.
 
-    ``async for attempt in ...: async with attempt as conn:`` retries;
-    ``async with ... as conn:`` is one attempt; ``await ....run(fn)`` runs a
-    coroutine function in it, retried.
+    - ``async for attempt in ...: async with attempt as conn:`` runs the block
+      until one attempt commits (each `AsyncTransactionAttempt` is one
+      transaction);
+    - `run` calls a function in such a loop and returns what it returned;
+    - ``async with ... as conn:`` runs the block once, as one transaction that
+      does not retry (an enclosing retrying scope may).
+
+    ```python
+    import asyncio
+
+    import dsql_psycopg
+
+    url = "postgresql://admin@<cluster-id>.dsql.us-east-1.on.aws/postgres"
+
+
+    async def fetch_now(conn):
+        cursor = await conn.execute("SELECT now()")
+        return await cursor.fetchone()
+
+
+    async def main():
+        async with await dsql_psycopg.AsyncDsqlConnection.connect(url) as conn:
+            retrying = dsql_psycopg.transaction(conn, max_attempts=3)
+            return await retrying.run(fetch_now)
+
+
+    now = asyncio.run(main())
+    ```
     """
 
     def __init__(
@@ -336,6 +392,9 @@ class AsyncRetryingTransaction(Generic[AC]):
 
         Every argument goes to `fn`; the retry settings are those given to
         `transaction()`. `fn` may run several times.
+
+        Returns:
+            What the run of `fn` that committed returned.
         """
         async for attempt in self:
             async with attempt as conn:

@@ -1,9 +1,13 @@
-"""The sync driver of retried transactions: attempts on pools and connections.
+"""The blocking driver of retried transactions: attempts on pools and connections.
 
-`TransactionAttempt` runs one attempt (BEGIN, the body, COMMIT) and reports
-to the `RetryMachine` (`_retry_machine.py`), which decides; `next_attempt`
-does what it decides (the wait, the ``on_retry`` hook); `call_with_retries`
-drives a whole function. `retry.py` holds the public functions on top.
+`TransactionAttempt` runs one attempt (BEGIN, the body, COMMIT) and
+reports to the `RetryMachine` (`_retry_machine.py`), which decides;
+`next_attempt` does what it decides (the wait, the ``on_retry`` hook);
+`call_with_retries` drives a whole function. `retry.py` holds the public
+functions on top.
+
+Generated from `_async_transaction.py` by ``tools/async_to_sync.py``:
+edit that module, then run the tool.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from types import TracebackType
 from typing import Any, Concatenate, Generic, TypeVar, cast
@@ -92,7 +96,7 @@ def next_attempt(
 
 
 def call_with_retries(policy: RetryPolicy, idempotent: bool, fn: Callable[[], R]) -> R:
-    """Return what `fn` returns, calling it again on a conflict."""
+    """Return what ``fn()`` returns, calling it again on a conflict."""
     machine = RetryMachine(policy, idempotent, single=False)
     trace = start_trace(machine)
     # Inside an enclosing scope, calls run in it (and it does the retrying).
@@ -127,9 +131,9 @@ class TransactionAttempt(Generic[C]):
     commits, or rolls back on error, and gives the connection back. A conflict
     or a lost connection is recorded for the loop to retry, and not raised.
 
-    Don't ``return`` or ``break`` inside the ``with`` block: a conflict found
-    at COMMIT is only retried if the loop goes on. Assign what you need and
-    use it after the loop, or use `run_transaction`.
+    Don't ``return`` or ``break`` inside the ``with`` block: a conflict
+    found at COMMIT is only retried if the loop goes on. Assign what you need
+    and use it after the loop, or use `run_transaction`.
     """
 
     def __init__(
@@ -176,7 +180,9 @@ class TransactionAttempt(Generic[C]):
         self._token = current_scope.set(scope)
         return self._conn
 
-    def _begin(self) -> tuple[C, AbstractContextManager[psycopg.Transaction]]:
+    def _begin(
+        self,
+    ) -> tuple[C, AbstractContextManager[psycopg.Transaction]]:
         pool = self._source.pool
         # A pooled connection can die while idle; the body has not run yet,
         # so trying the next one costs no attempt. After max_size of them the
@@ -293,22 +299,62 @@ class _Source(Generic[C]):
             self.pool.putconn(conn)
 
 
+class _Attempts(Generic[C]):
+    """The attempts of one retried transaction, handed out by ``for``.
+
+    A class rather than a generator, so that a loop left by ``return`` or
+    ``break`` is warned of as soon as it is left: an async generator is
+    closed only when the event loop gets to it, late and far from the cause.
+    """
+
+    def __init__(self, source: _Source[C], machine: RetryMachine) -> None:
+        self._source = source
+        self._machine = machine
+        self._trace = start_trace(machine)
+
+    def __iter__(self) -> _Attempts[C]:
+        return self
+
+    def __next__(self) -> TransactionAttempt[C]:
+        if not next_attempt(self._machine, self._trace):
+            raise StopIteration
+        return TransactionAttempt(self._source, self._machine, self._trace)
+
+    def __del__(self) -> None:
+        warning = self._machine.abandoned_warning()
+        if warning is not None:
+            warnings.warn(warning, RuntimeWarning, stacklevel=2)
+        self._trace.finished()  # nothing if already told (a loop left early)
+
+
 class RetryingTransaction(Generic[C]):
     """What `transaction()` returns: iterate it to retry, or enter it once.
 
-    - ``for attempt in ...: with attempt as conn:`` runs the block until one
-      attempt commits (each `TransactionAttempt` is one transaction);
+    - ``for attempt in ...: with attempt as conn:`` runs the block
+      until one attempt commits (each `TransactionAttempt` is one
+      transaction);
     - `run` calls a function in such a loop and returns what it returned;
-    - ``with ... as conn:`` runs the block once, as one transaction that does
-      not retry (an enclosing retrying scope may).
+    - ``with ... as conn:`` runs the block once, as one transaction that
+      does not retry (an enclosing retrying scope may).
 
     ```python
     import dsql_psycopg
 
     url = "postgresql://admin@<cluster-id>.dsql.us-east-1.on.aws/postgres"
-    with dsql_psycopg.connect(url) as conn:
-        retrying = dsql_psycopg.transaction(conn, max_attempts=3)
-        now = retrying.run(lambda conn: conn.execute("SELECT now()").fetchone())
+
+
+    def fetch_now(conn):
+        cursor = conn.execute("SELECT now()")
+        return cursor.fetchone()
+
+
+    def main():
+        with dsql_psycopg.DsqlConnection.connect(url) as conn:
+            retrying = dsql_psycopg.transaction(conn, max_attempts=3)
+            return retrying.run(fetch_now)
+
+
+    now = main()
     ```
     """
 
@@ -323,23 +369,10 @@ class RetryingTransaction(Generic[C]):
         self._idempotent = idempotent
         self._attempt: TransactionAttempt[C] | None = None
 
-    def __iter__(self) -> Iterator[TransactionAttempt[C]]:
-        return self._attempts(
-            RetryMachine(self._policy, self._idempotent, single=False)
+    def __iter__(self) -> _Attempts[C]:
+        return _Attempts(
+            self._source, RetryMachine(self._policy, self._idempotent, single=False)
         )
-
-    def _attempts(self, machine: RetryMachine) -> Iterator[TransactionAttempt[C]]:
-        trace = start_trace(machine)
-        try:
-            while next_attempt(machine, trace):
-                yield TransactionAttempt(self._source, machine, trace)
-        except GeneratorExit:
-            warning = machine.abandoned_warning()
-            if warning is not None:
-                warnings.warn(warning, RuntimeWarning, stacklevel=2)
-            raise
-        finally:
-            trace.finished()  # nothing if already told (a loop left early)
 
     def run(
         self,
