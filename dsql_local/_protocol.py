@@ -114,8 +114,16 @@ def parse_startup(body: bytes) -> dict[str, str]:
 
 def cstring(buf: bytes | memoryview, pos: int) -> tuple[str, int]:
     """Read a NUL-terminated string at `pos`; return it and the next position."""
-    end = bytes(buf[pos:]).index(b"\0") + pos
-    return bytes(buf[pos:end]).decode("utf-8", "replace"), end + 1
+    if isinstance(buf, bytes):
+        end = buf.index(b"\0", pos)
+        return buf[pos:end].decode("utf-8", "replace"), end + 1
+    # A view of a whole read: look at a short piece first, not all that follows.
+    piece = bytes(buf[pos : pos + 256])
+    at = piece.find(b"\0")
+    if at < 0:
+        piece = bytes(buf[pos:])
+        at = piece.index(b"\0")
+    return piece[:at].decode("utf-8", "replace"), pos + at + 1
 
 
 def quote_literal(text: str) -> str:

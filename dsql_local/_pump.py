@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import select
 import socket
 import ssl
@@ -28,6 +27,10 @@ from ._yield import Holders
 logger = logging.getLogger("dsql_local")
 
 _CHUNK = 256 * 1024
+_POLLIN = select.POLLIN
+_POLLOUT = select.POLLOUT
+_READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
+_READING = (_POLLIN, _POLLIN)  # the poll masks of client and backend, mostly
 # Stop reading a side while this much of what it sent is still with us.
 _HIGH_WATER = 4 * 1024 * 1024
 
@@ -205,37 +208,65 @@ class Pump:
             self._waker, self._wakee = waker, wakee
         cfd, bfd, wfd = client.fileno(), backend.fileno(), wakee.fileno()
         poller = select.poll()
-        masks = {cfd: select.POLLIN, bfd: select.POLLIN}
-        poller.register(cfd, masks[cfd])
-        poller.register(bfd, masks[bfd])
-        poller.register(wfd, select.POLLIN)
+        poller.register(cfd, _POLLIN)
+        poller.register(bfd, _POLLIN)
+        poller.register(wfd, _POLLIN)
         self.protocol.woken()  # what was asked before the loop began
+        # The loop runs once per message each way: what it touches is local.
         delayed = self._delayed
+        to_client, to_backend = self._to_client, self._to_backend
+        poll, monotonic = poller.poll, time.monotonic
+        read_client, on_backend = self._read_client, self._on_backend
+        deadline = self._deadline
+        masks = _READING
         while not self._killed:
-            now = time.monotonic()
-            if now >= self._deadline:
+            # In milliseconds: poll rounds a fraction up.
+            timeout = (deadline - monotonic()) * 1000
+            if timeout <= 0:
                 self._age_out()
                 return
-            timeout_ms = math.ceil((self._deadline - now) * 1000)
             if delayed:
-                # poll counts in milliseconds: wake early, sleep the rest.
-                timeout_ms = min(timeout_ms, int((delayed[0][0] - now) * 1000))
+                # Wake early (the rest is slept in _release_delayed).
+                timeout = max(0, min(timeout, (delayed[0][0] - monotonic()) * 1000 - 1))
             # _read_client drains TLS records it has started, so poll sees
             # everything that is left to read.
-            for fd, event in poller.poll(max(timeout_ms, 0)):
-                if fd == wfd:
+            for fd, event in poll(timeout):
+                if fd == cfd:
+                    if event & _POLLOUT:
+                        self._flush(client, to_client)
+                    if event & _READABLE and not read_client():
+                        return
+                elif fd == bfd:
+                    if not on_backend(event):
+                        return
+                else:
                     self._on_wake()
-                elif not self._on_event(fd == cfd, event):
-                    return
             if delayed:
                 self._release_delayed()
-            for fd, want in (
-                (cfd, _interest(self._to_client, self._client_backlog())),
-                (bfd, _interest(self._to_backend, len(self._to_client))),
+            # Mostly everything was sent at once: both masks stay as they are.
+            if (
+                to_client
+                or to_backend
+                or masks != _READING
+                or self._delayed_bytes
+                or self.protocol.held
             ):
-                if masks[fd] != want:
-                    masks[fd] = want
-                    poller.modify(fd, want)
+                masks = self._update_interest(poller, cfd, bfd, masks)
+
+    def _update_interest(
+        self, poller: select.poll, cfd: int, bfd: int, masks: tuple[int, int]
+    ) -> tuple[int, int]:
+        """Poll for writing while there is something to send; for reading
+        while what the side sent earlier is below the high-water mark."""
+        want = (
+            _interest(self._to_client, self._client_backlog()),
+            _interest(self._to_backend, len(self._to_client)),
+        )
+        if want[0] != masks[0]:
+            poller.modify(cfd, want[0])
+        if want[1] != masks[1]:
+            poller.modify(bfd, want[1])
+        return want
 
     def _on_wake(self) -> None:
         assert self._wakee is not None
@@ -261,16 +292,11 @@ class Pump:
         self._flush(self._backend, self._to_backend)
         self._sent_to_backend()
 
-    def _on_event(self, from_client: bool, event: int) -> bool:
-        """Handle one poll event; return False when the connection is over."""
-        readable = event & (select.POLLIN | select.POLLHUP | select.POLLERR)
-        if from_client:
-            if event & select.POLLOUT:
-                self._flush(self._client, self._to_client)
-            return not readable or self._read_client()
-        if event & select.POLLOUT:
+    def _on_backend(self, event: int) -> bool:
+        """Handle a poll event of the backend; False when the connection is over."""
+        if event & _POLLOUT:
             self._flush(self._backend, self._to_backend)
-        return not readable or self._read_backend()
+        return not event & _READABLE or self._read_backend()
 
     def _read_client(self) -> bool:
         try:
@@ -349,5 +375,5 @@ class Pump:
 def _interest(outgoing: bytearray, backlog: int) -> int:
     """Poll for writing while there is something to send; for reading while
     what this side sent earlier is below the high-water mark."""
-    mask = select.POLLIN if backlog < _HIGH_WATER else 0
-    return mask | select.POLLOUT if outgoing else mask
+    mask = _POLLIN if backlog < _HIGH_WATER else 0
+    return mask | _POLLOUT if outgoing else mask

@@ -92,6 +92,26 @@ class Analysis(NamedTuple):
     command_tags: tuple[str | None, ...] = ()
     syntax_error: str | None = None
     """The parser's message when the text does not parse."""
+    plain: Kind | None = None
+    """The kind of the text's one statement when nothing else is to be done
+    about it (no problem, no rewrite, nothing from PostgreSQL 16, no COPY
+    FROM, not BEGIN, COMMIT or ROLLBACK): what lets the policy judge it in a
+    few steps. None otherwise."""
+
+
+def _plain(statements: tuple[Statement, ...]) -> Kind | None:
+    """`Analysis.plain` for a text of `statements` that is run as it is."""
+    if len(statements) != 1:
+        return None
+    (statement,) = statements
+    if (
+        statement.problem is not None
+        or statement.copy_from
+        or statement.since_16 is not None
+        or statement.kind in (Kind.BEGIN, Kind.END)
+    ):
+        return None
+    return statement.kind
 
 
 _DML = frozenset({"InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"})
@@ -500,7 +520,7 @@ def _analyse(sql: str, strict: bool = True) -> Analysis:
             out.append(replacement)
             cursor = end
     if not out:
-        return Analysis(tuple(statements))
+        return Analysis(tuple(statements), plain=_plain(tuple(statements)))
     out.append(data[cursor:].decode())
     command_tags = tuple(tags) if any(tags) else ()
     return Analysis(tuple(statements), "".join(out), command_tags)

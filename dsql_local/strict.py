@@ -183,6 +183,20 @@ class StrictPolicy:
 
     def _check_statement(self, sql: str, session: Session) -> Refusal | str | None:
         analysis = analyse(sql)
+        kind = analysis.plain
+        if kind is not None:
+            # The common case, in short: what the loop below does with one
+            # statement that is neither refused nor rewritten.
+            session.command_tags = ()
+            if session.in_transaction:
+                return _apply_transaction_rules(kind, session.scratch)
+            session.run_in_transaction = kind is Kind.DML
+            return None
+        return self._check_statements(analysis, session)
+
+    def _check_statements(
+        self, analysis: Analysis, session: Session
+    ) -> Refusal | str | None:
         explicit = session.in_transaction
         # Several statements in one query run as one implicit transaction.
         in_block = explicit or len(analysis.statements) > 1

@@ -573,3 +573,52 @@ def test_a_newer_backend_than_the_parser_gets_no_unread_statement() -> None:
     assert isinstance(refusal, Refusal)
     assert refusal.sqlstate == "42601"
     assert "syntax error" in refusal.message
+
+
+_SHORT_PATH_TEXTS = (
+    *CORPUS,
+    *(case.sql for case in REFUSED),
+    *(sql for case in REFUSED for sql in case.setup),
+    "CREATE TABLE sp (id int PRIMARY KEY)",
+    "SELECT 1; SELECT 2",
+    "BEGIN",
+    "COMMIT",
+    "SELECT any_value(x) FROM (VALUES (1)) AS v (x)",
+    "COPY sp FROM STDIN",
+)
+
+
+@pytest.mark.parametrize("prior", [(), ("SELECT 1",), ("CREATE TABLE sp2 (a int)",)])
+@pytest.mark.parametrize("in_transaction", [False, True])
+def test_the_short_path_judges_as_the_full_one(
+    prior: tuple[str, ...], in_transaction: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A text of one plain statement is judged in a few steps (`Analysis.plain`):
+    the verdict and the session's state are the same as the full judgement's."""
+    plain = 0
+    for sql in _SHORT_PATH_TEXTS:
+        plain += analyse(sql).plain is not None
+        outcomes = []
+        for short in (True, False):
+            policy = StrictPolicy()
+            with monkeypatch.context() as patch:
+                if not short:
+                    patch.setattr(
+                        "dsql_local.strict.analyse",
+                        lambda text: analyse(text)._replace(plain=None),
+                    )
+                state = session(in_transaction=in_transaction)
+                for earlier in prior:
+                    policy.check_statement(earlier, state)
+                verdict = policy.check_statement(sql, state)
+            outcomes.append(
+                (
+                    verdict,
+                    state.scratch,
+                    state.run_in_transaction,
+                    state.command_tags,
+                    state.in_transaction,
+                )
+            )
+        assert outcomes[0] == outcomes[1], sql
+    assert plain > len(CORPUS) // 2  # the short path was taken, mostly
