@@ -1,31 +1,41 @@
 """Measure statements per second: through DSQL Local vs PostgreSQL directly.
 
 Run: python tests/dsql_local/bench_relay.py [seconds] [--no-strict]
-     [--in-process] [--both] [--scaling]
+     [--in-process] [--both] [--scaling] [--before PATH] [--output FILE]
 
 Not a test (nothing is asserted about speed). By default DSQL Local runs in a
 process of its own (its CLI), as in a benchmark of a real application;
 ``--in-process`` runs it in this process, ``--both`` measures both placements.
 Two workloads (``select 1`` in autocommit; a one-row UPDATE in transactions of
-ten statements, BEGIN and COMMIT not counted), each over three routes, taken
+ten statements, BEGIN and COMMIT not counted), each over these routes, taken
 in turns in the same run so that the machine's load falls on all alike:
 
 - ``unix``: PostgreSQL directly, on its unix socket;
 - ``tls``: a second PostgreSQL of the same installation, directly, over TLS on
   TCP (verify-full): the floor for an endpoint that must speak TLS;
-- ``relayed``: through DSQL Local (TLS, IAM token).
+- ``relayed``: through DSQL Local (TLS, IAM token);
+- ``relayed@before`` (``--before PATH``): through the DSQL Local of another
+  checkout of this project at PATH (its package imported from there, with
+  PostgreSQL of its own), placed as ``relayed`` is: its CLI, or a worker
+  process running that DSQL Local and the client in one process.
 
-It prints each rate, the relayed rate's ratio to ``tls`` and to ``unix``, and
-the endpoint's CPU time per statement (own process only). ``--scaling`` also
-runs ``select 1`` on 1, 8 and 64 connections at once, a thread each, over
-``tls`` and ``relayed``.
+It prints each rate, the relayed rates' ratios to ``tls`` and to ``unix``,
+and the endpoint's CPU time per statement: its process's, or, in-process,
+the process's less the client thread's. ``--scaling`` also runs ``select 1``
+on 1, 8 and 64 connections at once, a thread each, over ``tls`` and the
+relayed routes. The numbers are written as JSON to
+``benchmarks/results/relay/<time>.json`` (or ``--output``).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import datetime as dt
 import glob
+import json
 import os
+import platform
 import re
 import shutil
 import signal
@@ -34,8 +44,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +63,10 @@ WORKLOADS: dict[str, tuple[str, tuple[int, ...], int]] = {
     "select 1, autocommit": ("select 1", (), 0),
     "update, transactions of 10": (_UPDATE, (1,), 10),
 }
-ROUTES = ("unix", "tls", "relayed")
+_SCALING = (1, 8, 64)
 _ROUNDS = 5
+_RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "relay"
+Connect = Callable[[], "psycopg.Connection[Any]"]
 
 
 def run(
@@ -87,36 +100,226 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@dataclass
+class Sample:
+    """What one route did in one stretch: statements, seconds, endpoint CPU."""
+
+    statements: int = 0
+    seconds: float = 0.0
+    endpoint_cpu: float | None = None
+
+    def add(self, other: Sample) -> None:
+        self.statements += other.statements
+        self.seconds += other.seconds
+        if other.endpoint_cpu is not None:
+            self.endpoint_cpu = (self.endpoint_cpu or 0.0) + other.endpoint_cpu
+
+    def summary(self) -> dict[str, Any]:
+        """Rate (statements per second of wall time) and CPU per statement."""
+        return {
+            "statements": self.statements,
+            "seconds": round(self.seconds, 3),
+            "per_second": round(self.statements / self.seconds, 1),
+            "endpoint_cpu_us_per_statement": None
+            if self.endpoint_cpu is None
+            else round(self.endpoint_cpu / self.statements * 1e6, 1),
+        }
+
+
+class Route:
+    """Statements sent from this process, over connections `connect` opens.
+
+    `pid` is the endpoint's process, whose CPU is counted; 0 when the
+    endpoint runs in this process (its CPU: the process's less the clients');
+    None when there is no endpoint to count (PostgreSQL directly).
+    """
+
+    def __init__(self, name: str, connect: Connect, pid: int | None) -> None:
+        self.name = name
+        self._connect = connect
+        self._pid = pid
+        self._conns: list[psycopg.Connection[Any]] = []
+
+    def open(self, clients: int) -> None:
+        self.close()
+        self._conns = [self._connect() for _ in range(clients)]
+
+    def close(self) -> None:
+        for conn in self._conns:
+            conn.close()
+        self._conns = []
+
+    def execute(self, sql: str) -> None:
+        with self._connect() as conn:
+            conn.execute(sql)
+
+    def _cpu(self) -> float:
+        return time.process_time() if self._pid == 0 else cpu_seconds(self._pid or 0)
+
+    def measure(self, workload: str, seconds: float) -> Sample:
+        """Run `workload` on each open connection at once, a thread each."""
+        statement, params, per_transaction = WORKLOADS[workload]
+        results: list[tuple[int, float, float]] = [(0, 0.0, 0.0)] * len(self._conns)
+        barrier = threading.Barrier(len(self._conns) + 1)
+
+        def work(i: int, conn: psycopg.Connection[Any]) -> None:
+            barrier.wait()
+            start = time.thread_time()
+            count, spent = run(conn, seconds, statement, params, per_transaction)
+            results[i] = (count, spent, time.thread_time() - start)
+
+        threads = [
+            threading.Thread(target=work, args=(i, c))
+            for i, c in enumerate(self._conns)
+        ]
+        for thread in threads:
+            thread.start()
+        cpu = self._cpu() if self._pid is not None else 0.0
+        start = time.perf_counter()
+        barrier.wait()
+        for thread in threads:
+            thread.join()
+        spent = time.perf_counter() - start
+        endpoint_cpu = None
+        if self._pid is not None:
+            endpoint_cpu = self._cpu() - cpu
+            if self._pid == 0:
+                endpoint_cpu -= sum(r[2] for r in results)
+        if len(self._conns) == 1:
+            spent = results[0][1]  # the statements' time, not the thread's
+        return Sample(sum(r[0] for r in results), spent, endpoint_cpu)
+
+
+class WorkerRoute:
+    """A DSQL Local and its client in a process of their own (``--worker``)."""
+
+    def __init__(self, name: str, proc: subprocess.Popen[str]) -> None:
+        self.name = name
+        self._proc = proc
+
+    def ask(self, **command: Any) -> Any:
+        assert self._proc.stdin is not None
+        assert self._proc.stdout is not None
+        self._proc.stdin.write(json.dumps(command) + "\n")
+        self._proc.stdin.flush()
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.name}: the worker process ended")
+        return json.loads(line)
+
+    def open(self, clients: int) -> None:
+        self.ask(op="open", clients=clients)
+
+    def close(self) -> None:
+        self.ask(op="close")
+
+    def execute(self, sql: str) -> None:
+        self.ask(op="execute", sql=sql)
+
+    def measure(self, workload: str, seconds: float) -> Sample:
+        return Sample(**self.ask(op="measure", workload=workload, seconds=seconds))
+
+
+AnyRoute = Route | WorkerRoute
+
+
+def _before_env(before: Path) -> dict[str, str]:
+    """The environment that has Python import DSQL Local from `before`."""
+    return {**os.environ, "PYTHONPATH": str(before)}
+
+
 @contextmanager
-def endpoint(strict: bool, in_process: bool) -> Iterator[tuple[str, str, int]]:
-    """Yield (url, backend_dsn, pid of the endpoint process)."""
-    if in_process:
-        with DsqlLocal(strict=strict) as local:
-            yield local.url, local.backend_dsn, os.getpid()
-        return
+def own_process(
+    strict: bool, before: Path | None = None
+) -> Iterator[tuple[str, str, int]]:
+    """DSQL Local's CLI; yield (url, backend_dsn, pid of the endpoint process)."""
     cmd = [sys.executable, "-m", "dsql_local"]
     if not strict:
         cmd.append("--no-strict")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        url = next(line[5:].strip() for line in proc.stdout if line.startswith("URL: "))
-        for line in proc.stdout:
-            if line.startswith("Press Ctrl-C"):
-                break
-        # The backend socket directory is not printed; find it by the process.
-        out = subprocess.run(
-            ["ps", "-o", "args=", "--ppid", str(proc.pid)],
-            capture_output=True,
+    with tempfile.TemporaryDirectory(prefix="bench-relay-") as cwd:
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
             text=True,
-            check=True,
-        ).stdout
-        match = re.search(r"-k (\S+)", out)
-        assert match, out
-        yield url, f"host={match.group(1)} dbname=postgres user=admin", proc.pid
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait()
+            # From elsewhere than this checkout, so that `before` is imported.
+            cwd=cwd if before else None,
+            env=_before_env(before) if before else None,
+        )
+        try:
+            assert proc.stdout is not None
+            url = next(
+                line[5:].strip() for line in proc.stdout if line.startswith("URL: ")
+            )
+            for line in proc.stdout:
+                if line.startswith("Press Ctrl-C"):
+                    break
+            # The backend socket directory is not printed; find it by the process.
+            out = subprocess.run(
+                ["ps", "-o", "args=", "--ppid", str(proc.pid)],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            match = re.search(r"-k (\S+)", out)
+            assert match, out
+            yield url, f"host={match.group(1)} dbname=postgres user=admin", proc.pid
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.wait()
+
+
+@contextmanager
+def worker(strict: bool, before: Path) -> Iterator[WorkerRoute]:
+    """This script as a worker, importing DSQL Local from `before`."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker"]
+    if not strict:
+        cmd.append("--no-strict")
+    with tempfile.TemporaryDirectory(prefix="bench-relay-") as cwd:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=cwd,
+            env=_before_env(before),
+        )
+        try:
+            route = WorkerRoute("relayed@before", proc)
+            route.ask(op="ping")  # answered once DSQL Local runs
+            yield route
+        finally:
+            assert proc.stdin is not None
+            proc.stdin.close()
+            proc.wait()
+
+
+def serve_worker(strict: bool) -> None:
+    """``--worker``: DSQL Local in this process; run what stdin asks."""
+    with DsqlLocal(strict=strict) as local:
+        kwargs: dict[str, Any] = {
+            "password": _token(local.url),
+            "sslmode": "verify-full",
+        }
+        route = Route(
+            "relayed",
+            lambda: psycopg.connect(local.url, autocommit=True, **kwargs),
+            0,
+        )
+        for line in sys.stdin:
+            command = json.loads(line)
+            op = command.pop("op")
+            answer: Any = None
+            if op == "open":
+                route.open(command["clients"])
+            elif op == "close":
+                route.close()
+            elif op == "execute":
+                route.execute(command["sql"])
+            elif op == "measure":
+                answer = asdict(route.measure(command["workload"], command["seconds"]))
+            sys.stdout.write(json.dumps(answer) + "\n")
+            sys.stdout.flush()
+        route.close()
 
 
 def _bindirs() -> Iterator[Path]:
@@ -241,135 +444,210 @@ def _token(url: str) -> str:
     )
 
 
-def measure(
-    seconds: float, strict: bool, in_process: bool, tls_dsn: str, scaling: bool
-) -> None:
-    where = "in-process" if in_process else "own process"
-    with endpoint(strict, in_process) as (url, backend_dsn, pid):
-        token = _token(url)
-        relayed_kwargs = {"password": token, "sslmode": "verify-full"}
-        conns = {
-            "unix": psycopg.connect(backend_dsn, autocommit=True),
-            "tls": psycopg.connect(tls_dsn, autocommit=True),
-            "relayed": psycopg.connect(url, autocommit=True, **relayed_kwargs),
-        }
-        with contextlib.ExitStack() as stack:
-            for conn in conns.values():
-                stack.enter_context(conn)
-            for name in ("relayed", "tls"):
-                conns[name].execute(f"drop table if exists {_TABLE}")
-                conns[name].execute(
+def _relayed(name: str, url: str, pid: int) -> Route:
+    kwargs: dict[str, Any] = {"password": _token(url), "sslmode": "verify-full"}
+    return Route(name, lambda: psycopg.connect(url, autocommit=True, **kwargs), pid)
+
+
+@contextmanager
+def routes(
+    strict: bool, in_process: bool, tls_dsn: str, before: Path | None
+) -> Iterator[list[AnyRoute]]:
+    """The routes to measure for one placement, each with its table."""
+    with contextlib.ExitStack() as stack:
+        if in_process:
+            local = stack.enter_context(DsqlLocal(strict=strict))
+            url, backend_dsn, pid = local.url, local.backend_dsn, 0
+        else:
+            url, backend_dsn, pid = stack.enter_context(own_process(strict))
+        found: list[AnyRoute] = [
+            Route("unix", lambda: psycopg.connect(backend_dsn, autocommit=True), None),
+            Route("tls", lambda: psycopg.connect(tls_dsn, autocommit=True), None),
+            _relayed("relayed", url, pid),
+        ]
+        if before is not None:
+            if in_process:
+                found.append(stack.enter_context(worker(strict, before)))
+            else:
+                before_url, _, before_pid = stack.enter_context(
+                    own_process(strict, before)
+                )
+                found.append(_relayed("relayed@before", before_url, before_pid))
+        for route in found:
+            if route.name != "unix":  # the same PostgreSQL as relayed
+                route.execute(f"drop table if exists {_TABLE}")
+                route.execute(
                     f"create table {_TABLE} (id int primary key, n bigint not null)"
                 )
-                conns[name].execute(f"insert into {_TABLE} values (1, 0)")
-            sys.stdout.write(
-                f"\n{where} (strict={strict}), {seconds:g} s per workload and"
-                f" route in {_ROUNDS} alternated rounds\n"
-                f"{'workload':<28} {'unix/s':>8} {'tls/s':>8} {'relayed/s':>10}"
-                f" {'/tls':>5} {'/unix':>6} {'endpoint CPU/stmt':>18}\n"
-            )
-            for name, (statement, params, per_transaction) in WORKLOADS.items():
-                totals = {route: [0, 0.0] for route in ROUTES}
-                cpu = 0.0
-                for _ in range(_ROUNDS):
-                    for route in ROUTES:
-                        before = cpu_seconds(pid) if route == "relayed" else 0.0
-                        count, spent = run(
-                            conns[route],
-                            seconds / _ROUNDS,
-                            statement,
-                            params,
-                            per_transaction,
-                        )
-                        if route == "relayed":
-                            cpu += cpu_seconds(pid) - before
-                        totals[route][0] += count
-                        totals[route][1] += spent
-                rates = {r: totals[r][0] / totals[r][1] for r in ROUTES}
-                per_statement = (
-                    "" if in_process else f"{cpu / totals['relayed'][0] * 1e6:.0f} us"
-                )
-                sys.stdout.write(
-                    f"{name:<28} {rates['unix']:8.0f} {rates['tls']:8.0f}"
-                    f" {rates['relayed']:10.0f}"
-                    f" {rates['relayed'] / rates['tls']:5.2f}"
-                    f" {rates['relayed'] / rates['unix']:6.2f} {per_statement:>18}\n"
-                )
-            conns["relayed"].execute(f"drop table {_TABLE}")
-        if scaling:
-            scale(seconds, url, relayed_kwargs, tls_dsn, pid, in_process)
+                route.execute(f"insert into {_TABLE} values (1, 0)")
+        try:
+            yield found
+        finally:
+            for route in found:
+                route.close()
 
 
-def scale(
+def alternate(
+    found: list[AnyRoute], workload: str, seconds: float, clients: int
+) -> dict[str, Sample]:
+    """Run `workload` over every route in turns, `_ROUNDS` times."""
+    totals = {route.name: Sample() for route in found}
+    for route in found:
+        route.open(clients)
+    try:
+        for _ in range(_ROUNDS):
+            for route in found:
+                totals[route.name].add(route.measure(workload, seconds / _ROUNDS))
+    finally:
+        for route in found:
+            route.close()
+    return totals
+
+
+def _cpu(summary: dict[str, Any]) -> str:
+    value = summary["endpoint_cpu_us_per_statement"]
+    return "" if value is None else f"{value:.0f} us"
+
+
+def measure(
     seconds: float,
-    url: str,
-    relayed_kwargs: dict[str, str],
-    tls_dsn: str,
-    pid: int,
+    strict: bool,
     in_process: bool,
-) -> None:
-    """``select 1`` on 1, 8 and 64 connections at once (a thread each)."""
-    sys.stdout.write(
-        f"{'connections':<12} {'tls/s':>8} {'relayed/s':>10} {'/tls':>5}"
-        f" {'endpoint CPU/stmt':>18}\n"
-    )
-    for clients in (1, 8, 64):
-        rates: dict[str, float] = {}
-        cpu_per_statement = 0.0
-        for route in ("tls", "relayed"):
-            conns = [
-                psycopg.connect(tls_dsn, autocommit=True)
-                if route == "tls"
-                else psycopg.connect(url, autocommit=True, **relayed_kwargs)
-                for _ in range(clients)
-            ]
-            counts = [0] * clients
-            barrier = threading.Barrier(clients + 1)
-
-            def work(
-                i: int,
-                conn: psycopg.Connection[Any],
-                counts: list[int] = counts,
-                barrier: threading.Barrier = barrier,
-            ) -> None:
-                barrier.wait()
-                counts[i], _ = run(conn, seconds, "select 1", (), 0)
-
-            threads = [
-                threading.Thread(target=work, args=(i, c)) for i, c in enumerate(conns)
-            ]
-            for thread in threads:
-                thread.start()
-            before = cpu_seconds(pid)
-            start = time.perf_counter()
-            barrier.wait()
-            for thread in threads:
-                thread.join()
-            spent = time.perf_counter() - start
-            rates[route] = sum(counts) / spent
-            if route == "relayed":
-                cpu_per_statement = (cpu_seconds(pid) - before) / sum(counts)
-            for conn in conns:
-                conn.close()
-        cpu = "" if in_process else f"{cpu_per_statement * 1e6:.0f} us"
+    tls_dsn: str,
+    scaling: bool,
+    before: Path | None,
+) -> dict[str, Any]:
+    """Measure one placement: print its tables, return its numbers."""
+    where = "in-process" if in_process else "own process"
+    result: dict[str, Any] = {"workloads": {}, "scaling": {}}
+    relayed = ["relayed"] + (["relayed@before"] if before else [])
+    with routes(strict, in_process, tls_dsn, before) as found:
         sys.stdout.write(
-            f"{clients:<12} {rates['tls']:8.0f} {rates['relayed']:10.0f}"
-            f" {rates['relayed'] / rates['tls']:5.2f} {cpu:>18}\n"
+            f"\n{where} (strict={strict}), {seconds:g} s per workload and"
+            f" route in {_ROUNDS} alternated rounds\n"
+            f"{'workload / route':<28} {'per s':>8} {'/tls':>5} {'/unix':>6}"
+            f" {'endpoint CPU/stmt':>18}\n"
         )
+        for name in WORKLOADS:
+            totals = alternate(found, name, seconds, 1)
+            summaries = {r: totals[r].summary() for r in totals}
+            rates = {r: summaries[r]["per_second"] for r in summaries}
+            sys.stdout.write(f"{name}\n")
+            for route, summary in summaries.items():
+                ratios = ""
+                if route in relayed:
+                    ratios = (
+                        f"{rates[route] / rates['tls']:5.2f}"
+                        f" {rates[route] / rates['unix']:6.2f}"
+                    )
+                sys.stdout.write(
+                    f"  {route:<26} {rates[route]:8.0f} {ratios:>12}"
+                    f" {_cpu(summary):>18}\n"
+                )
+                if route in relayed:
+                    summary["per_tls"] = round(rates[route] / rates["tls"], 3)
+                    summary["per_unix"] = round(rates[route] / rates["unix"], 3)
+            result["workloads"][name] = summaries
+        if scaling:
+            scaled = [r for r in found if r.name != "unix"]
+            sys.stdout.write(
+                f"select 1 on N connections at once ({seconds:g} s each, in"
+                f" {_ROUNDS} alternated rounds)\n"
+                f"{'connections / route':<28} {'per s':>8} {'/tls':>5}"
+                f" {'endpoint CPU/stmt':>25}\n"
+            )
+            for clients in _SCALING:
+                totals = alternate(scaled, "select 1, autocommit", seconds, clients)
+                summaries = {r: totals[r].summary() for r in totals}
+                sys.stdout.write(f"{clients}\n")
+                for route, summary in summaries.items():
+                    ratio = summary["per_second"] / summaries["tls"]["per_second"]
+                    if route in relayed:
+                        summary["per_tls"] = round(ratio, 3)
+                    shown = f"{ratio:5.2f}" if route in relayed else ""
+                    sys.stdout.write(
+                        f"  {route:<26} {summary['per_second']:8.0f} {shown:>5}"
+                        f" {_cpu(summary):>25}\n"
+                    )
+                result["scaling"][str(clients)] = summaries
+    return result
+
+
+def _commit(path: Path) -> str | None:
+    """The commit checked out at `path` (with ``+`` when files differ)."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(path), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(path), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+" if dirty else "")
 
 
 def main() -> None:
-    seconds = float(next((a for a in sys.argv[1:] if a[0].isdigit()), "5"))
-    strict = "--no-strict" not in sys.argv
-    placements = (
-        (True, False) if "--both" in sys.argv else (("--in-process" in sys.argv),)
-    )
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("seconds", nargs="?", type=float, default=5.0)
+    parser.add_argument("--no-strict", action="store_true")
+    parser.add_argument("--in-process", action="store_true")
+    parser.add_argument("--both", action="store_true")
+    parser.add_argument("--scaling", action="store_true")
+    parser.add_argument("--before", type=Path, help="another checkout to compare")
+    parser.add_argument("--output", type=Path, help="where to write the JSON")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    strict = not args.no_strict
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "AKIABENCHMARK")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "benchmark-secret")
     os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+    if args.worker:
+        serve_worker(strict)
+        return
+    placements = (True, False) if args.both else (args.in_process,)
+    before = args.before.resolve() if args.before else None
+    results: dict[str, Any] = {
+        "meta": {
+            "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "load_average_at_start": os.getloadavg(),
+            "strict": strict,
+            "seconds_per_workload_and_route": args.seconds,
+            "rounds": _ROUNDS,
+            "after": _commit(Path(__file__).resolve().parent),
+            "before": None if before is None else _commit(before),
+            "notes": [
+                "relayed@before runs the DSQL Local of the --before checkout, with"
+                " a PostgreSQL of its own; in-process, in a worker process with"
+                " its client",
+                "endpoint CPU in-process: the process's CPU less the client"
+                " threads' (the worker's, for relayed@before)",
+            ],
+        },
+        "placements": {},
+    }
     with tls_postgres() as tls_dsn:
         for in_process in placements:
-            measure(seconds, strict, in_process, tls_dsn, "--scaling" in sys.argv)
+            where = "in-process" if in_process else "own process"
+            results["placements"][where] = measure(
+                args.seconds, strict, in_process, tls_dsn, args.scaling, before
+            )
+    results["meta"]["load_average_at_end"] = os.getloadavg()
+    output = args.output or _RESULTS / (
+        dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + ".json"
+    )
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    sys.stderr.write(f"\nresults written to {output}\n")
 
 
 if __name__ == "__main__":
