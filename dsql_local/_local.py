@@ -23,11 +23,12 @@ from dsql_psycopg._naming import CLUSTER_ID, REGION, endpoint_host
 
 from . import _signals
 from ._backend import ADMIN, Backend
+from ._bootstrap import BOOTSTRAP_SQL
 from ._endpoint import Endpoint
 from ._errors import DsqlLocalError
 from ._faults import ConnectRefusal
+from ._messages import CONFLICT_MESSAGES
 from ._policy import StatementPolicy
-from ._relay import BOOTSTRAP_SQL, CONFLICT_MESSAGES
 from ._schema import SchemaClock
 from ._sigv4 import TokenVerifier
 

@@ -11,8 +11,9 @@ from hypothesis import strategies as st
 
 from dsql_local import _protocol as pq
 from dsql_local._faults import Faults
+from dsql_local._messages import OC000_MESSAGE
 from dsql_local._policy import Session
-from dsql_local._relay import OC000_MESSAGE, Relay
+from dsql_local._relay import Relay
 
 
 class _Endpoint:

@@ -1,0 +1,186 @@
+"""DSQL's per-transaction limits: rows changed and bytes written.
+
+A CommandComplete that takes the transaction past the policy's row limit
+(`StatementPolicy.statement_done`) becomes the error: the rest of its unit's
+answer waits for the unit's end, when it is known whether the statement can
+still fail (see `Relay`). Rows that foreign key actions change show in no
+command tag: while a foreign key with actions exists, the backend's count of
+rows changed is read at the snapshot and checked again before the COMMIT
+(see `_yield`). A row changed twice counts twice: how DSQL counts it is not
+sourced, and counting each change is the conservative choice. Before the
+COMMIT of a transaction that wrote, a hidden check of the size limit runs
+too; its error, if any, answers the COMMIT.
+
+Every transaction's snapshot is taken right after its BEGIN, as DSQL takes
+it, by a hidden SELECT whose answer the limits count from: where the WAL
+stood (which bounds what the transaction can have written) and, while
+foreign keys with actions exist, the rows changed so far.
+"""
+
+from __future__ import annotations
+
+import re
+
+from . import _messages as m
+from . import _protocol as pq
+from ._policy import Refusal, Session, StatementPolicy
+from ._units import REPLAY, SWALLOW
+from ._yield import FK_DDL_TAGS, Holders
+
+_MUTATING_TAGS = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE", "COPY"})
+_TAKE_SNAPSHOT = "SELECT pg_catalog.pg_current_wal_insert_lsn()"
+_TAKE_SNAPSHOT_ROWS = (
+    "SELECT pg_catalog.pg_current_wal_insert_lsn()::text"
+    " || ' ' || dsql_local.rows_changed()"
+)
+_BEGIN = pq.query(f"BEGIN;{_TAKE_SNAPSHOT}")
+_BEGIN_ROWS = pq.query(f"BEGIN;{_TAKE_SNAPSHOT_ROWS}")
+_LSN = re.compile(r"[0-9A-F]{1,8}/[0-9A-F]{1,8}")
+
+
+class Limits:
+    """One connection's count toward DSQL's limits, transaction by transaction."""
+
+    def __init__(
+        self,
+        policy: StatementPolicy | None,
+        holders: Holders | None,
+        session: Session,
+    ) -> None:
+        self._policy = policy
+        self._holders = holders
+        self._session = session
+        self.late_refusal: Refusal | None = None
+        """A statement past the row limit, failed at its unit's end."""
+        self.late_answer = bytearray()
+        """What the backend answered from its CommandComplete on."""
+        self.commit_error = b""
+        """The error of the check before a COMMIT, to answer it with."""
+        self._wrote = False
+        self._start_lsn = ""
+        self._start_rows: int | None = None
+
+    def idle(self) -> None:
+        """The connection is idle: the next transaction counts afresh."""
+        self._wrote = False
+        self._start_lsn = ""
+        self._start_rows = None
+
+    # -- the snapshot ------------------------------------------------------
+
+    def fk_actions(self) -> bool:
+        """Whether rows changed by foreign key actions are to be counted."""
+        if getattr(self._policy, "transaction_row_limit", None) is None:
+            return False
+        holders = self._holders
+        return holders is not None and holders.fk_actions()
+
+    def begin(self) -> bytes:
+        """A hidden BEGIN and the query taking its snapshot."""
+        return _BEGIN_ROWS if self.fk_actions() else _BEGIN
+
+    def snapshot_after(self, begin: str) -> bytes:
+        """The Query of a client's lone BEGIN, the snapshot taken after it."""
+        take = _TAKE_SNAPSHOT_ROWS if self.fk_actions() else _TAKE_SNAPSHOT
+        # A comment at the end of `begin` ends with the line.
+        return pq.query(f"{begin}\n;{take}")
+
+    def snapshot_hides(
+        self, action: int, kind: int, view: memoryview, pos: int, end: int
+    ) -> bool:
+        """Read the snapshot's row; whether the message is the snapshot's."""
+        if kind == m.DATA_ROW:
+            # One text column: (count 1, length, value).
+            lsn, _, rows = (
+                bytes(view[pos + 11 : end]).decode("ascii", "replace").partition(" ")
+            )
+            self._start_lsn = lsn if _LSN.fullmatch(lsn) else ""
+            self._start_rows = int(rows) if rows.isdigit() else None
+            return True
+        return (
+            kind == m.ROW_DESCRIPTION
+            or (kind == m.C and bytes(view[pos + 5 : pos + 11]) == b"SELECT")
+            or bool(action & SWALLOW and kind != m.E)
+        )
+
+    # -- statements --------------------------------------------------------
+
+    def command_done(self, tag: str, answer: bytes | memoryview) -> bool:
+        """Count a CommandComplete; True if past the row limit (it waits).
+
+        `answer` is the CommandComplete as the client is to see it.
+        """
+        if tag in FK_DDL_TAGS and self._holders is not None:
+            self._holders.tables_changed()
+        verb, _, count = tag.rpartition(" ")
+        if count.isdigit() and count != "0" and verb.split(" ", 1)[0] in _MUTATING_TAGS:
+            self._wrote = True
+        if self._policy is None:
+            return False
+        refusal = self._policy.statement_done(tag, self._session)
+        if refusal is None:
+            return False
+        self.late_refusal = refusal
+        self.late_answer = bytearray(answer)
+        return True
+
+    def hold(self, message: memoryview) -> bytes:
+        """Keep a message of a unit failed late, until the unit's end."""
+        self.late_answer += message
+        return b""
+
+    def take_late(self) -> tuple[Refusal, bytes] | None:
+        """At a unit's end: its late refusal and what was kept, if any."""
+        refusal, self.late_refusal = self.late_refusal, None
+        if refusal is None:
+            return None
+        answer, self.late_answer = bytes(self.late_answer), bytearray()
+        return refusal, answer
+
+    # -- before a COMMIT ---------------------------------------------------
+
+    def commit_check(self) -> bytes:
+        """The Query checking DSQL's limits before a COMMIT, if one is due.
+
+        The size: measuring costs a scan of each table written; it is skipped
+        when the whole server wrote less WAL than the limit since the
+        transaction's snapshot (the WAL holds every row version written, as
+        stored). The rows, counting those foreign key actions changed: only
+        while a foreign key with actions exists (see `_yield`).
+        """
+        if not self._wrote:
+            return b""
+        checks = []
+        rows = getattr(self._policy, "transaction_row_limit", None)
+        if rows is not None and self._start_rows is not None:
+            checks.append(
+                f"SELECT dsql_local.check_rows({int(rows)}, {self._start_rows})"
+            )
+        limit = getattr(self._policy, "transaction_size_limit", None)
+        if limit is not None:
+            check = f"dsql_local.check_commit({int(limit)})"
+            if self._start_lsn:
+                checks.append(
+                    "SELECT CASE WHEN pg_catalog.pg_current_wal_insert_lsn()"
+                    f" - '{self._start_lsn}'::pg_catalog.pg_lsn > {int(limit)}"
+                    f" THEN {check} END"
+                )
+            else:
+                checks.append(f"SELECT {check}")
+        return pq.query(";".join(checks)) if checks else b""
+
+    def pre_commit_error(self, action: int, body: memoryview) -> None:
+        """Keep the first error before a COMMIT: the COMMIT answers with it.
+
+        A replay's means another transaction committed the row first.
+        """
+        if self.commit_error:
+            return
+        if action & REPLAY:
+            self.commit_error = pq.error_response(*m.CONFLICT)
+        else:
+            self.commit_error = pq.build_fields(b"E", pq.parse_fields(body))
+
+    def take_commit_error(self) -> bytes:
+        error, self.commit_error = self.commit_error, b""
+        return error

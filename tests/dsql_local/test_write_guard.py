@@ -1,0 +1,265 @@
+"""`_write_guard`: writes that meet another transaction's rows, without PostgreSQL.
+
+Each test plays the client and the backend around a `Relay`: a write that
+PostgreSQL refuses for another transaction's sake is answered by a read,
+replayed before its COMMIT, and a transaction gives way to one that commits
+first.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from dsql_local import _protocol as pq
+from dsql_local._messages import OC000_MESSAGE, REFUSE_FUNCTION
+from dsql_local._relay import Relay
+
+from .relay_wire import (
+    FAILED,
+    IDLE,
+    IN_TRANSACTION,
+    ROW_DESCRIPTION,
+    begin,
+    complete,
+    extended,
+    make_relay,
+    messages,
+    pg_error,
+    queries,
+    text_row,
+)
+
+pytest.importorskip("pglast")  # guards need it
+
+
+def _refused_update(relay: Relay) -> None:
+    """An UPDATE in a transaction meets another transaction's row."""
+    begin(relay)
+    relay.from_client(pq.query("update t set n = 1 where id = 1"))
+    assert queries(relay.to_backend) == [
+        "SAVEPOINT dsql_local_write",
+        "update t set n = 1 where id = 1",
+    ]
+    relay.from_backend(
+        complete("SAVEPOINT")
+        + IN_TRANSACTION
+        + pg_error(
+            "55P03",
+            "canceling statement due to lock timeout",
+            'while updating tuple (0,1) in relation "t"',
+        )
+        + FAILED
+    )
+    # Nothing yet for the client: the write is undone, answered by a read.
+    assert bytes(relay.to_client) == b""
+    assert queries(relay.to_backend) == [
+        "ROLLBACK TO SAVEPOINT dsql_local_write",
+        "SELECT FROM t WHERE id = 1",
+    ]
+    relay.from_backend(
+        complete("ROLLBACK")
+        + IN_TRANSACTION
+        + ROW_DESCRIPTION
+        + complete("SELECT 1")
+        + IN_TRANSACTION
+    )
+    assert messages(relay.to_client) == [("C", b"UPDATE 1\0"), ("Z", b"T")]
+
+
+def test_a_refused_write_is_answered_then_replayed_before_its_commit() -> None:
+    relay = make_relay()
+    _refused_update(relay)
+    relay.from_client(pq.query("COMMIT"))
+    assert queries(relay.to_backend) == [
+        "SET LOCAL lock_timeout = '2s'",
+        "SELECT dsql_local.check_holder('t', '(0,1)')",
+        "update t set n = 1 where id = 1",
+        "COMMIT",
+    ]
+    # The pump then looks for the holders the replay waits for, once.
+    assert relay.take_holder_lookup()
+    assert not relay.take_holder_lookup()
+    return_rows = ROW_DESCRIPTION + text_row("") + complete("SELECT 1")
+    relay.from_backend(
+        complete("SET")
+        + IN_TRANSACTION
+        + return_rows
+        + IN_TRANSACTION
+        + complete("UPDATE 1")
+        + IN_TRANSACTION
+        + complete("COMMIT")
+        + IDLE
+    )
+    assert messages(relay.to_client) == [("C", b"COMMIT\0"), ("Z", b"I")]
+
+
+def test_a_replay_that_fails_fails_the_commit_with_oc000() -> None:
+    relay = make_relay()
+    _refused_update(relay)
+    relay.from_client(pq.query("COMMIT"))
+    messages(relay.to_backend)
+    relay.from_backend(
+        complete("SET")
+        + IN_TRANSACTION
+        + pg_error("40001", "the holder committed first")
+        + FAILED
+        + pg_error("25P02", "current transaction is aborted")
+        + FAILED
+        + complete("ROLLBACK")  # PostgreSQL's answer to a failed COMMIT
+        + IDLE
+    )
+    (error, ready) = messages(relay.to_client)
+    fields = pq.parse_fields(error[1])
+    assert (error[0], fields["C"], fields["M"]) == ("E", "40001", OC000_MESSAGE)
+    assert ready == ("Z", b"I")
+
+
+def test_a_transaction_gives_way_to_one_that_commits_first() -> None:
+    relay = make_relay()
+    woken: list[bool] = []
+    relay.set_waker(lambda: woken.append(True))
+    begin(relay)
+    relay.give_way(relay.transaction)
+    assert woken == [True]
+    relay.woken()  # in the pump's thread
+    assert queries(relay.to_backend) == [
+        "ROLLBACK",
+        "BEGIN;SELECT pg_catalog.pg_current_wal_insert_lsn()",
+    ]
+    # What the client sends meanwhile waits.
+    relay.from_client(pq.query("COMMIT"))
+    assert relay.held > 0
+    assert bytes(relay.to_backend) == b""
+    relay.from_backend(
+        complete("ROLLBACK")
+        + IDLE
+        + complete("BEGIN")
+        + ROW_DESCRIPTION
+        + text_row("0/16B3748")
+        + complete("SELECT 1")
+        + IN_TRANSACTION
+    )
+    assert bytes(relay.to_client) == b""  # all of it hidden
+    # Then its COMMIT fails: the other transaction committed first.
+    assert relay.held == 0
+    refuse, rollback = queries(relay.to_backend)
+    assert refuse.startswith(f"CALL {REFUSE_FUNCTION}('40001', ")
+    assert OC000_MESSAGE in refuse
+    assert rollback == "ROLLBACK"
+
+
+def test_giving_way_is_skipped_once_the_transaction_ended() -> None:
+    relay = make_relay()
+    begin(relay)
+    asked = relay.transaction
+    relay.from_client(pq.query("COMMIT"))
+    messages(relay.to_backend)
+    relay.from_backend(complete("COMMIT") + IDLE)
+    relay.give_way(asked)
+    relay.woken()
+    assert bytes(relay.to_backend) == b""
+
+
+@pytest.mark.parametrize("name", ["", "_pg3_0"])
+def test_a_statement_parsed_and_run_in_one_sync_is_guarded(name: str) -> None:
+    relay = make_relay()
+    begin(relay)
+    relay.from_client(extended("update t set n = 2 where id = $1", name))
+    sent = messages(relay.to_backend)
+    assert sent[0] == ("Q", b"SAVEPOINT dsql_local_write\0")
+    assert [kind for kind, _ in sent[1:]] == ["P", "B", "D", "E", "S"]
+
+
+def test_an_extended_write_is_replayed_with_its_parameters() -> None:
+    relay = make_relay()
+    begin(relay)
+    relay.from_client(extended("update t set n = 2 where id = $1"))
+    messages(relay.to_backend)
+    relay.from_backend(
+        complete("SAVEPOINT")
+        + IN_TRANSACTION
+        + pq.message(b"1")
+        + pq.message(b"2")
+        + pq.message(b"n")
+        + pg_error(
+            "55P03", "lock timeout", 'while updating tuple (0,7) in relation "t"'
+        )
+        + FAILED
+    )
+    messages(relay.to_backend)
+    relay.from_backend(
+        complete("ROLLBACK")
+        + IN_TRANSACTION
+        + pq.message(b"3")
+        + pq.message(b"1")
+        + pq.message(b"2")
+        + complete("SELECT 1")
+        + IN_TRANSACTION
+    )
+    assert [kind for kind, _ in messages(relay.to_client)] == ["1", "2", "n", "C", "Z"]
+    relay.from_client(pq.query("COMMIT"))
+    sent = messages(relay.to_backend)
+    kinds = [kind for kind, _ in sent]
+    assert kinds == ["Q", "Q", "P", "B", "E", "S", "Q"]
+    bind = sent[3][1]
+    assert bind == b"\0\0" + b"\0\0\0\1\0\0\0\1" + b"1" + b"\0\0"
+
+
+def test_a_guarded_write_that_stands_is_answered_at_its_end() -> None:
+    relay = make_relay()
+    begin(relay)
+    relay.from_client(pq.query("delete from t where id = 1"))
+    queries(relay.to_backend)
+    relay.from_client(pq.query("select 1"))
+    assert relay.held > 0  # until the write's answer is known
+    relay.from_backend(complete("SAVEPOINT") + IN_TRANSACTION + complete("DELETE 1"))
+    assert bytes(relay.to_client) == b""
+    relay.from_backend(IN_TRANSACTION)
+    assert messages(relay.to_client) == [("C", b"DELETE 1\0"), ("Z", b"T")]
+    assert queries(relay.to_backend) == ["select 1"]
+
+
+def test_a_guarded_write_s_own_error_passes() -> None:
+    relay = make_relay()
+    begin(relay)
+    relay.from_client(pq.query("delete from t where id = 1"))
+    queries(relay.to_backend)
+    relay.from_backend(
+        complete("SAVEPOINT")
+        + IN_TRANSACTION
+        + pg_error("23503", "violates foreign key constraint")
+        + FAILED
+    )
+    sent = messages(relay.to_client)
+    assert [kind for kind, _ in sent] == ["E", "Z"]
+    assert pq.parse_fields(sent[0][1])["C"] == "23503"
+    assert bytes(relay.to_backend) == b""  # nothing undone, nothing replayed
+
+
+def test_a_write_refused_without_a_row_named_dooms_its_commit() -> None:
+    relay = make_relay()
+    begin(relay)
+    relay.from_client(pq.query("delete from t where id = 1"))
+    queries(relay.to_backend)
+    relay.from_backend(
+        complete("SAVEPOINT")
+        + IN_TRANSACTION
+        + pg_error("40001", "could not serialize access due to concurrent update")
+        + FAILED
+    )
+    assert queries(relay.to_backend) == [
+        "ROLLBACK TO SAVEPOINT dsql_local_write",
+        "SELECT FROM t WHERE id = 1",
+    ]
+    relay.from_backend(
+        complete("ROLLBACK")
+        + IN_TRANSACTION
+        + ROW_DESCRIPTION
+        + complete("SELECT 0")
+        + IN_TRANSACTION
+    )
+    assert messages(relay.to_client) == [("C", b"DELETE 0\0"), ("Z", b"T")]
+    relay.from_client(pq.query("COMMIT"))
+    refuse, rollback = queries(relay.to_backend)
+    assert OC000_MESSAGE in refuse
+    assert rollback == "ROLLBACK"
