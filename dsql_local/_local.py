@@ -29,6 +29,7 @@ from ._errors import DsqlLocalError
 from ._faults import ConnectRefusal
 from ._messages import CONFLICT_MESSAGES
 from ._policy import StatementPolicy
+from ._process import EndpointProcess, RemoteEndpoint
 from ._schema import SchemaClock
 from ._sigv4 import TokenVerifier
 
@@ -205,6 +206,12 @@ class DsqlLocal:
             start, so `ca_file` keeps its path and content across restarts.
             With the same `cluster_id` and `port`, a restart serves the same
             endpoint to clients that kept its settings.
+        own_process: Run the endpoints (TLS, tokens, the relays) in a child
+            process rather than in threads of this one, so that they do not
+            share this process's GIL: faster while this process keeps Python
+            busy (a test suite does). Every control works the same, through
+            a pipe; a `policy` object cannot be given (``strict`` picks the
+            policy), and the relays log to the child's stderr.
 
     Raises:
         DsqlLocalError: A value is out of range.
@@ -231,7 +238,13 @@ class DsqlLocal:
         peer_cluster_id: str | None = None,
         peer_port: int = 0,
         cert_dir: str | os.PathLike[str] | None = None,
+        own_process: bool = False,
     ) -> None:
+        if own_process and policy is not None:
+            raise DsqlLocalError(
+                "a policy object cannot be handed to a process of its own: pass"
+                " strict= with own_process=True, or own_process=False with policy="
+            )
         if max_connection_age <= 0:
             raise DsqlLocalError(
                 "max_connection_age must be a positive number of seconds"
@@ -274,8 +287,9 @@ class DsqlLocal:
         self._connection_burst = connection_burst
         self._backend = Backend(Path(pg_bindir) if pg_bindir is not None else None)
         # The running endpoints by region, own region first; empty when stopped.
-        self._endpoints: dict[str, Endpoint] = {}
+        self._endpoints: dict[str, Endpoint | RemoteEndpoint] = {}
         self._cert_dir = Path(cert_dir).expanduser() if cert_dir is not None else None
+        self.own_process = own_process
         # The certificates' folder while running: cert_dir, or a temporary one.
         self._tmp: Path | None = None
         self._lock = threading.Lock()
@@ -308,7 +322,7 @@ class DsqlLocal:
             # One clock for all endpoints: DDL through one conflicts with
             # transactions on the other, as the cluster's catalog is one.
             schema_clock = SchemaClock() if self._schema_conflicts else None
-            endpoints: dict[str, Endpoint] = {}
+            endpoints: dict[str, Endpoint | RemoteEndpoint] = {}
             try:
                 if self._cert_dir is not None:
                     try:
@@ -326,27 +340,30 @@ class DsqlLocal:
                 )
                 bootstrap = [*BOOTSTRAP_SQL, *(policy.bootstrap_sql if policy else ())]
                 self._backend.start(bootstrap)
-                for region, region_certs in zip(self._views, certs, strict=True):
-                    endpoint = Endpoint(
-                        certs=region_certs,
-                        verifier=TokenVerifier(
-                            region, credentials, clock_skew=self._clock_skew
-                        ),
-                        backend_socket=self._backend.socket_path(),
-                        port=self._ports[region],
-                        max_connection_age=self.max_connection_age,
-                        latency=self._latencies[region],
-                        policy=policy,
-                        schema_clock=schema_clock,
-                        max_connections=self._max_connections,
-                        connection_rate=self._connection_rate,
-                        connection_burst=self._connection_burst,
-                    )
-                    endpoint.start()
-                    endpoints[region] = endpoint
+                if self.own_process:
+                    endpoints.update(self._start_process(credentials, certs))
+                else:
+                    for region, region_certs in zip(self._views, certs, strict=True):
+                        endpoint = Endpoint(
+                            certs=region_certs,
+                            verifier=TokenVerifier(
+                                region, credentials, clock_skew=self._clock_skew
+                            ),
+                            backend_socket=self._backend.socket_path(),
+                            port=self._ports[region],
+                            max_connection_age=self.max_connection_age,
+                            latency=self._latencies[region],
+                            policy=policy,
+                            schema_clock=schema_clock,
+                            max_connections=self._max_connections,
+                            connection_rate=self._connection_rate,
+                            connection_burst=self._connection_burst,
+                        )
+                        endpoint.start()
+                        endpoints[region] = endpoint
             except BaseException:
-                for endpoint in endpoints.values():
-                    endpoint.stop()
+                for started in endpoints.values():
+                    started.stop()
                 self._cleanup()
                 raise
             self._endpoints = endpoints
@@ -357,6 +374,41 @@ class DsqlLocal:
                 "DSQL Local listening on 127.0.0.1:%s as %s", view.port, view.host
             )
         return self
+
+    def _start_process(
+        self, credentials: Mapping[str, str], certs: tuple[CertFiles, ...]
+    ) -> dict[str, RemoteEndpoint]:
+        """Start the endpoints in a process of their own (see `_process`)."""
+        process = EndpointProcess(
+            {
+                "strict": self.strict,
+                "schema_conflicts": self._schema_conflicts,
+                "credentials": dict(credentials),
+                "clock_skew": self._clock_skew,
+                "backend_socket": self._backend.socket_path(),
+                "max_connection_age": self.max_connection_age,
+                "max_connections": self._max_connections,
+                "connection_rate": self._connection_rate,
+                "connection_burst": self._connection_burst,
+                "endpoints": [
+                    {
+                        "region": region,
+                        "certs": [
+                            str(c.ca_file),
+                            str(c.cert_file),
+                            str(c.key_file),
+                        ],
+                        "port": self._ports[region],
+                        "latency": self._latencies[region],
+                    }
+                    for region, c in zip(self._views, certs, strict=True)
+                ],
+            }
+        )
+        return {
+            region: RemoteEndpoint(process, region, owner=i == 0)
+            for i, region in enumerate(self._views)
+        }
 
     def stop(self) -> None:
         """Close every connection, stop the backend and delete all files."""
@@ -403,7 +455,7 @@ class DsqlLocal:
 
     # -- where it is ----------------------------------------------------------
 
-    def _running(self, region: str | None = None) -> Endpoint:
+    def _running(self, region: str | None = None) -> Endpoint | RemoteEndpoint:
         """The endpoint of `region` (None: the own region's), if running."""
         region = self._known(region)
         endpoint = self._endpoints.get(region)

@@ -13,10 +13,15 @@ from dsql_local import DsqlLocal, DsqlLocalError
 from tests.dsql_local.helpers import open_connection
 
 
-@pytest.fixture(scope="module")
-def fault_local() -> Iterator[DsqlLocal]:
-    """A DSQL Local of this module's own: its faults touch every connection."""
-    with DsqlLocal(strict=False) as fault_local:
+@pytest.fixture(scope="module", params=["in-process", "own process"])
+def fault_local(request: pytest.FixtureRequest) -> Iterator[DsqlLocal]:
+    """A DSQL Local of this module's own: its faults touch every connection.
+
+    Each test runs with the endpoints in this process and in one of their
+    own (``own_process=True``), whose controls go through a pipe.
+    """
+    own_process = request.param == "own process"
+    with DsqlLocal(strict=False, own_process=own_process) as fault_local:
         yield fault_local
 
 

@@ -24,6 +24,7 @@ def connect(local, schema):
 
 def test_first(dsql_local, dsql_schema):
     assert os.environ["AWS_EC2_METADATA_DISABLED"] == "true"
+    assert dsql_local.own_process is {own_process}
     with connect(dsql_local, dsql_schema) as conn:
         assert conn.execute("select count(*) from pg_tables where schemaname = %s",
                             [dsql_schema]).fetchone() == (0,)
@@ -60,9 +61,14 @@ def pytest_unconfigure(config):
 """
 
 
-@pytest.mark.parametrize("strict", [True, False])
+@pytest.mark.parametrize(
+    ("strict", "own_process"), [(True, False), (False, False), (True, True)]
+)
 def test_fixtures_in_a_fresh_session(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, strict: bool
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    strict: bool,
+    own_process: bool,
 ) -> None:
     # A user's machine without AWS credentials: the fixture brings fake ones
     # for the session and takes them away afterwards.
@@ -73,11 +79,17 @@ def test_fixtures_in_a_fresh_session(
     ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    pytester.makepyfile(test_user=_TESTS.replace("{strict_off}", str(not strict)))
+    pytester.makepyfile(
+        test_user=_TESTS.replace("{strict_off}", str(not strict)).replace(
+            "{own_process}", str(own_process)
+        )
+    )
     pytester.makeconftest(_CONFTEST)
     args = ["-p", "no:cacheprovider", "-p", "no:randomly"]
     if not strict:
         args.append("--dsql-local-no-strict")
+    if own_process:
+        args.append("--dsql-local-own-process")
     result = pytester.runpytest_subprocess(*args)
     result.assert_outcomes(passed=3)
     after = (pytester.path / "env-after.json").read_text()
