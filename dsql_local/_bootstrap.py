@@ -3,12 +3,15 @@
 ``dsql_local.refuse`` raises a refusal, so that the backend itself fails the
 statement and leaves the transaction as any server-side error would;
 ``dsql_local.check_commit`` checks DSQL's size limit before a COMMIT (see
-`_limits`); the rest serves the first committer's win and the rows that
-foreign key actions change (see `_yield`).
+`_limits`); ``dsql_local.clone_for_insert`` and ``dsql_local.insert_rows``
+answer a refused ``INSERT ... RETURNING`` and replay it (see `_conflicts`);
+the rest serves the first committer's win and the rows that foreign key
+actions change (see `_yield`).
 """
 
 from __future__ import annotations
 
+from ._conflicts import CLONE_SQL, INSERT_ROWS_SQL
 from ._yield import BLOCKERS_SQL, HOLDER_CHECK_SQL, ROWS_CHANGED_SQL, ROWS_CHECK_SQL
 
 BOOTSTRAP_SQL = (
@@ -58,4 +61,6 @@ BOOTSTRAP_SQL = (
     HOLDER_CHECK_SQL,
     ROWS_CHANGED_SQL,
     ROWS_CHECK_SQL,
+    CLONE_SQL,
+    INSERT_ROWS_SQL,
 )

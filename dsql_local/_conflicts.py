@@ -3,47 +3,48 @@
 In Aurora DSQL nothing waits: two transactions may write the same row, both
 statements succeed, and the later COMMIT fails with 40001 ``(OC000)``.
 PostgreSQL instead makes the second writer wait for the first one's row lock
-until that transaction ends (then, under REPEATABLE READ, fails it with 40001
-if it committed) or the backend's 100 ms lock timeout ends the wait (55P03),
-and fails it at once with 40001 when the row changed after its snapshot. The
-relay runs each such statement after a hidden savepoint; when PostgreSQL
-refuses it, the relay rolls back to the savepoint, answers the statement with
-what DSQL would have answered, and fails the transaction at COMMIT.
+until that transaction ends, and fails it at once with 40001 when the row
+changed after its snapshot. The relay runs each such statement after a hidden
+savepoint with a lock timeout of a few milliseconds; when PostgreSQL refuses
+it, the relay rolls back to the savepoint, answers the statement with what
+DSQL would have answered, and runs the write again right before its
+transaction's COMMIT (see `_relay` and `_yield`).
 
-`guard` finds that answer for one statement: a plain read (no row locks) of
-the rows the statement would have touched, in the transaction's snapshot. It
-gives the command tag's row count and, where DSQL returns rows (``RETURNING``,
-``SELECT ... FOR UPDATE``), the rows themselves:
+`guard` finds that answer for one statement: mostly a plain read (no row
+locks) of the rows the statement would have touched, in the transaction's
+snapshot. It gives the command tag's row count and, where DSQL returns rows
+(``RETURNING``, ``SELECT ... FOR UPDATE``), the rows themselves:
 
 - ``SELECT ... FOR UPDATE / FOR KEY SHARE``: the same query without its
   locking clause;
 - ``UPDATE``/``DELETE ... WHERE``: ``SELECT FROM`` the target (and ``FROM``/
   ``USING`` list) with the same condition; ``RETURNING`` expressions are read
   with each assigned column replaced by the expression assigned to it;
-- ``INSERT`` without ``RETURNING``: one row per row of its source.
+- ``INSERT`` without ``RETURNING``: one row per row of its source;
+- ``INSERT ... RETURNING``: only running it gives its rows (defaults,
+  identity values, generated columns), so it runs, unchanged but for its
+  table, into an empty clone of the table (`clone_sql`, `answer_sql`) that
+  keeps the rows until the replay inserts exactly them (`insert_rows_sql`):
+  the values the client was answered are the ones committed.
 
-Statements it cannot answer this way get no guard, and their conflict is
-reported at the statement: ``MERGE``, ``INSERT ... RETURNING``, ``UPDATE ...
+Statements it cannot answer get no guard, and their conflict is reported at
+the statement: ``MERGE``, ``INSERT ... ON CONFLICT``, ``UPDATE ...
 RETURNING *``, ``RETURNING`` after a multi-column assignment, data-modifying
-``WITH`` and locking clauses below the top level; so are statements sent in
-pipeline mode or in a query text of several statements.
+``WITH`` and locking clauses below the top level; so are statements the
+relay does not guard (see `_relay`).
 
 What this does not reproduce:
 
-- The winner is the transaction that wrote the row first, not the first to
-  commit: if the refused one commits first, DSQL would commit it and fail
-  the other; here it fails, and the other commits. A transaction refused
-  for a writer that then rolls back still fails at COMMIT.
-- A refused write does not happen: later statements of the (doomed)
-  transaction do not see it, and its ``RETURNING`` values are computed from
-  the snapshot (an ``UPDATE ... FROM`` or ``DELETE ... USING`` counts a
-  target row once per joined row, and assigned parameters are read as text).
-- A writer still waits for the row's holder, until it ends or for 100 ms
-  (a shorter lock timeout would also end PostgreSQL's own brief waits, such
-  as for a table's extension, in false conflicts).
-- An autocommit write that meets a row another transaction holds fails:
-  its COMMIT is its end. In DSQL it would commit, and the other transaction
-  would fail.
+- A refused write happens only at COMMIT: later statements of the (doomed)
+  transaction do not see it, and the ``RETURNING`` values of an UPDATE or a
+  DELETE are computed from the snapshot (an ``UPDATE ... FROM`` or ``DELETE
+  ... USING`` counts a target row once per joined row, and assigned
+  parameters are read as text).
+- An INSERT's clone has no index and no trigger: a duplicate key within the
+  refused INSERT, or a value a ``BEFORE`` trigger changes (DSQL has no
+  triggers), shows only at the replay, whose error fails the COMMIT as a
+  conflict. The refused attempt consumed sequence values that are then
+  skipped, as any rolled-back insert's are.
 """
 
 from __future__ import annotations
@@ -62,11 +63,97 @@ class Guard(NamedTuple):
     """How to answer a statement from a plain read when its write is refused."""
 
     read: str
-    """A SELECT of the rows the statement touches, with the same parameters."""
+    """A SELECT of the rows the statement touches, with the same parameters;
+    for an INSERT into `target`, the same INSERT into its clone."""
     verb: str
     """The command tag before the row count: ``UPDATE``, ``INSERT 0``..."""
     rows: bool
     """The statement returns rows (the read's columns are its columns)."""
+    target: str = ""
+    """An ``INSERT ... RETURNING``: its table, as written (see `clone_sql`)."""
+
+
+# The clone of an INSERT's table that answers it (see `clone_sql`): numbered
+# by the relay, as a transaction may have several.
+_CLONE = "dsql_local_rows"
+_CLONE_MARK = f"pg_temp.{_CLONE} "
+
+CLONE_SQL = """CREATE FUNCTION dsql_local.clone_for_insert(
+        target regclass, number int)
+    RETURNS void LANGUAGE plpgsql
+    SET search_path = pg_catalog AS $$
+    DECLARE
+        clone text := 'dsql_local_rows_' || number;
+        identity record;
+    BEGIN
+        EXECUTE format('DROP TABLE IF EXISTS pg_temp.%I', clone);
+        EXECUTE format('CREATE TEMP TABLE %I (LIKE %s INCLUDING DEFAULTS'
+            ' INCLUDING GENERATED INCLUDING CONSTRAINTS) ON COMMIT DROP',
+            clone, target);
+        -- An identity column's values come from the table's own sequence.
+        FOR identity IN SELECT attname,
+                pg_get_serial_sequence(target::text, attname) AS sequence
+                FROM pg_attribute WHERE attrelid = target
+                AND attidentity <> '' AND NOT attisdropped LOOP
+            EXECUTE format('ALTER TABLE pg_temp.%I ALTER COLUMN %I'
+                ' SET DEFAULT nextval(%L::regclass)',
+                clone, identity.attname, identity.sequence);
+        END LOOP;
+    END $$"""
+INSERT_ROWS_SQL = """CREATE FUNCTION dsql_local.insert_rows(
+        target regclass, number int)
+    RETURNS void LANGUAGE plpgsql
+    SET search_path = pg_catalog AS $$
+    DECLARE
+        clone regclass := to_regclass('pg_temp.dsql_local_rows_' || number);
+        columns text;
+    BEGIN
+        IF clone IS NULL THEN
+            RETURN;  -- rolled back to a savepoint of the client's
+        END IF;
+        SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum)
+            INTO columns FROM pg_attribute WHERE attrelid = target
+            AND attnum > 0 AND NOT attisdropped AND attgenerated = '';
+        EXECUTE format('INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE'
+            ' SELECT %s FROM %s', target, columns, columns, clone);
+        EXECUTE format('DROP TABLE %s', clone);
+    END $$"""
+
+
+def clone_sql(found: Guard, number: int) -> str:
+    """The SQL that makes clone `number` of `found`'s table, empty.
+
+    The clone has the table's columns, defaults (an identity column's taken
+    from its sequence), generated columns and CHECK constraints, but no
+    index and no trigger; it lives until the transaction ends.
+    """
+    return (
+        f"SELECT dsql_local.clone_for_insert({_literal(found.target)}::regclass,"
+        f" {int(number)})"
+    )
+
+
+def answer_sql(found: Guard, number: int) -> str:
+    """The statement answering `found`'s write: for an INSERT, into clone `number`."""
+    if not found.target:
+        return found.read
+    return found.read.replace(_CLONE_MARK, f"pg_temp.{_CLONE}_{int(number)} ", 1)
+
+
+def insert_rows_sql(found: Guard, number: int) -> str:
+    """The replay of an answered INSERT: clone `number`'s rows into its table.
+
+    The rows go in as answered, their defaults and identity values included
+    (a BEFORE trigger of the table still runs on them).
+    """
+    return (
+        f"SELECT dsql_local.insert_rows({_literal(found.target)}::regclass,"
+        f" {int(number)})"
+    )
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def guard(sql: str) -> Guard | None:
@@ -94,7 +181,7 @@ def _guard(sql: str) -> Guard | None:
     found = _read_of(stmt, ast, enums)
     if found is None:
         return None
-    read, verb, rows = found
+    read, verb, rows, target = found
     text = RawStream()(read)
     used = {int(n) for n in _PARAM.findall(text)}
     unused = [n for n in range(1, max(used, default=0) + 1) if n not in used]
@@ -118,24 +205,28 @@ def _guard(sql: str) -> Guard | None:
         recursive = read.withClause.recursive if read.withClause else False
         read.withClause = ast.WithClause(ctes=(cte, *ctes), recursive=recursive)
         text = RawStream()(read)
-    return Guard(text, verb, rows)
+    return Guard(text, verb, rows, target)
 
 
 _guard_cached = functools.lru_cache(maxsize=1_024)(_guard)
 
 
-def _read_of(stmt: Any, ast: Any, enums: Any) -> tuple[Any, str, bool] | None:
-    """The read answering `stmt`, its tag's verb and whether it returns rows."""
+def _read_of(stmt: Any, ast: Any, enums: Any) -> tuple[Any, str, bool, str] | None:
+    """The read answering `stmt`, its tag's verb, whether it returns rows and
+    the table of an INSERT answered by its clone."""
     name = type(stmt).__name__
+    found: tuple[Any, str, bool] | None = None
     if name == "SelectStmt":
-        return _read_of_select(stmt)
-    if getattr(stmt, "withClause", None) is not None and _modifies(stmt.withClause):
+        found = _read_of_select(stmt)
+    elif getattr(stmt, "withClause", None) is not None and _modifies(stmt.withClause):
         return None
-    if name in ("UpdateStmt", "DeleteStmt"):
-        return _read_of_change(name, stmt, ast, enums)
-    if name == "InsertStmt" and stmt.returningClause is None:
-        return _read_of_insert(stmt, ast)
-    return None
+    elif name in ("UpdateStmt", "DeleteStmt"):
+        found = _read_of_change(name, stmt, ast, enums)
+    elif name == "InsertStmt" and stmt.returningClause is None:
+        found = _read_of_insert(stmt, ast)
+    elif name == "InsertStmt":
+        return _insert_into_clone(stmt, ast)
+    return None if found is None else (*found, "")
 
 
 def _read_of_select(stmt: Any) -> tuple[Any, str, bool] | None:
@@ -162,6 +253,53 @@ def _read_of_insert(stmt: Any, ast: Any) -> tuple[Any, str, bool]:
         withClause=stmt.withClause,
     )
     return read, "INSERT 0", False
+
+
+def _insert_into_clone(stmt: Any, ast: Any) -> tuple[Any, str, bool, str] | None:
+    """An ``INSERT ... RETURNING``: the same INSERT, into a clone of its table.
+
+    Only running it gives the rows it returns (defaults, identity values,
+    generated columns): the clone, named as the table is (or by the client's
+    alias), takes them. Not with ``ON CONFLICT``, whose outcome depends on
+    the table's rows.
+    """
+    if stmt.onConflictClause is not None:
+        return None
+    relation = stmt.relation
+    name = relation.alias.aliasname if relation.alias else relation.relname
+    target = ast.RangeVar(
+        catalogname=relation.catalogname,
+        schemaname=relation.schemaname,
+        relname=relation.relname,
+        inh=True,
+        relpersistence="p",
+    )
+    stmt.relation = ast.RangeVar(
+        schemaname="pg_temp",
+        relname=_CLONE,
+        inh=True,
+        relpersistence="p",
+        alias=ast.Alias(aliasname=name),
+    )
+    # A column named through the table's schema names it through the alias.
+    for node in _column_refs(stmt.returningClause, ast):
+        fields = node.fields
+        if len(fields) > 2 and getattr(fields[-2], "sval", None) == relation.relname:
+            node.fields = (ast.String(sval=name), fields[-1])
+    from pglast.stream import RawStream  # noqa: PLC0415
+
+    return stmt, "INSERT 0", True, RawStream()(target)
+
+
+def _column_refs(node: Any, ast: Any) -> list[Any]:
+    """The ColumnRef nodes in `node`'s tree."""
+    if isinstance(node, tuple):
+        return [ref for item in node for ref in _column_refs(item, ast)]
+    if not isinstance(node, ast.Node):
+        return []
+    if isinstance(node, ast.ColumnRef):
+        return [node]
+    return [ref for attr in node for ref in _column_refs(getattr(node, attr), ast)]
 
 
 def _read_of_change(

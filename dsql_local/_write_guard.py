@@ -25,7 +25,7 @@ from typing import Protocol
 
 from . import _messages as m
 from . import _protocol as pq
-from ._conflicts import Guard, guard
+from ._conflicts import Guard, answer_sql, clone_sql, guard, insert_rows_sql
 from ._units import ANSWER, GAVE_WAY, GUARD, HIDDEN, QUIET, SNAPSHOT, Units
 from ._yield import holder_check
 
@@ -245,9 +245,18 @@ class WriteGuard:
             self.doomed = True  # who held the row is not known: it wins
         elif write.holder_check:
             self.replays.append(pq.query(write.holder_check))
-        self.replays.append(_replay_of(write))
+        number = len(self.replays)
+        if write.guard.target:
+            # An INSERT ... RETURNING is answered by the same INSERT into a
+            # clone of its table; the clone's rows go in at the replay.
+            self.replays.append(pq.query(insert_rows_sql(write.guard, number)))
+        else:
+            self.replays.append(_replay_of(write))
         self._units.send(_ROLLBACK_TO, HIDDEN | QUIET)
-        self._units.send(_answer_query(write), ANSWER)
+        if write.guard.target:
+            self._units.send(pq.query(clone_sql(write.guard, number)), HIDDEN | QUIET)
+        read = answer_sql(write.guard, number)
+        self._units.send(_answer_query(write, read), ANSWER)
         # The extended protocol's ParseComplete, BindComplete and row
         # description stand; the rows come from the read.
         return bytes(write.kept) if write.bind is not None else b""
@@ -333,9 +342,8 @@ def _replay_of(write: Write) -> bytes:
     )
 
 
-def _answer_query(write: Write) -> bytes:
+def _answer_query(write: Write, read: str) -> bytes:
     """The read that answers a refused write, with the client's parameters."""
-    read = write.guard.read
     if write.bind is None:
         return pq.query(read)
     name = _ANSWER_STATEMENT

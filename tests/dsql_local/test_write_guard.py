@@ -263,3 +263,56 @@ def test_a_write_refused_without_a_row_named_dooms_its_commit() -> None:
     refuse, rollback = queries(relay.to_backend)
     assert OC000_MESSAGE in refuse
     assert rollback == "ROLLBACK"
+
+
+def test_a_refused_insert_returning_is_answered_by_a_clone_then_inserted() -> None:
+    relay = make_relay()
+    begin(relay)
+    relay.from_client(pq.query("insert into s.t (name) values ('a') returning id"))
+    assert queries(relay.to_backend) == [
+        "SAVEPOINT dsql_local_write",
+        "insert into s.t (name) values ('a') returning id",
+    ]
+    relay.from_backend(
+        complete("SAVEPOINT")
+        + IN_TRANSACTION
+        + pg_error(
+            "55P03",
+            "canceling statement due to lock timeout",
+            'while inserting index tuple (0,2) in relation "t_name_key"',
+        )
+        + FAILED
+    )
+    assert bytes(relay.to_client) == b""
+    # Undone; the same INSERT runs into an empty clone of the table.
+    assert queries(relay.to_backend) == [
+        "ROLLBACK TO SAVEPOINT dsql_local_write",
+        "SELECT dsql_local.clone_for_insert('s.t'::regclass, 0)",
+        "INSERT INTO pg_temp.dsql_local_rows_0 AS t (name) VALUES ('a') RETURNING id",
+    ]
+    row = pq.message(b"D", b"\0\1\0\0\0\0017")
+    relay.from_backend(
+        complete("ROLLBACK")
+        + IN_TRANSACTION
+        + ROW_DESCRIPTION
+        + pq.message(b"D", b"\0\1\0\0\0\0")  # the clone function's void
+        + complete("SELECT 1")
+        + IN_TRANSACTION
+        + ROW_DESCRIPTION
+        + row
+        + complete("INSERT 0 1")
+        + IN_TRANSACTION
+    )
+    assert messages(relay.to_client) == [
+        ("T", b"\0\0"),
+        ("D", b"\0\1\0\0\0\0017"),
+        ("C", b"INSERT 0 1\0"),
+        ("Z", b"T"),
+    ]
+    # Right before the COMMIT, the clone's rows go into the table.
+    relay.from_client(pq.query("COMMIT"))
+    assert queries(relay.to_backend) == [
+        "SET LOCAL lock_timeout = '2s'",
+        "SELECT dsql_local.insert_rows('s.t'::regclass, 0)",
+        "COMMIT",
+    ]
