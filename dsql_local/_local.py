@@ -406,7 +406,9 @@ class DsqlLocal:
             }
         )
         return {
-            region: RemoteEndpoint(process, region, owner=i == 0)
+            region: RemoteEndpoint(
+                process, region, self._latencies[region], owner=i == 0
+            )
             for i, region in enumerate(self._views)
         }
 

@@ -164,20 +164,25 @@ class RemoteFaults:
 class RemoteEndpoint:
     """An `Endpoint` in the child process, as `DsqlLocal` uses one."""
 
-    def __init__(self, process: EndpointProcess, region: str, *, owner: bool) -> None:
+    def __init__(
+        self, process: EndpointProcess, region: str, latency: float, *, owner: bool
+    ) -> None:
         self._process = process
         self._region = region
+        self._latency = latency
         self._owner = owner  # the first stops the process
         self.port = process.ports[region]
         self.faults = RemoteFaults(process, region)
 
     @property
     def latency(self) -> float:
-        raise AttributeError("DsqlLocal keeps the latency it set")
+        """Seconds added to every client round trip (as last set)."""
+        return self._latency
 
     @latency.setter
     def latency(self, value: float) -> None:
         self._process.call(self._region, "set_latency", value)
+        self._latency = value
 
     @property
     def listening(self) -> bool:
