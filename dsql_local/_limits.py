@@ -3,13 +3,14 @@
 A CommandComplete that takes the transaction past the policy's row limit
 (`StatementPolicy.statement_done`) becomes the error: the rest of its unit's
 answer waits for the unit's end, when it is known whether the statement can
-still fail (see `Relay`). Rows that foreign key actions change show in no
-command tag: while a foreign key with actions exists, the backend's count of
-rows changed is read at the snapshot and checked again before the COMMIT
-(see `_yield`). A row changed twice counts twice: how DSQL counts it is not
-sourced, and counting each change is the conservative choice. Before the
-COMMIT of a transaction that wrote, a hidden check of the size limit runs
-too; its error, if any, answers the COMMIT.
+still fail (see `Relay`); if so, a hidden refusal fails the backend's
+transaction too. Rows that foreign key actions change show in no command
+tag: while a foreign key with actions exists, the backend's count of rows
+changed is read at the snapshot and checked again before the COMMIT (see
+`_yield`). That count takes each change, of a row changed twice too: how
+DSQL counts such a row is not sourced, and counting each change is the
+conservative choice. Before the COMMIT of a transaction that wrote, a hidden
+check of the size limit runs too; its error, if any, answers the COMMIT.
 
 Every transaction's snapshot is taken right after its BEGIN, as DSQL takes
 it, by a hidden SELECT whose answer the limits count from: where the WAL

@@ -38,7 +38,7 @@ INT16 = struct.Struct("!H")
 UNPACK_LEN = INT32.unpack_from
 
 # Message types, as the ints a bytes object's items are.
-Q, P, B, S, F = b"QPBSF"
+Q, B, S, F = b"QBSF"
 COPY_IN, COPY_DONE, COPY_FAIL = b"Gcf"
 DESCRIBE, EXECUTE, FLUSH = b"DEH"
 E, Z, C, PARSE_COMPLETE, PARAMETER_STATUS = b"EZC1S"

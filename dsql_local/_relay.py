@@ -4,9 +4,9 @@
 `from_backend`), bytes out (`to_backend`, `to_client`); a `Pump` holds it and
 does the sockets. Only the message headers of what passes are looked at, and
 the few messages DSQL Local acts on are decoded. The relay checks each
-statement (the policy's check_statement, injected ``server unavailable``,
-stale-schema OC001) and hands the rest to one part per feature, each with
-its own state:
+statement (`_checks`: injected ``server unavailable``, stale-schema OC001,
+the policy's check_statement) and hands the rest to one part per feature,
+each with its own state:
 
 - `_commit_gate`: each COMMIT judged (injected conflicts and faults, the
   policy's check_commit, a stale schema, a doomed transaction); a Query
@@ -26,8 +26,8 @@ errors of statements not guarded into DSQL's 40001 ``(OC000)`` at the
 statement (in autocommit, the statement's end is its COMMIT), strips
 refusals of their PL/pgSQL context, gives a statement the policy rewrote
 into one with another tag (``CREATE INDEX ASYNC`` runs as a SELECT) the tag
-DSQL gives (`Session.command_tags`), and keeps the session state the policy
-sees.
+DSQL gives (`Session.command_tags`), and has `_checks` keep the session
+state the policy sees.
 
 Responses are counted in units (see `_units`): this lets the parts swallow
 the answer to a statement they injected without tracking every message.
@@ -41,21 +41,21 @@ server-side error would.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Protocol
 
 from . import _messages as m
 from . import _protocol as pq
+from ._checks import Checks
 from ._commit_gate import CommitGate
 from ._copy import CopyIn
-from ._faults import SERVER_UNAVAILABLE, Faults
+from ._faults import Faults
 from ._framing import Framer
 from ._hidden import HiddenTransactions
 from ._limits import Limits
 from ._policy import Refusal, Session, StatementPolicy
 from ._prepared import PreparedStatements
-from ._schema import SchemaClock, SchemaWatch
+from ._schema import SchemaClock
 from ._units import (
     ANSWER,
     AS_IDLE,
@@ -129,17 +129,16 @@ class Relay:
         *,
         backend_pid: int = 0,
     ) -> None:
-        self._endpoint = endpoint
         self._to_client = bytearray()
         self._to_backend = bytearray()
         self.session = session
         self.backend_pid = backend_pid
-        policy = self._policy = endpoint.policy
-        clock = endpoint.schema_clock
-        self._schema = SchemaWatch(clock) if clock is not None else None
+        policy = endpoint.policy
+        checks = self._checks = Checks(
+            endpoint.faults, policy, endpoint.schema_clock, session
+        )
         self._held = bytearray()
         """Client data that waits for the relay's own statements."""
-        self._pending_start: float | None = None
         units = self._units = Units(self._to_backend)
         limits = self._limits = Limits(
             policy, getattr(endpoint, "holders", None), session
@@ -153,23 +152,20 @@ class Relay:
             self,
             policy=policy,
             session=session,
-            schema=self._schema,
+            schema=checks.schema,
             guard=guard,
             limits=limits,
         )
         self._prepared = PreparedStatements(
             units, self, session, gate=gate, guard=guard, hidden=hidden
         )
+        tags_read = policy is not None or checks.schema is not None
+        self._backend_kinds = _BACKEND_KINDS_TAGS if tags_read else _BACKEND_KINDS
         self._client_framer = Framer(
             self._to_backend,
             self._client_message,
             self._client_watches,
             pq.MAX_MESSAGE_LENGTH,
-        )
-        self._backend_kinds = (
-            _BACKEND_KINDS_TAGS
-            if policy is not None or self._schema is not None
-            else _BACKEND_KINDS
         )
         self._backend_framer = Framer(
             self._to_client, self._backend_message, self._backend_watches
@@ -244,17 +240,7 @@ class Relay:
 
     def check(self, sql: str) -> Refusal | str | None:
         """The verdict on a client statement: refuse it, run another, or pass."""
-        if self._endpoint.faults.take_statement(sql):
-            self.session.run_in_transaction = False
-            return SERVER_UNAVAILABLE
-        status = self._units.status
-        if status == b"T" and self._schema is not None and self._schema.stale():
-            return m.STALE_SCHEMA
-        if self._policy is None:
-            return None
-        self.session.run_in_transaction = False
-        self.session.command_tags = ()
-        return self._policy.check_statement(sql, self.session)
+        return self._checks.check(sql, self._units.status)
 
     def begin(self) -> bytes:
         return self._limits.begin()
@@ -265,8 +251,7 @@ class Relay:
     def statement_error(self, body: memoryview) -> bytes | None:
         """An error of a client statement: noted, and as DSQL gives it."""
         self._units.failed = True
-        if self._schema is not None:
-            self._schema.error()
+        self._checks.failed()
         return m.rewrite_error(body)
 
     def set_status(self, status: bytes) -> None:
@@ -274,20 +259,10 @@ class Relay:
         units = self._units
         ended = status == b"I" and units.status != b"I"
         units.status = status
-        session = self.session
+        self._checks.status(status)
         if status == b"I":
             self._guard.idle(ended)
             self._limits.idle()
-            if self._schema is not None:
-                self._schema.idle()
-            session.in_transaction = False
-            session.transaction_started_at = None
-            session.scratch.clear()
-            self._pending_start = None
-        else:
-            session.in_transaction = True
-            if session.transaction_started_at is None:
-                session.transaction_started_at = self._pending_start or time.monotonic()
 
     # -- client -> backend -------------------------------------------------
 
@@ -315,10 +290,7 @@ class Relay:
             return m.refusal_query(m.FUNCTION_CALL)
         if kind not in _FRONTEND_KINDS:
             raise pq.ProtocolViolation("08P01", f"invalid frontend message type {kind}")
-        if not self.session.in_transaction and self._pending_start is None:
-            self._pending_start = time.monotonic()
-            if self._schema is not None:
-                self._schema.begin()
+        self._checks.client_sent()
         if kind == m.Q:
             units.open()
             return self._query_message(view, pos, end)
@@ -437,8 +409,7 @@ class Relay:
             replacement = pq.message(b"C", wanted.encode() + b"\0")
         if action & _AT_COMMIT and tag == "COMMIT":
             return self._gate.committed(action)
-        if self._schema is not None:
-            self._schema.command_done(tag)
+        self._checks.command_done(tag)
         if limits.command_done(tag, replacement or view[pos:end]):
             return b""  # whether it can still fail is known at the unit's end
         if action & AUTOCOMMIT:

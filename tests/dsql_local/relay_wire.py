@@ -14,6 +14,7 @@ from dsql_local import _protocol as pq
 from dsql_local._faults import Faults
 from dsql_local._policy import Refusal, Session
 from dsql_local._relay import Relay
+from dsql_local._schema import SchemaClock
 
 SNAPSHOT_SQL = "SELECT pg_catalog.pg_current_wal_insert_lsn()"
 ROW_DESCRIPTION = pq.message(b"T", b"\0\0")  # its content is not read
@@ -78,13 +79,15 @@ class Holders:
 class Host:
     """What a Relay reads from its endpoint; conflicts injected at will."""
 
-    schema_clock = None
-
     def __init__(
-        self, policy: Policy | None = None, holders: Holders | None = None
+        self,
+        policy: Policy | None = None,
+        holders: Holders | None = None,
+        schema_clock: SchemaClock | None = None,
     ) -> None:
         self.policy = policy
         self.holders = holders
+        self.schema_clock = schema_clock
         self.faults = Faults()
         self.conflicts: list[str] = []
         self.commit_drops = 0
