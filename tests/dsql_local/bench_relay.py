@@ -19,6 +19,8 @@ in turns in the same run so that the machine's load falls on all alike:
   PostgreSQL of its own), placed as ``relayed`` is: its CLI, or a worker
   process running that DSQL Local and the client in one process.
 
+With ``--both`` the relayed routes of both placements are taken in turns
+with the others, so that the placements are compared in the same run too.
 It prints each rate, the relayed rates' ratios to ``tls`` and to ``unix``,
 and the endpoint's CPU time per statement: its process's, or, in-process,
 the process's less the client thread's. ``--scaling`` also runs ``select 1``
@@ -269,7 +271,7 @@ def own_process(
 
 
 @contextmanager
-def worker(strict: bool, before: Path) -> Iterator[WorkerRoute]:
+def worker(strict: bool, before: Path, name: str) -> Iterator[WorkerRoute]:
     """This script as a worker, importing DSQL Local from `before`."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker"]
     if not strict:
@@ -284,7 +286,7 @@ def worker(strict: bool, before: Path) -> Iterator[WorkerRoute]:
             env=_before_env(before),
         )
         try:
-            route = WorkerRoute("relayed@before", proc)
+            route = WorkerRoute(name, proc)
             route.ask(op="ping")  # answered once DSQL Local runs
             yield route
         finally:
@@ -449,37 +451,52 @@ def _relayed(name: str, url: str, pid: int) -> Route:
     return Route(name, lambda: psycopg.connect(url, autocommit=True, **kwargs), pid)
 
 
+_IN, _OWN = "in-process", "own process"
+
+
 @contextmanager
 def routes(
-    strict: bool, in_process: bool, tls_dsn: str, before: Path | None
+    strict: bool, placements: tuple[bool, ...], tls_dsn: str, before: Path | None
 ) -> Iterator[list[AnyRoute]]:
-    """The routes to measure for one placement, each with its table."""
+    """The routes to measure, each relayed one with its table.
+
+    A relayed route per placement (``in_process`` true or false), and one
+    more through `before` for each.
+    """
     with contextlib.ExitStack() as stack:
-        if in_process:
-            local = stack.enter_context(DsqlLocal(strict=strict))
-            url, backend_dsn, pid = local.url, local.backend_dsn, 0
-        else:
-            url, backend_dsn, pid = stack.enter_context(own_process(strict))
-        found: list[AnyRoute] = [
-            Route("unix", lambda: psycopg.connect(backend_dsn, autocommit=True), None),
-            Route("tls", lambda: psycopg.connect(tls_dsn, autocommit=True), None),
-            _relayed("relayed", url, pid),
-        ]
-        if before is not None:
+        relayed: list[AnyRoute] = []
+        backend_dsn = ""
+        for in_process in placements:
+            where = _IN if in_process else _OWN
             if in_process:
-                found.append(stack.enter_context(worker(strict, before)))
+                local = stack.enter_context(DsqlLocal(strict=strict))
+                url, dsn, pid = local.url, local.backend_dsn, 0
+            else:
+                url, dsn, pid = stack.enter_context(own_process(strict))
+            backend_dsn = backend_dsn or dsn
+            relayed.append(_relayed(f"relayed, {where}", url, pid))
+            if before is None:
+                continue
+            name = f"relayed@before, {where}"
+            if in_process:
+                relayed.append(stack.enter_context(worker(strict, before, name)))
             else:
                 before_url, _, before_pid = stack.enter_context(
                     own_process(strict, before)
                 )
-                found.append(_relayed("relayed@before", before_url, before_pid))
-        for route in found:
-            if route.name != "unix":  # the same PostgreSQL as relayed
-                route.execute(f"drop table if exists {_TABLE}")
-                route.execute(
-                    f"create table {_TABLE} (id int primary key, n bigint not null)"
-                )
-                route.execute(f"insert into {_TABLE} values (1, 0)")
+                relayed.append(_relayed(name, before_url, before_pid))
+        found: list[AnyRoute] = [
+            # The PostgreSQL behind the first relayed route.
+            Route("unix", lambda: psycopg.connect(backend_dsn, autocommit=True), None),
+            Route("tls", lambda: psycopg.connect(tls_dsn, autocommit=True), None),
+            *relayed,
+        ]
+        for route in found[1:]:
+            route.execute(f"drop table if exists {_TABLE}")
+            route.execute(
+                f"create table {_TABLE} (id int primary key, n bigint not null)"
+            )
+            route.execute(f"insert into {_TABLE} values (1, 0)")
         try:
             yield found
         finally:
@@ -512,20 +529,18 @@ def _cpu(summary: dict[str, Any]) -> str:
 def measure(
     seconds: float,
     strict: bool,
-    in_process: bool,
+    placements: tuple[bool, ...],
     tls_dsn: str,
     scaling: bool,
     before: Path | None,
 ) -> dict[str, Any]:
-    """Measure one placement: print its tables, return its numbers."""
-    where = "in-process" if in_process else "own process"
+    """Measure every route in turns: print the tables, return the numbers."""
     result: dict[str, Any] = {"workloads": {}, "scaling": {}}
-    relayed = ["relayed"] + (["relayed@before"] if before else [])
-    with routes(strict, in_process, tls_dsn, before) as found:
+    with routes(strict, placements, tls_dsn, before) as found:
         sys.stdout.write(
-            f"\n{where} (strict={strict}), {seconds:g} s per workload and"
-            f" route in {_ROUNDS} alternated rounds\n"
-            f"{'workload / route':<28} {'per s':>8} {'/tls':>5} {'/unix':>6}"
+            f"\nstrict={strict}, {seconds:g} s per workload and route in"
+            f" {_ROUNDS} alternated rounds\n"
+            f"{'workload / route':<34} {'per s':>8} {'/tls':>5} {'/unix':>6}"
             f" {'endpoint CPU/stmt':>18}\n"
         )
         for name in WORKLOADS:
@@ -535,25 +550,21 @@ def measure(
             sys.stdout.write(f"{name}\n")
             for route, summary in summaries.items():
                 ratios = ""
-                if route in relayed:
-                    ratios = (
-                        f"{rates[route] / rates['tls']:5.2f}"
-                        f" {rates[route] / rates['unix']:6.2f}"
-                    )
-                sys.stdout.write(
-                    f"  {route:<26} {rates[route]:8.0f} {ratios:>12}"
-                    f" {_cpu(summary):>18}\n"
-                )
-                if route in relayed:
+                if route.startswith("relayed"):
                     summary["per_tls"] = round(rates[route] / rates["tls"], 3)
                     summary["per_unix"] = round(rates[route] / rates["unix"], 3)
+                    ratios = f"{summary['per_tls']:5.2f} {summary['per_unix']:6.2f}"
+                sys.stdout.write(
+                    f"  {route:<32} {rates[route]:8.0f} {ratios:>12}"
+                    f" {_cpu(summary):>18}\n"
+                )
             result["workloads"][name] = summaries
         if scaling:
             scaled = [r for r in found if r.name != "unix"]
             sys.stdout.write(
                 f"select 1 on N connections at once ({seconds:g} s each, in"
                 f" {_ROUNDS} alternated rounds)\n"
-                f"{'connections / route':<28} {'per s':>8} {'/tls':>5}"
+                f"{'connections / route':<34} {'per s':>8} {'/tls':>5}"
                 f" {'endpoint CPU/stmt':>25}\n"
             )
             for clients in _SCALING:
@@ -561,12 +572,13 @@ def measure(
                 summaries = {r: totals[r].summary() for r in totals}
                 sys.stdout.write(f"{clients}\n")
                 for route, summary in summaries.items():
-                    ratio = summary["per_second"] / summaries["tls"]["per_second"]
-                    if route in relayed:
+                    shown = ""
+                    if route.startswith("relayed"):
+                        ratio = summary["per_second"] / summaries["tls"]["per_second"]
                         summary["per_tls"] = round(ratio, 3)
-                    shown = f"{ratio:5.2f}" if route in relayed else ""
+                        shown = f"{ratio:5.2f}"
                     sys.stdout.write(
-                        f"  {route:<26} {summary['per_second']:8.0f} {shown:>5}"
+                        f"  {route:<32} {summary['per_second']:8.0f} {shown:>5}"
                         f" {_cpu(summary):>25}\n"
                     )
                 result["scaling"][str(clients)] = summaries
@@ -633,14 +645,11 @@ def main() -> None:
                 " threads' (the worker's, for relayed@before)",
             ],
         },
-        "placements": {},
     }
     with tls_postgres() as tls_dsn:
-        for in_process in placements:
-            where = "in-process" if in_process else "own process"
-            results["placements"][where] = measure(
-                args.seconds, strict, in_process, tls_dsn, args.scaling, before
-            )
+        results.update(
+            measure(args.seconds, strict, placements, tls_dsn, args.scaling, before)
+        )
     results["meta"]["load_average_at_end"] = os.getloadavg()
     output = args.output or _RESULTS / (
         dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ") + ".json"
