@@ -323,6 +323,7 @@ class DsqlLocal:
             # transactions on the other, as the cluster's catalog is one.
             schema_clock = SchemaClock() if self._schema_conflicts else None
             endpoints: dict[str, Endpoint | RemoteEndpoint] = {}
+            process = EndpointProcess() if self.own_process else None
             try:
                 if self._cert_dir is not None:
                     try:
@@ -340,8 +341,8 @@ class DsqlLocal:
                 )
                 bootstrap = [*BOOTSTRAP_SQL, *(policy.bootstrap_sql if policy else ())]
                 self._backend.start(bootstrap)
-                if self.own_process:
-                    endpoints.update(self._start_process(credentials, certs))
+                if process is not None:
+                    endpoints.update(self._start_process(process, credentials, certs))
                 else:
                     for region, region_certs in zip(self._views, certs, strict=True):
                         endpoint = Endpoint(
@@ -364,6 +365,8 @@ class DsqlLocal:
             except BaseException:
                 for started in endpoints.values():
                     started.stop()
+                if process is not None:
+                    process.stop()
                 self._cleanup()
                 raise
             self._endpoints = endpoints
@@ -376,10 +379,13 @@ class DsqlLocal:
         return self
 
     def _start_process(
-        self, credentials: Mapping[str, str], certs: tuple[CertFiles, ...]
+        self,
+        process: EndpointProcess,
+        credentials: Mapping[str, str],
+        certs: tuple[CertFiles, ...],
     ) -> dict[str, RemoteEndpoint]:
         """Start the endpoints in a process of their own (see `_process`)."""
-        process = EndpointProcess(
+        process.start(
             {
                 "strict": self.strict,
                 "schema_conflicts": self._schema_conflicts,

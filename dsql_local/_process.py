@@ -50,7 +50,8 @@ _START_TIMEOUT = 60.0
 class EndpointProcess:
     """The child process running the endpoints, and the pipe to it."""
 
-    def __init__(self, settings: Mapping[str, Any]) -> None:
+    def __init__(self) -> None:
+        """Start the child: it imports what it needs while the backend starts."""
         package_root = str(Path(__file__).resolve().parents[1])
         path = os.environ.get("PYTHONPATH")
         env = {
@@ -69,11 +70,10 @@ class EndpointProcess:
         )
         self._lock = threading.Lock()
         self.ports: dict[str, int] = {}
-        try:
-            answer = self._ask({"settings": dict(settings)}, _START_TIMEOUT)
-        except BaseException:
-            self.stop()
-            raise
+
+    def start(self, settings: Mapping[str, Any]) -> None:
+        """Have the child start the endpoints `settings` describe."""
+        answer = self._ask({"settings": dict(settings)}, _START_TIMEOUT)
         self.ports = {region: int(port) for region, port in answer.items()}
 
     def _ask(self, request: Mapping[str, Any], timeout: float | None = None) -> Any:
@@ -106,6 +106,8 @@ class EndpointProcess:
     def stop(self) -> None:
         """Close every connection and end the child (it stops its endpoints)."""
         proc = self._proc
+        if proc.returncode is not None:
+            return  # stopped already
         if proc.stdin is not None:
             with contextlib.suppress(OSError, ValueError):
                 proc.stdin.close()
@@ -216,7 +218,7 @@ class RemoteEndpoint:
 
 def _serve(settings: Mapping[str, Any]) -> None:
     """Run the endpoints `settings` describe; answer the parent's calls."""
-    # Imported here: the parent needs none of it.
+    # Imported here: the parent needs none of it (already loaded by `main`).
     from ._certs import CertFiles  # noqa: PLC0415
     from ._endpoint import Endpoint  # noqa: PLC0415
     from ._local import _load_policy  # noqa: PLC0415
@@ -301,6 +303,11 @@ def main() -> None:
         level=logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s (endpoint process): %(message)s",
     )
+    # What the endpoints need, loaded while the parent starts the backend.
+    from . import _certs, _endpoint, _local, _sigv4  # noqa: F401, PLC0415
+
+    with contextlib.suppress(ImportError):
+        from . import strict  # noqa: F401, PLC0415
     line = sys.stdin.readline()
     if not line:
         return
