@@ -50,6 +50,7 @@ What this does not reproduce:
 from __future__ import annotations
 
 import functools
+import json
 import re
 from typing import Any, NamedTuple
 
@@ -372,3 +373,64 @@ def _substitute(
 
 def _modifies(with_clause: Any) -> bool:
     return any(type(cte.ctequery).__name__ != "SelectStmt" for cte in with_clause.ctes)
+
+
+# Statements a query text may not be split around: their place in the
+# transaction is what they are about.
+_TRANSACTION_CONTROL = re.compile(
+    r"\s*(?:begin|start|commit|end|rollback|abort|savepoint|release|prepare"
+    r"|set\s+(?:session\s+characteristics|transaction)|set\s+constraints)\b",
+    re.IGNORECASE,
+)
+
+
+def is_transaction_control(sql: str) -> bool:
+    """Whether `sql` begins, ends or marks a transaction (BEGIN, COMMIT...)."""
+    return _TRANSACTION_CONTROL.match(sql) is not None
+
+
+def statements(sql: str) -> tuple[str, ...] | None:
+    """The statements of a query text to run one by one, each guarded.
+
+    PostgreSQL runs a Query of several statements in one go, so none of them
+    could be answered as DSQL answers it once another transaction's row
+    stops it. In a transaction block the relay may run them one Query each
+    instead (the same statements, in order, an error ending the rest):
+    when there are several, at least one has a guard, and none begins or
+    ends a transaction. None otherwise, or if pglast cannot split the text.
+    """
+    if ";" not in sql or _WORDS.search(sql) is None:
+        return None
+    if len(sql) > _CACHE_TEXT_LIMIT:
+        return _statements(sql)
+    return _statements_cached(sql)
+
+
+def _statements(sql: str) -> tuple[str, ...] | None:
+    try:
+        from pglast import parser  # noqa: PLC0415  # optional: local extra
+    except ModuleNotFoundError:
+        return None
+    try:
+        found: list[dict[str, Any]] = json.loads(parser.parse_sql_json(sql)).get(
+            "stmts", []
+        )
+    except parser.ParseError:
+        return None
+    if len(found) < 2:
+        return None
+    data = sql.encode()
+    texts = []
+    for raw in found:
+        start = raw.get("stmt_location", 0)
+        length = raw.get("stmt_len", 0)
+        text = (data[start : start + length] if length else data[start:]).decode()
+        texts.append(text.strip())
+    if any(is_transaction_control(text) for text in texts):
+        return None
+    if all(guard(text) is None for text in texts):
+        return None
+    return tuple(texts)
+
+
+_statements_cached = functools.lru_cache(maxsize=1_024)(_statements)

@@ -7,9 +7,11 @@ refusal: at a Parse, one with the client's parameter count, so that its Bind
 still fits; at a Bind, an extra unnamed statement the portal is bound to
 instead, whose ParseComplete is hidden. A COMMIT goes through the gate (see
 `_commit_gate`). A statement run alone in its Sync (as libpq sends one
-outside pipeline mode) is guarded (see `_write_guard`) or wrapped in a
-hidden transaction (see `_hidden`) at its first message: at its Parse when
-its first Bind follows in the same Sync, else at its Bind.
+outside pipeline mode), or in a transaction block alone up to its Execute
+(a pipeline's, which `_split` gives a Sync of its own), is guarded (see
+`_write_guard`) or wrapped in a hidden transaction (see `_hidden`) at its
+first message: at its Parse when its first Bind follows in the same Sync,
+else at its Bind.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ._commit_gate import Checker, CommitGate
 from ._copy import is_copy
 from ._hidden import HiddenTransactions
 from ._policy import Refusal, Session
+from ._split import executes_next, nothing_next
 from ._units import Units
 from ._write_guard import WriteGuard
 
@@ -66,6 +69,8 @@ class PreparedStatements:
         self._guard = guard
         self._hidden = hidden
         self.statements: dict[str, Statement] = {}
+        self.current_sql = ""
+        """The SQL of the statement last parsed or bound (see `_split`)."""
 
     def parse_message(self, view: memoryview, pos: int, end: int) -> bytes | None:
         """A Parse (counted): what to send in its place, None as it is."""
@@ -74,6 +79,7 @@ class PreparedStatements:
         sql, at = pq.cstring(body, at)
         types = body[at:]
         units = self._units
+        self.current_sql = sql
         if not name and m.COMMIT_RE.match(sql):
             return self._commit_parse(sql, bytes(view[pos:end]))
         verdict = self._relay.check(sql)
@@ -86,7 +92,7 @@ class PreparedStatements:
             units.note_tags(units.sent + 1, self._session.command_tags)
         if isinstance(verdict, Refusal):
             return m.parse(name, self._refusal_sql(verdict, sql, types), types)
-        if units.parses_sent == 1 and m.synced_alone(view, end):
+        if units.parses_sent == 1 and self._runs_alone(view, end, named=bool(name)):
             # A named statement's first run, when its Bind follows in the
             # same Sync, is guarded or wrapped here: its Bind comes too late.
             message = (
@@ -98,7 +104,7 @@ class PreparedStatements:
                 sql if verdict is None else verdict,
                 message,
                 wanted,
-                lambda: m.next_bind(view, end),
+                lambda: m.next_bind(view, end) if executes_next(view, end) else b"",
                 types,
             )
             if enclosed is not None:
@@ -135,6 +141,10 @@ class PreparedStatements:
             return None
         units = self._units
         sql, wanted = known.sql, known.wanted
+        self.current_sql = sql
+        write = self._guard.write
+        if write is not None and write.bind == b"" and known.fresh:
+            write.bind = body  # the guarded Parse's run, sent after it
         if m.COMMIT_RE.match(sql):
             return self._commit_bind(portal, bytes(view[pos:end]))
         if known.fresh:
@@ -148,10 +158,25 @@ class PreparedStatements:
             # A rewrite cannot apply to a prepared statement: it runs as prepared.
             wanted = self._wanted(sql)
         units.note_tags(units.sent + 1, known.tags)
-        if units.parses_sent == 0 and m.synced_alone(view, end):
+        if units.parses_sent == 0 and self._runs_alone(view, end):
             message = bytes(view[pos:end])
             return self._enclose(sql, message, wanted, lambda: body, known.types)
         return None
+
+    def _runs_alone(self, view: memoryview, end: int, *, named: bool = False) -> bool:
+        """Whether the statement whose message ends at `end` runs alone in its unit.
+
+        Either a Sync follows its Execute, or, in a transaction block, its
+        Execute is in: it gets a hidden Sync of its own (see `_split`). A
+        named statement's Parse in a transaction block may also come before
+        its Bind is sent (psycopg's pipeline mode): its Bind and Execute,
+        when they come, end its unit.
+        """
+        if m.synced_alone(view, end):
+            return True
+        if self._units.status != b"T":
+            return False
+        return executes_next(view, end) or (named and nothing_next(view, end))
 
     def _commit_bind(self, portal: str, message: bytes) -> bytes | None:
         """A Bind of a prepared COMMIT: refused, or after the checks before it."""

@@ -19,7 +19,9 @@ each with its own state:
 - `_limits`: DSQL's row and size limits, counted from the snapshot that a
   hidden SELECT takes right after each BEGIN;
 - `_copy`: the data of a COPY FROM STDIN in a hidden transaction passes;
-- `_prepared`: Parse and Bind of the extended protocol, each checked.
+- `_prepared`: Parse and Bind of the extended protocol, each checked;
+- `_split`: in a transaction block, a query text of several statements and
+  a pipeline run one statement at a time, so that each can be guarded.
 
 The relay itself also turns PostgreSQL's serialization and lock-timeout
 errors of statements not guarded into DSQL's 40001 ``(OC000)`` at the
@@ -56,6 +58,7 @@ from ._limits import Limits
 from ._policy import Refusal, Session, StatementPolicy
 from ._prepared import PreparedStatements
 from ._schema import SchemaClock
+from ._split import Split
 from ._units import (
     ANSWER,
     AS_IDLE,
@@ -66,10 +69,12 @@ from ._units import (
     HIDDEN,
     HIDE_READY,
     NEXT_PIECE,
+    PART,
     PRE_COMMIT,
     QUIET,
     RELEASE_TAG,
     SNAPSHOT,
+    SPLIT,
     SWALLOW,
     UNAVAILABLE_AT_COMMIT,
     Units,
@@ -87,6 +92,8 @@ _CLIENT_KINDS = tuple(
     for copying in (False, True)
     for prepared in (False, True)
 )
+# ... and with Execute, to split a pipeline at its statements (see `_split`).
+_CLIENT_KINDS_EXECUTE = tuple(kinds | {m.EXECUTE} for kinds in _CLIENT_KINDS)
 _FRONTEND_KINDS = frozenset(b"BCDEFHPQSXcdf")  # protocol 3.0's, after startup
 _BACKEND_KINDS = frozenset(b"EZ1S")
 _BACKEND_KINDS_TAGS = frozenset(b"EZ1SC")  # for the policy or schema watch
@@ -145,6 +152,7 @@ class Relay:
         )
         guard = self._guard = WriteGuard(units, self)
         self._copy = CopyIn()
+        self._split = Split(units, self._part_query)
         hidden = self._hidden = HiddenTransactions(units, self, policy, session)
         gate = self._gate = CommitGate(
             units,
@@ -229,6 +237,7 @@ class Relay:
         return (
             self._gate.holding()
             or self._guard.holding()
+            or self._split.holding()
             or (self._hidden.awaiting_commit and not self._copy.streaming)
         )
 
@@ -269,7 +278,12 @@ class Relay:
     def _client_watches(self) -> frozenset[int] | None:
         if self.holding():
             return None  # what follows waits for the relay's own statements
-        return _CLIENT_KINDS[bool(self._prepared.statements) + 2 * self._copy.streaming]
+        if self._split.skipping:
+            return _EVERY_KIND
+        index = bool(self._prepared.statements) + 2 * self._copy.streaming
+        if self._split.watches_execute(self._prepared.current_sql):
+            return _CLIENT_KINDS_EXECUTE[index]
+        return _CLIENT_KINDS[index]
 
     def _client_message(
         self, kind: int, view: memoryview, pos: int, end: int
@@ -279,11 +293,8 @@ class Relay:
             self._copy.ended()
             return None
         units = self._units
-        if kind == m.S:
-            units.open()
-            self._guard.seal()
-            wrapped = self._hidden.at_sync()
-            return wrapped if wrapped is not None else self._gate.at_sync()
+        if kind in (m.S, m.EXECUTE) or self._split.skipping:
+            return self._boundary(kind, view, pos, end)
         if kind == m.F:
             # Refused in its place, answered once like it (its own unit).
             units.open()
@@ -299,6 +310,32 @@ class Relay:
         units.parses_sent += 1
         return self._prepared.parse_message(view, pos, end)
 
+    def _boundary(
+        self, kind: int, view: memoryview, pos: int, end: int
+    ) -> bytes | None:
+        """A Sync, an Execute, or a message skipped up to the client's Sync
+        after an error in a pipeline split at its statements (see `_split`)."""
+        split = self._split
+        if kind == m.S:
+            split.skipping = False
+            self._units.open()
+            self._guard.seal()
+            wrapped = self._hidden.at_sync()
+            return wrapped if wrapped is not None else self._gate.at_sync()
+        if split.skipping:
+            return split.skipped(kind)
+        sql = self._prepared.current_sql
+        sent = split.execute(sql, view, pos, end, wrapping=self._hidden.wrap_at_sync)
+        if sent is not None:
+            self._guard.seal()
+        return sent
+
+    def _part_query(self, sql: str) -> bytes:
+        """Handle `sql`, one statement of a split Query text, as the client's."""
+        message = pq.query(sql)
+        sent = self._query_message(memoryview(message), 0, len(message))
+        return message if sent is None else sent
+
     def _query_message(self, view: memoryview, pos: int, end: int) -> bytes | None:
         sql = bytes(view[pos + 5 : end - 1]).decode("utf-8", "replace")
         if m.COMMIT_RE.match(sql):
@@ -310,16 +347,20 @@ class Relay:
         if isinstance(verdict, Refusal):
             return m.refusal_query(verdict)
         units = self._units
-        units.note_tags(units.sent, self.session.command_tags)
-        # A rewritten statement is guarded as it runs (say, a FOR UPDATE
-        # whose SKIP LOCKED DSQL ignores).
-        run = sql if verdict is None else verdict
-        if m.BEGIN_RE.match(run):
-            units.add(units.sent, SNAPSHOT)
-            return self._limits.snapshot_after(run)
-        rewritten = self._guard.guard_query(run, self._hidden.wrap_at_sync)
+        # Several statements, one at a time (see `_split`).
+        split = verdict is None and ";" in sql
+        rewritten = self._split.query(sql, units.sent - 1) if split else None
         if rewritten is None:
-            rewritten = self._hidden.wrap_query(run)
+            units.note_tags(units.sent, self.session.command_tags)
+            # A rewritten statement is guarded as it runs (say, a FOR UPDATE
+            # whose SKIP LOCKED DSQL ignores).
+            run = sql if verdict is None else verdict
+            if m.BEGIN_RE.match(run):
+                units.add(units.sent, SNAPSHOT)
+                return self._limits.snapshot_after(run)
+            rewritten = self._guard.guard_query(run, self._hidden.wrap_at_sync)
+            if rewritten is None:
+                rewritten = self._hidden.wrap_query(run)
         if rewritten is not None:
             return rewritten
         return None if verdict is None else pq.query(verdict)
@@ -455,8 +496,8 @@ class Relay:
         """End a unit: apply its action and note the transaction status."""
         failed = self._units.end(unit, action)
         self._copy.ended()  # a failed COPY ends before its data does
-        if action & (GUARD | ANSWER):
-            return self._guard.end_of_write(action, status)
+        if action & (GUARD | ANSWER | PART | SPLIT):
+            return self._end_of_statement(action, status, failed)
         self.set_status(b"I" if action & AS_IDLE else status)
         if action & GAVE_WAY:
             self._guard.gave_way()
@@ -469,3 +510,20 @@ class Relay:
         if action & RELEASE_TAG:
             return self._hidden.release_tag(status, failed)
         return pq.ready_for_query(b"I") if action & AS_IDLE else None
+
+    def _end_of_statement(
+        self, action: int, status: bytes, failed: bool
+    ) -> bytes | None:
+        """The end of a guarded write or of its answer, or of a statement
+        run in a unit of its own (see `_split`)."""
+        guard = self._guard
+        if action & (GUARD | ANSWER):
+            sent = guard.end_of_write(action, status)
+        else:
+            self.set_status(status)
+            sent = None
+        if not action & (PART | SPLIT) or guard.write is not None:
+            return sent
+        sent = self._split.end(sent, action, status, failed)
+        self.release_held()
+        return sent

@@ -47,6 +47,12 @@ class Unit(enum.IntFlag):
     """A refused write, run again before its COMMIT: an error is OC000."""
     GAVE_WAY = 16384
     """The BEGIN after giving way: the new transaction is doomed."""
+    PART = 32768
+    """A statement of a split query text: at ReadyForQuery, hide it and send
+    the next one, if any (see `_split`)."""
+    SPLIT = 65536
+    """A statement of a pipeline, given a hidden Sync of its own: hide its
+    ReadyForQuery; after an error, skip to the client's Sync (see `_split`)."""
 
 
 NONE = Unit(0)
@@ -68,6 +74,8 @@ SNAPSHOT = Unit.SNAPSHOT.value
 PRE_COMMIT = Unit.PRE_COMMIT.value
 REPLAY = Unit.REPLAY.value
 GAVE_WAY = Unit.GAVE_WAY.value
+PART = Unit.PART.value
+SPLIT = Unit.SPLIT.value
 HIDDEN = SWALLOW | HIDE_READY
 """A unit the client never sees but its errors."""
 

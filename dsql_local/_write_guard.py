@@ -26,7 +26,17 @@ from typing import Protocol
 from . import _messages as m
 from . import _protocol as pq
 from ._conflicts import Guard, answer_sql, clone_sql, guard, insert_rows_sql
-from ._units import ANSWER, GAVE_WAY, GUARD, HIDDEN, QUIET, SNAPSHOT, Units
+from ._units import (
+    ANSWER,
+    GAVE_WAY,
+    GUARD,
+    HIDDEN,
+    PART,
+    QUIET,
+    SNAPSHOT,
+    SPLIT,
+    Units,
+)
 from ._yield import holder_check
 
 logger = logging.getLogger("dsql_local")
@@ -206,7 +216,8 @@ class WriteGuard:
         message = view[pos:end]
         if kind == m.E:
             fields = pq.parse_fields(view[pos + 5 : end])
-            if fields.get("C") in m.CONFLICT_SQLSTATES:
+            if fields.get("C") in m.CONFLICT_SQLSTATES and write.bind != b"":
+                # (b"": its run never came; the error stands at the statement.)
                 write.refused = True
                 write.holder_check = holder_check(fields.get("W", ""))
                 return b""
@@ -256,7 +267,8 @@ class WriteGuard:
         if write.guard.target:
             self._units.send(pq.query(clone_sql(write.guard, number)), HIDDEN | QUIET)
         read = answer_sql(write.guard, number)
-        self._units.send(_answer_query(write, read), ANSWER)
+        # A statement run in a unit of its own ends with its answer.
+        self._units.send(_answer_query(write, read), ANSWER | (action & (PART | SPLIT)))
         # The extended protocol's ParseComplete, BindComplete and row
         # description stand; the rows come from the read.
         return bytes(write.kept) if write.bind is not None else b""

@@ -740,3 +740,71 @@ def test_insert_returning_refused_for_a_writer_that_rolled_back_commits(
     assert rows.fetchall() == answered
     names = second.execute(f"select name from {tags} order by id").fetchall()
     assert names == [("old",), ("a",), ("b",), ("a2",), ("b2",)]
+
+
+# -- Several statements in one Query, pipeline mode (#25) ---------------------
+
+
+def test_several_statements_in_one_query_are_judged_at_commit(
+    connect: Connect, counters: str
+) -> None:
+    first, second = connect(), connect()
+    first.execute(f"update {counters} set n = 1 where id = 1")
+    # One Query message: each statement is answered as DSQL answers it.
+    cursor = psycopg.ClientCursor(second)
+    cursor.execute(
+        f"update {counters} set n = 2 where id = 2;"
+        f" update {counters} set n = 3 where id = 1 returning id, n;"
+        f" select n from {counters} where id = 2"
+    )
+    assert first.info.transaction_status == TransactionStatus.INTRANS
+    assert cursor.rowcount == 1
+    assert cursor.nextset()
+    assert cursor.fetchall() == [(1, 3)]
+    assert cursor.nextset()
+    assert cursor.fetchall() == [(2,)]  # its own write, seen by the next one
+    first.commit()
+    _fails_at_commit(second)
+
+
+@pytest.mark.parametrize("winner", ["holder", "later writer"])
+def test_executemany_in_pipeline_mode_is_judged_at_commit(
+    connect: Connect, counters: str, winner: str
+) -> None:
+    """psycopg's executemany() sends its statements in pipeline mode."""
+    first, second = connect(), connect()
+    first.execute(f"update {counters} set n = 1 where id = 1")
+    with second.cursor() as cursor:
+        cursor.executemany(
+            f"update {counters} set n = n + %s where id = %s",
+            [(10, 2), (20, 1), (30, 2)],
+        )
+        assert cursor.rowcount == 3
+    assert first.info.transaction_status == TransactionStatus.INTRANS
+    won, lost = (first, second) if winner == "holder" else (second, first)
+    won.commit()
+    _fails_at_commit(lost)
+    rows = lost.execute(f"select n from {counters} order by id").fetchall()
+    assert rows == ([(1,), (0,)] if winner == "holder" else [(20,), (40,)])
+
+
+@pytest.mark.parametrize("prepare", [False, True])
+def test_statements_in_a_pipeline_are_judged_at_commit(
+    connect: Connect, counters: str, prepare: bool
+) -> None:
+    first, second = connect(), connect()
+    first.execute(f"update {counters} set n = 1 where id = 1")
+    second.execute("select 1")  # the transaction is open before the pipeline
+    with second.pipeline():
+        one = second.execute(f"update {counters} set n = 5 where id = %s", [2])
+        # A first run, prepared: its Parse and Bind come in the same Sync.
+        two = second.execute(
+            f"update {counters} set n = 6 where id = %s returning n",
+            [1],
+            prepare=prepare,
+        )
+    assert one.rowcount == 1
+    assert two.fetchall() == [(6,)]
+    assert first.info.transaction_status == TransactionStatus.INTRANS
+    first.commit()
+    _fails_at_commit(second)

@@ -1,0 +1,121 @@
+"""`_split`: several statements in one unit run one at a time, without PostgreSQL.
+
+Each test plays the client and the backend around a `Relay`: in a
+transaction block, a query text of several statements runs one Query per
+statement, and a pipeline's statement followed by more gets a hidden Sync
+of its own, so that each statement can be guarded.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from dsql_local import _protocol as pq
+from dsql_local._split import executes_next, nothing_next, sync_follows
+
+from .relay_wire import (
+    FAILED,
+    IN_TRANSACTION,
+    ROW_DESCRIPTION,
+    begin,
+    complete,
+    extended,
+    make_relay,
+    messages,
+    pg_error,
+    queries,
+)
+
+pytest.importorskip("pglast")  # statement boundaries and guards need it
+
+_FLUSH = pq.message(b"H")
+
+
+def test_what_follows_a_message_is_read_from_the_client_data() -> None:
+    unit = extended("select $1")
+    parse_end = 1 + int.from_bytes(unit[1:5], "big")
+    view = memoryview(unit)
+    assert executes_next(view, parse_end)
+    assert not sync_follows(view, parse_end)
+    execute_end = len(unit) - 5
+    assert sync_follows(
+        memoryview(unit[:execute_end] + _FLUSH + unit[-5:]), execute_end
+    )
+    assert not sync_follows(view[:execute_end], execute_end)  # not in yet
+    assert nothing_next(memoryview(unit[:parse_end] + _FLUSH), parse_end)
+    assert not nothing_next(view, parse_end)
+
+
+def test_a_query_of_several_statements_runs_one_statement_at_a_time() -> None:
+    relay = make_relay()
+    begin(relay)
+    relay.from_client(pq.query("select 1; update t set n = 1 where id = 1"))
+    # In a transaction block: the first statement alone; the client's next
+    # data waits.
+    assert queries(relay.to_backend) == ["select 1"]
+    relay.from_client(pq.query("select 2"))
+    assert bytes(relay.to_backend) == b""
+    relay.from_backend(ROW_DESCRIPTION + complete("SELECT 1") + IN_TRANSACTION)
+    assert messages(relay.to_client) == [("T", b"\0\0"), ("C", b"SELECT 1\0")]
+    # The next one, guarded as any write.
+    assert queries(relay.to_backend) == [
+        "SAVEPOINT dsql_local_write",
+        "update t set n = 1 where id = 1",
+    ]
+    relay.from_backend(
+        complete("SAVEPOINT") + IN_TRANSACTION + complete("UPDATE 1") + IN_TRANSACTION
+    )
+    assert messages(relay.to_client) == [("C", b"UPDATE 1\0"), ("Z", b"T")]
+    assert queries(relay.to_backend) == ["select 2"]
+
+
+def test_an_error_in_a_split_query_ends_the_rest() -> None:
+    relay = make_relay()
+    begin(relay)
+    relay.from_client(pq.query("select 1/0; update t set n = 1 where id = 1"))
+    assert queries(relay.to_backend) == ["select 1/0"]
+    relay.from_backend(pg_error("22012", "division by zero") + FAILED)
+    assert [kind for kind, _ in messages(relay.to_client)] == ["E", "Z"]
+    assert bytes(relay.to_backend) == b""
+
+
+def test_a_pipeline_statement_followed_by_more_gets_a_sync_of_its_own() -> None:
+    relay = make_relay()
+    begin(relay)
+    first = "update t set n = 2 where id = $1"
+    pipeline = extended(first)[:-5] + extended("update t set n = 3 where id = $1")
+    relay.from_client(pipeline)
+    sent = messages(relay.to_backend)
+    assert sent[0] == ("Q", b"SAVEPOINT dsql_local_write\0")
+    # A hidden Sync after the first Execute; the rest waits for its answer.
+    assert [kind for kind, _ in sent[1:]] == ["P", "B", "D", "E", "S"]
+    relay.from_backend(
+        complete("SAVEPOINT")
+        + IN_TRANSACTION
+        + pq.message(b"1")
+        + pq.message(b"2")
+        + pq.message(b"n")
+        + complete("UPDATE 1")
+        + IN_TRANSACTION
+    )
+    # Its ReadyForQuery is hidden: the client's Sync answers for the pipeline.
+    assert [kind for kind, _ in messages(relay.to_client)] == ["1", "2", "n", "C"]
+    sent = messages(relay.to_backend)
+    assert sent[0] == ("Q", b"SAVEPOINT dsql_local_write\0")
+    assert [kind for kind, _ in sent[1:]] == ["P", "B", "D", "E", "S"]
+
+
+def test_an_error_in_a_pipeline_skips_to_the_clients_sync() -> None:
+    relay = make_relay()
+    begin(relay)
+    pipeline = extended("select 1/$1")[:-5] + extended("select 2")
+    relay.from_client(pipeline)
+    assert [kind for kind, _ in messages(relay.to_backend)] == ["P", "B", "D", "E", "S"]
+    relay.from_backend(
+        pq.message(b"1") + pg_error("22012", "division by zero") + FAILED
+    )
+    assert [kind for kind, _ in messages(relay.to_client)] == ["1", "E"]
+    # As the backend would: the rest up to the client's Sync is skipped.
+    assert messages(relay.to_backend) == [("S", b"")]
+    relay.from_backend(FAILED)
+    assert messages(relay.to_client) == [("Z", b"E")]
