@@ -6,11 +6,13 @@ answer waits for the unit's end, when it is known whether the statement can
 still fail (see `Relay`); if so, a hidden refusal fails the backend's
 transaction too. Rows that foreign key actions change show in no command
 tag: while a foreign key with actions exists, the backend's count of rows
-changed is read at the snapshot and checked again before the COMMIT (see
-`_yield`). That count takes each change, of a row changed twice too: how
-DSQL counts such a row is not sourced, and counting each change is the
-conservative choice. Before the COMMIT of a transaction that wrote, a hidden
-check of the size limit runs too; its error, if any, answers the COMMIT.
+changed is read at the snapshot and checked again after each guarded UPDATE
+or DELETE in a transaction (whose answer waits for it: DSQL fails the
+statement that crosses the limit) and before the COMMIT (see `_yield`).
+That count takes each change, of a row changed twice too: how DSQL counts
+such a row is not sourced, and counting each change is the conservative
+choice. Before the COMMIT of a transaction that wrote, a hidden check of the
+size limit runs too; its error, if any, answers the COMMIT.
 
 Every transaction's snapshot is taken right after its BEGIN, as DSQL takes
 it, by a hidden SELECT whose answer the limits count from: where the WAL
@@ -29,6 +31,7 @@ from ._units import REPLAY, SWALLOW
 from ._yield import FK_DDL_TAGS, Holders
 
 _MUTATING_TAGS = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE", "COPY"})
+_FK_VERBS = frozenset({"UPDATE", "DELETE"})  # may set off foreign key actions
 _TAKE_SNAPSHOT = "SELECT pg_catalog.pg_current_wal_insert_lsn()"
 _TAKE_SNAPSHOT_ROWS = (
     "SELECT pg_catalog.pg_current_wal_insert_lsn()::text"
@@ -57,13 +60,16 @@ class Limits:
         """What the backend answered from its CommandComplete on."""
         self.commit_error = b""
         """The error of the check before a COMMIT, to answer it with."""
+        self.rows_error = b""
+        """The error of the row limit's check after a write, to fail it with."""
         self._wrote = False
+        self._rows_due = False
         self._start_lsn = ""
         self._start_rows: int | None = None
 
     def idle(self) -> None:
         """The connection is idle: the next transaction counts afresh."""
-        self._wrote = False
+        self._wrote = self._rows_due = False
         self._start_lsn = ""
         self._start_rows = None
 
@@ -116,6 +122,7 @@ class Limits:
         verb, _, count = tag.rpartition(" ")
         if count.isdigit() and count != "0" and verb.split(" ", 1)[0] in _MUTATING_TAGS:
             self._wrote = True
+            self._rows_due = self._start_rows is not None and verb in _FK_VERBS
         if self._policy is None:
             return False
         refusal = self._policy.statement_done(tag, self._session)
@@ -137,6 +144,27 @@ class Limits:
             return None
         answer, self.late_answer = bytes(self.late_answer), bytearray()
         return refusal, answer
+
+    def rows_check(self) -> bytes:
+        """The Query checking the row limit after a write, if one is due.
+
+        Due after an UPDATE or DELETE that changed rows while foreign keys
+        with actions exist: the rows those changed count, and DSQL fails the
+        statement that crosses the limit.
+        """
+        due, self._rows_due = self._rows_due, False
+        rows = getattr(self._policy, "transaction_row_limit", None)
+        if not due or rows is None:
+            return b""
+        return pq.query(
+            f"SELECT dsql_local.check_rows({int(rows)}, {self._start_rows})"
+        )
+
+    def rows_check_error(self, body: memoryview) -> None:
+        """Keep the row limit check's error, its own context left out."""
+        fields = pq.parse_fields(body)
+        fields.pop("W", None)
+        self.rows_error = pq.build_fields(b"E", fields)
 
     # -- before a COMMIT ---------------------------------------------------
 

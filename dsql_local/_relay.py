@@ -73,6 +73,7 @@ from ._units import (
     PRE_COMMIT,
     QUIET,
     RELEASE_TAG,
+    ROWS,
     SNAPSHOT,
     SPLIT,
     SWALLOW,
@@ -257,6 +258,9 @@ class Relay:
     def commit_check(self) -> bytes:
         return self._limits.commit_check()
 
+    def rows_check(self) -> bytes:
+        return self._limits.rows_check()
+
     def statement_error(self, body: memoryview) -> bytes | None:
         """An error of a client statement: noted, and as DSQL gives it."""
         self._units.failed = True
@@ -429,6 +433,9 @@ class Relay:
         if action & PRE_COMMIT:
             self._limits.pre_commit_error(action, view[pos + 5 : end])
             return b""
+        if action & ROWS:
+            self._limits.rows_check_error(view[pos + 5 : end])
+            return b""
         if action & QUIET:
             return b""
         return self.statement_error(view[pos + 5 : end])
@@ -496,7 +503,7 @@ class Relay:
         """End a unit: apply its action and note the transaction status."""
         failed = self._units.end(unit, action)
         self._copy.ended()  # a failed COPY ends before its data does
-        if action & (GUARD | ANSWER | PART | SPLIT):
+        if action & (GUARD | ANSWER | PART | SPLIT | ROWS):
             return self._end_of_statement(action, status, failed)
         self.set_status(b"I" if action & AS_IDLE else status)
         if action & GAVE_WAY:
@@ -519,6 +526,10 @@ class Relay:
         guard = self._guard
         if action & (GUARD | ANSWER):
             sent = guard.end_of_write(action, status)
+        elif action & ROWS:
+            error, self._limits.rows_error = self._limits.rows_error, b""
+            sent = guard.end_of_rows_check(status, error)
+            failed = bool(error)
         else:
             self.set_status(status)
             sent = None

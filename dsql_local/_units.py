@@ -53,6 +53,9 @@ class Unit(enum.IntFlag):
     SPLIT = 65536
     """A statement of a pipeline, given a hidden Sync of its own: hide its
     ReadyForQuery; after an error, skip to the client's Sync (see `_split`)."""
+    ROWS = 131072
+    """The row limit's check after a guarded UPDATE or DELETE whose foreign
+    key actions may have changed rows: its error fails the write."""
 
 
 NONE = Unit(0)
@@ -76,6 +79,7 @@ REPLAY = Unit.REPLAY.value
 GAVE_WAY = Unit.GAVE_WAY.value
 PART = Unit.PART.value
 SPLIT = Unit.SPLIT.value
+ROWS = Unit.ROWS.value
 HIDDEN = SWALLOW | HIDE_READY
 """A unit the client never sees but its errors."""
 

@@ -33,6 +33,7 @@ from ._units import (
     HIDDEN,
     PART,
     QUIET,
+    ROWS,
     SNAPSHOT,
     SPLIT,
     Units,
@@ -97,6 +98,10 @@ class GuardHost(Protocol):
 
     def begin(self) -> bytes:
         """A hidden BEGIN and the query taking its snapshot."""
+        ...
+
+    def rows_check(self) -> bytes:
+        """The row limit's check due after a write, if any (see `_limits`)."""
         ...
 
 
@@ -245,6 +250,12 @@ class WriteGuard:
         """
         write = self.write
         assert write is not None
+        if not action & ANSWER and not write.refused and status == b"T":
+            check = self._host.rows_check()
+            if check:
+                # Its answer waits for the check (see `end_of_rows_check`).
+                self._units.send(check, HIDDEN | ROWS | (action & (PART | SPLIT)))
+                return b""
         if action & ANSWER or not write.refused:
             self.write = None
             self._host.set_status(status)
@@ -272,6 +283,15 @@ class WriteGuard:
         # The extended protocol's ParseComplete, BindComplete and row
         # description stand; the rows come from the read.
         return bytes(write.kept) if write.bind is not None else b""
+
+    def end_of_rows_check(self, status: bytes, error: bytes) -> bytes:
+        """Send the checked write's answer, or the row limit's `error` instead."""
+        write = self.write
+        assert write is not None
+        self.write = None
+        self._host.set_status(status)
+        self._host.release_held()
+        return (error or bytes(write.answer)) + pq.ready_for_query(status)
 
     def answer_message(
         self, kind: int, view: memoryview, pos: int, end: int

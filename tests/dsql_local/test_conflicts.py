@@ -646,11 +646,13 @@ def test_rows_changed_by_foreign_key_actions_count_toward_the_row_limit(
         assert info.value.sqlstate == "54000"
         assert str(info.value) == "transaction row limit exceeded"
     conn = connect()
-    assert conn.execute("delete from p where id = 1").rowcount == 1
-    # In a transaction, its COMMIT fails (DSQL fails the statement itself).
-    with pytest.raises(errors.ProgramLimitExceeded, match="row limit exceeded"):
-        conn.commit()
-    assert conn.info.transaction_status == TransactionStatus.IDLE
+    conn.execute("select 1")
+    # In a transaction, the statement that crosses the limit fails, as in DSQL.
+    with pytest.raises(errors.ProgramLimitExceeded) as info:
+        conn.execute("delete from p where id = 1")
+    assert str(info.value) == "transaction row limit exceeded"
+    assert conn.info.transaction_status == TransactionStatus.INERROR
+    conn.rollback()
     # Under the limit, the same statement commits.
     conn.execute("delete from k where id > 100")
     conn.commit()
