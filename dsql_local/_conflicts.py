@@ -25,11 +25,14 @@ snapshot. It gives the command tag's row count and, where DSQL returns rows
   identity values, generated columns), so it runs, unchanged but for its
   table, into an empty clone of the table (`clone_sql`, `answer_sql`) that
   keeps the rows until the replay inserts exactly them (`insert_rows_sql`):
-  the values the client was answered are the ones committed.
+  the values the client was answered are the ones committed;
+- ``UPDATE ... RETURNING`` whose values substitution cannot give (``*``, a
+  multi-column or ``DEFAULT`` assignment): the rows it touches go into an
+  empty clone of the table (`fill_sql`), where the same UPDATE runs; the
+  replay is the UPDATE itself.
 
 Statements it cannot answer get no guard, and their conflict is reported at
-the statement: ``MERGE``, ``INSERT ... ON CONFLICT``, ``UPDATE ...
-RETURNING *``, ``RETURNING`` after a multi-column assignment, data-modifying
+the statement: ``MERGE``, ``INSERT ... ON CONFLICT``, data-modifying
 ``WITH`` and locking clauses below the top level; so are statements the
 relay does not guard (see `_relay`).
 
@@ -44,7 +47,8 @@ What this does not reproduce:
   refused INSERT, or a value a ``BEFORE`` trigger changes (DSQL has no
   triggers), shows only at the replay, whose error fails the COMMIT as a
   conflict. The refused attempt consumed sequence values that are then
-  skipped, as any rolled-back insert's are.
+  skipped, as any rolled-back insert's are. In an UPDATE's clone, generated
+  columns keep the values they had before it.
 """
 
 from __future__ import annotations
@@ -71,7 +75,11 @@ class Guard(NamedTuple):
     rows: bool
     """The statement returns rows (the read's columns are its columns)."""
     target: str = ""
-    """An ``INSERT ... RETURNING``: its table, as written (see `clone_sql`)."""
+    """An ``INSERT ... RETURNING``, or an ``UPDATE ... RETURNING`` that only
+    running can answer: its table, as written (see `clone_sql`)."""
+    fill: str = ""
+    """For such an UPDATE: a SELECT of the rows it touches, with the same
+    parameters, that go into the clone before the UPDATE runs there."""
 
 
 # The clone of an INSERT's table that answers it (see `clone_sql`): numbered
@@ -80,7 +88,7 @@ _CLONE = "dsql_local_rows"
 _CLONE_MARK = f"pg_temp.{_CLONE} "
 
 CLONE_SQL = """CREATE FUNCTION dsql_local.clone_for_insert(
-        target regclass, number int)
+        target regclass, number int, for_update boolean DEFAULT false)
     RETURNS void LANGUAGE plpgsql
     SET search_path = pg_catalog AS $$
     DECLARE
@@ -88,9 +96,14 @@ CLONE_SQL = """CREATE FUNCTION dsql_local.clone_for_insert(
         identity record;
     BEGIN
         EXECUTE format('DROP TABLE IF EXISTS pg_temp.%I', clone);
+        -- An UPDATE's clone takes the rows as they are: generated columns
+        -- are plain ones there.
         EXECUTE format('CREATE TEMP TABLE %I (LIKE %s INCLUDING DEFAULTS'
-            ' INCLUDING GENERATED INCLUDING CONSTRAINTS) ON COMMIT DROP',
-            clone, target);
+            ' %s INCLUDING CONSTRAINTS) ON COMMIT DROP', clone, target,
+            CASE WHEN for_update THEN '' ELSE 'INCLUDING GENERATED' END);
+        IF for_update THEN
+            RETURN;
+        END IF;
         -- An identity column's values come from the table's own sequence.
         FOR identity IN SELECT attname,
                 pg_get_serial_sequence(target::text, attname) AS sequence
@@ -128,10 +141,21 @@ def clone_sql(found: Guard, number: int) -> str:
     from its sequence), generated columns and CHECK constraints, but no
     index and no trigger; it lives until the transaction ends.
     """
+    update = ", true" if found.fill else ""
     return (
         f"SELECT dsql_local.clone_for_insert({_literal(found.target)}::regclass,"
-        f" {int(number)})"
+        f" {int(number)}{update})"
     )
+
+
+def fill_sql(found: Guard, number: int) -> str:
+    """For an UPDATE answered in a clone: the INSERT of its rows into clone `number`."""
+    return f"INSERT INTO pg_temp.{_CLONE}_{int(number)} {found.fill}"
+
+
+def drop_clone_sql(number: int) -> str:
+    """Drop clone `number` (an UPDATE's, once replayed: its rows count nowhere)."""
+    return f"DROP TABLE IF EXISTS pg_temp.{_CLONE}_{int(number)}"
 
 
 def answer_sql(found: Guard, number: int) -> str:
@@ -169,7 +193,6 @@ def guard(sql: str) -> Guard | None:
 def _guard(sql: str) -> Guard | None:
     try:
         from pglast import ast, enums, parse_sql  # noqa: PLC0415  # optional: local extra
-        from pglast.stream import RawStream  # noqa: PLC0415
     except ModuleNotFoundError:
         return None
     try:
@@ -178,11 +201,22 @@ def _guard(sql: str) -> Guard | None:
         return None
     if len(statements) != 1:
         return None
-    stmt = statements[0].stmt
+    stmt: Any = statements[0].stmt
     found = _read_of(stmt, ast, enums)
     if found is None:
-        return None
+        if not isinstance(stmt, ast.UpdateStmt) or stmt.returningClause is None:
+            return None
+        # Its RETURNING needs the row as updated: the UPDATE runs in a
+        # clone (parsed afresh: the substitution tried changed the tree).
+        return _update_into_clone(parse_sql(sql)[0].stmt, sql, ast)
     read, verb, rows, target = found
+    return Guard(_taking_every_parameter(read, sql, ast), verb, rows, target)
+
+
+def _taking_every_parameter(read: Any, sql: str, ast: Any) -> str:
+    """The text of `read`, made to take every parameter `sql` takes."""
+    from pglast.stream import RawStream  # noqa: PLC0415
+
     text = RawStream()(read)
     used = {int(n) for n in _PARAM.findall(text)}
     unused = [n for n in range(1, max(used, default=0) + 1) if n not in used]
@@ -206,7 +240,7 @@ def _guard(sql: str) -> Guard | None:
         recursive = read.withClause.recursive if read.withClause else False
         read.withClause = ast.WithClause(ctes=(cte, *ctes), recursive=recursive)
         text = RawStream()(read)
-    return Guard(text, verb, rows, target)
+    return text
 
 
 _guard_cached = functools.lru_cache(maxsize=1_024)(_guard)
@@ -266,19 +300,58 @@ def _insert_into_clone(stmt: Any, ast: Any) -> tuple[Any, str, bool, str] | None
     """
     if stmt.onConflictClause is not None:
         return None
+    from pglast.stream import RawStream  # noqa: PLC0415
+
+    target = RawStream()(_plain(stmt.relation, ast))
+    _retarget(stmt, ast)
+    return stmt, "INSERT 0", True, target
+
+
+def _update_into_clone(stmt: Any, sql: str, ast: Any) -> Guard | None:
+    """An ``UPDATE ... RETURNING`` whose values only running it gives
+    (``RETURNING *``, a multi-column or DEFAULT assignment): the rows it
+    touches go into a clone of its table, where the same UPDATE runs."""
+    if stmt.withClause is not None and _modifies(stmt.withClause):
+        return None
+    from pglast.stream import RawStream  # noqa: PLC0415
+
     relation = stmt.relation
     name = relation.alias.aliasname if relation.alias else relation.relname
-    target = ast.RangeVar(
+    fill = ast.SelectStmt(
+        targetList=(
+            ast.ResTarget(
+                val=ast.ColumnRef(fields=(ast.String(sval=name), ast.A_Star()))
+            ),
+        ),
+        fromClause=(relation, *(stmt.fromClause or ())),
+        whereClause=stmt.whereClause,
+        withClause=stmt.withClause,
+    )
+    fill_text = _taking_every_parameter(fill, sql, ast)
+    target = RawStream()(_plain(relation, ast))
+    _retarget(stmt, ast)
+    return Guard(RawStream()(stmt), "UPDATE", True, target, fill_text)
+
+
+def _plain(relation: Any, ast: Any) -> Any:
+    """`relation` without its alias."""
+    return ast.RangeVar(
         catalogname=relation.catalogname,
         schemaname=relation.schemaname,
         relname=relation.relname,
         inh=True,
         relpersistence="p",
     )
+
+
+def _retarget(stmt: Any, ast: Any) -> None:
+    """Point `stmt` (an INSERT or UPDATE) at the clone, named as its table."""
+    relation = stmt.relation
+    name = relation.alias.aliasname if relation.alias else relation.relname
     stmt.relation = ast.RangeVar(
         schemaname="pg_temp",
         relname=_CLONE,
-        inh=True,
+        inh=relation.inh,
         relpersistence="p",
         alias=ast.Alias(aliasname=name),
     )
@@ -287,9 +360,6 @@ def _insert_into_clone(stmt: Any, ast: Any) -> tuple[Any, str, bool, str] | None
         fields = node.fields
         if len(fields) > 2 and getattr(fields[-2], "sval", None) == relation.relname:
             node.fields = (ast.String(sval=name), fields[-1])
-    from pglast.stream import RawStream  # noqa: PLC0415
-
-    return stmt, "INSERT 0", True, RawStream()(target)
 
 
 def _column_refs(node: Any, ast: Any) -> list[Any]:

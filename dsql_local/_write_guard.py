@@ -25,7 +25,15 @@ from typing import Protocol
 
 from . import _messages as m
 from . import _protocol as pq
-from ._conflicts import Guard, answer_sql, clone_sql, guard, insert_rows_sql
+from ._conflicts import (
+    Guard,
+    answer_sql,
+    clone_sql,
+    drop_clone_sql,
+    fill_sql,
+    guard,
+    insert_rows_sql,
+)
 from ._units import (
     ANSWER,
     GAVE_WAY,
@@ -267,17 +275,24 @@ class WriteGuard:
             self.doomed = True  # who held the row is not known: it wins
         elif write.holder_check:
             self.replays.append(pq.query(write.holder_check))
-        number = len(self.replays)
-        if write.guard.target:
+        found, number = write.guard, len(self.replays)
+        if found.target and not found.fill:
             # An INSERT ... RETURNING is answered by the same INSERT into a
             # clone of its table; the clone's rows go in at the replay.
-            self.replays.append(pq.query(insert_rows_sql(write.guard, number)))
+            self.replays.append(pq.query(insert_rows_sql(found, number)))
         else:
-            self.replays.append(_replay_of(write))
+            self.replays.append(_with_parameters(write, write.sql))
+        if found.fill:
+            # An UPDATE answered in a clone: the clone goes once it replayed.
+            self.replays.append(pq.query(drop_clone_sql(number)))
         self._units.send(_ROLLBACK_TO, HIDDEN | QUIET)
-        if write.guard.target:
-            self._units.send(pq.query(clone_sql(write.guard, number)), HIDDEN | QUIET)
-        read = answer_sql(write.guard, number)
+        if found.target:
+            self._units.send(pq.query(clone_sql(found, number)), HIDDEN | QUIET)
+        if found.fill:
+            self._units.send(
+                _with_parameters(write, fill_sql(found, number)), HIDDEN | QUIET
+            )
+        read = answer_sql(found, number)
         # A statement run in a unit of its own ends with its answer.
         self._units.send(_answer_query(write, read), ANSWER | (action & (PART | SPLIT)))
         # The extended protocol's ParseComplete, BindComplete and row
@@ -361,13 +376,14 @@ class WriteGuard:
         self._host.release_held()
 
 
-def _replay_of(write: Write) -> bytes:
-    """The refused write itself, to run again before the COMMIT."""
+def _with_parameters(write: Write, sql: str) -> bytes:
+    """`sql` (the refused write itself, say, to run again before the COMMIT),
+    with the write's parameters, no rows asked for."""
     if write.bind is None:
-        return pq.query(write.sql)
+        return pq.query(sql)
     params, _ = m.split_bind(write.bind)
     return (
-        m.parse("", write.sql, write.types)
+        m.parse("", sql, write.types)
         + m.bind(b"", b"", params, m.INT16.pack(0))
         + m.execute()
         + m.SYNC

@@ -18,6 +18,7 @@ from dsql_local._conflicts import (
     Guard,
     answer_sql,
     clone_sql,
+    fill_sql,
     guard,
     insert_rows_sql,
 )
@@ -547,12 +548,27 @@ def test_an_insert_returning_is_answered_by_the_same_insert_into_a_clone(
     )
 
 
+def test_an_update_returning_star_is_answered_by_the_same_update_in_a_clone() -> None:
+    found = guard("update s.t as x set n = $1, m = default where x.id = $2 returning *")
+    assert found is not None
+    assert (found.verb, found.rows, found.target) == ("UPDATE", True, "s.t")
+    # The rows it touches go into the clone, every parameter taken.
+    assert fill_sql(found, 2) == (
+        "INSERT INTO pg_temp.dsql_local_rows_2 WITH dsql_local_params AS"
+        " (SELECT CAST($1 AS text)) SELECT x.* FROM s.t AS x WHERE x.id = $2"
+    )
+    assert answer_sql(found, 2) == (
+        "UPDATE pg_temp.dsql_local_rows_2 AS x SET n = $1, m = DEFAULT"
+        " WHERE x.id = $2 RETURNING *"
+    )
+    assert clone_sql(found, 2).endswith("'s.t'::regclass, 2, true)")
+
+
 @pytest.mark.parametrize(
     "sql",
     [
         "select 1",
         "insert into t values (1) on conflict do nothing returning id",
-        "update t set n = 1 returning *",
         "merge into t using u on t.id = u.id when matched then delete",
         "with d as (delete from u returning id) update t set n = 1",
         "select * from t where id in (select id from u for update)",
@@ -717,6 +733,32 @@ def test_insert_returning_of_a_held_key_is_judged_at_commit(
     # The winner's row is the one it was answered with: same key, same values.
     rows = lost.execute(f"select id, name, note, size from {tags} order by id")
     assert rows.fetchall() == [(1, "old", "new", 3), (won_id, "new", "new", 3)]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("winner", ["holder", "later writer"])
+def test_update_returning_star_of_a_held_row_is_judged_at_commit(
+    connect: Connect, tags: str, protocol: str, winner: str
+) -> None:
+    first, second = _connect(connect, protocol), _connect(connect, protocol)
+    first.execute(f"update {tags} set note = 'first' where name = 'old'")
+    two = _cursor(second, protocol)
+    # The row as the UPDATE leaves it: what only running it gives.
+    two.execute(
+        f"update {tags} as t set (name, note) = (%s, default)"
+        " where t.name = %s returning *",
+        ["older", "old"],
+    )
+    assert two.fetchall() == [(1, "older", "new", 3)]  # (generated: as it was)
+    assert [d.name for d in two.description or ()] == ["id", "name", "note", "size"]
+    assert first.info.transaction_status == TransactionStatus.INTRANS
+    won, lost = (first, second) if winner == "holder" else (second, first)
+    won.commit()
+    _fails_at_commit(lost)
+    rows = lost.execute(f"select name, note, size from {tags}").fetchall()
+    assert rows == (
+        [("old", "first", 3)] if winner == "holder" else [("older", "new", 5)]
+    )
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

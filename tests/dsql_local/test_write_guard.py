@@ -316,3 +316,54 @@ def test_a_refused_insert_returning_is_answered_by_a_clone_then_inserted() -> No
         "SELECT dsql_local.insert_rows('s.t'::regclass, 0)",
         "COMMIT",
     ]
+
+
+def test_a_refused_update_returning_star_is_answered_in_a_clone() -> None:
+    relay = make_relay()
+    begin(relay)
+    relay.from_client(pq.query("update t set n = 1 returning *"))
+    queries(relay.to_backend)
+    relay.from_backend(
+        complete("SAVEPOINT")
+        + IN_TRANSACTION
+        + pg_error(
+            "55P03", "lock timeout", 'while updating tuple (0,1) in relation "t"'
+        )
+        + FAILED
+    )
+    # Its rows go into a clone, where the same UPDATE runs.
+    assert queries(relay.to_backend) == [
+        "ROLLBACK TO SAVEPOINT dsql_local_write",
+        "SELECT dsql_local.clone_for_insert('t'::regclass, 1, true)",
+        "INSERT INTO pg_temp.dsql_local_rows_1 SELECT t.* FROM t",
+        "UPDATE pg_temp.dsql_local_rows_1 AS t SET n = 1 RETURNING *",
+    ]
+    relay.from_backend(
+        complete("ROLLBACK")
+        + IN_TRANSACTION
+        + ROW_DESCRIPTION
+        + text_row("")
+        + complete("SELECT 1")
+        + IN_TRANSACTION
+        + complete("INSERT 0 1")
+        + IN_TRANSACTION
+        + ROW_DESCRIPTION
+        + text_row("1")
+        + complete("UPDATE 1")
+        + IN_TRANSACTION
+    )
+    assert messages(relay.to_client) == [
+        ("T", b"\0\0"),
+        ("D", b"\0\1\0\0\0\0011"),
+        ("C", b"UPDATE 1\0"),
+        ("Z", b"T"),
+    ]
+    # Before the COMMIT: the holder's check, the UPDATE itself, the clone gone.
+    relay.from_client(pq.query("COMMIT"))
+    assert queries(relay.to_backend) == [
+        "SET LOCAL lock_timeout = '2s'",
+        "SELECT dsql_local.check_holder('t', '(0,1)')",
+        "update t set n = 1 returning *",
+        "DROP TABLE IF EXISTS pg_temp.dsql_local_rows_1",
+        "COMMIT",
+    ]
