@@ -852,3 +852,23 @@ def test_statements_in_a_pipeline_are_judged_at_commit(
     assert first.info.transaction_status == TransactionStatus.INTRANS
     first.commit()
     _fails_at_commit(second)
+
+
+def test_executemany_of_insert_returning_is_judged_at_commit(
+    connect: Connect, tags: str
+) -> None:
+    first, second = connect(), connect()
+    first.execute(f"insert into {tags} (name) values ('b')")
+    with second.cursor() as cursor:
+        cursor.executemany(
+            f"insert into {tags} (name) values (%s) returning id, name",
+            [("a",), ("b",), ("c",)],
+            returning=True,
+        )
+        answered = [row for _ in cursor.results() for row in cursor.fetchall()]
+    assert [name for _, name in answered] == ["a", "b", "c"]
+    assert first.info.transaction_status == TransactionStatus.INTRANS
+    second.commit()
+    _fails_at_commit(first)
+    rows = first.execute(f"select id, name from {tags} where name <> 'old'")
+    assert sorted(rows.fetchall()) == sorted(answered)
