@@ -454,6 +454,9 @@ _TRANSACTION_CONTROL = re.compile(
 )
 
 
+_SPLITTABLE = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt"})
+
+
 def is_transaction_control(sql: str) -> bool:
     """Whether `sql` begins, ends or marks a transaction (BEGIN, COMMIT...)."""
     return _TRANSACTION_CONTROL.match(sql) is not None
@@ -487,7 +490,9 @@ def _statements(sql: str) -> tuple[str, ...] | None:
         )
     except parser.ParseError:
         return None
-    if len(found) < 2:
+    # Plain reads and writes only: the policy checks each part again.
+    kinds = {next(iter(raw["stmt"]), "") for raw in found}
+    if len(found) < 2 or not kinds <= _SPLITTABLE:
         return None
     data = sql.encode()
     texts = []

@@ -29,6 +29,7 @@ from collections.abc import Callable
 from . import _messages as m
 from . import _protocol as pq
 from ._conflicts import is_transaction_control, statements
+from ._copy import is_copy
 from ._units import PART, SPLIT, Units
 
 _X = ord("X")  # Terminate: never skipped
@@ -89,7 +90,9 @@ class Split:
         in its place (None: as it is); the caller seals the guarded write.
         """
         units = self._units
-        if wrapping or sync_follows(view, end):
+        if wrapping or sync_follows(view, end) or is_copy(sql):
+            # (A COPY's data follows its Execute: the backend would ignore
+            # a Sync sent in between.)
             return None
         if m.BEGIN_RE.match(sql):
             if not units.idle_after(units.sent):

@@ -119,3 +119,20 @@ def test_an_error_in_a_pipeline_skips_to_the_clients_sync() -> None:
     assert messages(relay.to_backend) == [("S", b"")]
     relay.from_backend(FAILED)
     assert messages(relay.to_client) == [("Z", b"E")]
+
+
+def test_a_copy_gets_no_sync_of_its_own() -> None:
+    relay = make_relay()
+    begin(relay)
+    # Its data follows its Execute: a Sync in between, the backend ignores.
+    copy = extended("copy t from stdin")[:-5] + pq.message(b"d", b"1\n")
+    relay.from_client(copy)
+    assert [kind for kind, _ in messages(relay.to_backend)] == ["P", "B", "D", "E", "d"]
+
+
+def test_a_query_of_other_statements_than_reads_and_writes_is_not_split() -> None:
+    relay = make_relay()
+    begin(relay)
+    text = "create table x (id int); update t set n = 1 where id = 1"
+    relay.from_client(pq.query(text))
+    assert queries(relay.to_backend) == [text]
