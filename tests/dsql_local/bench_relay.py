@@ -1,7 +1,8 @@
 """Measure statements per second: through DSQL Local vs PostgreSQL directly.
 
 Run: python tests/dsql_local/bench_relay.py [seconds] [--no-strict]
-     [--in-process] [--both] [--scaling] [--before PATH] [--output FILE]
+     [--in-process] [--both] [--scaling] [--before PATH] [--floor]
+     [--output FILE]
 
 Not a test (nothing is asserted about speed). By default DSQL Local runs in a
 process of its own (its CLI), as in a benchmark of a real application;
@@ -18,6 +19,11 @@ in turns in the same run so that the machine's load falls on all alike:
   checkout of this project at PATH (its package imported from there, with
   PostgreSQL of its own), placed as ``relayed`` is: its CLI, or a worker
   process running that DSQL Local and the client in one process.
+
+- ``pump only`` (``--floor``, a diagnostic): a DSQL Local in this process
+  whose relays pass the bytes on unread (no policy, no conflict handling, no
+  limits): the ceiling of its transport (TLS, the poll loop, the unix socket)
+  as it is, whatever the protocol work costs.
 
 With ``--both`` the relayed routes of both placements are taken in turns
 with the others, so that the placements are compared in the same run too.
@@ -454,9 +460,66 @@ def _relayed(name: str, url: str, pid: int) -> Route:
 _IN, _OWN = "in-process", "own process"
 
 
+class _PassThrough:
+    """A relay protocol that passes every byte on unread (``--floor``)."""
+
+    transaction = 0
+
+    def __init__(self, endpoint: Any, session: Any, *, backend_pid: int = 0) -> None:
+        self.to_client = bytearray()
+        self.to_backend = bytearray()
+        self.dropping = False
+        self.held = 0
+        self.backend_pid = backend_pid
+
+    def from_client(self, data: bytes) -> None:
+        self.to_backend += data
+
+    def from_backend(self, data: bytes) -> None:
+        self.to_client += data
+
+    def woken(self) -> None:
+        pass
+
+    def take_holder_lookup(self) -> bool:
+        return False
+
+    def set_waker(self, waker: Callable[[], None]) -> None:
+        pass
+
+    def give_way(self, transaction: int) -> None:
+        pass
+
+
+@contextmanager
+def pass_through(strict: bool) -> Iterator[DsqlLocal]:
+    """A DSQL Local in this process whose relays are `_PassThrough`."""
+    from dsql_local import _endpoint  # noqa: PLC0415
+
+    names = vars(_endpoint)  # the module's own namespace: where it finds Relay
+    relay = names["Relay"]
+    ports: set[int] = set()
+
+    def make(endpoint: Any, session: Any, *, backend_pid: int = 0) -> Any:
+        chosen = _PassThrough if endpoint.port in ports else relay
+        return chosen(endpoint, session, backend_pid=backend_pid)
+
+    names["Relay"] = make
+    try:
+        with DsqlLocal(strict=strict) as local:
+            ports.add(local.port)
+            yield local
+    finally:
+        names["Relay"] = relay
+
+
 @contextmanager
 def routes(
-    strict: bool, placements: tuple[bool, ...], tls_dsn: str, before: Path | None
+    strict: bool,
+    placements: tuple[bool, ...],
+    tls_dsn: str,
+    before: Path | None,
+    floor: bool = False,
 ) -> Iterator[list[AnyRoute]]:
     """The routes to measure, each relayed one with its table.
 
@@ -485,6 +548,9 @@ def routes(
                     own_process(strict, before)
                 )
                 relayed.append(_relayed(name, before_url, before_pid))
+        if floor:
+            local = stack.enter_context(pass_through(strict))
+            relayed.append(_relayed(f"pump only, {_IN}", local.url, 0))
         found: list[AnyRoute] = [
             # The PostgreSQL behind the first relayed route.
             Route("unix", lambda: psycopg.connect(backend_dsn, autocommit=True), None),
@@ -533,10 +599,11 @@ def measure(
     tls_dsn: str,
     scaling: bool,
     before: Path | None,
+    floor: bool = False,
 ) -> dict[str, Any]:
     """Measure every route in turns: print the tables, return the numbers."""
     result: dict[str, Any] = {"workloads": {}, "scaling": {}}
-    with routes(strict, placements, tls_dsn, before) as found:
+    with routes(strict, placements, tls_dsn, before, floor) as found:
         sys.stdout.write(
             f"\nstrict={strict}, {seconds:g} s per workload and route in"
             f" {_ROUNDS} alternated rounds\n"
@@ -550,7 +617,7 @@ def measure(
             sys.stdout.write(f"{name}\n")
             for route, summary in summaries.items():
                 ratios = ""
-                if route.startswith("relayed"):
+                if route not in ("unix", "tls"):
                     summary["per_tls"] = round(rates[route] / rates["tls"], 3)
                     summary["per_unix"] = round(rates[route] / rates["unix"], 3)
                     ratios = f"{summary['per_tls']:5.2f} {summary['per_unix']:6.2f}"
@@ -573,7 +640,7 @@ def measure(
                 sys.stdout.write(f"{clients}\n")
                 for route, summary in summaries.items():
                     shown = ""
-                    if route.startswith("relayed"):
+                    if route not in ("unix", "tls"):
                         ratio = summary["per_second"] / summaries["tls"]["per_second"]
                         summary["per_tls"] = round(ratio, 3)
                         shown = f"{ratio:5.2f}"
@@ -613,6 +680,9 @@ def main() -> None:
     parser.add_argument("--both", action="store_true")
     parser.add_argument("--scaling", action="store_true")
     parser.add_argument("--before", type=Path, help="another checkout to compare")
+    parser.add_argument(
+        "--floor", action="store_true", help="add the pass-through route (pump only)"
+    )
     parser.add_argument("--output", type=Path, help="where to write the JSON")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -648,7 +718,15 @@ def main() -> None:
     }
     with tls_postgres() as tls_dsn:
         results.update(
-            measure(args.seconds, strict, placements, tls_dsn, args.scaling, before)
+            measure(
+                args.seconds,
+                strict,
+                placements,
+                tls_dsn,
+                args.scaling,
+                before,
+                args.floor,
+            )
         )
     results["meta"]["load_average_at_end"] = os.getloadavg()
     output = args.output or _RESULTS / (
