@@ -121,3 +121,52 @@ def test_a_table_created_or_altered_has_foreign_keys_looked_up_again() -> None:
     relay.from_client(pq.query("select 1"))
     relay.from_backend(complete("SELECT 1") + IDLE)
     assert holders.changed == 2
+
+
+def _fk_transaction() -> Relay:
+    """A transaction begun while a foreign key with actions exists."""
+    relay = make_relay(Host(Policy(transaction_row_limit=3000), Holders(True)))
+    relay.from_client(pq.query("BEGIN"))
+    messages(relay.to_backend)
+    relay.from_backend(snapshot("0/16B3748 17") + IN_TRANSACTION)
+    messages(relay.to_client)
+    return relay
+
+
+@pytest.mark.parametrize("within", [True, False])
+def test_a_delete_whose_foreign_key_actions_cross_the_row_limit_fails(
+    within: bool,
+) -> None:
+    relay = _fk_transaction()
+    relay.from_client(pq.query("delete from p where id = 1"))
+    messages(relay.to_backend)
+    relay.from_backend(
+        complete("SAVEPOINT") + IN_TRANSACTION + complete("DELETE 1") + IN_TRANSACTION
+    )
+    # Its answer waits for the count of the rows its actions changed.
+    assert bytes(relay.to_client) == b""
+    assert queries(relay.to_backend) == ["SELECT dsql_local.check_rows(3000, 17)"]
+    if within:
+        relay.from_backend(ROW_DESCRIPTION + text_row("") + complete("SELECT 1"))
+        relay.from_backend(IN_TRANSACTION)
+        assert messages(relay.to_client) == [("C", b"DELETE 1\0"), ("Z", b"T")]
+        return
+    relay.from_backend(
+        pg_error("54000", "transaction row limit exceeded", "PL/pgSQL function")
+        + FAILED
+    )
+    (error, ready) = messages(relay.to_client)
+    fields = pq.parse_fields(error[1])
+    assert (error[0], fields["C"], fields["M"]) == (
+        "E",
+        "54000",
+        "transaction row limit exceeded",
+    )
+    assert "W" not in fields  # the check's own context is not shown
+    assert ready == ("Z", b"E")
+
+
+def test_an_insert_needs_no_check_of_foreign_key_actions() -> None:
+    relay = _fk_transaction()
+    _wrote(relay)
+    assert bytes(relay.to_backend) == b""
