@@ -398,7 +398,7 @@ def _substitute(
     """RETURNING expressions with assigned columns replaced by their new values."""
     assigned: dict[str, Any] = {}
     for target in stmt.targetList:
-        if type(target.val).__name__ in ("MultiAssignRef", "SetToDefault"):
+        if isinstance(target.val, (ast.MultiAssignRef, ast.SetToDefault)):
             return None
         if target.indirection:
             return None
