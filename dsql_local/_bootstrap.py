@@ -4,14 +4,22 @@
 statement and leaves the transaction as any server-side error would;
 ``dsql_local.check_commit`` checks DSQL's size limit before a COMMIT (see
 `_limits`); ``dsql_local.clone_for_insert`` and ``dsql_local.insert_rows``
-answer a refused ``INSERT ... RETURNING`` and replay it (see `_conflicts`);
+answer a refused ``INSERT ... RETURNING`` and replay it, as
+``dsql_local.clone_for_upsert`` and ``dsql_local.upsert_rows`` do an
+``INSERT ... ON CONFLICT`` (see `_conflicts`);
 the rest serves the first committer's win and the rows that foreign key
 actions change (see `_yield`).
 """
 
 from __future__ import annotations
 
-from ._conflicts import CLONE_SQL, INSERT_ROWS_SQL
+from ._conflicts import (
+    CLONE_FOR_UPSERT_SQL,
+    CLONE_SQL,
+    INSERT_ROWS_SQL,
+    PRIMARY_KEY_SQL,
+    UPSERT_ROWS_SQL,
+)
 from ._yield import BLOCKERS_SQL, HOLDER_CHECK_SQL, ROWS_CHANGED_SQL, ROWS_CHECK_SQL
 
 BOOTSTRAP_SQL = (
@@ -63,4 +71,7 @@ BOOTSTRAP_SQL = (
     ROWS_CHECK_SQL,
     CLONE_SQL,
     INSERT_ROWS_SQL,
+    PRIMARY_KEY_SQL,
+    CLONE_FOR_UPSERT_SQL,
+    UPSERT_ROWS_SQL,
 )

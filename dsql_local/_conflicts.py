@@ -29,12 +29,17 @@ snapshot. It gives the command tag's row count and, where DSQL returns rows
 - ``UPDATE ... RETURNING`` whose values substitution cannot give (``*``, a
   multi-column or ``DEFAULT`` assignment): the rows it touches go into an
   empty clone of the table (`fill_sql`), where the same UPDATE runs; the
-  replay is the UPDATE itself.
+  replay is the UPDATE itself;
+- ``INSERT ... ON CONFLICT``: DSQL's statement sees its snapshot, where a
+  key only another transaction's uncommitted write holds is free. It runs
+  in a clone holding the table's rows and unique constraints (``ON
+  CONFLICT`` meets exactly the snapshot's rows there), and the replay
+  writes what it wrote there (`upsert_rows_sql`): the rows it updated,
+  paired by primary key, and those it inserted.
 
 Statements it cannot answer get no guard, and their conflict is reported at
-the statement: ``MERGE``, ``INSERT ... ON CONFLICT``, data-modifying
-``WITH`` and locking clauses below the top level; so are statements the
-relay does not guard (see `_relay`).
+the statement: ``MERGE``, data-modifying ``WITH`` and locking clauses below
+the top level; so are statements the relay does not guard (see `_relay`).
 
 What this does not reproduce:
 
@@ -49,6 +54,10 @@ What this does not reproduce:
   conflict. The refused attempt consumed sequence values that are then
   skipped, as any rolled-back insert's are. In an UPDATE's clone, generated
   columns keep the values they had before it.
+- An upsert's clone copies the whole table. Its replay cannot pair the rows
+  a ``DO UPDATE`` changed without a primary key, or when it changed one:
+  it fails the COMMIT. A ``DO NOTHING`` that found its row in the snapshot
+  writes nothing, and conflicts with nothing.
 """
 
 from __future__ import annotations
@@ -80,6 +89,9 @@ class Guard(NamedTuple):
     fill: str = ""
     """For such an UPDATE: a SELECT of the rows it touches, with the same
     parameters, that go into the clone before the UPDATE runs there."""
+    upsert: bool = False
+    """An ``INSERT ... ON CONFLICT``: it runs in a clone holding the table's
+    rows and unique constraints (see `clone_sql`, `upsert_rows_sql`)."""
 
 
 # The clone of an INSERT's table that answers it (see `clone_sql`): numbered
@@ -133,14 +145,138 @@ INSERT_ROWS_SQL = """CREATE FUNCTION dsql_local.insert_rows(
         EXECUTE format('DROP TABLE %s', clone);
     END $$"""
 
+# An upsert's clone: the table's rows in the snapshot and its unique
+# constraints and indexes, by their names (``ON CONFLICT ON CONSTRAINT``);
+# the unique ones of earlier clones go first (index names are the schema's,
+# and an earlier clone has answered already). Which rows the upsert then
+# changes is told by their ctids: the copies' are kept, with their key.
+CLONE_FOR_UPSERT_SQL = """CREATE FUNCTION dsql_local.clone_for_upsert(
+        target regclass, number int)
+    RETURNS void LANGUAGE plpgsql
+    SET search_path = pg_catalog AS $$
+    DECLARE
+        clone text := 'dsql_local_rows_' || number;
+        item record;
+        columns text;
+        key text;
+    BEGIN
+        FOR item IN SELECT i.indexrelid::regclass AS name, c.conname,
+                i.indrelid::regclass AS owner
+                FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid
+                LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid
+                    AND c.conrelid = i.indrelid
+                WHERE t.relnamespace = pg_my_temp_schema() AND i.indisunique
+                AND t.relname LIKE 'dsql\\_local\\_rows\\_%' LOOP
+            IF item.conname IS NULL THEN
+                EXECUTE format('DROP INDEX %s', item.name);
+            ELSE
+                EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I',
+                    item.owner, item.conname);
+            END IF;
+        END LOOP;
+        PERFORM dsql_local.clone_for_insert(target, number);
+        FOR item IN SELECT conname, pg_get_constraintdef(oid) AS def
+                FROM pg_constraint WHERE conrelid = target
+                AND contype IN ('p', 'u') LOOP
+            EXECUTE format('ALTER TABLE pg_temp.%I ADD CONSTRAINT %I %s',
+                clone, item.conname, item.def);
+        END LOOP;
+        FOR item IN SELECT pg_get_indexdef(i.indexrelid) AS def
+                FROM pg_index i WHERE i.indrelid = target AND i.indisunique
+                AND NOT EXISTS (SELECT FROM pg_constraint c
+                    WHERE c.conindid = i.indexrelid AND c.conrelid = target) LOOP
+            EXECUTE replace(item.def, ' ON ' || target::text || ' USING ',
+                format(' ON pg_temp.%I USING ', clone));
+        END LOOP;
+        SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum)
+            INTO columns FROM pg_attribute WHERE attrelid = target
+            AND attnum > 0 AND NOT attisdropped AND attgenerated = '';
+        EXECUTE format('INSERT INTO pg_temp.%I (%s) SELECT %s FROM ONLY %s',
+            clone, columns, columns, target);
+        key := dsql_local.primary_key(target, '');
+        EXECUTE format('CREATE TEMP TABLE %I ON COMMIT DROP AS'
+            ' SELECT ctid AS dsql_local_copy%s FROM pg_temp.%I',
+            'dsql_local_copies_' || number, coalesce(', ' || key, ''), clone);
+    END $$"""
+PRIMARY_KEY_SQL = """CREATE FUNCTION dsql_local.primary_key(
+        target regclass, prefix text)
+    RETURNS text LANGUAGE sql STABLE
+    SET search_path = pg_catalog
+    RETURN (SELECT string_agg(prefix || quote_ident(a.attname), ', '
+            ORDER BY array_position(i.indkey::int2[], a.attnum))
+        FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid
+            AND a.attnum = ANY (i.indkey)
+        WHERE i.indrelid = target AND i.indisprimary)"""
+# The replay of an answered upsert: the rows it updated in the clone (the
+# copies it replaced, paired by primary key) are updated in the table to
+# the values answered, the rows it inserted are inserted. A row updated in
+# the table since the snapshot fails the UPDATE (40001), a key taken since
+# fails the INSERT: either fails the COMMIT.
+UPSERT_ROWS_SQL = """CREATE FUNCTION dsql_local.upsert_rows(
+        target regclass, number int)
+    RETURNS void LANGUAGE plpgsql
+    SET search_path = pg_catalog AS $$
+    DECLARE
+        clone regclass := to_regclass('pg_temp.dsql_local_rows_' || number);
+        copies regclass := to_regclass('pg_temp.dsql_local_copies_' || number);
+        columns text;
+        written text;
+        key text := dsql_local.primary_key(target, '');
+        updated bigint;
+        done bigint;
+    BEGIN
+        IF clone IS NULL THEN
+            RETURN;  -- rolled back to a savepoint of the client's
+        END IF;
+        -- The copies left as they were go: the clone keeps the rows the
+        -- upsert wrote, the copies table the keys of those it updated.
+        EXECUTE format('WITH kept AS (DELETE FROM %s WHERE dsql_local_copy'
+            ' IN (SELECT ctid FROM %s) RETURNING dsql_local_copy)'
+            ' DELETE FROM %s WHERE ctid IN (SELECT dsql_local_copy FROM kept)',
+            copies, clone, clone);
+        EXECUTE format('SELECT count(*) FROM %s', copies) INTO updated;
+        SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum),
+                string_agg('w.' || quote_ident(attname), ', ' ORDER BY attnum)
+            INTO columns, written FROM pg_attribute WHERE attrelid = target
+            AND attnum > 0 AND NOT attisdropped AND attgenerated = '';
+        IF updated > 0 THEN
+            IF key IS NULL THEN
+                RAISE EXCEPTION USING ERRCODE = '40001',
+                    MESSAGE = 'an upsert without a primary key is not replayed';
+            END IF;
+            EXECUTE format('UPDATE ONLY %s AS t SET (%s) = ROW(%s) FROM %s AS w'
+                ' WHERE (%s) = (%s) AND (%s) IN (SELECT %s FROM %s)',
+                target, columns, written, clone,
+                dsql_local.primary_key(target, 't.'),
+                dsql_local.primary_key(target, 'w.'),
+                dsql_local.primary_key(target, 'w.'), key, copies);
+            GET DIAGNOSTICS done = ROW_COUNT;
+            IF done <> updated THEN
+                RAISE EXCEPTION USING ERRCODE = '40001',
+                    MESSAGE = 'the rows an upsert updated changed';
+            END IF;
+            EXECUTE format('DELETE FROM %s WHERE (%s) IN (SELECT %s FROM %s)',
+                clone, key, key, copies);
+        END IF;
+        EXECUTE format('INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE'
+            ' SELECT %s FROM %s', target, columns, columns, clone);
+        EXECUTE format('DROP TABLE %s, %s', clone, copies);
+    END $$"""
+
 
 def clone_sql(found: Guard, number: int) -> str:
     """The SQL that makes clone `number` of `found`'s table, empty.
 
     The clone has the table's columns, defaults (an identity column's taken
     from its sequence), generated columns and CHECK constraints, but no
-    index and no trigger; it lives until the transaction ends.
+    index and no trigger; it lives until the transaction ends. An upsert's
+    clone has the table's unique constraints and indexes and its rows.
     """
+    if found.upsert:
+        return (
+            f"SELECT dsql_local.clone_for_upsert({_literal(found.target)}::regclass,"
+            f" {int(number)})"
+        )
     update = ", true" if found.fill else ""
     return (
         f"SELECT dsql_local.clone_for_insert({_literal(found.target)}::regclass,"
@@ -177,6 +313,15 @@ def insert_rows_sql(found: Guard, number: int) -> str:
     )
 
 
+def upsert_rows_sql(found: Guard, number: int) -> str:
+    """The replay of an answered upsert: what it wrote in clone `number`,
+    written into its table (see ``UPSERT_ROWS_SQL``)."""
+    return (
+        f"SELECT dsql_local.upsert_rows({_literal(found.target)}::regclass,"
+        f" {int(number)})"
+    )
+
+
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -201,16 +346,24 @@ def _guard(sql: str) -> Guard | None:
         return None
     if len(statements) != 1:
         return None
-    stmt: Any = statements[0].stmt
+    return _guard_of(statements[0].stmt, sql, ast, enums, parse_sql)
+
+
+def _guard_of(
+    stmt: Any, sql: str, ast: Any, enums: Any, parse_sql: Any
+) -> Guard | None:
+    """The guard of `stmt`, parsed from `sql`."""
+    if isinstance(stmt, ast.InsertStmt) and stmt.onConflictClause is not None:
+        return _upsert_into_clone(stmt, ast)
     found = _read_of(stmt, ast, enums)
-    if found is None:
-        if not isinstance(stmt, ast.UpdateStmt) or stmt.returningClause is None:
-            return None
+    if found is not None:
+        read, verb, rows, target = found
+        return Guard(_taking_every_parameter(read, sql, ast), verb, rows, target)
+    if isinstance(stmt, ast.UpdateStmt) and stmt.returningClause is not None:
         # Its RETURNING needs the row as updated: the UPDATE runs in a
         # clone (parsed afresh: the substitution tried changed the tree).
         return _update_into_clone(parse_sql(sql)[0].stmt, sql, ast)
-    read, verb, rows, target = found
-    return Guard(_taking_every_parameter(read, sql, ast), verb, rows, target)
+    return None
 
 
 def _taking_every_parameter(read: Any, sql: str, ast: Any) -> str:
@@ -307,6 +460,25 @@ def _insert_into_clone(stmt: Any, ast: Any) -> tuple[Any, str, bool, str] | None
     return stmt, "INSERT 0", True, target
 
 
+def _upsert_into_clone(stmt: Any, ast: Any) -> Guard | None:
+    """An ``INSERT ... ON CONFLICT``: the same statement, into a clone of its
+    table holding the table's rows in the snapshot and its unique constraints.
+
+    DSQL's statement sees its snapshot: a key only another transaction's
+    uncommitted write holds is free there, so the upsert inserts it, and the
+    clash is found at COMMIT. In the clone it meets exactly the snapshot's
+    rows; the replay writes what it wrote there (`upsert_rows_sql`).
+    """
+    if stmt.withClause is not None and _modifies(stmt.withClause):
+        return None
+    from pglast.stream import RawStream  # noqa: PLC0415
+
+    target = RawStream()(_plain(stmt.relation, ast))
+    rows = stmt.returningClause is not None
+    _retarget(stmt, ast)
+    return Guard(RawStream()(stmt), "INSERT 0", rows, target, upsert=True)
+
+
 def _update_into_clone(stmt: Any, sql: str, ast: Any) -> Guard | None:
     """An ``UPDATE ... RETURNING`` whose values only running it gives
     (``RETURNING *``, a multi-column or DEFAULT assignment): the rows it
@@ -356,7 +528,8 @@ def _retarget(stmt: Any, ast: Any) -> None:
         alias=ast.Alias(aliasname=name),
     )
     # A column named through the table's schema names it through the alias.
-    for node in _column_refs(stmt.returningClause, ast):
+    clauses = (stmt.returningClause, getattr(stmt, "onConflictClause", None))
+    for node in _column_refs(clauses, ast):
         fields = node.fields
         if len(fields) > 2 and getattr(fields[-2], "sval", None) == relation.relname:
             node.fields = (ast.String(sval=name), fields[-1])

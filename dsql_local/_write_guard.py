@@ -33,6 +33,7 @@ from ._conflicts import (
     fill_sql,
     guard,
     insert_rows_sql,
+    upsert_rows_sql,
 )
 from ._units import (
     ANSWER,
@@ -276,7 +277,11 @@ class WriteGuard:
         elif write.holder_check:
             self.replays.append(pq.query(write.holder_check))
         found, number = write.guard, len(self.replays)
-        if found.target and not found.fill:
+        if found.upsert:
+            # An upsert is answered in a clone of its table holding its rows;
+            # what it wrote there is written at the replay.
+            self.replays.append(pq.query(upsert_rows_sql(found, number)))
+        elif found.target and not found.fill:
             # An INSERT ... RETURNING is answered by the same INSERT into a
             # clone of its table; the clone's rows go in at the replay.
             self.replays.append(pq.query(insert_rows_sql(found, number)))

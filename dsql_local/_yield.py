@@ -113,12 +113,15 @@ def holder_check(context: str) -> str | None:
 # while any such foreign key exists, the count is read at BEGIN and again
 # right before a COMMIT of a transaction that wrote. (The counts are the
 # backend's since it last reported them, which it does only between
-# transactions: the difference is the transaction's.)
+# transactions: the difference is the transaction's.) The clones that
+# answer refused writes (see `_conflicts`) are temporary tables, which DSQL
+# has none of: their rows do not count.
 ROWS_CHANGED_SQL = """CREATE FUNCTION dsql_local.rows_changed()
     RETURNS bigint LANGUAGE sql STABLE
     SET search_path = pg_catalog
     RETURN (SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)
-        FROM pg_stat_xact_user_tables)"""
+        FROM pg_stat_xact_user_tables
+        WHERE schemaname NOT LIKE 'pg\\_temp\\_%')"""
 ROWS_CHECK_SQL = """CREATE FUNCTION dsql_local.check_rows(
         row_limit bigint, at_begin bigint)
     RETURNS void LANGUAGE plpgsql

@@ -21,6 +21,7 @@ from dsql_local._conflicts import (
     fill_sql,
     guard,
     insert_rows_sql,
+    upsert_rows_sql,
 )
 from tests.dsql_local.helpers import Connect, open_connection
 
@@ -234,16 +235,16 @@ def test_a_write_that_cannot_be_answered_fails_at_the_statement(
     connect: Connect, counters: str
 ) -> None:
     first, second = connect(), connect()
-    first.execute(f"insert into {counters} values (5, 0)")
-    # An upsert: what it does depends on rows only running it can see.
+    first.execute(f"update {counters} set n = 1 where id = 1")
+    # A locking clause in a subquery: which rows it locks only running it sees.
     with pytest.raises(errors.SerializationFailure, match=r"\(OC000\)"):
         second.execute(
-            f"insert into {counters} values (5, 1)"
-            " on conflict (id) do update set n = excluded.n returning n"
+            f"update {counters} set n = 2 where id in"
+            f" (select id from {counters} where id = 1 for update)"
         )
     second.rollback()
-    # Without ON CONFLICT, it is answered, and fails at COMMIT.
-    assert second.execute(f"insert into {counters} values (5, 1)").rowcount == 1
+    # Without it, it is answered, and fails at COMMIT.
+    assert second.execute(f"update {counters} set n = 2 where id = 1").rowcount == 1
     first.commit()
     _fails_at_commit(second)
 
@@ -565,11 +566,55 @@ def test_an_update_returning_star_is_answered_by_the_same_update_in_a_clone() ->
 
 
 @pytest.mark.parametrize(
+    ("sql", "answer", "target", "rows"),
+    [
+        (
+            "insert into s.t as x (id, n) values ($1, $2) on conflict (id)"
+            " do update set n = s.t.n + excluded.n where x.n > 0 returning s.t.id",
+            "INSERT INTO pg_temp.dsql_local_rows_3 AS x (id, n) VALUES ($1, $2)"
+            " ON CONFLICT (id) DO UPDATE SET n = x.n + excluded.n WHERE x.n > 0"
+            " RETURNING x.id",
+            "s.t",
+            True,
+        ),
+        (
+            "insert into t values (1) on conflict on constraint t_pkey do nothing",
+            "INSERT INTO pg_temp.dsql_local_rows_3 AS t VALUES (1)"
+            " ON CONFLICT ON CONSTRAINT t_pkey DO NOTHING",
+            "t",
+            False,
+        ),
+    ],
+)
+def test_an_upsert_is_answered_by_the_same_upsert_in_a_clone(
+    sql: str, answer: str, target: str, rows: bool
+) -> None:
+    found = guard(sql)
+    assert found is not None
+    assert (found.verb, found.rows, found.target, found.upsert) == (
+        "INSERT 0",
+        rows,
+        target,
+        True,
+    )
+    assert answer_sql(found, 3) == answer
+    # The clone holds the table's rows and unique constraints; the replay
+    # writes what the upsert wrote there.
+    assert clone_sql(found, 3) == (
+        f"SELECT dsql_local.clone_for_upsert('{target}'::regclass, 3)"
+    )
+    assert upsert_rows_sql(found, 3) == (
+        f"SELECT dsql_local.upsert_rows('{target}'::regclass, 3)"
+    )
+
+
+@pytest.mark.parametrize(
     "sql",
     [
         "select 1",
-        "insert into t values (1) on conflict do nothing returning id",
         "merge into t using u on t.id = u.id when matched then delete",
+        "with d as (delete from u returning id)"
+        " insert into t select id from d on conflict do nothing",
         "with d as (delete from u returning id) update t set n = 1",
         "select * from t where id in (select id from u for update)",
         "update t set n = 1; update t set n = 2",
@@ -872,3 +917,178 @@ def test_executemany_of_insert_returning_is_judged_at_commit(
     _fails_at_commit(first)
     rows = first.execute(f"select id, name from {tags} where name <> 'old'")
     assert sorted(rows.fetchall()) == sorted(answered)
+
+
+# -- INSERT ... ON CONFLICT (#25) --------------------------------------------
+
+UPSERTS = {
+    "do nothing": "on conflict (id) do nothing",
+    "do nothing returning": "on conflict (id) do nothing returning id, n",
+    "do update": "on conflict (id) do update set n = counter.n + excluded.n",
+    "do update returning": (
+        "on conflict (id) do update set n = counter.n + excluded.n returning id, n"
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("form", "winner", "protocol"),
+    [
+        ("do nothing", "holder", "extended"),
+        ("do nothing", "later writer", "simple"),
+        ("do nothing returning", "holder", "prepared"),
+        ("do nothing returning", "later writer", "extended"),
+        ("do update", "holder", "simple"),
+        ("do update", "later writer", "prepared"),
+        ("do update returning", "holder", "extended"),
+        ("do update returning", "later writer", "simple"),
+    ],
+)
+def test_an_upsert_of_a_held_new_key_is_judged_at_commit(
+    connect: Connect, counters: str, form: str, winner: str, protocol: str
+) -> None:
+    first, second = _connect(connect, protocol), _connect(connect, protocol)
+    assert first.execute(f"insert into {counters} values (5, 1)").rowcount == 1
+    two = _cursor(second, protocol)
+    # Nothing waits: in its snapshot the key is free, so the upsert inserts.
+    two.execute(
+        f"insert into {counters} as counter values (%s, %s) {UPSERTS[form]}", [5, 2]
+    )
+    assert two.rowcount == 1
+    if "returning" in form:
+        assert two.fetchall() == [(5, 2)]
+    assert first.info.transaction_status == TransactionStatus.INTRANS
+    won, lost = (first, second) if winner == "holder" else (second, first)
+    won.commit()
+    _fails_at_commit(lost)
+    expected = 1 if winner == "holder" else 2
+    assert lost.execute(f"select n from {counters} where id = 5").fetchone() == (
+        expected,
+    )
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("winner", ["holder", "later writer"])
+def test_an_upsert_of_a_held_row_is_judged_at_commit(
+    connect: Connect, counters: str, protocol: str, winner: str
+) -> None:
+    first, second = _connect(connect, protocol), _connect(connect, protocol)
+    first.execute(f"update {counters} set n = 1 where id = 1")
+    two = _cursor(second, protocol)
+    # The row in its snapshot (n = 0) is the one it updates.
+    two.execute(
+        f"insert into {counters} as counter values (%s, %s), (%s, %s)"
+        " on conflict (id) do update set n = counter.n + excluded.n"
+        " where counter.id <> 2 returning id, n",
+        [1, 10, 7, 70],
+    )
+    assert sorted(two.fetchall()) == [(1, 10), (7, 70)]
+    # A DO NOTHING that finds the row in its snapshot writes nothing.
+    two.execute(
+        f"insert into {counters} values (%s, %s) on conflict do nothing", [1, 99]
+    )
+    assert two.rowcount == 0
+    assert first.info.transaction_status == TransactionStatus.INTRANS
+    won, lost = (first, second) if winner == "holder" else (second, first)
+    won.commit()
+    _fails_at_commit(lost)
+    rows = lost.execute(f"select id, n from {counters} order by id").fetchall()
+    assert rows == (
+        [(1, 1), (2, 0)] if winner == "holder" else [(1, 10), (2, 0), (7, 70)]
+    )
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_an_upsert_refused_for_a_writer_that_rolled_back_commits(
+    connect: Connect, tags: str, protocol: str
+) -> None:
+    first, second = _connect(connect, protocol), _connect(connect, protocol)
+    first.execute(f"insert into {tags} (name) values ('new')")
+    first.execute(f"update {tags} set note = 'first' where name = 'old'")
+    two = _cursor(second, protocol)
+    # The key answered (from the table's identity) is the key committed.
+    two.execute(
+        f"insert into {tags} as t (name, note) values (%s, %s), (%s, %s)"
+        " on conflict (name) do update set note = excluded.note"
+        " returning t.id, t.name, t.note, t.size",
+        ["new", "x", "old", "y"],
+    )
+    answered = sorted(two.fetchall())
+    assert [row[1:] for row in answered] == [("old", "y", 3), ("new", "x", 3)]
+    assert answered[0][0] == 1  # the row it updates
+    assert first.info.transaction_status == TransactionStatus.INTRANS
+    first.rollback()
+    second.commit()
+    rows = second.execute(f"select id, name, note, size from {tags} order by id")
+    assert rows.fetchall() == answered
+
+
+def test_an_upsert_is_answered_from_its_snapshot(
+    connect: Connect, counters: str
+) -> None:
+    """Its row counts are those of its snapshot, with or without RETURNING."""
+    first, second = connect(), connect()
+    first.execute(f"update {counters} set n = 1 where id = 1")
+    # Row 1 is in its snapshot with n = 0: the DO UPDATE's WHERE leaves it.
+    cursor = second.execute(
+        f"insert into {counters} as counter values (1, 5), (9, 9)"
+        " on conflict (id) do update set n = excluded.n where counter.n > 0"
+    )
+    assert cursor.rowcount == 1
+    cursor = second.execute(
+        f"insert into {counters} values (1, 99), (2, 99) on conflict do nothing"
+    )
+    assert cursor.rowcount == 0
+    first.rollback()
+    second.commit()
+    rows = second.execute(f"select id, n from {counters} order by id").fetchall()
+    assert rows == [(1, 0), (2, 0), (9, 9)]
+
+
+def test_upserts_by_constraint_name_in_one_transaction(
+    connect: Connect, tags: str
+) -> None:
+    first, second = connect(), connect()
+    first.execute(f"insert into {tags} (name) values ('a'), ('b')")
+    for name in ("a", "b"):
+        cursor = second.execute(
+            f"insert into {tags} (name) values (%s)"
+            " on conflict on constraint tag_name_key do nothing returning name",
+            [name],
+        )
+        assert cursor.fetchall() == [(name,)]
+    second.commit()
+    _fails_at_commit(first)
+    rows = first.execute(f"select name from {tags} order by id").fetchall()
+    assert rows == [("old",), ("a",), ("b",)]
+
+
+@pytest.mark.usefixtures("parent_child")
+def test_the_rows_copied_to_answer_an_upsert_count_toward_no_limit(
+    connect: Connect, counters: str
+) -> None:
+    with connect(autocommit=True) as conn:
+        # A foreign key with an action: each write's rows are counted.
+        conn.execute(
+            "create table k (id int primary key,"
+            " p_id int references p (id) on delete cascade)"
+        )
+        for first in (3, 1603):
+            conn.execute(
+                f"insert into {counters} select g, 0"
+                " from generate_series(%s::int, %s::int) g",
+                [first, first + 1599],
+            )
+    first, second = connect(), connect()
+    first.execute(f"update {counters} set n = 1 where id = 1")
+    # Answered in a clone of the table's 3,202 rows: none of them count.
+    cursor = second.execute(
+        f"insert into {counters} values (1, 5) on conflict (id)"
+        " do update set n = excluded.n"
+    )
+    assert cursor.rowcount == 1
+    assert second.execute(f"update {counters} set n = 2 where id = 2").rowcount == 1
+    first.rollback()
+    second.commit()
+    rows = second.execute(f"select n from {counters} where id <= 2 order by id")
+    assert rows.fetchall() == [(5,), (2,)]

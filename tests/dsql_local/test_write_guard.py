@@ -367,3 +367,71 @@ def test_a_refused_update_returning_star_is_answered_in_a_clone() -> None:
         "DROP TABLE IF EXISTS pg_temp.dsql_local_rows_1",
         "COMMIT",
     ]
+
+
+def test_a_refused_upsert_is_answered_in_a_clone_holding_the_table_s_rows() -> None:
+    relay = make_relay()
+    begin(relay)
+    upsert = (
+        "insert into t values (1, 5) on conflict (id)"
+        " do update set n = t.n + excluded.n returning n"
+    )
+    relay.from_client(pq.query(upsert))
+    assert queries(relay.to_backend) == ["SAVEPOINT dsql_local_write", upsert]
+    relay.from_backend(
+        complete("SAVEPOINT")
+        + IN_TRANSACTION
+        + pg_error(
+            "55P03",
+            "canceling statement due to lock timeout",
+            'while locking tuple (0,1) in relation "t"',
+        )
+        + FAILED
+    )
+    assert bytes(relay.to_client) == b""
+    # Undone; the same upsert runs in a clone holding the snapshot's rows.
+    assert queries(relay.to_backend) == [
+        "ROLLBACK TO SAVEPOINT dsql_local_write",
+        "SELECT dsql_local.clone_for_upsert('t'::regclass, 1)",
+        "INSERT INTO pg_temp.dsql_local_rows_1 AS t VALUES (1, 5) ON CONFLICT (id)"
+        " DO UPDATE SET n = t.n + excluded.n RETURNING n",
+    ]
+    relay.from_backend(
+        complete("ROLLBACK")
+        + IN_TRANSACTION
+        + ROW_DESCRIPTION
+        + text_row("")  # the clone function's void
+        + complete("SELECT 1")
+        + IN_TRANSACTION
+        + ROW_DESCRIPTION
+        + text_row("5")
+        + complete("INSERT 0 1")
+        + IN_TRANSACTION
+    )
+    assert messages(relay.to_client) == [
+        ("T", b"\0\0"),
+        ("D", b"\0\1\0\0\0\0015"),
+        ("C", b"INSERT 0 1\0"),
+        ("Z", b"T"),
+    ]
+    # Before the COMMIT: the holder's check, then what it wrote in the clone.
+    relay.from_client(pq.query("COMMIT"))
+    assert queries(relay.to_backend) == [
+        "SET LOCAL lock_timeout = '2s'",
+        "SELECT dsql_local.check_holder('t', '(0,1)')",
+        "SELECT dsql_local.upsert_rows('t'::regclass, 1)",
+        "COMMIT",
+    ]
+    relay.from_backend(
+        complete("SET")
+        + IN_TRANSACTION
+        + pg_error("40001", "could not serialize access due to concurrent update")
+        + FAILED
+        + pg_error("25P02", "current transaction is aborted")
+        + FAILED
+        + complete("ROLLBACK")
+        + IDLE
+    )
+    (error, ready) = messages(relay.to_client)
+    assert pq.parse_fields(error[1])["M"] == OC000_MESSAGE
+    assert ready == ("Z", b"I")
