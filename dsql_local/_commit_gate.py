@@ -42,14 +42,20 @@ from ._write_guard import WriteGuard
 
 
 class GateHost(Protocol):
-    """What the COMMIT gate needs from the relay around it."""
+    """What the COMMIT gate needs from the server that started its relay."""
 
     @property
-    def faults(self) -> Faults: ...
+    def faults(self) -> Faults:
+        """The faults injected at statements and COMMITs."""
+        ...
 
-    def take_conflict(self) -> str | None: ...
+    def take_conflict(self) -> str | None:
+        """Consume an injected COMMIT conflict: its code, or None."""
+        ...
 
-    def take_commit_drop(self) -> bool: ...
+    def take_commit_drop(self) -> bool:
+        """Consume an injected commit drop."""
+        ...
 
 
 class Checker(Protocol):

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from . import _messages as m
 from . import _protocol as pq
+from ._limits import Limits
 from ._policy import Session, StatementPolicy
 from ._units import (
     AS_IDLE,
@@ -32,14 +33,6 @@ from ._units import (
 class HiddenHost(Protocol):
     """What hidden transactions need from the relay around them."""
 
-    def begin(self) -> bytes:
-        """A hidden BEGIN and the query taking its snapshot."""
-        ...
-
-    def commit_check(self) -> bytes:
-        """The check of DSQL's limits due before a COMMIT, if any."""
-        ...
-
     def release_held(self) -> None:
         """Pass on the client data that waited, if it need wait no more."""
         ...
@@ -54,9 +47,12 @@ class HiddenTransactions:
         host: HiddenHost,
         policy: StatementPolicy | None,
         session: Session,
+        *,
+        limits: Limits,
     ) -> None:
         self._units = units
         self._host = host
+        self._limits = limits
         self._policy = policy
         self._session = session
         self.wrap_at_sync = False
@@ -83,7 +79,7 @@ class HiddenTransactions:
         units.sent += 1
         units.add(units.sent, HIDE_READY | AUTOCOMMIT)
         self.awaiting_commit = True
-        return self._host.begin() + pq.query(sql)
+        return self._limits.begin() + pq.query(sql)
 
     def wrap_extended(self, message: bytes) -> bytes:
         """Precede the unit's first message with a hidden BEGIN."""
@@ -91,7 +87,7 @@ class HiddenTransactions:
         units.sent += 1
         units.add(units.sent, HIDDEN | SNAPSHOT)
         self.wrap_at_sync = True
-        return self._host.begin() + message
+        return self._limits.begin() + message
 
     def at_sync(self) -> bytes | None:
         """The Sync (just counted) of a wrapped statement, or None."""
@@ -125,7 +121,7 @@ class HiddenTransactions:
             refusal = policy.check_commit(self._session) if policy else None
             if refusal is None:
                 self._held_tag = tag
-                check = self._host.commit_check()
+                check = self._limits.commit_check()
                 if check:
                     units.send(check, HIDDEN | PRE_COMMIT)
                 units.send(m.COMMIT, SWALLOW | RELEASE_TAG)

@@ -27,7 +27,17 @@ import re
 from . import _messages as m
 from . import _protocol as pq
 from ._policy import Refusal, Session, StatementPolicy
-from ._units import REPLAY, SWALLOW
+from ._units import (
+    AUTOCOMMIT,
+    HIDDEN,
+    PRE_COMMIT,
+    QUIET,
+    REPLAY,
+    ROWS,
+    SNAPSHOT,
+    SWALLOW,
+    Units,
+)
 from ._yield import FK_DDL_TAGS, Holders
 
 _MUTATING_TAGS = frozenset({"INSERT", "UPDATE", "DELETE", "MERGE", "COPY"})
@@ -47,10 +57,12 @@ class Limits:
 
     def __init__(
         self,
+        units: Units,
         policy: StatementPolicy | None,
         holders: Holders | None,
         session: Session,
     ) -> None:
+        self._units = units
         self._policy = policy
         self._holders = holders
         self._session = session
@@ -60,12 +72,17 @@ class Limits:
         """What the backend answered from its CommandComplete on."""
         self.commit_error = b""
         """The error of the check before a COMMIT, to answer it with."""
-        self.rows_error = b""
+        self._rows_error = b""
         """The error of the row limit's check after a write, to fail it with."""
         self._wrote = False
         self._rows_due = False
         self._start_lsn = ""
         self._start_rows: int | None = None
+
+    @property
+    def reading(self) -> bool:
+        """Whether every backend message is to be read: a unit fails late."""
+        return bool(self.commit_error) or self.late_refusal is not None
 
     def idle(self) -> None:
         """The connection is idle: the next transaction counts afresh."""
@@ -87,7 +104,8 @@ class Limits:
         return _BEGIN_ROWS if self.fk_actions() else _BEGIN
 
     def snapshot_after(self, begin: str) -> bytes:
-        """The Query of a client's lone BEGIN, the snapshot taken after it."""
+        """The Query of a client's lone BEGIN (counted), the snapshot after it."""
+        self._units.add(self._units.sent, SNAPSHOT)
         take = _TAKE_SNAPSHOT_ROWS if self.fk_actions() else _TAKE_SNAPSHOT
         # A comment at the end of `begin` ends with the line.
         return pq.query(f"{begin}\n;{take}")
@@ -137,13 +155,33 @@ class Limits:
         self.late_answer += message
         return b""
 
-    def take_late(self) -> tuple[Refusal, bytes] | None:
-        """At a unit's end: its late refusal and what was kept, if any."""
+    def end_late(
+        self, unit: int, action: int, status: bytes, held: bytearray | None
+    ) -> tuple[bytes, bytes]:
+        """End a unit refused late: what precedes its ReadyForQuery, its status.
+
+        The statement fails if its transaction can still be failed: a hidden
+        one, or one still open with nothing sent after the unit; a hidden
+        refusal fails the backend's transaction too. Otherwise (it committed,
+        or a pipeline goes on) it stands as the backend answered. `held` is
+        the answer of a guarded write that waits: the error goes after it.
+        """
         refusal, self.late_refusal = self.late_refusal, None
-        if refusal is None:
-            return None
         answer, self.late_answer = bytes(self.late_answer), bytearray()
-        return refusal, answer
+        assert refusal is not None
+        units = self._units
+        if status != b"T" or not (action & AUTOCOMMIT or unit == units.sent):
+            return answer, status
+        error = pq.error_response(refusal.sqlstate, refusal.message)
+        units.failed = True
+        if not action & AUTOCOMMIT:
+            # The backend's transaction fails as the client is told.
+            units.send(m.refusal_query(refusal), HIDDEN | QUIET)
+            status = b"E"
+        if held is None:
+            return error, status
+        held += error
+        return b"", status
 
     def rows_check(self) -> bytes:
         """The Query checking the row limit after a write, if one is due.
@@ -160,11 +198,23 @@ class Limits:
             f"SELECT dsql_local.check_rows({int(rows)}, {self._start_rows})"
         )
 
-    def rows_check_error(self, body: memoryview) -> None:
-        """Keep the row limit check's error, its own context left out."""
-        fields = pq.parse_fields(body)
-        fields.pop("W", None)
-        self.rows_error = pq.build_fields(b"E", fields)
+    def own_error(self, action: int, body: memoryview) -> bool:
+        """Keep the error of a check of the limits; whether `action` is one."""
+        if action & PRE_COMMIT:
+            self._pre_commit_error(action, body)
+            return True
+        if action & ROWS:
+            # The row limit's check: its own context left out.
+            fields = pq.parse_fields(body)
+            fields.pop("W", None)
+            self._rows_error = pq.build_fields(b"E", fields)
+            return True
+        return False
+
+    def take_rows_error(self) -> bytes:
+        """The error of the row limit's check after a write, if any."""
+        error, self._rows_error = self._rows_error, b""
+        return error
 
     # -- before a COMMIT ---------------------------------------------------
 
@@ -198,7 +248,7 @@ class Limits:
                 checks.append(f"SELECT {check}")
         return pq.query(";".join(checks)) if checks else b""
 
-    def pre_commit_error(self, action: int, body: memoryview) -> None:
+    def _pre_commit_error(self, action: int, body: memoryview) -> None:
         """Keep the first error before a COMMIT: the COMMIT answers with it.
 
         A replay's means another transaction committed the row first.

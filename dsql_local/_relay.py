@@ -49,12 +49,12 @@ from typing import Protocol
 from . import _messages as m
 from . import _protocol as pq
 from ._checks import Checks
-from ._commit_gate import CommitGate
+from ._commit_gate import CommitGate, GateHost
 from ._copy import CopyIn
-from ._faults import Faults
 from ._framing import Framer
 from ._hidden import HiddenTransactions
 from ._limits import Limits
+from ._messages import EVERY_KIND
 from ._policy import Refusal, Session, StatementPolicy
 from ._prepared import PreparedStatements
 from ._schema import SchemaClock
@@ -66,11 +66,9 @@ from ._units import (
     DROP_AT_COMMIT,
     GAVE_WAY,
     GUARD,
-    HIDDEN,
     HIDE_READY,
     NEXT_PIECE,
     PART,
-    PRE_COMMIT,
     QUIET,
     RELEASE_TAG,
     ROWS,
@@ -87,20 +85,17 @@ _AT_COMMIT = DROP_AT_COMMIT | UNAVAILABLE_AT_COMMIT
 # The messages the relay reads; the rest pass unread. Client side: all but
 # those it may pass unread (a message type it does not know never passes),
 # indexed by (prepared statements known) + 2 * (a COPY FROM STDIN streaming in).
-_EVERY_KIND = frozenset(range(256))
 _CLIENT_KINDS = tuple(
-    _EVERY_KIND - frozenset(b"CDEHXd" + b"B" * (not prepared) + b"cf" * (not copying))
+    EVERY_KIND - frozenset(b"CDEHXd" + b"B" * (not prepared) + b"cf" * (not copying))
     for copying in (False, True)
     for prepared in (False, True)
 )
-# ... and with Execute, to split a pipeline at its statements (see `_split`).
-_CLIENT_KINDS_EXECUTE = tuple(kinds | {m.EXECUTE} for kinds in _CLIENT_KINDS)
 _FRONTEND_KINDS = frozenset(b"BCDEFHPQSXcdf")  # protocol 3.0's, after startup
 _BACKEND_KINDS = frozenset(b"EZ1S")
 _BACKEND_KINDS_TAGS = frozenset(b"EZ1SC")  # for the policy or schema watch
 
 
-class RelayHost(Protocol):
+class RelayHost(GateHost, Protocol):
     """What a relay needs from the server that started it."""
 
     @property
@@ -111,19 +106,6 @@ class RelayHost(Protocol):
     @property
     def schema_clock(self) -> SchemaClock | None:
         """The endpoint-wide count of schema changes, if they conflict."""
-        ...
-
-    @property
-    def faults(self) -> Faults:
-        """The faults injected at statements and COMMITs."""
-        ...
-
-    def take_conflict(self) -> str | None:
-        """Consume an injected COMMIT conflict: its code, or None."""
-        ...
-
-    def take_commit_drop(self) -> bool:
-        """Consume an injected commit drop."""
         ...
 
 
@@ -149,12 +131,14 @@ class Relay:
         """Client data that waits for the relay's own statements."""
         units = self._units = Units(self._to_backend)
         limits = self._limits = Limits(
-            policy, getattr(endpoint, "holders", None), session
+            units, policy, getattr(endpoint, "holders", None), session
         )
         guard = self._guard = WriteGuard(units, self)
         self._copy = CopyIn()
-        self._split = Split(units, self._part_query)
-        hidden = self._hidden = HiddenTransactions(units, self, policy, session)
+        self._split = Split(units, self, guard)
+        hidden = self._hidden = HiddenTransactions(
+            units, self, policy, session, limits=limits
+        )
         gate = self._gate = CommitGate(
             units,
             endpoint,
@@ -255,9 +239,6 @@ class Relay:
     def begin(self) -> bytes:
         return self._limits.begin()
 
-    def commit_check(self) -> bytes:
-        return self._limits.commit_check()
-
     def rows_check(self) -> bytes:
         return self._limits.rows_check()
 
@@ -282,12 +263,9 @@ class Relay:
     def _client_watches(self) -> frozenset[int] | None:
         if self.holding():
             return None  # what follows waits for the relay's own statements
-        if self._split.skipping:
-            return _EVERY_KIND
-        index = bool(self._prepared.statements) + 2 * self._copy.streaming
-        if self._split.watches_execute(self._prepared.current_sql):
-            return _CLIENT_KINDS_EXECUTE[index]
-        return _CLIENT_KINDS[index]
+        prepared = self._prepared
+        kinds = _CLIENT_KINDS[bool(prepared.statements) + 2 * self._copy.streaming]
+        return self._split.client_kinds(kinds, prepared.current_sql)
 
     def _client_message(
         self, kind: int, view: memoryview, pos: int, end: int
@@ -308,7 +286,7 @@ class Relay:
         self._checks.client_sent()
         if kind == m.Q:
             units.open()
-            return self._query_message(view, pos, end)
+            return self.query_message(view, pos, end)
         if kind == m.B:
             return self._prepared.bind_message(view, pos, end)
         units.parses_sent += 1
@@ -317,30 +295,20 @@ class Relay:
     def _boundary(
         self, kind: int, view: memoryview, pos: int, end: int
     ) -> bytes | None:
-        """A Sync, an Execute, or a message skipped up to the client's Sync
-        after an error in a pipeline split at its statements (see `_split`)."""
-        split = self._split
-        if kind == m.S:
-            split.skipping = False
-            self._units.open()
-            self._guard.seal()
-            wrapped = self._hidden.at_sync()
-            return wrapped if wrapped is not None else self._gate.at_sync()
-        if split.skipping:
-            return split.skipped(kind)
-        sql = self._prepared.current_sql
-        sent = split.execute(sql, view, pos, end, wrapping=self._hidden.wrap_at_sync)
-        if sent is not None:
-            self._guard.seal()
-        return sent
+        """A Sync, an Execute, or a message skipped to the Sync (see `_split`)."""
+        if kind != m.S:
+            sql, wrapping = self._prepared.current_sql, self._hidden.wrap_at_sync
+            return self._split.client_message(
+                kind, view, pos, end, sql, wrapping=wrapping
+            )
+        self._split.synced()
+        self._units.open()
+        self._guard.seal()
+        wrapped = self._hidden.at_sync()
+        return wrapped if wrapped is not None else self._gate.at_sync()
 
-    def _part_query(self, sql: str) -> bytes:
-        """Handle `sql`, one statement of a split Query text, as the client's."""
-        message = pq.query(sql)
-        sent = self._query_message(memoryview(message), 0, len(message))
-        return message if sent is None else sent
-
-    def _query_message(self, view: memoryview, pos: int, end: int) -> bytes | None:
+    def query_message(self, view: memoryview, pos: int, end: int) -> bytes | None:
+        """Handle a client's Query (counted); what to send, None as it is."""
         sql = bytes(view[pos + 5 : end - 1]).decode("utf-8", "replace")
         if m.COMMIT_RE.match(sql):
             return self._gate.commit_query(bytes(view[pos:end]))
@@ -352,7 +320,7 @@ class Relay:
             return m.refusal_query(verdict)
         units = self._units
         # Several statements, one at a time (see `_split`).
-        split = verdict is None and ";" in sql
+        split = verdict is None
         rewritten = self._split.query(sql, units.sent - 1) if split else None
         if rewritten is None:
             units.note_tags(units.sent, self.session.command_tags)
@@ -360,7 +328,6 @@ class Relay:
             # whose SKIP LOCKED DSQL ignores).
             run = sql if verdict is None else verdict
             if m.BEGIN_RE.match(run):
-                units.add(units.sent, SNAPSHOT)
                 return self._limits.snapshot_after(run)
             rewritten = self._guard.guard_query(run, self._hidden.wrap_at_sync)
             if rewritten is None:
@@ -374,11 +341,8 @@ class Relay:
     def _backend_watches(self) -> frozenset[int] | None:
         if self._gate.dropping:
             return None
-        limits = self._limits
-        if self._units.actions or limits.commit_error:
-            return _EVERY_KIND
-        if limits.late_refusal is not None:
-            return _EVERY_KIND
+        if self._units.actions or self._limits.reading:
+            return EVERY_KIND
         return self._backend_kinds
 
     def _backend_message(
@@ -430,13 +394,7 @@ class Relay:
     def _backend_error(
         self, action: int, view: memoryview, pos: int, end: int
     ) -> bytes | None:
-        if action & PRE_COMMIT:
-            self._limits.pre_commit_error(action, view[pos + 5 : end])
-            return b""
-        if action & ROWS:
-            self._limits.rows_check_error(view[pos + 5 : end])
-            return b""
-        if action & QUIET:
+        if action & QUIET or self._limits.own_error(action, view[pos + 5 : end]):
             return b""
         return self.statement_error(view[pos + 5 : end])
 
@@ -449,12 +407,7 @@ class Relay:
             # The limits' check failed: the backend rolled back.
             self._units.failed = True
             return limits.take_commit_error()
-        tag, _ = pq.cstring(view, pos + 5)
-        replacement: bytes | None = None
-        wanted = self._units.next_tag()
-        if wanted is not None:
-            tag = wanted
-            replacement = pq.message(b"C", wanted.encode() + b"\0")
+        tag, replacement = self._units.command_tag(view, pos)
         if action & _AT_COMMIT and tag == "COMMIT":
             return self._gate.committed(action)
         self._checks.command_done(tag)
@@ -469,35 +422,15 @@ class Relay:
     def _end_of_unit_answer(
         self, unit: int, action: int, status_byte: memoryview
     ) -> bytes | None:
-        """Handle a ReadyForQuery; fail a statement refused after it ran.
-
-        It fails if its transaction can still be failed: a hidden one, or
-        one still open with nothing sent after the unit. Otherwise (it
-        committed, or a pipeline goes on) it stands as the backend answered.
-        """
+        """Handle a ReadyForQuery, of a unit refused late too (see `_limits`)."""
         status = bytes(status_byte)
-        late = self._limits.take_late()
-        if late is None:
+        if self._limits.late_refusal is None:
             return self._ready_for_query(unit, action, status)
-        refusal, answer = late
-        units = self._units
-        if status != b"T" or not (action & AUTOCOMMIT or unit == units.sent):
-            replaced = self._ready_for_query(unit, action, status)
-            return answer + (
-                pq.ready_for_query(status) if replaced is None else replaced
-            )
-        error = pq.error_response(refusal.sqlstate, refusal.message)
-        units.failed = True
-        if not action & AUTOCOMMIT:
-            # The backend's transaction fails as the client is told.
-            units.send(m.refusal_query(refusal), HIDDEN | QUIET)
-            status = b"E"
         write = self._guard.write
-        if write is not None and action & GUARD:
-            write.answer += error  # after what the write answered before
-            error = b""
+        held = write.answer if write is not None and action & GUARD else None
+        first, status = self._limits.end_late(unit, action, status, held)
         replaced = self._ready_for_query(unit, action, status)
-        return error + (pq.ready_for_query(status) if replaced is None else replaced)
+        return first + (pq.ready_for_query(status) if replaced is None else replaced)
 
     def _ready_for_query(self, unit: int, action: int, status: bytes) -> bytes | None:
         """End a unit: apply its action and note the transaction status."""
@@ -527,14 +460,11 @@ class Relay:
         if action & (GUARD | ANSWER):
             sent = guard.end_of_write(action, status)
         elif action & ROWS:
-            error, self._limits.rows_error = self._limits.rows_error, b""
+            error = self._limits.take_rows_error()
             sent = guard.end_of_rows_check(status, error)
             failed = bool(error)
         else:
             self.set_status(status)
             sent = None
-        if not action & (PART | SPLIT) or guard.write is not None:
-            return sent
-        sent = self._split.end(sent, action, status, failed)
-        self.release_held()
-        return sent
+        writing = guard.write is not None
+        return self._split.end(sent, action, status, failed=failed, writing=writing)

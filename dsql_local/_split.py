@@ -23,25 +23,44 @@ commits nothing) this part runs them one at a time instead:
 
 from __future__ import annotations
 
+import functools
 from collections import deque
-from collections.abc import Callable
+from typing import Protocol
 
 from . import _messages as m
 from . import _protocol as pq
 from ._conflicts import is_transaction_control, statements
 from ._copy import is_copy
 from ._units import PART, SPLIT, Units
+from ._write_guard import WriteGuard
 
 _X = ord("X")  # Terminate: never skipped
+
+
+@functools.cache
+def _with_execute(kinds: frozenset[int]) -> frozenset[int]:
+    return kinds | {m.EXECUTE}
+
+
+class SplitHost(Protocol):
+    """What the split needs from the relay around it."""
+
+    def query_message(self, view: memoryview, pos: int, end: int) -> bytes | None:
+        """Handle a client's Query (counted); what to send, None as it is."""
+        ...
+
+    def release_held(self) -> None:
+        """Pass on the client data that waited, if it need wait no more."""
+        ...
 
 
 class Split:
     """Run one connection's multi-statement units one statement at a time."""
 
-    def __init__(self, units: Units, run_query: Callable[[str], bytes]) -> None:
+    def __init__(self, units: Units, host: SplitHost, guard: WriteGuard) -> None:
         self._units = units
-        self._run_query = run_query
-        """Handle a Query of one statement (counted) as the client's; its bytes."""
+        self._host = host
+        self._guard = guard
         self._parts: deque[str] = deque()
         self._waiting = False
         """A pipeline's statement has a hidden Sync whose answer is awaited."""
@@ -52,14 +71,25 @@ class Split:
         """Whether client data waits for a statement this part split off."""
         return self._waiting or bool(self._parts)
 
-    def watches_execute(self, sql: str) -> bool:
-        """Whether to read the Execute of `sql`, the statement in flight."""
-        return self._units.status == b"T" or m.BEGIN_RE.match(sql) is not None
+    def client_kinds(self, kinds: frozenset[int], sql: str) -> frozenset[int]:
+        """The client messages to read: `kinds`, and those the split reads.
+
+        `sql` is the statement in flight: its Execute is read in a
+        transaction block, or if it is a BEGIN; after an error, every
+        message up to the client's Sync.
+        """
+        if self.skipping:
+            return m.EVERY_KIND
+        if self._units.status == b"T" or m.BEGIN_RE.match(sql) is not None:
+            return _with_execute(kinds)
+        return kinds
 
     # -- client -> backend -------------------------------------------------
 
     def query(self, sql: str, units_before: int) -> bytes | None:
         """Run a Query's text, counted, a statement at a time, if it need be."""
+        if ";" not in sql:
+            return None
         units = self._units
         if units.status != b"T" or not units.status_known(units_before):
             return None
@@ -71,15 +101,39 @@ class Split:
 
     def _part(self, sql: str) -> bytes:
         """Send one statement of a split Query text (its unit counted)."""
-        sent = self._run_query(sql)
+        message = pq.query(sql)
+        sent = self._host.query_message(memoryview(message), 0, len(message))
         self._units.add(self._units.sent, PART)
+        return message if sent is None else sent
+
+    def synced(self) -> None:
+        """The client's Sync: what follows it is read again."""
+        self.skipping = False
+
+    def client_message(
+        self,
+        kind: int,
+        view: memoryview,
+        pos: int,
+        end: int,
+        sql: str,
+        *,
+        wrapping: bool,
+    ) -> bytes | None:
+        """An Execute of `sql`, or a message while skipping to the client's Sync.
+
+        A skipped message is dropped (b""), but a Terminate. An Execute
+        followed by more gets a hidden Sync of its own (see `_execute`); its
+        guarded write, if any, is sealed.
+        """
+        if self.skipping:
+            return None if kind == _X else b""
+        sent = self._execute(sql, view, pos, end, wrapping=wrapping)
+        if sent is not None:
+            self._guard.seal()
         return sent
 
-    def skipped(self, kind: int) -> bytes | None:
-        """A client message while skipping to its Sync: dropped (b"") but X."""
-        return None if kind == _X else b""
-
-    def execute(
+    def _execute(
         self, sql: str, view: memoryview, pos: int, end: int, *, wrapping: bool
     ) -> bytes | None:
         """Give the Execute of `sql` a hidden Sync of its own, if more follow.
@@ -87,7 +141,7 @@ class Split:
         Only in a transaction block, whose status is known, and for a
         statement that neither begins nor ends a transaction; or for the
         BEGIN that opens one, the connection known idle. Returns what to send
-        in its place (None: as it is); the caller seals the guarded write.
+        in its place (None: as it is).
         """
         units = self._units
         if wrapping or sync_follows(view, end) or is_copy(sql):
@@ -111,15 +165,31 @@ class Split:
     # -- backend -> client -------------------------------------------------
 
     def end(
+        self,
+        sent: bytes | None,
+        action: int,
+        status: bytes,
+        *,
+        failed: bool,
+        writing: bool,
+    ) -> bytes | None:
+        """End a statement run in a unit of its own, if it is one.
+
+        `sent` is what its end sends the client (None: its ReadyForQuery);
+        `writing`: a guarded write goes on (its answer, a check), which ends
+        the statement later. The ReadyForQuery is hidden but after the last
+        statement of a query text, or an error there, which ends the rest as
+        PostgreSQL's would. The client data that waited is released.
+        """
+        if not action & (PART | SPLIT) or writing:
+            return sent
+        sent = self._end(sent, action, status, failed)
+        self._host.release_held()
+        return sent
+
+    def _end(
         self, sent: bytes | None, action: int, status: bytes, failed: bool
     ) -> bytes:
-        """End a statement run in a unit of its own.
-
-        `sent` is what its end sends the client (None: its ReadyForQuery).
-        The ReadyForQuery is hidden but after the last statement of a query
-        text, or an error there, which ends the rest as PostgreSQL's would.
-        The caller releases the client data that waited.
-        """
         ready = pq.ready_for_query(status)
         if sent is None:
             sent = ready

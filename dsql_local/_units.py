@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import enum
 
+from . import _protocol as pq
+
 
 class Unit(enum.IntFlag):
     """What the relay does with one response unit (see the module's docstring)."""
@@ -166,10 +168,16 @@ class Units:
         if tags or unit in self.tags:
             self.tags.setdefault(unit, []).extend(tags or (None,))
 
-    def next_tag(self) -> str | None:
-        """The tag DSQL gives the next CommandComplete, None for the backend's."""
+    def command_tag(self, view: memoryview, pos: int) -> tuple[str, bytes | None]:
+        """The tag of the CommandComplete at `pos`, as DSQL gives it.
+
+        And the CommandComplete to send in its place: None for the backend's.
+        """
         tags = self.tags.get(self.done + 1)
-        return tags.pop(0) if tags else None
+        wanted = tags.pop(0) if tags else None
+        if wanted is None:
+            return pq.cstring(view, pos + 5)[0], None
+        return wanted, pq.message(b"C", wanted.encode() + b"\0")
 
     def hide_parse(self, unit: int) -> None:
         """The next Parse of `unit` is the relay's: hide its ParseComplete."""

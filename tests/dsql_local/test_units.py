@@ -53,7 +53,13 @@ def test_command_tags_are_given_in_the_order_of_the_statements() -> None:
     assert units.tags == {}
     units.note_tags(1, ("CREATE INDEX", None))
     units.note_tags(1, ())  # a later statement of the unit keeps its own tag
-    assert [units.next_tag() for _ in range(4)] == ["CREATE INDEX", None, None, None]
+    done = pq.message(b"C", b"SELECT 1\0")
+    tags = [units.command_tag(memoryview(done), 0) for _ in range(3)]
+    assert tags == [
+        ("CREATE INDEX", pq.message(b"C", b"CREATE INDEX\0")),
+        ("SELECT 1", None),
+        ("SELECT 1", None),
+    ]
 
 
 def test_parse_completes_of_added_parses_are_hidden() -> None:
