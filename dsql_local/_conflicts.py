@@ -35,11 +35,14 @@ snapshot. It gives the command tag's row count and, where DSQL returns rows
   in a clone holding the table's rows and unique constraints (``ON
   CONFLICT`` meets exactly the snapshot's rows there), and the replay
   writes what it wrote there (`upsert_rows_sql`): the rows it updated,
-  paired by primary key, and those it inserted.
+  paired by primary key, and those it inserted;
+- a SELECT whose one data-modifying ``WITH`` writes a table: that write
+  runs in a clone as it would alone, the SELECT reading what it returns.
 
 Statements it cannot answer get no guard, and their conflict is reported at
-the statement: ``MERGE``, data-modifying ``WITH`` and locking clauses below
-the top level; so are statements the relay does not guard (see `_relay`).
+the statement: ``MERGE``, other data-modifying ``WITH`` (around a write, or
+with several) and locking clauses below the top level; so are statements
+the relay does not guard (see `_relay`).
 
 What this does not reproduce:
 
@@ -353,6 +356,12 @@ def _guard_of(
     stmt: Any, sql: str, ast: Any, enums: Any, parse_sql: Any
 ) -> Guard | None:
     """The guard of `stmt`, parsed from `sql`."""
+    if (
+        isinstance(stmt, ast.SelectStmt)
+        and stmt.withClause is not None
+        and _modifies(stmt.withClause)
+    ):
+        return _with_into_clone(stmt, sql, ast)
     if isinstance(stmt, ast.InsertStmt) and stmt.onConflictClause is not None:
         return _upsert_into_clone(stmt, ast)
     found = _read_of(stmt, ast, enums)
@@ -479,30 +488,75 @@ def _upsert_into_clone(stmt: Any, ast: Any) -> Guard | None:
     return Guard(RawStream()(stmt), "INSERT 0", rows, target, upsert=True)
 
 
-def _update_into_clone(stmt: Any, sql: str, ast: Any) -> Guard | None:
+def _update_into_clone(
+    stmt: Any, sql: str, ast: Any, outer: tuple[Any, ...] = ()
+) -> Guard | None:
     """An ``UPDATE ... RETURNING`` whose values only running it gives
     (``RETURNING *``, a multi-column or DEFAULT assignment): the rows it
-    touches go into a clone of its table, where the same UPDATE runs."""
+    touches go into a clone of its table, where the same UPDATE runs.
+
+    So does a DELETE in a data-modifying ``WITH``; `outer` are the plain
+    CTEs of the statement around it, which its condition may read.
+    """
     if stmt.withClause is not None and _modifies(stmt.withClause):
         return None
     from pglast.stream import RawStream  # noqa: PLC0415
 
     relation = stmt.relation
     name = relation.alias.aliasname if relation.alias else relation.relname
+    joined = stmt.usingClause if isinstance(stmt, ast.DeleteStmt) else stmt.fromClause
+    ctes = (*outer, *(stmt.withClause.ctes if stmt.withClause else ()))
     fill = ast.SelectStmt(
         targetList=(
             ast.ResTarget(
                 val=ast.ColumnRef(fields=(ast.String(sval=name), ast.A_Star()))
             ),
         ),
-        fromClause=(relation, *(stmt.fromClause or ())),
+        fromClause=(relation, *(joined or ())),
         whereClause=stmt.whereClause,
-        withClause=stmt.withClause,
+        withClause=ast.WithClause(ctes=ctes) if ctes else None,
     )
     fill_text = _taking_every_parameter(fill, sql, ast)
     target = RawStream()(_plain(relation, ast))
     _retarget(stmt, ast)
     return Guard(RawStream()(stmt), "UPDATE", True, target, fill_text)
+
+
+def _with_into_clone(stmt: Any, sql: str, ast: Any) -> Guard | None:
+    """A SELECT whose one data-modifying ``WITH`` writes one table.
+
+    The write runs in a clone as it would alone (an INSERT into an empty
+    one, an upsert in one holding the table's rows, an UPDATE or DELETE in
+    one holding the rows it touches) and the SELECT around it reads what it
+    returns there; the replay is the INSERT's or the upsert's rows, or for
+    an UPDATE or DELETE the whole statement again.
+    """
+    from pglast.stream import RawStream  # noqa: PLC0415
+
+    ctes = stmt.withClause.ctes
+    writes = [cte for cte in ctes if not isinstance(cte.ctequery, ast.SelectStmt)]
+    if len(writes) != 1 or stmt.lockingClause or "LockingClause" in repr(stmt):
+        return None
+    write = writes[0].ctequery
+    found: Guard | None = None
+    if isinstance(write, ast.InsertStmt) and write.onConflictClause is not None:
+        found = _upsert_into_clone(write, ast)
+    elif isinstance(write, ast.InsertStmt):
+        found = _insert_guard(write, ast)
+    elif isinstance(write, (ast.UpdateStmt, ast.DeleteStmt)):
+        outer = tuple(cte for cte in ctes if cte is not writes[0])
+        found = _update_into_clone(write, sql, ast, outer)
+    if found is None:
+        return None
+    return found._replace(read=RawStream()(stmt), verb="SELECT", rows=True)
+
+
+def _insert_guard(stmt: Any, ast: Any) -> Guard | None:
+    """An INSERT in a data-modifying ``WITH``: into an empty clone."""
+    if stmt.withClause is not None and _modifies(stmt.withClause):
+        return None
+    found = _insert_into_clone(stmt, ast)
+    return None if found is None else Guard("", "INSERT 0", True, found[3])
 
 
 def _plain(relation: Any, ast: Any) -> Any:

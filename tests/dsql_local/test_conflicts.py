@@ -609,6 +609,62 @@ def test_an_upsert_is_answered_by_the_same_upsert_in_a_clone(
 
 
 @pytest.mark.parametrize(
+    ("sql", "answer", "fill", "upsert"),
+    [
+        (
+            "with u as (update s.t set n = n + $1 where id = $2 returning id, n)"
+            " select id, n from u",
+            "WITH u AS (UPDATE pg_temp.dsql_local_rows_3 AS t SET n = n + $1"
+            " WHERE id = $2 RETURNING id, n) SELECT id, n FROM u",
+            "INSERT INTO pg_temp.dsql_local_rows_3 WITH dsql_local_params AS"
+            " (SELECT CAST($1 AS text)) SELECT t.* FROM s.t WHERE id = $2",
+            False,
+        ),
+        (
+            "with ids as (select 1 as id), d as (delete from s.t as x"
+            " where x.id in (select id from ids) returning x.id)"
+            " select count(*) from d",
+            "WITH ids AS (SELECT 1 AS id), d AS (DELETE FROM"
+            " pg_temp.dsql_local_rows_3 AS x WHERE x.id IN (SELECT id FROM ids)"
+            " RETURNING x.id) SELECT count(*) FROM d",
+            "INSERT INTO pg_temp.dsql_local_rows_3 WITH ids AS (SELECT 1 AS id)"
+            " SELECT x.* FROM s.t AS x WHERE x.id IN (SELECT id FROM ids)",
+            False,
+        ),
+        (
+            "with i as (insert into s.t (name) values ($1) returning id)"
+            " select id from i",
+            "WITH i AS (INSERT INTO pg_temp.dsql_local_rows_3 AS t (name)"
+            " VALUES ($1) RETURNING id) SELECT id FROM i",
+            "",
+            False,
+        ),
+        (
+            "with i as (insert into s.t values (1) on conflict do nothing"
+            " returning id) select id from i",
+            "WITH i AS (INSERT INTO pg_temp.dsql_local_rows_3 AS t VALUES (1)"
+            " ON CONFLICT DO NOTHING RETURNING id) SELECT id FROM i",
+            "",
+            True,
+        ),
+    ],
+)
+def test_a_data_modifying_with_runs_its_write_in_a_clone(
+    sql: str, answer: str, fill: str, upsert: bool
+) -> None:
+    found = guard(sql)
+    assert found is not None
+    assert (found.verb, found.rows, found.target, found.upsert) == (
+        "SELECT",
+        True,
+        "s.t",
+        upsert,
+    )
+    assert answer_sql(found, 3) == answer
+    assert (fill_sql(found, 3) if found.fill else "") == fill
+
+
+@pytest.mark.parametrize(
     "sql",
     [
         "select 1",
@@ -616,6 +672,8 @@ def test_an_upsert_is_answered_by_the_same_upsert_in_a_clone(
         "with d as (delete from u returning id)"
         " insert into t select id from d on conflict do nothing",
         "with d as (delete from u returning id) update t set n = 1",
+        "with d as (delete from u returning id), e as (delete from t) select 1",
+        "with u as (update t set n = 1 returning id) select id from u for update",
         "select * from t where id in (select id from u for update)",
         "update t set n = 1; update t set n = 2",
     ],
@@ -1092,3 +1150,72 @@ def test_the_rows_copied_to_answer_an_upsert_count_toward_no_limit(
     second.commit()
     rows = second.execute(f"select n from {counters} where id <= 2 order by id")
     assert rows.fetchall() == [(5,), (2,)]
+
+
+# -- Data-modifying WITH (#25) -----------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("winner", ["holder", "later writer"])
+def test_a_data_modifying_with_of_a_held_row_is_judged_at_commit(
+    connect: Connect, counters: str, protocol: str, winner: str
+) -> None:
+    first, second = _connect(connect, protocol), _connect(connect, protocol)
+    first.execute(f"update {counters} set n = 1 where id = 1")
+    two = _cursor(second, protocol)
+    # Nothing waits: the UPDATE runs on the snapshot's row (n = 0).
+    two.execute(
+        f"with u as (update {counters} set n = n + %s where id <= %s"
+        " returning id, n) select id, n * 2 from u order by id",
+        [5, 2],
+    )
+    assert two.fetchall() == [(1, 10), (2, 10)]
+    assert first.info.transaction_status == TransactionStatus.INTRANS
+    won, lost = (first, second) if winner == "holder" else (second, first)
+    won.commit()
+    _fails_at_commit(lost)
+    rows = lost.execute(f"select n from {counters} order by id").fetchall()
+    assert rows == ([(1,), (0,)] if winner == "holder" else [(5,), (5,)])
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_data_modifying_with_refused_for_a_writer_that_rolled_back_commits(
+    connect: Connect, tags: str, protocol: str
+) -> None:
+    first, second = _connect(connect, protocol), _connect(connect, protocol)
+    first.execute(f"insert into {tags} (name) values ('a')")
+    first.execute(f"delete from {tags} where name = 'old'")
+    two = _cursor(second, protocol)
+    # An INSERT's key, from the table's identity: the key committed.
+    two.execute(
+        f"with i as (insert into {tags} (name) values (%s) returning id, note)"
+        " select id, note from i",
+        ["a"],
+    )
+    ((inserted, note),) = two.fetchall()
+    assert note == "new"
+    two.execute(
+        f"with d as (delete from {tags} where name = %s returning name)"
+        " select count(*) from d",
+        ["old"],
+    )
+    assert two.fetchall() == [(1,)]
+    first.rollback()
+    second.commit()
+    rows = second.execute(f"select id, name from {tags} order by id").fetchall()
+    assert rows == [(inserted, "a")]
+
+
+def test_a_data_modifying_with_of_a_held_new_key_fails_at_the_later_commit(
+    connect: Connect, counters: str
+) -> None:
+    first, second = connect(), connect()
+    first.execute(f"insert into {counters} values (5, 1)")
+    rows = second.execute(
+        f"with i as (insert into {counters} values (5, 2)"
+        " on conflict (id) do update set n = excluded.n returning n)"
+        " select n from i"
+    ).fetchall()
+    assert rows == [(2,)]
+    first.commit()
+    _fails_at_commit(second)
