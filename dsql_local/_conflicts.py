@@ -35,7 +35,7 @@ snapshot. It gives the command tag's row count and, where DSQL returns rows
   in a clone holding the table's rows and unique constraints (``ON
   CONFLICT`` meets exactly the snapshot's rows there), and the replay
   writes what it wrote there (`upsert_rows_sql`): the rows it updated,
-  paired by primary key, and those it inserted;
+  paired by key, and those it inserted;
 - a SELECT whose one data-modifying ``WITH`` writes a table: that write
   runs in a clone as it would alone, the SELECT reading what it returns.
 
@@ -58,7 +58,8 @@ What this does not reproduce:
   skipped, as any rolled-back insert's are. In an UPDATE's clone, generated
   columns keep the values they had before it.
 - An upsert's clone copies the whole table. Its replay cannot pair the rows
-  a ``DO UPDATE`` changed without a primary key, or when it changed one:
+  a ``DO UPDATE`` changed without a key (primary, or unique on NOT NULL
+  columns), or when it changed the key:
   it fails the COMMIT. A ``DO NOTHING`` that found its row in the snapshot
   writes nothing, and conflicts with nothing.
 """
@@ -196,22 +197,30 @@ CLONE_FOR_UPSERT_SQL = """CREATE FUNCTION dsql_local.clone_for_upsert(
             AND attnum > 0 AND NOT attisdropped AND attgenerated = '';
         EXECUTE format('INSERT INTO pg_temp.%I (%s) SELECT %s FROM ONLY %s',
             clone, columns, columns, target);
-        key := dsql_local.primary_key(target, '');
+        key := dsql_local.row_key(target, '');
         EXECUTE format('CREATE TEMP TABLE %I ON COMMIT DROP AS'
             ' SELECT ctid AS dsql_local_copy%s FROM pg_temp.%I',
             'dsql_local_copies_' || number, coalesce(', ' || key, ''), clone);
     END $$"""
-PRIMARY_KEY_SQL = """CREATE FUNCTION dsql_local.primary_key(
-        target regclass, prefix text)
+# The columns that pair a row of an upsert's clone with its row in the
+# table: the primary key's, or else those of a unique index without
+# predicate or expression whose columns are all NOT NULL.
+ROW_KEY_SQL = """CREATE FUNCTION dsql_local.row_key(target regclass, prefix text)
     RETURNS text LANGUAGE sql STABLE
     SET search_path = pg_catalog
     RETURN (SELECT string_agg(prefix || quote_ident(a.attname), ', '
-            ORDER BY array_position(i.indkey::int2[], a.attnum))
-        FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid
-            AND a.attnum = ANY (i.indkey)
-        WHERE i.indrelid = target AND i.indisprimary)"""
+            ORDER BY array_position(k.columns, a.attnum))
+        FROM pg_attribute a, (SELECT (i.indkey::int2[])[0:i.indnkeyatts - 1]
+                AS columns FROM pg_index i
+            WHERE i.indrelid = target AND i.indisunique AND i.indimmediate
+            AND i.indpred IS NULL AND i.indexprs IS NULL
+            AND NOT EXISTS (SELECT FROM pg_attribute n
+                WHERE n.attrelid = target AND n.attnum = ANY (i.indkey)
+                AND NOT n.attnotnull)
+            ORDER BY i.indisprimary DESC, i.indexrelid LIMIT 1) k
+        WHERE a.attrelid = target AND a.attnum = ANY (k.columns))"""
 # The replay of an answered upsert: the rows it updated in the clone (the
-# copies it replaced, paired by primary key) are updated in the table to
+# copies it replaced, paired by `row_key`) are updated in the table to
 # the values answered, the rows it inserted are inserted. A row updated in
 # the table since the snapshot fails the UPDATE (40001), a key taken since
 # fails the INSERT: either fails the COMMIT.
@@ -224,7 +233,7 @@ UPSERT_ROWS_SQL = """CREATE FUNCTION dsql_local.upsert_rows(
         copies regclass := to_regclass('pg_temp.dsql_local_copies_' || number);
         columns text;
         written text;
-        key text := dsql_local.primary_key(target, '');
+        key text := dsql_local.row_key(target, '');
         updated bigint;
         done bigint;
     BEGIN
@@ -245,14 +254,14 @@ UPSERT_ROWS_SQL = """CREATE FUNCTION dsql_local.upsert_rows(
         IF updated > 0 THEN
             IF key IS NULL THEN
                 RAISE EXCEPTION USING ERRCODE = '40001',
-                    MESSAGE = 'an upsert without a primary key is not replayed';
+                    MESSAGE = 'an upsert without a key is not replayed';
             END IF;
             EXECUTE format('UPDATE ONLY %s AS t SET (%s) = ROW(%s) FROM %s AS w'
                 ' WHERE (%s) = (%s) AND (%s) IN (SELECT %s FROM %s)',
                 target, columns, written, clone,
-                dsql_local.primary_key(target, 't.'),
-                dsql_local.primary_key(target, 'w.'),
-                dsql_local.primary_key(target, 'w.'), key, copies);
+                dsql_local.row_key(target, 't.'),
+                dsql_local.row_key(target, 'w.'),
+                dsql_local.row_key(target, 'w.'), key, copies);
             GET DIAGNOSTICS done = ROW_COUNT;
             IF done <> updated THEN
                 RAISE EXCEPTION USING ERRCODE = '40001',

@@ -1219,3 +1219,58 @@ def test_a_data_modifying_with_of_a_held_new_key_fails_at_the_later_commit(
     assert rows == [(2,)]
     first.commit()
     _fails_at_commit(second)
+
+
+@pytest.mark.parametrize("winner", ["holder", "later writer"])
+def test_executemany_of_an_upsert_is_judged_at_commit(
+    connect: Connect, counters: str, winner: str
+) -> None:
+    """psycopg's executemany() (pipeline mode), as bulk upserts send it."""
+    first, second = connect(), connect()
+    first.execute(f"insert into {counters} values (5, 1)")
+    first.execute(f"update {counters} set n = 1 where id = 1")
+    with second.cursor() as cursor:
+        cursor.executemany(
+            f"insert into {counters} as counter values (%s, %s) on conflict (id)"
+            " do update set n = counter.n + excluded.n returning id, n",
+            [(1, 10), (5, 50), (6, 60)],
+            returning=True,
+        )
+        answered = [row for _ in cursor.results() for row in cursor.fetchall()]
+    assert answered == [(1, 10), (5, 50), (6, 60)]
+    assert first.info.transaction_status == TransactionStatus.INTRANS
+    won, lost = (first, second) if winner == "holder" else (second, first)
+    won.commit()
+    _fails_at_commit(lost)
+    rows = lost.execute(f"select id, n from {counters} order by id").fetchall()
+    assert rows == (
+        [(1, 1), (2, 0), (5, 1)]
+        if winner == "holder"
+        else [(1, 10), (2, 0), (5, 50), (6, 60)]
+    )
+
+
+@pytest.mark.parametrize("key", ["unique not null", "nullable unique"])
+def test_an_upsert_s_update_is_replayed_by_a_unique_key(
+    dsql_schema: str, connect: Connect, key: str
+) -> None:
+    """A table without a primary key: its rows are paired by a unique key."""
+    table = f"{dsql_schema}.named"
+    not_null = "not null" if key == "unique not null" else ""
+    with connect(autocommit=True) as conn:
+        conn.execute(f"create table {table} (name text {not_null} unique, n int)")
+        conn.execute(f"insert into {table} values ('a', 0)")
+    first, second = connect(), connect()
+    first.execute(f"update {table} set n = 1 where name = 'a'")
+    cursor = second.execute(
+        f"insert into {table} values ('a', 5) on conflict (name)"
+        " do update set n = excluded.n"
+    )
+    assert cursor.rowcount == 1
+    first.rollback()
+    if key == "unique not null":
+        second.commit()
+        assert second.execute(f"select n from {table}").fetchall() == [(5,)]
+    else:
+        # A NULL may repeat: no row can be paired by it, and the COMMIT fails.
+        _fails_at_commit(second)
