@@ -232,6 +232,7 @@ UPSERT_ROWS_SQL = """CREATE FUNCTION dsql_local.upsert_rows(
         clone regclass := to_regclass('pg_temp.dsql_local_rows_' || number);
         copies regclass := to_regclass('pg_temp.dsql_local_copies_' || number);
         columns text;
+        assigned text;
         written text;
         key text := dsql_local.row_key(target, '');
         updated bigint;
@@ -247,10 +248,16 @@ UPSERT_ROWS_SQL = """CREATE FUNCTION dsql_local.upsert_rows(
             ' DELETE FROM %s WHERE ctid IN (SELECT dsql_local_copy FROM kept)',
             copies, clone, clone);
         EXECUTE format('SELECT count(*) FROM %s', copies) INTO updated;
+        -- (An identity column GENERATED ALWAYS takes no value an UPDATE
+        -- gives, and an upsert's DO UPDATE cannot change it.)
         SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum),
+                string_agg(quote_ident(attname), ', ' ORDER BY attnum)
+                    FILTER (WHERE attidentity <> 'a'),
                 string_agg('w.' || quote_ident(attname), ', ' ORDER BY attnum)
-            INTO columns, written FROM pg_attribute WHERE attrelid = target
-            AND attnum > 0 AND NOT attisdropped AND attgenerated = '';
+                    FILTER (WHERE attidentity <> 'a')
+            INTO columns, assigned, written FROM pg_attribute
+            WHERE attrelid = target AND attnum > 0 AND NOT attisdropped
+            AND attgenerated = '';
         IF updated > 0 THEN
             IF key IS NULL THEN
                 RAISE EXCEPTION USING ERRCODE = '40001',
@@ -258,7 +265,7 @@ UPSERT_ROWS_SQL = """CREATE FUNCTION dsql_local.upsert_rows(
             END IF;
             EXECUTE format('UPDATE ONLY %s AS t SET (%s) = ROW(%s) FROM %s AS w'
                 ' WHERE (%s) = (%s) AND (%s) IN (SELECT %s FROM %s)',
-                target, columns, written, clone,
+                target, assigned, written, clone,
                 dsql_local.row_key(target, 't.'),
                 dsql_local.row_key(target, 'w.'),
                 dsql_local.row_key(target, 'w.'), key, copies);

@@ -1274,3 +1274,28 @@ def test_an_upsert_s_update_is_replayed_by_a_unique_key(
     else:
         # A NULL may repeat: no row can be paired by it, and the COMMIT fails.
         _fails_at_commit(second)
+
+
+def test_an_upsert_s_update_of_a_table_with_an_always_identity_key_commits(
+    dsql_schema: str, connect: Connect
+) -> None:
+    table = f"{dsql_schema}.always"
+    with connect(autocommit=True) as conn:
+        conn.execute(
+            f"create table {table} (id bigint generated always as identity (cache 1)"
+            " primary key, name text not null unique, n int not null)"
+        )
+        conn.execute(f"insert into {table} (name, n) values ('a', 0)")
+    first, second = connect(), connect()
+    first.execute(f"update {table} set n = 1 where name = 'a'")
+    rows = second.execute(
+        f"insert into {table} (name, n) values ('a', 5), ('b', 6)"
+        " on conflict (name) do update set n = excluded.n returning id, name, n"
+    ).fetchall()
+    first.rollback()
+    second.commit()
+    assert (
+        sorted(rows)
+        == second.execute(f"select id, name, n from {table} order by id").fetchall()
+    )
+    assert [row[1:] for row in sorted(rows)] == [("a", 5), ("b", 6)]
