@@ -24,9 +24,12 @@ import sys
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ._errors import DsqlLocalError
+
+if TYPE_CHECKING:
+    from ._launch import Settings
 
 logger = logging.getLogger("dsql_local")
 
@@ -71,7 +74,7 @@ class EndpointProcess:
         self._lock = threading.Lock()
         self.ports: dict[str, int] = {}
 
-    def start(self, settings: Mapping[str, Any]) -> None:
+    def start(self, settings: Settings) -> None:
         """Have the child start the endpoints `settings` describe."""
         answer = self._ask({"settings": dict(settings)}, _START_TIMEOUT)
         self.ports = {region: int(port) for region, port in answer.items()}
@@ -216,39 +219,13 @@ class RemoteEndpoint:
 # -- the child --------------------------------------------------------------
 
 
-def _serve(settings: Mapping[str, Any]) -> None:
+def _serve(settings: Settings) -> None:
     """Run the endpoints `settings` describe; answer the parent's calls."""
-    # Imported here: the parent needs none of it (already loaded by `main`).
-    from ._certs import CertFiles  # noqa: PLC0415
-    from ._endpoint import Endpoint  # noqa: PLC0415
-    from ._local import _load_policy  # noqa: PLC0415
-    from ._schema import SchemaClock  # noqa: PLC0415
-    from ._sigv4 import TokenVerifier  # noqa: PLC0415
+    # Imported here: it imports this module (already loaded by `main`).
+    from ._launch import load_policy, start_here  # noqa: PLC0415
 
-    policy = _load_policy(settings["strict"])
-    schema_clock = SchemaClock() if settings["schema_conflicts"] else None
-    endpoints: dict[str, Endpoint] = {}
+    endpoints = start_here(settings, load_policy(settings["strict"]))
     try:
-        for spec in settings["endpoints"]:
-            endpoint = Endpoint(
-                certs=CertFiles(*(Path(p) for p in spec["certs"])),
-                verifier=TokenVerifier(
-                    spec["region"],
-                    settings["credentials"],
-                    clock_skew=settings["clock_skew"],
-                ),
-                backend_socket=settings["backend_socket"],
-                port=spec["port"],
-                max_connection_age=settings["max_connection_age"],
-                latency=spec["latency"],
-                policy=policy,
-                schema_clock=schema_clock,
-                max_connections=settings["max_connections"],
-                connection_rate=settings["connection_rate"],
-                connection_burst=settings["connection_burst"],
-            )
-            endpoint.start()
-            endpoints[spec["region"]] = endpoint
         _answer({"result": {r: e.port for r, e in endpoints.items()}})
         for line in sys.stdin:
             request = json.loads(line)
@@ -304,7 +281,7 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s (endpoint process): %(message)s",
     )
     # What the endpoints need, loaded while the parent starts the backend.
-    from . import _certs, _endpoint, _local, _sigv4  # noqa: F401, PLC0415
+    from . import _certs, _endpoint, _launch, _sigv4  # noqa: F401, PLC0415
 
     with contextlib.suppress(ImportError):
         from . import strict  # noqa: F401, PLC0415

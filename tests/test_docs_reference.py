@@ -61,6 +61,7 @@ MODULES = (
     "dsql_local",
 )
 NOT_OBJECTS = frozenset({"errors", "typing", "__version__"})
+PACKAGES = frozenset({"dsql_psycopg", "dsql_local"})
 
 
 def api_text(page: Path) -> str:
@@ -184,10 +185,15 @@ def docstring_of(path: str, obj: Any) -> str:
 
 
 def public_members(obj: Any) -> Iterator[tuple[str, Any]]:
-    """The public methods and properties a class defines itself."""
+    """The public methods and properties a class defines itself.
+
+    Or one of its bases in this project defines (`DsqlLocal`'s controls).
+    """
     if not isinstance(obj, type):
         return
-    for name, value in vars(obj).items():
+    own = [c for c in obj.__mro__ if c.__module__.split(".")[0] in PACKAGES]
+    members = {name: value for c in reversed(own) for name, value in vars(c).items()}
+    for name, value in members.items():
         if name.startswith("_"):
             continue
         member = value

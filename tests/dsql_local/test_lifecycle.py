@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 import dsql_psycopg
-from dsql_local import DsqlLocal, DsqlLocalError, _backend, _local
+from dsql_local import DsqlLocal, DsqlLocalError, _backend, _launch
 from dsql_local._backend import find_bindir
 from tests.dsql_local.helpers import open_connection
 
@@ -333,7 +333,7 @@ def test_starting_makes_room_for_many_sockets() -> None:
         pytest.skip("the hard limit leaves no room to raise")
     resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
     try:
-        _local._make_room_for_sockets()
+        _launch.make_room_for_sockets()
         raised, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
         assert raised == (65536 if hard == resource.RLIM_INFINITY else min(hard, 65536))
     finally:
