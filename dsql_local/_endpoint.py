@@ -25,10 +25,11 @@ from . import _protocol as pq
 from ._backend import ADMIN
 from ._faults import Faults
 from ._policy import Session, StatementPolicy
-from ._pump import Pump, close_tls
+from ._pump import Pump
 from ._relay import Relay
 from ._sigv4 import TokenError, TokenVerifier
 from ._strict_rules import RULES_BY_NAME
+from ._tls import TlsConnection
 from ._yield import Holders, holders_for
 
 if TYPE_CHECKING:
@@ -277,7 +278,7 @@ class Endpoint:
         self._state.deadline = accepted + self.startup_timeout
         with self._lock:
             generation = self._state.generation = self._generation
-        client: ssl.SSLSocket | None = None
+        client: TlsConnection | None = None
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client = self._negotiate_tls(sock)
@@ -301,12 +302,12 @@ class Endpoint:
             logger.exception("DSQL Local failed to serve a connection")
         finally:
             if client is not None:
-                close_tls(client)
+                client.close()
             sock.close()
             with self._lock:
                 self._threads.discard(threading.current_thread())
 
-    def _remaining(self, sock: socket.socket) -> float:
+    def _remaining(self, sock: socket.socket | TlsConnection) -> float:
         """Seconds left to finish startup; set them as `sock`'s timeout.
 
         Past the deadline the connection is closed, so that a client cannot
@@ -322,15 +323,15 @@ class Endpoint:
         sock.settimeout(remaining)
         return remaining
 
-    def _wait(self, sock: socket.socket) -> None:
+    def _wait(self, sock: socket.socket | TlsConnection) -> None:
         """Wait for data from the client, then for the simulated latency.
 
         Gives up when the connection is dropped, the endpoint stops or the
         startup deadline passes.
         """
         poller = select.poll()  # not select(): descriptors may exceed 1023
-        poller.register(sock, select.POLLIN)
-        while not (isinstance(sock, ssl.SSLSocket) and sock.pending()):
+        poller.register(sock.fileno(), select.POLLIN)
+        while not (isinstance(sock, TlsConnection) and sock.pending):
             if self._state.generation != self._generation:
                 raise _Closed
             wait_ms = min(200, math.ceil(self._remaining(sock) * 1000))
@@ -339,7 +340,7 @@ class Endpoint:
         if self.latency > 0:
             time.sleep(self.latency)
 
-    def _read(self, sock: socket.socket, size: int) -> bytes:
+    def _read(self, sock: socket.socket | TlsConnection, size: int) -> bytes:
         """Read `size` bytes from the client before the startup deadline."""
         data = bytearray()
         while len(data) < size:
@@ -361,7 +362,11 @@ class Endpoint:
         return bytes(data)
 
     def _fatal(
-        self, sock: socket.socket, sqlstate: str, text: str, detail: str | None = None
+        self,
+        sock: socket.socket | TlsConnection,
+        sqlstate: str,
+        text: str,
+        detail: str | None = None,
     ) -> _Closed:
         with contextlib.suppress(OSError):
             sock.sendall(
@@ -369,7 +374,7 @@ class Endpoint:
             )
         return _Closed()
 
-    def _negotiate_tls(self, sock: socket.socket) -> ssl.SSLSocket:
+    def _negotiate_tls(self, sock: socket.socket) -> TlsConnection:
         while True:
             self._wait(sock)
             first = sock.recv(1, socket.MSG_PEEK)
@@ -397,10 +402,11 @@ class Endpoint:
                 " sslmode=verify-full",
             )
 
-    def _handshake(self, sock: socket.socket, *, direct: bool) -> ssl.SSLSocket:
+    def _handshake(self, sock: socket.socket, *, direct: bool) -> TlsConnection:
         self._remaining(sock)  # the handshake as a whole must fit in it
+        client = TlsConnection(sock, self._ctx)
         try:
-            client = self._ctx.wrap_socket(sock, server_side=True)
+            client.handshake()
         except (ssl.SSLError, OSError) as exc:
             logger.debug("TLS handshake failed: %s", exc)
             raise _Closed from None
@@ -412,7 +418,7 @@ class Endpoint:
         return client
 
     def _authenticate(
-        self, client: ssl.SSLSocket, accepted: float
+        self, client: TlsConnection, accepted: float
     ) -> tuple[Pump, Relay]:
         self._wait(client)
         length, version = _len_code(self._read(client, 8))
@@ -425,7 +431,7 @@ class Endpoint:
         user = params.get("user", "")
         if not user:
             raise self._fatal(client, "28000", "no user name in the startup packet")
-        sni = getattr(client, "dsql_sni", None)
+        sni = client.sni
         if not sni:
             raise self._fatal(
                 client, "08004", "unable to accept connection, sni was not received"
@@ -458,7 +464,7 @@ class Endpoint:
         relay.set_waker(pump.wake)
         return pump, relay
 
-    def _admit(self, client: ssl.SSLSocket) -> None:
+    def _admit(self, client: TlsConnection) -> None:
         """Refuse the connection past DSQL's open-connection or rate limit."""
         injected = self.faults.connect_refusal()
         if injected is not None:
@@ -475,7 +481,7 @@ class Endpoint:
             raise self._fatal(client, "53400", _RATE_EXCEEDED)
 
     def _connect_backend(
-        self, client: ssl.SSLSocket, params: dict[str, str], version: int
+        self, client: TlsConnection, params: dict[str, str], version: int
     ) -> tuple[socket.socket, int]:
         """Start a backend session for `params`; relay its greeting to the client.
 

@@ -1,6 +1,6 @@
 """The transport half of a relay: two sockets, one thread, a poll loop.
 
-`Pump` moves bytes between an authenticated client's TLS socket and its
+`Pump` moves bytes between an authenticated client's TLS connection and its
 backend's unix socket. It reads in large chunks, holds client data back for
 the simulated latency, stops reading a side whose peer is not keeping up, and
 closes the connection at its age cap. What the bytes mean is the business of
@@ -15,13 +15,13 @@ import contextlib
 import logging
 import select
 import socket
-import ssl
 import threading
 import time
 from collections import deque
 from typing import Protocol
 
 from . import _protocol as pq
+from ._tls import TlsConnection
 from ._yield import Holders
 
 logger = logging.getLogger("dsql_local")
@@ -33,14 +33,6 @@ _READABLE = select.POLLIN | select.POLLHUP | select.POLLERR
 _READING = (_POLLIN, _POLLIN)  # the poll masks of client and backend, mostly
 # Stop reading a side while this much of what it sent is still with us.
 _HIGH_WATER = 4 * 1024 * 1024
-
-
-def close_tls(sock: ssl.SSLSocket) -> None:
-    """Close with a TLS close_notify, as PostgreSQL does (libpq expects it)."""
-    with contextlib.suppress(OSError, ValueError):
-        sock.settimeout(1.0)
-        sock.unwrap()
-    sock.close()
 
 
 class PumpHost(Protocol):
@@ -108,7 +100,7 @@ class Pump:
     def __init__(
         self,
         endpoint: PumpHost,
-        client: ssl.SSLSocket,
+        client: TlsConnection,
         backend: socket.socket,
         deadline: float,
         protocol: Relayed,
@@ -134,6 +126,14 @@ class Pump:
         """Bytes the client sent that are still here: what bounds its reads."""
         return len(self._to_backend) + self._delayed_bytes + self.protocol.held
 
+    def _send_client(self) -> None:
+        """Encrypt what the protocol queued for the client and send what fits."""
+        to_client = self._to_client
+        if to_client:
+            self._client.queue(to_client)
+            to_client.clear()
+        self._client.flush()
+
     def _sent_to_backend(self) -> None:
         """After data went to the backend: make the holders it waits for yield."""
         if self.protocol.take_holder_lookup():
@@ -156,17 +156,17 @@ class Pump:
             if self._closed:
                 return
             self._killed = True
-            for sock in (self._client, self._backend):
+            for sock in (self._client.sock, self._backend):
                 with contextlib.suppress(OSError):
-                    # socket.socket's own shutdown: SSLSocket's would tear down
-                    # the TLS object under the relay thread's feet.
-                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                    sock.shutdown(socket.SHUT_RDWR)
 
     # -- main loop ----------------------------------------------------------
 
     def run(self) -> None:
         try:
-            self._loop()
+            poller = self._begin()
+            if poller is not None:
+                self._loop(poller)
         except pq.ProtocolViolation as exc:
             logger.info("closed a connection that broke the protocol: %s", exc)
             self._send_last_words(
@@ -193,28 +193,36 @@ class Pump:
                     if sock is not None:
                         sock.close()
             if self._killed:
-                self._client.close()
+                self._client.sock.close()
             else:
-                close_tls(self._client)
+                self._client.close()
 
-    def _loop(self) -> None:
-        client, backend = self._client, self._backend
-        client.setblocking(False)
-        backend.setblocking(False)
+    def _begin(self) -> select.poll | None:
+        """Poll both sockets and the waker; None if the connection is over.
+
+        Acts on what was asked, or sent with the password, before the loop.
+        """
+        self._client.sock.setblocking(False)
+        self._backend.setblocking(False)
         waker, wakee = socket.socketpair()
         waker.setblocking(False)
         wakee.setblocking(False)
         with self._lock:
             self._waker, self._wakee = waker, wakee
-        cfd, bfd, wfd = client.fileno(), backend.fileno(), wakee.fileno()
         poller = select.poll()
-        poller.register(cfd, _POLLIN)
-        poller.register(bfd, _POLLIN)
-        poller.register(wfd, _POLLIN)
-        self.protocol.woken()  # what was asked before the loop began
+        for fd in (self._client.fileno(), self._backend.fileno(), wakee.fileno()):
+            poller.register(fd, _POLLIN)
+        self.protocol.woken()
+        if self._client.pending and not self._read_client():
+            return None
+        return poller
+
+    def _loop(self, poller: select.poll) -> None:
+        client = self._client
+        cfd, bfd = client.fileno(), self._backend.fileno()
         # The loop runs once per message each way: what it touches is local.
         delayed = self._delayed
-        to_client, to_backend = self._to_client, self._to_backend
+        to_backend = self._to_backend
         poll, monotonic = poller.poll, time.monotonic
         read_client, on_backend = self._read_client, self._on_backend
         deadline = self._deadline
@@ -228,12 +236,12 @@ class Pump:
             if delayed:
                 # Wake early (the rest is slept in _release_delayed).
                 timeout = max(0, min(timeout, (delayed[0][0] - monotonic()) * 1000 - 1))
-            # _read_client drains TLS records it has started, so poll sees
+            # _read_client decrypts every whole record it has, so poll sees
             # everything that is left to read.
             for fd, event in poll(timeout):
                 if fd == cfd:
                     if event & _POLLOUT:
-                        self._flush(client, to_client)
+                        client.flush()
                     if event & _READABLE and not read_client():
                         return
                 elif fd == bfd:
@@ -245,7 +253,7 @@ class Pump:
                 self._release_delayed()
             # Mostly everything was sent at once: both masks stay as they are.
             if (
-                to_client
+                client.unsent
                 or to_backend
                 or masks != _READING
                 or self._delayed_bytes
@@ -259,8 +267,8 @@ class Pump:
         """Poll for writing while there is something to send; for reading
         while what the side sent earlier is below the high-water mark."""
         want = (
-            _interest(self._to_client, self._client_backlog()),
-            _interest(self._to_backend, len(self._to_client)),
+            _interest(self._client.unsent, self._client_backlog()),
+            _interest(self._to_backend, len(self._client.unsent)),
         )
         if want[0] != masks[0]:
             poller.modify(cfd, want[0])
@@ -274,7 +282,7 @@ class Pump:
             self._wakee.recv(4096)
         self.protocol.woken()
         self._flush(self._backend, self._to_backend)
-        self._flush(self._client, self._to_client)
+        self._send_client()
 
     def _release_delayed(self) -> None:
         """Process the client data whose simulated latency has passed."""
@@ -300,15 +308,13 @@ class Pump:
 
     def _read_client(self) -> bool:
         try:
-            data = self._client.recv(_CHUNK)
-            while data and self._client.pending():
-                data += self._client.recv(_CHUNK)
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
-            return True
-        except (ssl.SSLError, OSError):
+            data = self._client.receive()
+        except OSError:
+            return False
+        if data is None:
             return False
         if not data:
-            return False
+            return True
         latency = self._endpoint.latency
         delayed = self._delayed
         if latency > 0 or delayed:
@@ -334,7 +340,7 @@ class Pump:
             self._send_last_words()
             return False
         self.protocol.from_backend(data)
-        self._flush(self._client, self._to_client)
+        self._send_client()
         if self.protocol.dropping:
             self.kill()
             return False
@@ -349,7 +355,7 @@ class Pump:
             return
         try:
             sent = sock.send(buf)
-        except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+        except BlockingIOError:
             return
         del buf[:sent]
 
@@ -367,7 +373,6 @@ class Pump:
         """Send what is queued for the client (plus `extra`), blocking briefly."""
         self._to_client += extra
         with contextlib.suppress(OSError, ValueError):
-            self._client.setblocking(True)
             self._client.settimeout(2.0)
             self._client.sendall(self._to_client)
 
