@@ -78,7 +78,7 @@ def client(dsql_local: DsqlLocal) -> Iterator[RecordClient]:
         yield client
 
 
-def _start(client: RecordClient, local: DsqlLocal) -> None:
+def _start(client: RecordClient) -> None:
     client.sock.sendall(
         client.records(pq.startup_message({"user": "admin", "database": "postgres"}))
     )
@@ -95,7 +95,7 @@ _SELECT_1 = [(b"D", b"\0\x01\0\0\0\x011"), (b"C", b"SELECT 1\0")]
 def test_a_query_in_the_same_write_as_the_password_is_answered(
     client: RecordClient, dsql_local: DsqlLocal
 ) -> None:
-    _start(client, dsql_local)
+    _start(client)
     password = pq.message(b"p", make_token(dsql_local).encode() + b"\0")
     client.sock.sendall(client.records(password, pq.query("select 1")))
     greeting = client.until_ready()
@@ -106,7 +106,7 @@ def test_a_query_in_the_same_write_as_the_password_is_answered(
 def test_a_record_cut_in_pieces_is_answered_once_whole(
     client: RecordClient, dsql_local: DsqlLocal
 ) -> None:
-    _start(client, dsql_local)
+    _start(client)
     client.sock.sendall(
         client.records(pq.message(b"p", make_token(dsql_local).encode() + b"\0"))
     )
@@ -122,7 +122,7 @@ def test_a_record_cut_in_pieces_is_answered_once_whole(
 def test_many_records_in_one_write_are_all_answered(
     client: RecordClient, dsql_local: DsqlLocal
 ) -> None:
-    _start(client, dsql_local)
+    _start(client)
     client.sock.sendall(
         client.records(pq.message(b"p", make_token(dsql_local).encode() + b"\0"))
     )
@@ -137,7 +137,7 @@ def test_many_records_in_one_write_are_all_answered(
 def test_an_answer_larger_than_the_socket_takes_at_once_arrives_whole(
     client: RecordClient, dsql_local: DsqlLocal
 ) -> None:
-    _start(client, dsql_local)
+    _start(client)
     client.sock.sendall(
         client.records(pq.message(b"p", make_token(dsql_local).encode() + b"\0"))
     )
