@@ -25,7 +25,7 @@ from . import _messages as m
 from . import _protocol as pq
 from ._commit_gate import Checker, CommitGate
 from ._copy import is_copy
-from ._hidden import HiddenTransactions
+from ._hidden import HiddenTransactions, run_again
 from ._policy import Refusal, Session
 from ._split import executes_next, nothing_next
 from ._units import Units
@@ -224,5 +224,5 @@ class PreparedStatements:
         if guarded is not None:
             return guarded
         if hidden.may_wrap(wanted, self._units.sent):
-            return hidden.wrap_extended(message)
+            return hidden.wrap_extended(message, run_again(sql, bind(), types))
         return None

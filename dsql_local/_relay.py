@@ -71,6 +71,7 @@ from ._units import (
     PART,
     QUIET,
     RELEASE_TAG,
+    RETRY,
     ROWS,
     SNAPSHOT,
     SPLIT,
@@ -81,6 +82,9 @@ from ._units import (
 from ._write_guard import WriteGuard
 
 _AT_COMMIT = DROP_AT_COMMIT | UNAVAILABLE_AT_COMMIT
+# What the relay's own Parse and Bind (or Query) of a statement run again
+# answers that the client has had (see `_hidden`).
+_RETRY_OWN = frozenset(b"12")
 
 # The messages the relay reads; the rest pass unread. Client side: all but
 # those it may pass unread (a message type it does not know never passes),
@@ -226,6 +230,9 @@ class Relay:
             or (self._hidden.awaiting_commit and not self._copy.streaming)
         )
 
+    def look_for_holders(self) -> None:
+        self._guard.look_for_holders()
+
     def release_held(self) -> None:
         if self._held and not self.holding():
             held = bytes(self._held)
@@ -357,7 +364,7 @@ class Relay:
         if kind == m.Z:
             return self._end_of_unit_answer(unit, action, view[pos + 5 : pos + 6])
         late = self._limits.late_refusal is not None
-        if late or action & (GUARD | ANSWER | SNAPSHOT):
+        if late or action & (GUARD | ANSWER | SNAPSHOT | RETRY):
             return self._conflict_message(action, kind, view, pos, end)
         if kind == m.PARSE_COMPLETE:
             return b"" if units.parse_complete(unit, action) else None
@@ -375,7 +382,8 @@ class Relay:
     def _conflict_message(
         self, action: int, kind: int, view: memoryview, pos: int, end: int
     ) -> bytes | None:
-        """A message of a guarded write, of its answer, or of a BEGIN's snapshot.
+        """A message of a guarded write, of its answer, of a BEGIN's snapshot,
+        or of an autocommit write run again.
 
         After a late refusal, the rest of the unit's answer waits for its end.
         """
@@ -385,8 +393,14 @@ class Relay:
             return self._guard.write_message(kind, view, pos, end)
         if action & ANSWER:
             return self._guard.answer_message(kind, view, pos, end)
-        if self._limits.snapshot_hides(action, kind, view, pos, end):
-            return b""  # the snapshot's, not the client's
+        # The snapshot's, or what a run again answers that the client has.
+        hidden = (
+            kind in _RETRY_OWN
+            if action & RETRY
+            else self._limits.snapshot_hides(action, kind, view, pos, end)
+        )
+        if hidden:
+            return b""
         if kind == m.E:
             return self._backend_error(action, view, pos, end)
         return self.command_complete(action, view, pos, end) if kind == m.C else None
@@ -396,6 +410,8 @@ class Relay:
     ) -> bytes | None:
         if action & QUIET or self._limits.own_error(action, view[pos + 5 : end]):
             return b""
+        if action & AUTOCOMMIT and self._hidden.conflict(view[pos + 5 : end]):
+            return b""  # it runs again (see `_hidden`)
         return self.statement_error(view[pos + 5 : end])
 
     def command_complete(

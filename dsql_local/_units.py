@@ -58,6 +58,10 @@ class Unit(enum.IntFlag):
     ROWS = 131072
     """The row limit's check after a guarded UPDATE or DELETE whose foreign
     key actions may have changed rows: its error fails the write."""
+    RETRY = 262144
+    """An autocommit write run again once the transactions holding the row
+    it met were made to give way (see `_hidden`): its ParseComplete and
+    BindComplete are the relay's."""
 
 
 NONE = Unit(0)
@@ -82,6 +86,7 @@ GAVE_WAY = Unit.GAVE_WAY.value
 PART = Unit.PART.value
 SPLIT = Unit.SPLIT.value
 ROWS = Unit.ROWS.value
+RETRY = Unit.RETRY.value
 HIDDEN = SWALLOW | HIDE_READY
 """A unit the client never sees but its errors."""
 

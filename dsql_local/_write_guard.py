@@ -216,6 +216,10 @@ class WriteGuard:
             self._look_for_holders = True
         return [_REPLAY_LOCK_TIMEOUT, *self.replays]
 
+    def look_for_holders(self) -> None:
+        """Have the pump look for the holders that what was just sent waits for."""
+        self._look_for_holders = True
+
     def take_holder_lookup(self) -> bool:
         """Whether the replays before a COMMIT were just sent (see `_yield`)."""
         wanted, self._look_for_holders = self._look_for_holders, False

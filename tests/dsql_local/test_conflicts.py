@@ -217,18 +217,45 @@ def test_for_key_share_does_not_conflict_with_a_non_key_update(
     assert reader.execute(f"select n from {counters} where id = 1").fetchone() == (8,)
 
 
-def test_an_autocommit_write_is_its_own_transaction(
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_an_autocommit_write_commits_first_and_wins(
+    connect: Connect, counters: str, protocol: str
+) -> None:
+    """Its COMMIT is the statement's end: it commits before the holder does."""
+    holder = connect()
+    single = connect(
+        autocommit=True, prepare_threshold=0 if protocol == "prepared" else 5
+    )
+    holder.execute(f"update {counters} set n = 1 where id = 1")
+    cursor = _cursor(single, protocol).execute(
+        f"update {counters} set n = %s where id = %s returning n", [2, 1]
+    )
+    assert cursor.fetchall() == [(2,)]
+    _fails_at_commit(holder)
+    single.execute(f"update {counters} set n = n + 1 where id = 1")
+    assert single.execute(f"select n from {counters} where id = 1").fetchone() == (3,)
+
+
+def test_an_autocommit_insert_of_a_held_key_commits_first_and_wins(
     connect: Connect, counters: str
 ) -> None:
     holder = connect()
     single = connect(autocommit=True)
-    holder.execute(f"update {counters} set n = 1 where id = 1")
-    # Its COMMIT is the statement's end: that is where it fails.
-    with pytest.raises(errors.SerializationFailure, match=r"\(OC000\)"):
-        single.execute(f"update {counters} set n = 2 where id = 1")
+    holder.execute(f"insert into {counters} values (5, 1)")
+    assert single.execute(f"insert into {counters} values (5, 2)").rowcount == 1
+    _fails_at_commit(holder)
+    assert single.execute(f"select n from {counters} where id = 5").fetchone() == (2,)
+
+
+def test_an_autocommit_write_after_the_holder_committed_fails(
+    connect: Connect, counters: str
+) -> None:
+    holder = connect()
+    single = connect(autocommit=True)
+    holder.execute(f"insert into {counters} values (5, 1)")
     holder.commit()
-    single.execute(f"update {counters} set n = n + 1 where id = 1")
-    assert single.execute(f"select n from {counters} where id = 1").fetchone() == (2,)
+    with pytest.raises(errors.UniqueViolation):
+        single.execute(f"insert into {counters} values (5, 2)")
 
 
 def test_a_write_that_cannot_be_answered_fails_at_the_statement(

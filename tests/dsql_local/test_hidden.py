@@ -107,3 +107,73 @@ def test_a_statement_in_a_transaction_is_not_wrapped() -> None:
     messages(relay.to_client)
     relay.from_client(pq.query("select 1"))
     assert queries(relay.to_backend) == ["select 1"]
+
+
+def test_a_statement_that_meets_a_held_row_runs_again_as_its_holders_give_way() -> None:
+    relay = _wrapped(Policy())
+    relay.from_backend(
+        pg_error(
+            "55P03",
+            "canceling statement due to lock timeout",
+            'while inserting index tuple (0,3) in relation "t"',
+        )
+        + FAILED
+    )
+    assert bytes(relay.to_client) == b""  # it is not the statement's end
+    # Undone; run again in a new hidden transaction, waiting for its holders,
+    # which the pump then makes give way (see `_yield`), once.
+    assert queries(relay.to_backend) == [
+        "ROLLBACK",
+        f"BEGIN;{SNAPSHOT_SQL}",
+        "SET LOCAL lock_timeout = '2s'",
+        _INSERT,
+    ]
+    assert relay.take_holder_lookup()
+    assert not relay.take_holder_lookup()
+    relay.from_backend(
+        complete("ROLLBACK")
+        + IDLE
+        + snapshot()
+        + IN_TRANSACTION
+        + complete("SET")
+        + IN_TRANSACTION
+        + complete("INSERT 0 1")
+        + IN_TRANSACTION
+    )
+    assert queries(relay.to_backend) == ["COMMIT"]
+    relay.from_backend(complete("COMMIT") + IDLE)
+    assert messages(relay.to_client) == [("C", b"INSERT 0 1\0"), ("Z", b"I")]
+
+
+def test_a_statement_runs_again_once_and_with_its_parameters() -> None:
+    message = extended(_INSERT)
+    relay = _wrapped(Policy(), message)
+    held = 'while updating tuple (0,1) in relation "t"'
+    relay.from_backend(
+        pq.message(b"1")
+        + pq.message(b"2")
+        + pq.message(b"n")
+        + pg_error("55P03", "lock timeout", held)
+        + FAILED
+    )
+    assert kinds(relay.to_client) == "12n"  # the client's Parse, Bind, Describe
+    sent = messages(relay.to_backend)
+    assert [kind for kind, _ in sent] == ["Q", "Q", "Q", "P", "B", "E", "S"]
+    bind = sent[4][1]
+    assert bind == b"\0\0" + b"\0\0\0\1\0\0\0\1" + b"1" + b"\0\0"
+    relay.from_backend(
+        complete("ROLLBACK")
+        + IDLE
+        + snapshot()
+        + IN_TRANSACTION
+        + complete("SET")
+        + IN_TRANSACTION
+        + pq.message(b"1")  # the relay's own Parse and Bind: hidden
+        + pq.message(b"2")
+        + pg_error("55P03", "lock timeout", held)
+        + FAILED
+    )
+    # Not again: the statement fails, as DSQL's later committer would.
+    (error,) = [body for kind, body in messages(relay.to_client) if kind == "E"]
+    assert pq.parse_fields(error)["C"] == "40001"
+    assert queries(relay.to_backend) == ["ROLLBACK"]
