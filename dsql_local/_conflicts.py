@@ -157,7 +157,9 @@ INSERT_ROWS_SQL = """CREATE FUNCTION dsql_local.insert_rows(
 CLONE_FOR_UPSERT_SQL = """CREATE FUNCTION dsql_local.clone_for_upsert(
         target regclass, number int)
     RETURNS void LANGUAGE plpgsql
-    SET search_path = pg_catalog AS $$
+    SET search_path = pg_catalog
+    -- (Strict mode's event trigger lets only CREATE INDEX ASYNC through.)
+    SET dsql_local.index_async = 'on' AS $$
     DECLARE
         clone text := 'dsql_local_rows_' || number;
         item record;

@@ -1326,3 +1326,48 @@ def test_an_upsert_s_update_of_a_table_with_an_always_identity_key_commits(
         == second.execute(f"select id, name, n from {table} order by id").fetchall()
     )
     assert [row[1:] for row in sorted(rows)] == [("a", 5), ("b", 6)]
+
+
+@pytest.mark.parametrize(
+    ("create", "upsert"),
+    [
+        (
+            'create table "S"."Mixed" ("Id" int primary key, n int)',
+            'insert into "S"."Mixed" values (%s, %s)'
+            ' on conflict ("Id") do update set n = excluded.n',
+        ),
+        (
+            "create table {schema}.lowered (id int primary key, name text, n int);"
+            " create unique index async lowered_name on {schema}.lowered"
+            " (lower(name))",
+            "insert into {schema}.lowered values (%s, 'A', %s)"
+            " on conflict ((lower(name))) do update set n = excluded.n",
+        ),
+        (
+            "create table {schema}.partial (id int primary key, name text, n int);"
+            " create unique index async partial_name on {schema}.partial (name)"
+            " where n >= 0",
+            "insert into {schema}.partial values (%s, 'a', %s)"
+            " on conflict (name) where n >= 0 do update set n = excluded.n",
+        ),
+    ],
+    ids=["quoted names", "expression index", "partial index"],
+)
+def test_an_upsert_s_clone_infers_the_table_s_arbiter(
+    dsql_schema: str, connect: Connect, create: str, upsert: str
+) -> None:
+    with connect(autocommit=True) as conn:
+        if '"S"' in create:
+            conn.execute('create schema "S"')
+        for statement in create.format(schema=dsql_schema).split(";"):
+            conn.execute(statement)
+        conn.execute(upsert.format(schema=dsql_schema), [1, 0])
+    first, second = connect(), connect()
+    table = upsert.format(schema=dsql_schema).split()[2]
+    first.execute(f"update {table} set n = 1")
+    # Its row in the snapshot conflicts on the arbiter: it is updated there.
+    cursor = second.execute(upsert.format(schema=dsql_schema), [1, 5])
+    assert cursor.rowcount == 1
+    first.rollback()
+    second.commit()
+    assert second.execute(f"select n from {table}").fetchall() == [(5,)]
