@@ -36,13 +36,15 @@ snapshot. It gives the command tag's row count and, where DSQL returns rows
   CONFLICT`` meets exactly the snapshot's rows there), and the replay
   writes what it wrote there (`upsert_rows_sql`): the rows it updated,
   paired by key, and those it inserted;
-- a SELECT whose one data-modifying ``WITH`` writes a table: that write
-  runs in a clone as it would alone, the SELECT reading what it returns.
+- a statement with a data-modifying ``WITH``: each write runs in a clone
+  of its own as it would alone (`Guard.parts`), the statement reading what
+  they return; an UPDATE or DELETE is replayed alone.
 
 Statements it cannot answer get no guard, and their conflict is reported at
-the statement: ``MERGE``, other data-modifying ``WITH`` (around a write, or
-with several) and locking clauses below the top level; so are statements
-the relay does not guard (see `_relay`).
+the statement: ``MERGE``, a data-modifying ``WITH`` whose writes change one
+table twice or whose UPDATE or DELETE reads another write's rows, and
+locking clauses below the top level; so are statements the relay does not
+guard (see `_relay`).
 
 What this does not reproduce:
 
@@ -96,6 +98,10 @@ class Guard(NamedTuple):
     upsert: bool = False
     """An ``INSERT ... ON CONFLICT``: it runs in a clone holding the table's
     rows and unique constraints (see `clone_sql`, `upsert_rows_sql`)."""
+    parts: tuple[Guard, ...] = ()
+    """A statement of several writes (data-modifying ``WITH``): each write's
+    own clone, in order; an UPDATE's or DELETE's `read` is the write alone,
+    its replay."""
 
 
 # The clone of an INSERT's table that answers it (see `clone_sql`): numbered
@@ -317,6 +323,12 @@ def drop_clone_sql(number: int) -> str:
 
 def answer_sql(found: Guard, number: int) -> str:
     """The statement answering `found`'s write: for an INSERT, into clone `number`."""
+    if found.parts:
+        text = found.read
+        for k in range(len(found.parts)):
+            clone = f"pg_temp.{_CLONE}_{int(number) + k} "
+            text = text.replace(f"pg_temp.{_CLONE}__{k} ", clone, 1)
+        return text
     if not found.target:
         return found.read
     return found.read.replace(_CLONE_MARK, f"pg_temp.{_CLONE}_{int(number)} ", 1)
@@ -374,12 +386,8 @@ def _guard_of(
     stmt: Any, sql: str, ast: Any, enums: Any, parse_sql: Any
 ) -> Guard | None:
     """The guard of `stmt`, parsed from `sql`."""
-    if (
-        isinstance(stmt, ast.SelectStmt)
-        and stmt.withClause is not None
-        and _modifies(stmt.withClause)
-    ):
-        return _with_into_clone(stmt, sql, ast)
+    if getattr(stmt, "withClause", None) is not None and _modifies(stmt.withClause):
+        return _with_into_clone(stmt, sql, ast, parse_sql)
     if isinstance(stmt, ast.InsertStmt) and stmt.onConflictClause is not None:
         return _upsert_into_clone(stmt, ast)
     found = _read_of(stmt, ast, enums)
@@ -540,21 +548,24 @@ def _update_into_clone(
     return Guard(RawStream()(stmt), "UPDATE", True, target, fill_text)
 
 
-def _with_into_clone(stmt: Any, sql: str, ast: Any) -> Guard | None:
-    """A SELECT whose one data-modifying ``WITH`` writes one table.
+def _with_into_clone(stmt: Any, sql: str, ast: Any, parse_sql: Any) -> Guard | None:
+    """A statement with a data-modifying ``WITH``.
 
-    The write runs in a clone as it would alone (an INSERT into an empty
+    Each write runs in a clone as it would alone (an INSERT into an empty
     one, an upsert in one holding the table's rows, an UPDATE or DELETE in
-    one holding the rows it touches) and the SELECT around it reads what it
-    returns there; the replay is the INSERT's or the upsert's rows, or for
-    an UPDATE or DELETE the whole statement again.
+    one holding the rows it touches) and the statement around reads what
+    they return there; the replay is the INSERT's or the upsert's rows, or
+    for an UPDATE or DELETE the whole statement again (when it is the only
+    write, under a SELECT) or the write alone.
     """
     from pglast.stream import RawStream  # noqa: PLC0415
 
     ctes = stmt.withClause.ctes
     writes = [cte for cte in ctes if not isinstance(cte.ctequery, ast.SelectStmt)]
-    if len(writes) != 1 or stmt.lockingClause or "LockingClause" in repr(stmt):
+    if "LockingClause" in repr(stmt):
         return None
+    if len(writes) != 1 or not isinstance(stmt, ast.SelectStmt):
+        return _writes_into_clones(stmt, sql, ast, parse_sql)
     write = writes[0].ctequery
     found: Guard | None = None
     if isinstance(write, ast.InsertStmt) and write.onConflictClause is not None:
@@ -567,6 +578,97 @@ def _with_into_clone(stmt: Any, sql: str, ast: Any) -> Guard | None:
     if found is None:
         return None
     return found._replace(read=RawStream()(stmt), verb="SELECT", rows=True)
+
+
+_VERBS = {
+    "SelectStmt": "SELECT",
+    "InsertStmt": "INSERT 0",
+    "UpdateStmt": "UPDATE",
+    "DeleteStmt": "DELETE",
+}
+
+
+def _writes_into_clones(stmt: Any, sql: str, ast: Any, parse_sql: Any) -> Guard | None:
+    """Several writes in one statement, each into a clone of its own table.
+
+    Each UPDATE or DELETE is replayed alone: it may read the statement's
+    plain CTEs, not what another write returns. Two writes of one table
+    are not guarded.
+    """
+    from pglast.stream import RawStream  # noqa: PLC0415
+
+    kind = type(stmt).__name__
+    if kind not in _VERBS:
+        return None
+    fresh = parse_sql(sql)[0].stmt  # for the text of each write alone
+    ctes, fresh_ctes = stmt.withClause.ctes, fresh.withClause.ctes
+    writing = [
+        i for i, cte in enumerate(ctes) if not isinstance(cte.ctequery, ast.SelectStmt)
+    ]
+    names = {ctes[i].ctename for i in writing}
+    plain = tuple(cte for i, cte in enumerate(ctes) if i not in writing)
+    fresh_plain = tuple(cte for i, cte in enumerate(fresh_ctes) if i not in writing)
+    pairs = [(ctes[i].ctequery, fresh_ctes[i].ctequery) for i in writing]
+    if kind != "SelectStmt":
+        pairs.append((stmt, fresh))
+    parts: list[Guard] = []
+    for k, (write, alone) in enumerate(pairs):
+        main = write is stmt
+        saved = write.withClause
+        if main:  # its own WITH is the statement's
+            write.withClause = alone.withClause = None
+        part = _part_into_clone(
+            write, alone, sql, ast, plain=(plain, fresh_plain), names=names
+        )
+        write.withClause = saved
+        if part is None or part.target in {p.target for p in parts}:
+            return None
+        write.relation.relname = f"{_CLONE}__{k}"
+        parts.append(part)
+    rows = kind == "SelectStmt" or stmt.returningClause is not None
+    return Guard(RawStream()(stmt), _VERBS[kind], rows, parts=tuple(parts))
+
+
+def _part_into_clone(
+    write: Any,
+    alone: Any,
+    sql: str,
+    ast: Any,
+    *,
+    plain: tuple[tuple[Any, ...], tuple[Any, ...]],
+    names: set[str],
+) -> Guard | None:
+    """One write of a statement of several, into its clone (see above).
+
+    `alone` is the same write parsed afresh, `plain` the statement's plain
+    CTEs (in its tree, and in the fresh one), `names` those of its writes.
+    """
+    if isinstance(write, ast.InsertStmt) and write.onConflictClause is not None:
+        return _upsert_into_clone(write, ast)
+    if isinstance(write, ast.InsertStmt):
+        return _insert_guard(write, ast)
+    if not isinstance(write, (ast.UpdateStmt, ast.DeleteStmt)):
+        return None
+    if names & {ref.relname for ref in _range_vars(write, ast)}:
+        return None  # it reads what another write returns: it cannot run alone
+    own = alone.withClause.ctes if alone.withClause else ()
+    ctes = (*plain[1], *own)
+    alone.withClause = ast.WithClause(ctes=ctes) if ctes else None
+    alone.returningClause = None
+    text = _taking_every_parameter(alone, sql, ast)
+    found = _update_into_clone(write, sql, ast, plain[0])
+    return None if found is None else found._replace(read=text)
+
+
+def _range_vars(node: Any, ast: Any) -> list[Any]:
+    """The RangeVar nodes in `node`'s tree (the relations it names)."""
+    if isinstance(node, tuple):
+        return [ref for item in node for ref in _range_vars(item, ast)]
+    if not isinstance(node, ast.Node):
+        return []
+    if isinstance(node, ast.RangeVar):
+        return [node]
+    return [ref for attr in node for ref in _range_vars(getattr(node, attr), ast)]
 
 
 def _insert_guard(stmt: Any, ast: Any) -> Guard | None:

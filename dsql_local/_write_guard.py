@@ -281,26 +281,18 @@ class WriteGuard:
         elif write.holder_check:
             self.replays.append(pq.query(write.holder_check))
         found, number = write.guard, len(self.replays)
-        if found.upsert:
-            # An upsert is answered in a clone of its table holding its rows;
-            # what it wrote there is written at the replay.
-            self.replays.append(pq.query(upsert_rows_sql(found, number)))
-        elif found.target and not found.fill:
-            # An INSERT ... RETURNING is answered by the same INSERT into a
-            # clone of its table; the clone's rows go in at the replay.
-            self.replays.append(pq.query(insert_rows_sql(found, number)))
-        else:
-            self.replays.append(_with_parameters(write, write.sql))
-        if found.fill:
-            # An UPDATE answered in a clone: the clone goes once it replayed.
-            self.replays.append(pq.query(drop_clone_sql(number)))
+        # A statement of several writes has a clone for each (see `_conflicts`).
+        parts = found.parts or (found,)
+        for n, part in enumerate(parts, number):
+            self.replays += _replays(write, part, n, alone=bool(found.parts))
         self._units.send(_ROLLBACK_TO, HIDDEN | QUIET)
-        if found.target:
-            self._units.send(pq.query(clone_sql(found, number)), HIDDEN | QUIET)
-        if found.fill:
-            self._units.send(
-                _with_parameters(write, fill_sql(found, number)), HIDDEN | QUIET
-            )
+        for n, part in enumerate(parts, number):
+            if part.target:
+                self._units.send(pq.query(clone_sql(part, n)), HIDDEN | QUIET)
+            if part.fill:
+                self._units.send(
+                    _with_parameters(write, fill_sql(part, n)), HIDDEN | QUIET
+                )
         read = answer_sql(found, number)
         # A statement run in a unit of its own ends with its answer.
         self._units.send(_answer_query(write, read), ANSWER | (action & (PART | SPLIT)))
@@ -383,6 +375,24 @@ class WriteGuard:
         self.doomed = True
         self._giving_way = False
         self._host.release_held()
+
+
+def _replays(write: Write, found: Guard, number: int, *, alone: bool) -> list[bytes]:
+    """What runs again before the COMMIT for `found`'s write, answered in
+    clone `number`; `alone`: one write of several, whose `read` replays it."""
+    if found.upsert:
+        # An upsert is answered in a clone of its table holding its rows;
+        # what it wrote there is written at the replay.
+        return [pq.query(upsert_rows_sql(found, number))]
+    if found.target and not found.fill:
+        # An INSERT ... RETURNING is answered by the same INSERT into a
+        # clone of its table; the clone's rows go in at the replay.
+        return [pq.query(insert_rows_sql(found, number))]
+    replay = _with_parameters(write, found.read if alone else write.sql)
+    if not found.fill:
+        return [replay]
+    # An UPDATE answered in a clone: the clone goes once it replayed.
+    return [replay, pq.query(drop_clone_sql(number))]
 
 
 def _with_parameters(write: Write, sql: str) -> bytes:

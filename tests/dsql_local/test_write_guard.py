@@ -435,3 +435,57 @@ def test_a_refused_upsert_is_answered_in_a_clone_holding_the_table_s_rows() -> N
     (error, ready) = messages(relay.to_client)
     assert pq.parse_fields(error[1])["M"] == OC000_MESSAGE
     assert ready == ("Z", b"I")
+
+
+def test_a_refused_statement_of_two_writes_gets_a_clone_for_each() -> None:
+    relay = make_relay()
+    begin(relay)
+    move = (
+        "with d as (delete from q where id = 1 returning id)"
+        " insert into a select id from d"
+    )
+    relay.from_client(pq.query(move))
+    queries(relay.to_backend)
+    relay.from_backend(
+        complete("SAVEPOINT")
+        + IN_TRANSACTION
+        + pg_error(
+            "55P03", "lock timeout", 'while deleting tuple (0,1) in relation "q"'
+        )
+        + FAILED
+    )
+    assert queries(relay.to_backend) == [
+        "ROLLBACK TO SAVEPOINT dsql_local_write",
+        "SELECT dsql_local.clone_for_insert('q'::regclass, 1, true)",
+        "INSERT INTO pg_temp.dsql_local_rows_1 SELECT q.* FROM q WHERE id = 1",
+        "SELECT dsql_local.clone_for_insert('a'::regclass, 2)",
+        "WITH d AS (DELETE FROM pg_temp.dsql_local_rows_1 AS q WHERE id = 1"
+        " RETURNING id) INSERT INTO pg_temp.dsql_local_rows_2 AS a SELECT id FROM d",
+    ]
+    relay.from_backend(
+        complete("ROLLBACK")
+        + IN_TRANSACTION
+        + ROW_DESCRIPTION
+        + text_row("")
+        + complete("SELECT 1")
+        + IN_TRANSACTION
+        + complete("INSERT 0 1")
+        + IN_TRANSACTION
+        + ROW_DESCRIPTION
+        + text_row("")
+        + complete("SELECT 1")
+        + IN_TRANSACTION
+        + complete("INSERT 0 1")
+        + IN_TRANSACTION
+    )
+    assert messages(relay.to_client) == [("C", b"INSERT 0 1\0"), ("Z", b"T")]
+    # Before the COMMIT: the DELETE alone, its clone dropped, the rows moved.
+    relay.from_client(pq.query("COMMIT"))
+    assert queries(relay.to_backend) == [
+        "SET LOCAL lock_timeout = '2s'",
+        "SELECT dsql_local.check_holder('q', '(0,1)')",
+        "DELETE FROM q WHERE id = 1",
+        "DROP TABLE IF EXISTS pg_temp.dsql_local_rows_1",
+        "SELECT dsql_local.insert_rows('a'::regclass, 2)",
+        "COMMIT",
+    ]
