@@ -16,7 +16,9 @@ snapshot. It gives the command tag's row count and, where DSQL returns rows
 (``RETURNING``, ``SELECT ... FOR UPDATE``), the rows themselves:
 
 - ``SELECT ... FOR UPDATE / FOR KEY SHARE``: the same query without its
-  locking clause;
+  locking clauses (in a subquery or CTE too: so are the reads of the
+  writes below, as a job queue's ``DELETE ... WHERE id = (SELECT ... FOR
+  UPDATE SKIP LOCKED)``; the replay, the statement itself, locks);
 - ``UPDATE``/``DELETE ... WHERE``: ``SELECT FROM`` the target (and ``FROM``/
   ``USING`` list) with the same condition; ``RETURNING`` expressions are read
   with each assigned column replaced by the expression assigned to it;
@@ -42,9 +44,9 @@ snapshot. It gives the command tag's row count and, where DSQL returns rows
 
 Statements it cannot answer get no guard, and their conflict is reported at
 the statement: ``MERGE``, a data-modifying ``WITH`` whose writes change one
-table twice or whose UPDATE or DELETE reads another write's rows, and
-locking clauses below the top level; so are statements the relay does not
-guard (see `_relay`).
+table twice or whose UPDATE or DELETE reads another write's rows, a
+locking clause in a data-modifying ``WITH`` or in an INSERT's source; so
+are statements the relay does not guard (see `_relay`).
 
 What this does not reproduce:
 
@@ -393,6 +395,8 @@ def _guard_of(
     found = _read_of(stmt, ast, enums)
     if found is not None:
         read, verb, rows, target = found
+        if not target:
+            _unlock(read, ast)
         return Guard(_taking_every_parameter(read, sql, ast), verb, rows, target)
     if isinstance(stmt, ast.UpdateStmt) and stmt.returningClause is not None:
         # Its RETURNING needs the row as updated: the UPDATE runs in a
@@ -440,7 +444,7 @@ def _read_of(stmt: Any, ast: Any, enums: Any) -> tuple[Any, str, bool, str] | No
     name = type(stmt).__name__
     found: tuple[Any, str, bool] | None = None
     if name == "SelectStmt":
-        found = _read_of_select(stmt)
+        found = _read_of_select(stmt, ast)
     elif getattr(stmt, "withClause", None) is not None and _modifies(stmt.withClause):
         return None
     elif name in ("UpdateStmt", "DeleteStmt"):
@@ -452,14 +456,28 @@ def _read_of(stmt: Any, ast: Any, enums: Any) -> tuple[Any, str, bool, str] | No
     return None if found is None else (*found, "")
 
 
-def _read_of_select(stmt: Any) -> tuple[Any, str, bool] | None:
-    """The same query without its locking clause."""
-    if not stmt.lockingClause:
+def _read_of_select(stmt: Any, ast: Any) -> tuple[Any, str, bool] | None:
+    """The same query without its locking clauses."""
+    if "LockingClause" not in repr(stmt):
         return None
-    stmt.lockingClause = None
-    if "LockingClause" in repr(stmt):  # in a subquery or CTE: not guarded
-        return None
+    _unlock(stmt, ast)
     return stmt, "SELECT", True
+
+
+def _unlock(node: Any, ast: Any) -> None:
+    """Leave out the locking clauses in `node`'s tree (`FOR UPDATE` in a
+    subquery or CTE, too): a read that answers a write must not wait. The
+    replay, the statement itself, takes the locks."""
+    if isinstance(node, tuple):
+        for item in node:
+            _unlock(item, ast)
+        return
+    if not isinstance(node, ast.Node):
+        return
+    if isinstance(node, ast.SelectStmt):
+        node.lockingClause = None
+    for attr in node:
+        _unlock(getattr(node, attr), ast)
 
 
 def _read_of_insert(stmt: Any, ast: Any) -> tuple[Any, str, bool]:
@@ -542,6 +560,7 @@ def _update_into_clone(
         whereClause=stmt.whereClause,
         withClause=ast.WithClause(ctes=ctes) if ctes else None,
     )
+    _unlock(fill, ast)  # (its condition is the UPDATE's: unlocked there too)
     fill_text = _taking_every_parameter(fill, sql, ast)
     target = RawStream()(_plain(relation, ast))
     _retarget(stmt, ast)

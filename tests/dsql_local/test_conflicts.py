@@ -189,21 +189,46 @@ def test_locking_read_tails_neither_skip_nor_wait(
     _fails_at_commit(reader)
 
 
+@pytest.mark.parametrize("holder_ends", ["commit", "rollback"])
 def test_a_skip_locked_inside_a_write_skips_nothing(
-    connect: Connect, counters: str
+    connect: Connect, counters: str, holder_ends: str
 ) -> None:
     holder, writer = connect(), connect()
     holder.execute(f"select id from {counters} where id = 1 for update")
-    # The held row is not skipped: the write meets it. A locking clause below
-    # the top level cannot be answered, so the conflict comes at the statement.
-    with pytest.raises(errors.SerializationFailure, match=r"\(OC000\)"):
-        writer.execute(
-            f"delete from {counters} where id in"
-            f" (select id from {counters} for update skip locked)"
-        )
-    writer.rollback()
-    holder.commit()
-    assert writer.execute(f"select count(*) from {counters}").fetchone() == (2,)
+    # The held row is not skipped: the write meets it, and is answered at
+    # once from its snapshot, the locking clause in its subquery left out.
+    cursor = writer.execute(
+        f"delete from {counters} where id in"
+        f" (select id from {counters} for update skip locked)"
+    )
+    assert cursor.rowcount == 2
+    if holder_ends == "commit":
+        holder.commit()  # the first committer: the write fails at COMMIT
+        _fails_at_commit(writer)
+        assert writer.execute(f"select count(*) from {counters}").fetchone() == (2,)
+    else:
+        holder.rollback()
+        writer.commit()
+        assert writer.execute(f"select count(*) from {counters}").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("winner", ["first", "second"])
+def test_two_workers_of_a_job_queue_take_the_same_job(
+    connect: Connect, counters: str, winner: str
+) -> None:
+    """``FOR UPDATE SKIP LOCKED`` in a subquery: DSQL skips nothing, and of
+    two workers that took the same job, the later to commit fails."""
+    take = (
+        f"delete from {counters} where id = (select id from {counters}"
+        " order by id limit 1 for update skip locked) returning id"
+    )
+    first, second = connect(), connect()
+    assert first.execute(take).fetchall() == [(1,)]
+    assert second.execute(take).fetchall() == [(1,)]  # at once
+    won, lost = (first, second) if winner == "first" else (second, first)
+    won.commit()
+    _fails_at_commit(lost)
+    assert lost.execute(f"select id from {counters}").fetchall() == [(2,)]
 
 
 def test_for_key_share_does_not_conflict_with_a_non_key_update(
@@ -263,15 +288,15 @@ def test_a_write_that_cannot_be_answered_fails_at_the_statement(
 ) -> None:
     first, second = connect(), connect()
     first.execute(f"update {counters} set n = 1 where id = 1")
-    # A locking clause in a subquery: which rows it locks only running it sees.
+    # Two writes of one table in one statement: not answered.
     with pytest.raises(errors.SerializationFailure, match=r"\(OC000\)"):
         second.execute(
-            f"update {counters} set n = 2 where id in"
-            f" (select id from {counters} where id = 1 for update)"
+            f"with d as (delete from {counters} where id = 1 returning id)"
+            f" insert into {counters} select id + 10, 0 from d"
         )
     second.rollback()
-    # Without it, it is answered, and fails at COMMIT.
-    assert second.execute(f"update {counters} set n = 2 where id = 1").rowcount == 1
+    # Alone, the DELETE is answered, and fails at COMMIT.
+    assert second.execute(f"delete from {counters} where id = 1").rowcount == 1
     first.commit()
     _fails_at_commit(second)
 
@@ -531,6 +556,19 @@ def test_schema_conflicts_are_off_by_default(connect: Connect) -> None:
             True,
         ),
         (
+            "delete from t where id = (select id from t order by id limit 1"
+            " for update) returning id",
+            "SELECT id FROM t WHERE id = (SELECT id FROM t ORDER BY id LIMIT 1)",
+            "DELETE",
+            True,
+        ),
+        (
+            "select * from t where id in (select id from u for update)",
+            "SELECT * FROM t WHERE id IN (SELECT id FROM u)",
+            "SELECT",
+            True,
+        ),
+        (
             "update t set n = $1 where id = $2",
             "WITH dsql_local_params AS (SELECT CAST($1 AS text))"
             " SELECT FROM t WHERE id = $2",
@@ -723,7 +761,6 @@ def test_each_write_of_a_statement_runs_in_a_clone_of_its_own() -> None:
         " update t set n = 1 where id in (select id from d)",
         "with d as (delete from t returning id), e as (delete from t) select 1",
         "with u as (update t set n = 1 returning id) select id from u for update",
-        "select * from t where id in (select id from u for update)",
         "update t set n = 1; update t set n = 2",
     ],
 )
