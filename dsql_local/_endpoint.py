@@ -405,6 +405,7 @@ class Endpoint:
     def _handshake(self, sock: socket.socket, *, direct: bool) -> TlsConnection:
         self._remaining(sock)  # the handshake as a whole must fit in it
         client = TlsConnection(sock, self._ctx)
+        client.deadline = self._state.deadline
         try:
             client.handshake()
         except (ssl.SSLError, OSError) as exc:
@@ -459,6 +460,7 @@ class Endpoint:
             raise self._fatal(client, refusal.sqlstate, refusal.message)
         backend, pid = self._connect_backend(client, params, version)
         session = Session(user=user, backend_major=self.backend_major)
+        client.deadline = None  # the pump's age cap takes over
         relay = Relay(self, session, backend_pid=pid)
         pump = Pump(self, client, backend, accepted + self.max_connection_age, relay)
         relay.set_waker(pump.wake)

@@ -7,9 +7,10 @@ from there; what it encrypts goes out in one call too. For a relay that
 answers one small message per round trip this is most of what TLS costs it
 (docs/benchmarks.md, "DSQL Local's relay").
 
-The startup conversation uses it blocking, under the socket's timeout
-(`handshake`, `recv`, `sendall`); a pump uses it non-blocking (`receive`,
-`queue`, `flush`).
+The startup conversation uses it blocking (`handshake`, `recv`, `sendall`),
+each system call under what is left until `deadline`, so that a client
+dripping its bytes cannot hold the connection past it; a pump uses it
+non-blocking (`receive`, `queue`, `flush`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+import time
 
 _CHUNK = 256 * 1024
 
@@ -31,6 +33,8 @@ class TlsConnection:
         self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
         # Encrypted bytes the socket did not take yet.
         self.unsent = bytearray()
+        self.deadline: float | None = None
+        """When blocking calls give up (`time.monotonic()`); None: the timeout's."""
 
     def __repr__(self) -> str:
         return f"<TlsConnection fd={self.sock.fileno()}>"
@@ -65,7 +69,7 @@ class TlsConnection:
                 break
             except ssl.SSLWantReadError:
                 self._send_all()
-                if not self._take(self.sock.recv(_CHUNK)):
+                if not self._take(self._blocking_recv()):
                     raise ConnectionAbortedError("closed in the handshake") from None
         self._send_all()
 
@@ -75,7 +79,7 @@ class TlsConnection:
             try:
                 return self._tls.read(size)
             except ssl.SSLWantReadError:
-                if not self._take(self.sock.recv(_CHUNK)):
+                if not self._take(self._blocking_recv()):
                     return b""
 
     def sendall(self, data: bytes | bytearray) -> None:
@@ -85,6 +89,7 @@ class TlsConnection:
 
     def close(self) -> None:
         """Send a TLS close_notify, as PostgreSQL does (libpq expects one)."""
+        self.deadline = None  # a second at most, whatever is left of it
         with contextlib.suppress(OSError, ValueError):
             self.sock.settimeout(1.0)
             with contextlib.suppress(ssl.SSLWantReadError):
@@ -95,8 +100,22 @@ class TlsConnection:
     def _send_all(self) -> None:
         self.unsent += self._outgoing.read()
         if self.unsent:
+            self._before_blocking()
             self.sock.sendall(self.unsent)
             self.unsent.clear()
+
+    def _blocking_recv(self) -> bytes:
+        self._before_blocking()
+        return self.sock.recv(_CHUNK)
+
+    def _before_blocking(self) -> None:
+        """Give the next blocking call what is left until the deadline."""
+        if self.deadline is None:
+            return
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the TLS connection's deadline passed")
+        self.sock.settimeout(left)
 
     def _take(self, data: bytes) -> bool:
         """Put what the socket gave into the TLS object; False at its end."""

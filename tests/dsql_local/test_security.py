@@ -83,6 +83,53 @@ def test_slow_startup_is_closed_at_the_deadline(
         assert conn.execute("select 1").fetchone() == (1,)
 
 
+def test_a_dripping_tls_handshake_is_closed_at_the_deadline(
+    dsql_local: DsqlLocal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dsql_local._running(), "startup_timeout", 2.0)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = ssl.create_default_context(cafile=dsql_local.ca_file).wrap_bio(
+        incoming, outgoing, server_hostname=dsql_local.host
+    )
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    hello = outgoing.read()
+    with socket.create_connection(("127.0.0.1", dsql_local.port), timeout=10) as sock:
+        sock.sendall(struct.pack("!II", 8, pq.SSL_REQUEST))
+        assert sock.recv(1) == b"S"
+        # A byte every 0.2 s: each read gets one well within any per-read
+        # timeout, and the whole hello would take far longer than 2 s.
+        started = time.monotonic()
+        closed = False
+        for byte in hello[:-1]:
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:
+                closed = True
+                break
+            if _closed_now(sock):
+                closed = True
+                break
+            if time.monotonic() - started > 20:
+                break
+            time.sleep(0.2)
+        assert closed, "the endpoint kept a dripping TLS handshake open for 20 s"
+
+
+def _closed_now(sock: socket.socket) -> bool:
+    """Whether the peer has closed `sock`, without waiting."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        sock.setblocking(True)
+        sock.settimeout(10)
+
+
 _SERVE_WITH_FEW_DESCRIPTORS = """
 import json, logging, os, resource, sys
 from dsql_local import DsqlLocal
