@@ -40,11 +40,13 @@ snapshot. It gives the command tag's row count and, where DSQL returns rows
   paired by key, and those it inserted;
 - a statement with a data-modifying ``WITH``: each write runs in a clone
   of its own as it would alone (`Guard.parts`), the statement reading what
-  they return; an UPDATE or DELETE is replayed alone.
+  they return; an UPDATE or DELETE (one at most) is replayed alone, before
+  the other writes' rows are written, so that it sees none of them.
 
 Statements it cannot answer get no guard, and their conflict is reported at
 the statement: ``MERGE``, a data-modifying ``WITH`` whose writes change one
-table twice or whose UPDATE or DELETE reads another write's rows, a
+table twice, hold two UPDATEs or DELETEs, or whose UPDATE or DELETE reads
+another write's rows, a
 locking clause in a data-modifying ``WITH`` or in an INSERT's source; so
 are statements the relay does not guard (see `_relay`).
 
@@ -103,7 +105,8 @@ class Guard(NamedTuple):
     parts: tuple[Guard, ...] = ()
     """A statement of several writes (data-modifying ``WITH``): each write's
     own clone, in order; an UPDATE's or DELETE's `read` is the write alone,
-    its replay."""
+    its replay, which runs before the other parts' rows are written (there
+    is one at most)."""
 
 
 # The clone of an INSERT's table that answers it (see `clone_sql`): numbered
@@ -610,9 +613,13 @@ _VERBS = {
 def _writes_into_clones(stmt: Any, sql: str, ast: Any, parse_sql: Any) -> Guard | None:
     """Several writes in one statement, each into a clone of its own table.
 
-    Each UPDATE or DELETE is replayed alone: it may read the statement's
-    plain CTEs, not what another write returns. Two writes of one table
-    are not guarded.
+    An UPDATE or DELETE is replayed alone: it may read the statement's
+    plain CTEs, not what another write returns. It is replayed before the
+    other writes' rows are written (see `_write_guard`): as in the
+    statement, it sees none of them. So there is one at most: two would
+    each see the other's rows at the replay (through a view or a function
+    too, which no reading of the text rules out). Two writes of one table
+    are not guarded either.
     """
     from pglast.stream import RawStream  # noqa: PLC0415
 
@@ -630,6 +637,9 @@ def _writes_into_clones(stmt: Any, sql: str, ast: Any, parse_sql: Any) -> Guard 
     pairs = [(ctes[i].ctequery, fresh_ctes[i].ctequery) for i in writing]
     if kind != "SelectStmt":
         pairs.append((stmt, fresh))
+    changes = [w for w, _ in pairs if isinstance(w, (ast.UpdateStmt, ast.DeleteStmt))]
+    if len(changes) > 1:
+        return None
     parts: list[Guard] = []
     for k, (write, alone) in enumerate(pairs):
         main = write is stmt

@@ -283,7 +283,9 @@ class WriteGuard:
         found, number = write.guard, len(self.replays)
         # A statement of several writes has a clone for each (see `_conflicts`).
         parts = found.parts or (found,)
-        for n, part in enumerate(parts, number):
+        # An UPDATE or DELETE (one at most) runs alone before the others'
+        # rows are written: in the statement it did not see them.
+        for n, part in sorted(enumerate(parts, number), key=lambda p: not p[1].fill):
             self.replays += _replays(write, part, n, alone=bool(found.parts))
         self._units.send(_ROLLBACK_TO, HIDDEN | QUIET)
         for n, part in enumerate(parts, number):

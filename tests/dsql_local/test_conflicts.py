@@ -760,6 +760,8 @@ def test_each_write_of_a_statement_runs_in_a_clone_of_its_own() -> None:
         "with d as (delete from u returning id)"
         " update t set n = 1 where id in (select id from d)",
         "with d as (delete from t returning id), e as (delete from t) select 1",
+        "with d as (delete from u returning id), e as (update v set n = 1) select 1",
+        "with d as (delete from u returning id) update v set n = 1",
         "with u as (update t set n = 1 returning id) select id from u for update",
         "update t set n = 1; update t set n = 2",
     ],
@@ -1491,3 +1493,28 @@ def test_two_writes_in_a_with_refused_for_a_writer_that_rolled_back_commit(
     second.commit()
     assert second.execute(f"select n from {counters} where id = 2").fetchone() == (5,)
     assert second.execute(f"select counter_id, n from {archive}").fetchall() == [(2, 5)]
+
+
+@pytest.mark.parametrize("winner", ["holder", "later writer"])
+def test_a_delete_beside_an_insert_in_a_with_does_not_see_its_rows_at_commit(
+    connect: Connect, counters: str, archive: str, winner: str
+) -> None:
+    """The DELETE's replay runs before the INSERT's rows are written: in the
+    statement it did not see them (it deleted every row of the table)."""
+    first, second = connect(), connect()
+    first.execute(f"update {counters} set n = 1 where id = 1")
+    rows = second.execute(
+        f"with i as (insert into {archive} (counter_id, n) values (2, 0)"
+        f" returning id) delete from {counters} where id = 1 or id in"
+        f" (select counter_id from {archive}) returning id"
+    ).fetchall()
+    assert rows == [(1,)]
+    if winner == "holder":
+        first.commit()
+        _fails_at_commit(second)
+        left = [(1,), (2,)]
+    else:
+        first.rollback()
+        second.commit()
+        left = [(2,)]
+    assert second.execute(f"select id from {counters} order by id").fetchall() == left
