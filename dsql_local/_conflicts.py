@@ -36,8 +36,9 @@ snapshot. It gives the command tag's row count and, where DSQL returns rows
   key only another transaction's uncommitted write holds is free. It runs
   in a clone holding the table's rows and unique constraints (``ON
   CONFLICT`` meets exactly the snapshot's rows there), and the replay
-  writes what it wrote there (`upsert_rows_sql`): the rows it updated,
-  paired by key, and those it inserted;
+  writes what it wrote there (`upsert_rows_sql`): in the rows it updated,
+  paired by key, the columns its ``DO UPDATE SET`` assigns, and the rows it
+  inserted;
 - a statement with a data-modifying ``WITH``: each write runs in a clone
   of its own as it would alone (`Guard.parts`), the statement reading what
   they return; an UPDATE or DELETE (one at most) is replayed alone, before
@@ -102,6 +103,9 @@ class Guard(NamedTuple):
     upsert: bool = False
     """An ``INSERT ... ON CONFLICT``: it runs in a clone holding the table's
     rows and unique constraints (see `clone_sql`, `upsert_rows_sql`)."""
+    assigned: tuple[str, ...] = ()
+    """An upsert's ``DO UPDATE SET`` columns: the only ones its replay
+    writes in the rows it updated."""
     parts: tuple[Guard, ...] = ()
     """A statement of several writes (data-modifying ``WITH``): each write's
     own clone, in order; an UPDATE's or DELETE's `read` is the write alone,
@@ -233,12 +237,13 @@ ROW_KEY_SQL = """CREATE FUNCTION dsql_local.row_key(target regclass, prefix text
             ORDER BY i.indisprimary DESC, i.indexrelid LIMIT 1) k
         WHERE a.attrelid = target AND a.attnum = ANY (k.columns))"""
 # The replay of an answered upsert: the rows it updated in the clone (the
-# copies it replaced, paired by `row_key`) are updated in the table to
-# the values answered, the rows it inserted are inserted. A row updated in
-# the table since the snapshot fails the UPDATE (40001), a key taken since
-# fails the INSERT: either fails the COMMIT.
+# copies it replaced, paired by `row_key`) are updated in the table, the
+# columns its DO UPDATE SET assigns (`set_columns`) to the values answered
+# (the others keep what the transaction wrote since), the rows it inserted
+# are inserted. A row updated in the table since the snapshot fails the
+# UPDATE (40001), a key taken since fails the INSERT: either fails the COMMIT.
 UPSERT_ROWS_SQL = """CREATE FUNCTION dsql_local.upsert_rows(
-        target regclass, number int)
+        target regclass, number int, set_columns text[])
     RETURNS void LANGUAGE plpgsql
     SET search_path = pg_catalog AS $$
     DECLARE
@@ -265,14 +270,16 @@ UPSERT_ROWS_SQL = """CREATE FUNCTION dsql_local.upsert_rows(
         -- gives, and an upsert's DO UPDATE cannot change it.)
         SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum),
                 string_agg(quote_ident(attname), ', ' ORDER BY attnum)
-                    FILTER (WHERE attidentity <> 'a'),
+                    FILTER (WHERE attidentity <> 'a'
+                        AND attname = ANY (set_columns)),
                 string_agg('w.' || quote_ident(attname), ', ' ORDER BY attnum)
-                    FILTER (WHERE attidentity <> 'a')
+                    FILTER (WHERE attidentity <> 'a'
+                        AND attname = ANY (set_columns))
             INTO columns, assigned, written FROM pg_attribute
             WHERE attrelid = target AND attnum > 0 AND NOT attisdropped
             AND attgenerated = '';
         IF updated > 0 THEN
-            IF key IS NULL THEN
+            IF key IS NULL OR assigned IS NULL THEN
                 RAISE EXCEPTION USING ERRCODE = '40001',
                     MESSAGE = 'an upsert without a key is not replayed';
             END IF;
@@ -353,10 +360,12 @@ def insert_rows_sql(found: Guard, number: int) -> str:
 
 def upsert_rows_sql(found: Guard, number: int) -> str:
     """The replay of an answered upsert: what it wrote in clone `number`,
-    written into its table (see ``UPSERT_ROWS_SQL``)."""
+    written into its table (see ``UPSERT_ROWS_SQL``): of the rows it
+    updated, the columns its ``DO UPDATE SET`` assigns."""
+    assigned = ", ".join(_literal(name) for name in found.assigned)
     return (
         f"SELECT dsql_local.upsert_rows({_literal(found.target)}::regclass,"
-        f" {int(number)})"
+        f" {int(number)}, ARRAY[{assigned}]::text[])"
     )
 
 
@@ -531,8 +540,11 @@ def _upsert_into_clone(stmt: Any, ast: Any) -> Guard | None:
 
     target = RawStream()(_plain(stmt.relation, ast))
     rows = stmt.returningClause is not None
+    assigned = tuple(item.name for item in stmt.onConflictClause.targetList or ())
     _retarget(stmt, ast)
-    return Guard(RawStream()(stmt), "INSERT 0", rows, target, upsert=True)
+    return Guard(
+        RawStream()(stmt), "INSERT 0", rows, target, upsert=True, assigned=assigned
+    )
 
 
 def _update_into_clone(

@@ -631,7 +631,7 @@ def test_an_update_returning_star_is_answered_by_the_same_update_in_a_clone() ->
 
 
 @pytest.mark.parametrize(
-    ("sql", "answer", "target", "rows"),
+    ("sql", "answer", "target", "rows", "assigned"),
     [
         (
             "insert into s.t as x (id, n) values ($1, $2) on conflict (id)"
@@ -641,6 +641,7 @@ def test_an_update_returning_star_is_answered_by_the_same_update_in_a_clone() ->
             " RETURNING x.id",
             "s.t",
             True,
+            "'n'",
         ),
         (
             "insert into t values (1) on conflict on constraint t_pkey do nothing",
@@ -648,11 +649,22 @@ def test_an_update_returning_star_is_answered_by_the_same_update_in_a_clone() ->
             " ON CONFLICT ON CONSTRAINT t_pkey DO NOTHING",
             "t",
             False,
+            "",
+        ),
+        (
+            'insert into t values (1) on conflict (id) do update set ("N", m)'
+            ' = (excluded."N", 2), o[1] = 3',
+            "INSERT INTO pg_temp.dsql_local_rows_3 AS t VALUES (1)"
+            ' ON CONFLICT (id) DO UPDATE SET ( "N", m) = (excluded."N", 2),'
+            " o[1] = 3",
+            "t",
+            False,
+            "'N', 'm', 'o'",
         ),
     ],
 )
 def test_an_upsert_is_answered_by_the_same_upsert_in_a_clone(
-    sql: str, answer: str, target: str, rows: bool
+    sql: str, answer: str, target: str, rows: bool, assigned: str
 ) -> None:
     found = guard(sql)
     assert found is not None
@@ -664,12 +676,13 @@ def test_an_upsert_is_answered_by_the_same_upsert_in_a_clone(
     )
     assert answer_sql(found, 3) == answer
     # The clone holds the table's rows and unique constraints; the replay
-    # writes what the upsert wrote there.
+    # writes what the upsert wrote there: the columns its DO UPDATE sets.
     assert clone_sql(found, 3) == (
         f"SELECT dsql_local.clone_for_upsert('{target}'::regclass, 3)"
     )
     assert upsert_rows_sql(found, 3) == (
-        f"SELECT dsql_local.upsert_rows('{target}'::regclass, 3)"
+        f"SELECT dsql_local.upsert_rows('{target}'::regclass, 3,"
+        f" ARRAY[{assigned}]::text[])"
     )
 
 
@@ -1518,3 +1531,33 @@ def test_a_delete_beside_an_insert_in_a_with_does_not_see_its_rows_at_commit(
         second.commit()
         left = [(2,)]
     assert second.execute(f"select id from {counters} order by id").fetchall() == left
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_an_upsert_s_update_leaves_the_columns_it_does_not_set_as_written_since(
+    connect: Connect, dsql_schema: str, protocol: str
+) -> None:
+    """The replay of a refused upsert writes the columns its DO UPDATE SET
+    assigns: a later write of the transaction to another column stands."""
+    table = f"{dsql_schema}.notes"
+    with connect(autocommit=True) as conn:
+        conn.execute(
+            f"create table {table} (id int primary key, n int not null, note text)"
+        )
+        conn.execute(f"insert into {table} values (1, 0, 'first'), (2, 0, 'first')")
+    first, second = _connect(connect, protocol), _connect(connect, protocol)
+    first.execute(f"update {table} set n = 1 where id = 2")
+    two = _cursor(second, protocol)
+    two.execute(
+        f"insert into {table} values (%s, 10), (2, 20)"
+        " on conflict (id) do update set n = excluded.n",
+        [1],
+    )
+    assert two.rowcount == 2
+    two.execute(f"update {table} set note = %s where id = 1", ["later"])
+    first.rollback()
+    second.commit()
+    assert second.execute(f"select * from {table} order by id").fetchall() == [
+        (1, 10, "later"),
+        (2, 20, "first"),
+    ]

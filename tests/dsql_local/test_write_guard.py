@@ -419,7 +419,7 @@ def test_a_refused_upsert_is_answered_in_a_clone_holding_the_table_s_rows() -> N
     assert queries(relay.to_backend) == [
         "SET LOCAL lock_timeout = '2s'",
         "SELECT dsql_local.check_holder('t', '(0,1)')",
-        "SELECT dsql_local.upsert_rows('t'::regclass, 1)",
+        "SELECT dsql_local.upsert_rows('t'::regclass, 1, ARRAY['n']::text[])",
         "COMMIT",
     ]
     relay.from_backend(
