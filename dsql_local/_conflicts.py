@@ -631,7 +631,7 @@ def _writes_into_clones(stmt: Any, sql: str, ast: Any, parse_sql: Any) -> Guard 
     statement, it sees none of them. So there is one at most: two would
     each see the other's rows at the replay (through a view or a function
     too, which no reading of the text rules out). Two writes of one table
-    are not guarded either.
+    (or of two tables of one name in two schemas) are not guarded either.
     """
     from pglast.stream import RawStream  # noqa: PLC0415
 
@@ -653,7 +653,10 @@ def _writes_into_clones(stmt: Any, sql: str, ast: Any, parse_sql: Any) -> Guard 
     if len(changes) > 1:
         return None
     parts: list[Guard] = []
+    # A table is told by its name alone: s.t and t may be one table.
+    tables: set[str] = set()
     for k, (write, alone) in enumerate(pairs):
+        table = write.relation.relname
         main = write is stmt
         saved = write.withClause
         if main:  # its own WITH is the statement's
@@ -662,8 +665,9 @@ def _writes_into_clones(stmt: Any, sql: str, ast: Any, parse_sql: Any) -> Guard 
             write, alone, sql, ast, plain=(plain, fresh_plain), names=names
         )
         write.withClause = saved
-        if part is None or part.target in {p.target for p in parts}:
+        if part is None or table in tables:
             return None
+        tables.add(table)
         write.relation.relname = f"{_CLONE}__{k}"
         parts.append(part)
     rows = kind == "SelectStmt" or stmt.returningClause is not None

@@ -283,8 +283,11 @@ def test_an_autocommit_write_after_the_holder_committed_fails(
         single.execute(f"insert into {counters} values (5, 2)")
 
 
+# Its name, as written the second time: with its schema, or found on the
+# search path (the test's schema), which is the same table.
+@pytest.mark.parametrize("written", ["{counters}", "counter"])
 def test_a_write_that_cannot_be_answered_fails_at_the_statement(
-    connect: Connect, counters: str
+    connect: Connect, counters: str, written: str
 ) -> None:
     first, second = connect(), connect()
     first.execute(f"update {counters} set n = 1 where id = 1")
@@ -292,7 +295,8 @@ def test_a_write_that_cannot_be_answered_fails_at_the_statement(
     with pytest.raises(errors.SerializationFailure, match=r"\(OC000\)"):
         second.execute(
             f"with d as (delete from {counters} where id = 1 returning id)"
-            f" insert into {counters} select id + 10, 0 from d"
+            f" insert into {written.format(counters=counters)}"
+            " select id + 10, 0 from d"
         )
     second.rollback()
     # Alone, the DELETE is answered, and fails at COMMIT.
@@ -773,6 +777,8 @@ def test_each_write_of_a_statement_runs_in_a_clone_of_its_own() -> None:
         "with d as (delete from u returning id)"
         " update t set n = 1 where id in (select id from d)",
         "with d as (delete from t returning id), e as (delete from t) select 1",
+        "with d as (delete from s.t returning id) insert into t select 1",
+        'with i as (insert into s.t values (1)) insert into "t" values (2)',
         "with d as (delete from u returning id), e as (update v set n = 1) select 1",
         "with d as (delete from u returning id) update v set n = 1",
         "with u as (update t set n = 1 returning id) select id from u for update",
