@@ -46,10 +46,10 @@ snapshot. It gives the command tag's row count and, where DSQL returns rows
 
 Statements it cannot answer get no guard, and their conflict is reported at
 the statement: ``MERGE``, a data-modifying ``WITH`` whose writes change one
-table twice, hold two UPDATEs or DELETEs, or whose UPDATE or DELETE reads
-another write's rows, a
-locking clause in a data-modifying ``WITH`` or in an INSERT's source; so
-are statements the relay does not guard (see `_relay`).
+table twice, hold two UPDATEs or DELETEs or two upserts, or whose UPDATE
+or DELETE reads another write's rows, a locking clause in a data-modifying
+``WITH`` or in an INSERT's source; so are statements the relay does not
+guard (see `_relay`).
 
 What this does not reproduce:
 
@@ -631,7 +631,10 @@ def _writes_into_clones(stmt: Any, sql: str, ast: Any, parse_sql: Any) -> Guard 
     statement, it sees none of them. So there is one at most: two would
     each see the other's rows at the replay (through a view or a function
     too, which no reading of the text rules out). Two writes of one table
-    (or of two tables of one name in two schemas) are not guarded either.
+    (or of two tables of one name in two schemas) are not guarded either,
+    nor two upserts: an upsert's clone leaves out the unique constraints of
+    the clones before it (see ``CLONE_FOR_UPSERT_SQL``), which the other's
+    ``ON CONFLICT`` needs.
     """
     from pglast.stream import RawStream  # noqa: PLC0415
 
@@ -650,7 +653,8 @@ def _writes_into_clones(stmt: Any, sql: str, ast: Any, parse_sql: Any) -> Guard 
     if kind != "SelectStmt":
         pairs.append((stmt, fresh))
     changes = [w for w, _ in pairs if isinstance(w, (ast.UpdateStmt, ast.DeleteStmt))]
-    if len(changes) > 1:
+    upserts = [w for w, _ in pairs if getattr(w, "onConflictClause", None)]
+    if len(changes) > 1 or len(upserts) > 1:
         return None
     parts: list[Guard] = []
     # A table is told by its name alone: s.t and t may be one table.

@@ -778,6 +778,8 @@ def test_each_write_of_a_statement_runs_in_a_clone_of_its_own() -> None:
         " update t set n = 1 where id in (select id from d)",
         "with d as (delete from t returning id), e as (delete from t) select 1",
         "with d as (delete from s.t returning id) insert into t select 1",
+        "with i as (insert into t values (1) on conflict do nothing)"
+        " insert into u values (1) on conflict do nothing",
         'with i as (insert into s.t values (1)) insert into "t" values (2)',
         "with d as (delete from u returning id), e as (update v set n = 1) select 1",
         "with d as (delete from u returning id) update v set n = 1",
@@ -1567,3 +1569,23 @@ def test_an_upsert_s_update_leaves_the_columns_it_does_not_set_as_written_since(
         (1, 10, "later"),
         (2, 20, "first"),
     ]
+
+
+def test_two_upserts_in_one_statement_fail_at_the_statement(
+    connect: Connect, counters: str, dsql_schema: str
+) -> None:
+    """Not answered (each needs its clone's unique constraints): the conflict
+    is reported at the statement, as DSQL would report it at COMMIT."""
+    other = f"{dsql_schema}.other"
+    with connect(autocommit=True) as conn:
+        conn.execute(f"create table {other} (id int primary key, n int not null)")
+    first, second = connect(), connect()
+    first.execute(f"update {counters} set n = 1 where id = 1")
+    with pytest.raises(errors.SerializationFailure, match=r"\(OC000\)"):
+        second.execute(
+            f"with x as (insert into {counters} values (1, 5) on conflict (id)"
+            " do update set n = excluded.n returning n),"
+            f" y as (insert into {other} values (1, 7) on conflict (id)"
+            " do update set n = excluded.n returning n)"
+            " select (select n from x), (select n from y)"
+        )
