@@ -47,9 +47,9 @@ snapshot. It gives the command tag's row count and, where DSQL returns rows
 Statements it cannot answer get no guard, and their conflict is reported at
 the statement: ``MERGE``, a data-modifying ``WITH`` whose writes change one
 table twice, hold two UPDATEs or DELETEs or two upserts, or whose UPDATE
-or DELETE reads another write's rows, a locking clause in a data-modifying
-``WITH`` or in an INSERT's source; so are statements the relay does not
-guard (see `_relay`).
+or DELETE reads another write's rows (through a plain CTE too), a locking
+clause in a data-modifying ``WITH`` or in an INSERT's source; so are
+statements the relay does not guard (see `_relay`).
 
 What this does not reproduce:
 
@@ -607,8 +607,11 @@ def _with_into_clone(stmt: Any, sql: str, ast: Any, parse_sql: Any) -> Guard | N
     elif isinstance(write, ast.InsertStmt):
         found = _insert_guard(write, ast)
     elif isinstance(write, (ast.UpdateStmt, ast.DeleteStmt)):
-        outer = tuple(cte for cte in ctes if cte is not writes[0])
-        found = _update_into_clone(write, sql, ast, outer)
+        plain = tuple(cte for cte in ctes if cte is not writes[0])
+        used = _used_ctes(write, plain, {writes[0].ctename}, ast)
+        if used is None:
+            return None
+        found = _update_into_clone(write, sql, ast, tuple(plain[i] for i in used))
     if found is None:
         return None
     return found._replace(read=RawStream()(stmt), verb="SELECT", rows=True)
@@ -698,15 +701,38 @@ def _part_into_clone(
         return _insert_guard(write, ast)
     if not isinstance(write, (ast.UpdateStmt, ast.DeleteStmt)):
         return None
-    if names & {ref.relname for ref in _range_vars(write, ast)}:
+    used = _used_ctes(write, plain[0], names, ast)
+    if used is None:
         return None  # it reads what another write returns: it cannot run alone
     own = alone.withClause.ctes if alone.withClause else ()
-    ctes = (*plain[1], *own)
+    ctes = (*(plain[1][i] for i in used), *own)
     alone.withClause = ast.WithClause(ctes=ctes) if ctes else None
     alone.returningClause = None
     text = _taking_every_parameter(alone, sql, ast)
-    found = _update_into_clone(write, sql, ast, plain[0])
+    found = _update_into_clone(write, sql, ast, tuple(plain[0][i] for i in used))
     return None if found is None else found._replace(read=text)
+
+
+def _used_ctes(
+    write: Any, plain: tuple[Any, ...], writes: set[str], ast: Any
+) -> list[int] | None:
+    """The indexes in `plain` (a statement's plain CTEs) of those `write`
+    reads, directly or through one another, in order: they go with it into
+    its fill and its replay. None if one of them reads a CTE named in
+    `writes` (another write's rows, which neither has)."""
+    index = {cte.ctename: i for i, cte in enumerate(plain)}
+    used: set[int] = set()
+    todo = [write]
+    while todo:
+        refs = {ref.relname for ref in _range_vars(todo.pop(), ast)}
+        if refs & writes:
+            return None
+        for name in refs:
+            i = index.get(name)
+            if i is not None and i not in used:
+                used.add(i)
+                todo.append(plain[i].ctequery)
+    return sorted(used)
 
 
 def _range_vars(node: Any, ast: Any) -> list[Any]:

@@ -778,6 +778,8 @@ def test_each_write_of_a_statement_runs_in_a_clone_of_its_own() -> None:
         " update t set n = 1 where id in (select id from d)",
         "with d as (delete from t returning id), e as (delete from t) select 1",
         "with d as (delete from s.t returning id) insert into t select 1",
+        "with i as (insert into u values (1) returning id), p as (select id from i)"
+        " update t set n = 1 where id in (select id from p)",
         "with i as (insert into t values (1) on conflict do nothing)"
         " insert into u values (1) on conflict do nothing",
         'with i as (insert into s.t values (1)) insert into "t" values (2)',
@@ -1588,4 +1590,47 @@ def test_two_upserts_in_one_statement_fail_at_the_statement(
             f" y as (insert into {other} values (1, 7) on conflict (id)"
             " do update set n = excluded.n returning n)"
             " select (select n from x), (select n from y)"
+        )
+
+
+@pytest.mark.parametrize("winner", ["holder", "later writer"])
+def test_a_plain_cte_reading_a_data_modifying_with_is_judged_at_commit(
+    connect: Connect, counters: str, winner: str
+) -> None:
+    """The UPDATE's fill carries only the plain CTEs it reads (not p, which
+    reads the UPDATE's rows): it failed the transaction (25P02)."""
+    first, second = connect(), connect()
+    first.execute(f"update {counters} set n = 1 where id = 1")
+    rows = second.execute(
+        f"with u as (update {counters} set n = n + %s where id = 1 returning id, n),"
+        " p as (select n * 2 as m from u) select m from p",
+        [1],
+    ).fetchall()
+    assert rows == [(2,)]
+    if winner == "holder":
+        first.commit()
+        _fails_at_commit(second)
+        assert second.execute(f"select n from {counters} where id = 1").fetchone() == (
+            1,
+        )
+    else:
+        first.rollback()
+        second.commit()
+        assert second.execute(f"select n from {counters} where id = 1").fetchone() == (
+            1,
+        )
+
+
+def test_a_write_reading_another_through_a_plain_cte_fails_at_the_statement(
+    connect: Connect, counters: str, archive: str
+) -> None:
+    """Replayed alone, the UPDATE could not read what the INSERT returns (the
+    plain CTE p between them): not answered, as a direct read is not."""
+    first, second = connect(), connect()
+    first.execute(f"update {counters} set n = 1 where id = 2")
+    with pytest.raises(errors.SerializationFailure, match=r"\(OC000\)"):
+        second.execute(
+            f"with i as (insert into {archive} (counter_id, n) values (1, 0)"
+            " returning counter_id), p as (select counter_id + 1 as id from i)"
+            f" update {counters} set n = 9 where id in (select id from p) or id = 2"
         )
