@@ -6,14 +6,14 @@ statement and leaves the transaction as any server-side error would;
 `_limits`); ``dsql_local.clone_for_insert`` and ``dsql_local.insert_rows``
 answer a refused ``INSERT ... RETURNING`` and replay it, as
 ``dsql_local.clone_for_upsert`` and ``dsql_local.upsert_rows`` do an
-``INSERT ... ON CONFLICT`` (see `_conflicts`);
+``INSERT ... ON CONFLICT`` (see `_clones`);
 the rest serves the first committer's win and the rows that foreign key
 actions change (see `_yield`).
 """
 
 from __future__ import annotations
 
-from ._conflicts import (
+from ._clones import (
     CLONE_FOR_UPSERT_SQL,
     CLONE_SQL,
     INSERT_ROWS_SQL,

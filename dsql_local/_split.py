@@ -8,7 +8,7 @@ commits nothing) this part runs them one at a time instead:
 
 - a Query whose text holds several statements, at least one of them with a
   guard and none beginning or ending a transaction
-  (`_conflicts.statements`): one Query per statement, each sent when the
+  (`statements`): one Query per statement, each sent when the
   one before has been answered (`Unit.PART`); an error ends the rest, as
   PostgreSQL ends it;
 - a pipeline (extended protocol, several Executes before a Sync, as
@@ -24,17 +24,20 @@ commits nothing) this part runs them one at a time instead:
 from __future__ import annotations
 
 import functools
+import json
+import re
 from collections import deque
-from typing import Protocol
+from typing import Any, Protocol
 
 from . import _messages as m
 from . import _protocol as pq
-from ._conflicts import is_transaction_control, statements
+from ._conflicts import GUARD_WORDS, guard
 from ._copy import is_copy
 from ._units import PART, SPLIT, Units
 from ._write_guard import WriteGuard
 
 _X = ord("X")  # Terminate: never skipped
+_CACHE_TEXT_LIMIT = 16_384
 
 
 @functools.cache
@@ -249,3 +252,69 @@ def nothing_next(view: memoryview, end: int) -> bool:
             return False
         pos += 1 + m.UNPACK_LEN(view, pos + 1)[0]
     return pos == n
+
+
+# Statements a query text may not be split around: their place in the
+# transaction is what they are about.
+_TRANSACTION_CONTROL = re.compile(
+    r"\s*(?:begin|start|commit|end|rollback|abort|savepoint|release|prepare"
+    r"|set\s+(?:session\s+characteristics|transaction)|set\s+constraints)\b",
+    re.IGNORECASE,
+)
+
+
+_SPLITTABLE = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt"})
+
+
+def is_transaction_control(sql: str) -> bool:
+    """Whether `sql` begins, ends or marks a transaction (BEGIN, COMMIT...)."""
+    return _TRANSACTION_CONTROL.match(sql) is not None
+
+
+def statements(sql: str) -> tuple[str, ...] | None:
+    """The statements of a query text to run one by one, each guarded.
+
+    PostgreSQL runs a Query of several statements in one go, so none of them
+    could be answered as DSQL answers it once another transaction's row
+    stops it. In a transaction block the relay may run them one Query each
+    instead (the same statements, in order, an error ending the rest):
+    when there are several, at least one has a guard, and none begins or
+    ends a transaction. None otherwise, or if pglast cannot split the text.
+    """
+    if ";" not in sql or GUARD_WORDS.search(sql) is None:
+        return None
+    if len(sql) > _CACHE_TEXT_LIMIT:
+        return _statements(sql)
+    return _statements_cached(sql)
+
+
+def _statements(sql: str) -> tuple[str, ...] | None:
+    try:
+        from pglast import parser  # noqa: PLC0415  # optional: local extra
+    except ModuleNotFoundError:
+        return None
+    try:
+        found: list[dict[str, Any]] = json.loads(parser.parse_sql_json(sql)).get(
+            "stmts", []
+        )
+    except parser.ParseError:
+        return None
+    # Plain reads and writes only: the policy checks each part again.
+    kinds = {next(iter(raw["stmt"]), "") for raw in found}
+    if len(found) < 2 or not kinds <= _SPLITTABLE:
+        return None
+    data = sql.encode()
+    texts = []
+    for raw in found:
+        start = raw.get("stmt_location", 0)
+        length = raw.get("stmt_len", 0)
+        text = (data[start : start + length] if length else data[start:]).decode()
+        texts.append(text.strip())
+    if any(is_transaction_control(text) for text in texts):
+        return None
+    if all(guard(text) is None for text in texts):
+        return None
+    return tuple(texts)
+
+
+_statements_cached = functools.lru_cache(maxsize=1_024)(_statements)

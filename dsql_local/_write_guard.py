@@ -25,16 +25,15 @@ from typing import Protocol
 
 from . import _messages as m
 from . import _protocol as pq
-from ._conflicts import (
-    Guard,
+from ._clones import (
     answer_sql,
     clone_sql,
     drop_clone_sql,
     fill_sql,
-    guard,
     insert_rows_sql,
     upsert_rows_sql,
 )
+from ._conflicts import Guard, guard
 from ._units import (
     ANSWER,
     GAVE_WAY,

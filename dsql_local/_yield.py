@@ -114,7 +114,7 @@ def holder_check(context: str) -> str | None:
 # right before a COMMIT of a transaction that wrote. (The counts are the
 # backend's since it last reported them, which it does only between
 # transactions: the difference is the transaction's.) The clones that
-# answer refused writes (see `_conflicts`) are temporary tables, which DSQL
+# answer refused writes (see `_clones`) are temporary tables, which DSQL
 # has none of: their rows do not count.
 ROWS_CHANGED_SQL = """CREATE FUNCTION dsql_local.rows_changed()
     RETURNS bigint LANGUAGE sql STABLE

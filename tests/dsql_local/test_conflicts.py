@@ -14,15 +14,14 @@ from psycopg import errors
 from psycopg.pq import TransactionStatus
 
 from dsql_local import DsqlLocal, DsqlLocalError
-from dsql_local._conflicts import (
-    Guard,
+from dsql_local._clones import (
     answer_sql,
     clone_sql,
     fill_sql,
-    guard,
     insert_rows_sql,
     upsert_rows_sql,
 )
+from dsql_local._conflicts import Guard, guard
 from tests.dsql_local.helpers import Connect, open_connection
 
 PROTOCOLS = ["extended", "simple", "prepared"]
