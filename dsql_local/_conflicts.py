@@ -260,14 +260,15 @@ def _upsert_into_clone(stmt: Any, ast: Any) -> Guard | None:
 
 
 def _update_into_clone(
-    stmt: Any, sql: str, ast: Any, outer: tuple[Any, ...] = ()
+    stmt: Any, sql: str, ast: Any, outer: tuple[Any, ...] = (), recursive: bool = False
 ) -> Guard | None:
     """An ``UPDATE ... RETURNING`` whose values only running it gives
     (``RETURNING *``, a multi-column or DEFAULT assignment): the rows it
     touches go into a clone of its table, where the same UPDATE runs.
 
     So does a DELETE in a data-modifying ``WITH``; `outer` are the plain
-    CTEs of the statement around it, which its condition may read.
+    CTEs of the statement around it, which its condition may read, and
+    `recursive` tells that its ``WITH`` is ``WITH RECURSIVE``.
     """
     if stmt.withClause is not None and modifies(stmt.withClause):
         return None
@@ -285,7 +286,9 @@ def _update_into_clone(
         ),
         fromClause=(relation, *(joined or ())),
         whereClause=stmt.whereClause,
-        withClause=ast.WithClause(ctes=ctes) if ctes else None,
+        withClause=ast.WithClause(ctes=ctes, recursive=_recursive(stmt) or recursive)
+        if ctes
+        else None,
     )
     unlock(fill, ast)  # (its condition is the UPDATE's: unlocked there too)
     fill_text = taking_every_parameter(fill, sql, ast)
@@ -323,7 +326,8 @@ def _with_into_clone(stmt: Any, sql: str, ast: Any, parse_sql: Any) -> Guard | N
         used = _used_ctes(write, plain, {writes[0].ctename}, ast)
         if used is None:
             return None
-        found = _update_into_clone(write, sql, ast, tuple(plain[i] for i in used))
+        outer = tuple(plain[i] for i in used)
+        found = _update_into_clone(write, sql, ast, outer, _recursive(stmt))
     if found is None:
         return None
     return found._replace(read=RawStream()(stmt), verb="SELECT", rows=True)
@@ -356,6 +360,7 @@ def _writes_into_clones(stmt: Any, sql: str, ast: Any, parse_sql: Any) -> Guard 
     kind = type(stmt).__name__
     if kind not in _VERBS:
         return None
+    recursive = _recursive(stmt)
     fresh = parse_sql(sql)[0].stmt  # for the text of each write alone
     ctes, fresh_ctes = stmt.withClause.ctes, fresh.withClause.ctes
     writing = [
@@ -381,7 +386,13 @@ def _writes_into_clones(stmt: Any, sql: str, ast: Any, parse_sql: Any) -> Guard 
         if main:  # its own WITH is the statement's
             write.withClause = alone.withClause = None
         part = _part_into_clone(
-            write, alone, sql, ast, plain=(plain, fresh_plain), names=names
+            write,
+            alone,
+            sql,
+            ast,
+            plain=(plain, fresh_plain),
+            names=names,
+            recursive=recursive,
         )
         write.withClause = saved
         if part is None or table in tables:
@@ -401,11 +412,13 @@ def _part_into_clone(
     *,
     plain: tuple[tuple[Any, ...], tuple[Any, ...]],
     names: set[str],
+    recursive: bool,
 ) -> Guard | None:
     """One write of a statement of several, into its clone (see above).
 
     `alone` is the same write parsed afresh, `plain` the statement's plain
-    CTEs (in its tree, and in the fresh one), `names` those of its writes.
+    CTEs (in its tree, and in the fresh one), `names` those of its writes;
+    `recursive`: the statement's ``WITH`` is ``WITH RECURSIVE``.
     """
     if isinstance(write, ast.InsertStmt) and write.onConflictClause is not None:
         return _upsert_into_clone(write, ast)
@@ -418,10 +431,12 @@ def _part_into_clone(
         return None  # it reads what another write returns: it cannot run alone
     own = alone.withClause.ctes if alone.withClause else ()
     ctes = (*(plain[1][i] for i in used), *own)
-    alone.withClause = ast.WithClause(ctes=ctes) if ctes else None
+    recursive = recursive or _recursive(alone)
+    alone.withClause = ast.WithClause(ctes=ctes, recursive=recursive) if ctes else None
     alone.returningClause = None
     text = taking_every_parameter(alone, sql, ast)
-    found = _update_into_clone(write, sql, ast, tuple(plain[0][i] for i in used))
+    outer = tuple(plain[0][i] for i in used)
+    found = _update_into_clone(write, sql, ast, outer, recursive)
     return None if found is None else found._replace(read=text)
 
 
@@ -445,6 +460,12 @@ def _used_ctes(
                 used.add(i)
                 todo.append(plain[i].ctequery)
     return sorted(used)
+
+
+def _recursive(stmt: Any) -> bool:
+    """Whether `stmt`'s ``WITH`` is ``WITH RECURSIVE`` (its CTEs, carried
+    into another statement, need it)."""
+    return bool(stmt.withClause is not None and stmt.withClause.recursive)
 
 
 def _insert_guard(stmt: Any, ast: Any) -> Guard | None:

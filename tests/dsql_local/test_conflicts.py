@@ -1633,3 +1633,30 @@ def test_a_write_reading_another_through_a_plain_cte_fails_at_the_statement(
             " returning counter_id), p as (select counter_id + 1 as id from i)"
             f" update {counters} set n = 9 where id in (select id from p) or id = 2"
         )
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "with recursive r(x) as (select 1 union all select x + 1 from r where x < 1)"
+        " update {counters} set n = n + 1 where id in (select x from r) returning *",
+        "with recursive r(x) as (select 1 union all select x + 1 from r where x < 1),"
+        " u as (update {counters} set n = n + 1 where id in (select x from r)"
+        " returning id, n) select n from u",
+        "with recursive r(x) as (select 1 union all select x + 1 from r where x < 1),"
+        " u as (update {counters} set n = n + 1 where id in (select x from r)"
+        " returning id, n) insert into {archive} (counter_id, n) select id, n from u",
+    ],
+)
+def test_a_write_reading_a_recursive_cte_is_judged_at_commit(
+    connect: Connect, counters: str, archive: str, sql: str
+) -> None:
+    """Its fill and its replay keep the WITH's RECURSIVE: without it, the
+    fill failed, and the transaction with it (25P02)."""
+    first, second = connect(), connect()
+    first.execute(f"update {counters} set n = 1 where id = 1")
+    cursor = second.execute(sql.format(counters=counters, archive=archive))
+    assert cursor.rowcount == 1
+    first.rollback()
+    second.commit()
+    assert second.execute(f"select n from {counters} where id = 1").fetchone() == (1,)
