@@ -19,7 +19,8 @@ What the clones do not reproduce:
   conflict. The refused attempt consumed sequence values that are then
   skipped, as any rolled-back insert's are. In an UPDATE's clone, generated
   columns keep the values they had before it.
-- An upsert's clone copies the whole table. Its replay cannot pair the rows
+- An upsert's clone copies the whole table, and is kept until COMMIT: N
+  refused upserts in a transaction make N copies. Its replay cannot pair the rows
   a ``DO UPDATE`` changed without a key (primary, or unique on NOT NULL
   columns), or when it changed the key:
   it fails the COMMIT. A ``DO NOTHING`` that found its row in the snapshot

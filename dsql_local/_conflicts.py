@@ -352,7 +352,7 @@ def _writes_into_clones(stmt: Any, sql: str, ast: Any, parse_sql: Any) -> Guard 
     too, which no reading of the text rules out). Two writes of one table
     (or of two tables of one name in two schemas) are not guarded either,
     nor two upserts: an upsert's clone leaves out the unique constraints of
-    the clones before it (see ``CLONE_FOR_UPSERT_SQL``), which the other's
+    the clones before it (see ``_clones.CLONE_FOR_UPSERT_SQL``), which the other's
     ``ON CONFLICT`` needs.
     """
     from pglast.stream import RawStream  # noqa: PLC0415
