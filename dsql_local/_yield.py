@@ -37,20 +37,25 @@ BLOCKERS_SQL = """CREATE FUNCTION dsql_local.blockers(waiter int, known int[])
     SET search_path = pg_catalog AS $$
     DECLARE
         found int[];
+        give_up timestamptz := clock_timestamp() + interval '200 ms';
     BEGIN
         -- Until the waiter waits for a backend not in `known`, or its
         -- transaction has ended (every transaction holds its virtualxid), for
-        -- at most about 50 ms.
-        FOR i IN 1..100 LOOP
+        -- at most 200 ms: on a loaded machine the waiter may take tens of
+        -- them to reach the row it waits for, and a holder not found does
+        -- not give way (the waiter then fails at its lock timeout). The
+        -- waiter's relay waits meanwhile, so a transaction that neither
+        -- waits nor ends (a replay refused at once) costs the whole wait.
+        LOOP
             found := ARRAY(SELECT unnest(pg_blocking_pids(waiter))
                 EXCEPT SELECT unnest(known));
-            IF found <> '{}' OR NOT EXISTS (SELECT FROM pg_locks
-                    WHERE pid = waiter AND locktype = 'virtualxid') THEN
+            IF found <> '{}' OR clock_timestamp() > give_up
+                    OR NOT EXISTS (SELECT FROM pg_locks
+                        WHERE pid = waiter AND locktype = 'virtualxid') THEN
                 RETURN found;
             END IF;
             PERFORM pg_sleep(0.0005);
         END LOOP;
-        RETURN found;
     END $$"""
 
 
