@@ -69,6 +69,7 @@ from typing import Any, NamedTuple
 
 from ._clones import CLONE
 from ._rewrite import (
+    locks,
     modifies,
     range_vars,
     retarget,
@@ -179,7 +180,7 @@ def _read_of(stmt: Any, ast: Any, enums: Any) -> tuple[Any, str, bool, str] | No
 
 def _read_of_select(stmt: Any, ast: Any) -> tuple[Any, str, bool] | None:
     """The same query without its locking clauses."""
-    if "LockingClause" not in repr(stmt):
+    if not locks(stmt, ast):
         return None
     unlock(stmt, ast)
     return stmt, "SELECT", True
@@ -311,7 +312,7 @@ def _with_into_clone(stmt: Any, sql: str, ast: Any, parse_sql: Any) -> Guard | N
 
     ctes = stmt.withClause.ctes
     writes = [cte for cte in ctes if not isinstance(cte.ctequery, ast.SelectStmt)]
-    if "LockingClause" in repr(stmt):
+    if locks(stmt, ast):
         return None
     if len(writes) != 1 or not isinstance(stmt, ast.SelectStmt):
         return _writes_into_clones(stmt, sql, ast, parse_sql)

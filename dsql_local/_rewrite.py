@@ -76,6 +76,17 @@ def retarget(stmt: Any, ast: Any) -> None:
             node.fields = (ast.String(sval=name), fields[-1])
 
 
+def locks(node: Any, ast: Any) -> bool:
+    """Whether `node`'s tree has a locking clause (`FOR UPDATE`, ...), anywhere."""
+    if isinstance(node, tuple):
+        return any(locks(item, ast) for item in node)
+    if not isinstance(node, ast.Node):
+        return False
+    if isinstance(node, ast.SelectStmt) and node.lockingClause:
+        return True
+    return any(locks(getattr(node, attr), ast) for attr in node)
+
+
 def unlock(node: Any, ast: Any) -> None:
     """Leave out the locking clauses in `node`'s tree (`FOR UPDATE` in a
     subquery or CTE, too): a read that answers a write must not wait. The

@@ -792,6 +792,17 @@ def test_writes_whose_answer_needs_the_write_are_not_guarded(sql: str) -> None:
     assert guard(sql) is None
 
 
+def test_a_locking_clause_is_found_in_the_tree_not_in_the_text() -> None:
+    # A string that names the node class is no locking clause.
+    assert guard("select id, 'LockingClause for share' from t where id = 1") is None
+    found = guard(
+        "with u as (update t set n = 1 where id = 1 returning id)"
+        " select id, 'LockingClause' from u"
+    )
+    assert found is not None
+    assert guard("select id from (select id from t for update) as l") is not None
+
+
 # -- Conflicts judged at COMMIT, by commit order (#25) -----------------------
 
 
