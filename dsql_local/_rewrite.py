@@ -12,6 +12,7 @@ modules (an optional extra: the caller imports them).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from ._clones import CLONE
@@ -24,26 +25,20 @@ def modifies(with_clause: Any) -> bool:
     return any(type(cte.ctequery).__name__ != "SelectStmt" for cte in with_clause.ctes)
 
 
+def nodes(node: Any, ast: Any) -> Iterator[Any]:
+    """Every node in `node`'s tree (a node, a tuple, or a leaf), itself first."""
+    if isinstance(node, tuple):
+        for item in node:
+            yield from nodes(item, ast)
+    elif isinstance(node, ast.Node):
+        yield node
+        for attr in node:
+            yield from nodes(getattr(node, attr), ast)
+
+
 def range_vars(node: Any, ast: Any) -> list[Any]:
     """The RangeVar nodes in `node`'s tree (the relations it names)."""
-    if isinstance(node, tuple):
-        return [ref for item in node for ref in range_vars(item, ast)]
-    if not isinstance(node, ast.Node):
-        return []
-    if isinstance(node, ast.RangeVar):
-        return [node]
-    return [ref for attr in node for ref in range_vars(getattr(node, attr), ast)]
-
-
-def column_refs(node: Any, ast: Any) -> list[Any]:
-    """The ColumnRef nodes in `node`'s tree."""
-    if isinstance(node, tuple):
-        return [ref for item in node for ref in column_refs(item, ast)]
-    if not isinstance(node, ast.Node):
-        return []
-    if isinstance(node, ast.ColumnRef):
-        return [node]
-    return [ref for attr in node for ref in column_refs(getattr(node, attr), ast)]
+    return [found for found in nodes(node, ast) if isinstance(found, ast.RangeVar)]
 
 
 def unaliased(relation: Any, ast: Any) -> Any:
@@ -70,7 +65,9 @@ def retarget(stmt: Any, ast: Any) -> None:
     )
     # A column named through the table's schema names it through the alias.
     clauses = (stmt.returningClause, getattr(stmt, "onConflictClause", None))
-    for node in column_refs(clauses, ast):
+    for node in nodes(clauses, ast):
+        if not isinstance(node, ast.ColumnRef):
+            continue
         fields = node.fields
         if len(fields) > 2 and getattr(fields[-2], "sval", None) == relation.relname:
             node.fields = (ast.String(sval=name), fields[-1])
@@ -78,29 +75,19 @@ def retarget(stmt: Any, ast: Any) -> None:
 
 def locks(node: Any, ast: Any) -> bool:
     """Whether `node`'s tree has a locking clause (`FOR UPDATE`, ...), anywhere."""
-    if isinstance(node, tuple):
-        return any(locks(item, ast) for item in node)
-    if not isinstance(node, ast.Node):
-        return False
-    if isinstance(node, ast.SelectStmt) and node.lockingClause:
-        return True
-    return any(locks(getattr(node, attr), ast) for attr in node)
+    return any(
+        isinstance(found, ast.SelectStmt) and found.lockingClause
+        for found in nodes(node, ast)
+    )
 
 
 def unlock(node: Any, ast: Any) -> None:
     """Leave out the locking clauses in `node`'s tree (`FOR UPDATE` in a
     subquery or CTE, too): a read that answers a write must not wait. The
     replay, the statement itself, takes the locks."""
-    if isinstance(node, tuple):
-        for item in node:
-            unlock(item, ast)
-        return
-    if not isinstance(node, ast.Node):
-        return
-    if isinstance(node, ast.SelectStmt):
-        node.lockingClause = None
-    for attr in node:
-        unlock(getattr(node, attr), ast)
+    for found in nodes(node, ast):
+        if isinstance(found, ast.SelectStmt):
+            found.lockingClause = None
 
 
 def substitute(
