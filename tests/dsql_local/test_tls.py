@@ -85,6 +85,14 @@ def _start(client: RecordClient) -> None:
     assert client.read_message()[0] == b"R"
 
 
+def _log_in(client: RecordClient, local: DsqlLocal) -> None:
+    _start(client)
+    client.sock.sendall(
+        client.records(pq.message(b"p", make_token(local).encode() + b"\0"))
+    )
+    client.until_ready()
+
+
 def _answer(seen: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     return [(kind, body) for kind, body in seen if kind in b"DCE"]
 
@@ -106,11 +114,7 @@ def test_a_query_in_the_same_write_as_the_password_is_answered(
 def test_a_record_cut_in_pieces_is_answered_once_whole(
     client: RecordClient, dsql_local: DsqlLocal
 ) -> None:
-    _start(client)
-    client.sock.sendall(
-        client.records(pq.message(b"p", make_token(dsql_local).encode() + b"\0"))
-    )
-    client.until_ready()
+    _log_in(client, dsql_local)
     record = client.records(pq.query("select 1"))
     # The header alone, then part of the body, then the rest.
     for piece in (record[:3], record[3:20], record[20:]):
@@ -122,11 +126,7 @@ def test_a_record_cut_in_pieces_is_answered_once_whole(
 def test_many_records_in_one_write_are_all_answered(
     client: RecordClient, dsql_local: DsqlLocal
 ) -> None:
-    _start(client)
-    client.sock.sendall(
-        client.records(pq.message(b"p", make_token(dsql_local).encode() + b"\0"))
-    )
-    client.until_ready()
+    _log_in(client, dsql_local)
     client.sock.sendall(client.records(*[pq.query(f"select {n}") for n in range(50)]))
     for n in range(50):
         answer = _answer(client.until_ready())
@@ -137,11 +137,7 @@ def test_many_records_in_one_write_are_all_answered(
 def test_an_answer_larger_than_the_socket_takes_at_once_arrives_whole(
     client: RecordClient, dsql_local: DsqlLocal
 ) -> None:
-    _start(client)
-    client.sock.sendall(
-        client.records(pq.message(b"p", make_token(dsql_local).encode() + b"\0"))
-    )
-    client.until_ready()
+    _log_in(client, dsql_local)
     client.sock.sendall(client.records(pq.query("select repeat('x', 20000000)")))
     time.sleep(0.5)  # the endpoint meets a full socket before the client reads
     answer = _answer(client.until_ready())
