@@ -58,7 +58,7 @@ _PATIENCE = 180.0
 # Speed over durability (the data is thrown away), snapshot isolation as in
 # DSQL, and a short lock_timeout for anyone who connects without the relay:
 # the endpoint gives each client's session a far shorter one of its own
-# (`_endpoint._LOCK_TIMEOUT`), so that a writer never waits for another.
+# (`_startup.LOCK_TIMEOUT`), so that a writer never waits for another.
 _SERVER_SETTINGS: dict[str, str] = {
     "listen_addresses": "",
     "fsync": "off",
