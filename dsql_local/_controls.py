@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from ._errors import DsqlLocalError
 from ._faults import ConnectRefusal
 from ._messages import CONFLICT_MESSAGES
+from ._options import check_latency
 
 if TYPE_CHECKING:
     from ._endpoint import Endpoint
@@ -72,8 +73,7 @@ class Controls:
             self._set_latency(region, value)
 
     def _set_latency(self, region: str, value: float) -> None:
-        if not value >= 0:
-            raise DsqlLocalError("latency must be zero or a positive number of seconds")
+        check_latency(value)
         self._latencies[region] = value
         endpoint = self._endpoints.get(region)
         if endpoint is not None:

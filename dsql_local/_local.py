@@ -24,7 +24,7 @@ from urllib.parse import quote
 import psycopg
 from psycopg import sql
 
-from dsql_psycopg._naming import CLUSTER_ID, REGION, endpoint_host
+from dsql_psycopg._naming import endpoint_host
 
 from . import _signals
 from ._backend import ADMIN, Backend
@@ -40,9 +40,16 @@ from ._launch import (
     make_room_for_sockets,
     start_endpoints,
 )
+from ._options import (
+    ConnectionLimits,
+    check_cluster,
+    check_latency,
+    check_peer,
+    check_placement,
+)
 from ._policy import StatementPolicy
 from ._process import EndpointProcess
-from ._regional import RegionalEndpoint, check_peer, endpoint_url
+from ._regional import RegionalEndpoint, endpoint_url
 
 if TYPE_CHECKING:
     from ._certs import CertFiles
@@ -152,33 +159,18 @@ class DsqlLocal(Controls):
         cert_dir: str | os.PathLike[str] | None = None,
         own_process: bool = False,
     ) -> None:
-        if own_process and policy is not None:
-            raise DsqlLocalError(
-                "a policy object cannot be handed to a process of its own: pass"
-                " strict= with own_process=True, or own_process=False with policy="
-            )
-        if max_connection_age <= 0:
-            raise DsqlLocalError(
-                "max_connection_age must be a positive number of seconds"
-            )
-        if latency < 0:
-            raise DsqlLocalError("latency must be zero or a positive number of seconds")
-        if max_connections < 1:
-            raise DsqlLocalError("max_connections must be at least 1")
-        if connection_rate is not None and not connection_rate > 0:
-            raise DsqlLocalError(
-                "connection_rate must be a positive number of connections per"
-                " second, or None for no limit"
-            )
-        if connection_burst < 1:
-            raise DsqlLocalError("connection_burst must be at least 1")
-        if not REGION.fullmatch(region):
-            raise DsqlLocalError(f"region must look like 'us-east-1', not {region!r}")
-        if cluster_id is not None and not CLUSTER_ID.fullmatch(cluster_id):
-            raise DsqlLocalError("cluster_id must be 26 characters of a-z and 0-9")
+        check_placement(own_process, policy)
+        check_latency(latency)
+        self._limits = ConnectionLimits(
+            max_connection_age, max_connections, connection_rate, connection_burst
+        )
+        check_cluster(region, cluster_id)
         self.region = region
         self.cluster_id = cluster_id or _new_cluster_id()
-        check_peer(self, peer_region, peer_cluster_id, port, peer_port)
+        check_peer(
+            own=(region, self.cluster_id, port),
+            peer=(peer_region, peer_cluster_id, peer_port),
+        )
         self.peer_region = peer_region
         self._ports = {region: port}
         self._views = {region: RegionalEndpoint(self, region, self.cluster_id)}
@@ -194,9 +186,6 @@ class DsqlLocal(Controls):
         self._policy = policy
         self._clock_skew = clock_skew
         self._schema_conflicts = schema_conflicts
-        self._max_connections = max_connections
-        self._connection_rate = connection_rate
-        self._connection_burst = connection_burst
         self._backend = Backend(Path(pg_bindir) if pg_bindir is not None else None)
         # The running endpoints by region, own region first; empty when stopped.
         self._endpoints: dict[str, Endpoint | RemoteEndpoint] = {}
@@ -279,9 +268,9 @@ class DsqlLocal(Controls):
             "clock_skew": self._clock_skew,
             "backend_socket": self._backend.socket_path(),
             "max_connection_age": self.max_connection_age,
-            "max_connections": self._max_connections,
-            "connection_rate": self._connection_rate,
-            "connection_burst": self._connection_burst,
+            "max_connections": self._limits.max_connections,
+            "connection_rate": self._limits.connection_rate,
+            "connection_burst": self._limits.connection_burst,
             "endpoints": [
                 endpoint_settings(
                     region, c, self._ports[region], self._latencies[region]

@@ -1,8 +1,8 @@
 """`RegionalEndpoint`: one regional endpoint of a `DsqlLocal`, and its address.
 
 A `DsqlLocal` serves its own region's endpoint and, with ``peer_region``, a
-peer region's, over the same data; `check_peer` refuses a peer that cannot
-be served.
+peer region's, over the same data (`_options.check_peer` refuses a peer that
+cannot be served).
 """
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from dsql_psycopg._naming import CLUSTER_ID, REGION, endpoint_host
+from dsql_psycopg._naming import endpoint_host
 
 from ._backend import ADMIN
-from ._errors import DsqlLocalError
 
 if TYPE_CHECKING:
     from ._local import DsqlLocal
@@ -91,42 +90,3 @@ class RegionalEndpoint:
             "user": user,
             "sslrootcert": self._local.ca_file,
         }
-
-
-def check_peer(
-    local: DsqlLocal,
-    peer_region: str | None,
-    peer_cluster_id: str | None,
-    port: int,
-    peer_port: int,
-) -> None:
-    """Refuse a peer configuration that cannot be served."""
-    if peer_region is None:
-        if peer_cluster_id is not None or peer_port:
-            raise DsqlLocalError(
-                "peer_cluster_id and peer_port need peer_region (the second"
-                " region of a multi-region cluster)"
-            )
-        return
-    if not REGION.fullmatch(peer_region):
-        raise DsqlLocalError(
-            f"peer_region must look like 'us-east-2', not {peer_region!r}"
-        )
-    if peer_region == local.region:
-        raise DsqlLocalError(
-            f"peer_region must be another region than region ({local.region!r}):"
-            " the peered clusters of a multi-region cluster are in two regions"
-        )
-    if peer_cluster_id is not None:
-        if not CLUSTER_ID.fullmatch(peer_cluster_id):
-            raise DsqlLocalError("peer_cluster_id must be 26 characters of a-z and 0-9")
-        if peer_cluster_id == local.cluster_id:
-            raise DsqlLocalError(
-                "peer_cluster_id must differ from cluster_id: each peered"
-                " cluster has its own id"
-            )
-    if peer_port and peer_port == port:
-        raise DsqlLocalError(
-            f"peer_port must differ from port ({port}): each endpoint listens"
-            " on its own port"
-        )

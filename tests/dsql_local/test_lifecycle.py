@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -11,6 +12,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import boto3
 import psycopg
@@ -243,6 +245,30 @@ def test_invalid_arguments_are_refused() -> None:
         DsqlLocal(max_connection_age=0)
     with pytest.raises(DsqlLocalError, match="region"):
         DsqlLocal(region="us east")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"latency": -0.5}, "latency must be zero or a positive number of seconds"),
+        ({"latency": math.nan}, "latency must be zero or a positive number"),
+        ({"max_connection_age": -1}, "max_connection_age must be a positive number"),
+        ({"max_connection_age": math.nan}, "max_connection_age must be a positive"),
+        ({"connection_rate": math.nan}, "connection_rate must be a positive number"),
+    ],
+)
+def test_bad_numbers_are_refused_naming_the_argument(
+    kwargs: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(DsqlLocalError, match=message):
+        DsqlLocal(**kwargs)
+
+
+def test_the_edges_of_the_numbers_are_taken() -> None:
+    local = DsqlLocal(
+        latency=0.0, max_connections=1, connection_rate=None, connection_burst=1
+    )
+    assert local.latency == 0.0
 
 
 def test_fixed_cluster_id_and_port(unused_port: int) -> None:
