@@ -52,6 +52,16 @@ logger = logging.getLogger("dsql_local")
 
 _SAVEPOINT_NAME = "dsql_local_write"
 _SAVEPOINT = pq.query(f"SAVEPOINT {_SAVEPOINT_NAME}")
+# The same, as the first steps of an extended-protocol unit: the backend
+# flushes its answers with the write's at the Sync, so the relay reads the
+# unit in one go, not the savepoint's answer first.
+_SAVEPOINT_STEPS = (
+    m.parse("", f"SAVEPOINT {_SAVEPOINT_NAME}", m.parameter_types([]))
+    + m.bind(b"", b"", m.INT16.pack(0) * 2, m.INT16.pack(0))
+    + m.execute()
+)
+# What the backend answers them: ParseComplete, BindComplete, CommandComplete.
+_SAVEPOINT_ANSWERS = 3
 _ROLLBACK_TO = pq.query(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT_NAME}")
 _ANSWER_STATEMENT = b"dsql_local_answer"
 # A replay waits for the holders it makes give way (see `_yield`).
@@ -73,6 +83,8 @@ class Write:
     sealed: bool = False
     """Its Sync (or its Query) is in: what the client sends next waits."""
     refused: bool = False
+    own: int = 0
+    """Answers of the guard's own savepoint steps still to come (hidden)."""
     holder_check: str | None = None
     """SQL checking that the row's holder did not commit first (see `_yield`)."""
     answer: bytearray = field(default_factory=bytearray)
@@ -174,7 +186,10 @@ class WriteGuard:
     ) -> bytes | None:
         """Guard the unit whose first message (Parse or Bind) is `message`.
 
-        `bind` gives the unit's Bind body and `types` its parameter types.
+        The savepoint's steps go first in the unit, with an unnamed Parse:
+        `message` is a Parse or the Bind of a named statement (an unnamed
+        one parsed in an earlier unit is not guarded). `bind` gives the
+        unit's Bind body and `types` its parameter types.
         """
         units = self._units
         write = self._guard(sql, units.sent, wrapping)
@@ -182,10 +197,9 @@ class WriteGuard:
             return None
         write.bind = bind()
         write.types = types
-        units.sent += 1
-        units.add(units.sent, HIDDEN | QUIET)
+        write.own = _SAVEPOINT_ANSWERS
         units.add(units.sent + 1, GUARD)
-        return _SAVEPOINT + message
+        return _SAVEPOINT_STEPS + message
 
     def _guard(self, sql: str, units_before: int, wrapping: bool) -> Write | None:
         """Guard `sql`, sent in a transaction, if a refused write of it can be answered.
@@ -230,6 +244,11 @@ class WriteGuard:
         """Hold a guarded write's answer until it is known to stand."""
         write = self.write
         assert write is not None
+        if write.own:
+            if kind != m.E:
+                write.own -= 1
+                return b""
+            write.own = 0  # the savepoint failed: its error is the write's
         message = view[pos:end]
         if kind == m.E:
             fields = pq.parse_fields(view[pos + 5 : end])

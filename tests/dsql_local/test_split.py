@@ -17,6 +17,8 @@ from .relay_wire import (
     FAILED,
     IN_TRANSACTION,
     ROW_DESCRIPTION,
+    SAVEPOINT_ANSWERS,
+    SAVEPOINT_PARSE,
     begin,
     complete,
     extended,
@@ -86,12 +88,11 @@ def test_a_pipeline_statement_followed_by_more_gets_a_sync_of_its_own() -> None:
     pipeline = extended(first)[:-5] + extended("update t set n = 3 where id = $1")
     relay.from_client(pipeline)
     sent = messages(relay.to_backend)
-    assert sent[0] == ("Q", b"SAVEPOINT dsql_local_write\0")
+    assert sent[0] == SAVEPOINT_PARSE
     # A hidden Sync after the first Execute; the rest waits for its answer.
-    assert [kind for kind, _ in sent[1:]] == ["P", "B", "D", "E", "S"]
+    assert [kind for kind, _ in sent[3:]] == ["P", "B", "D", "E", "S"]
     relay.from_backend(
-        complete("SAVEPOINT")
-        + IN_TRANSACTION
+        SAVEPOINT_ANSWERS
         + pq.message(b"1")
         + pq.message(b"2")
         + pq.message(b"n")
@@ -101,8 +102,8 @@ def test_a_pipeline_statement_followed_by_more_gets_a_sync_of_its_own() -> None:
     # Its ReadyForQuery is hidden: the client's Sync answers for the pipeline.
     assert [kind for kind, _ in messages(relay.to_client)] == ["1", "2", "n", "C"]
     sent = messages(relay.to_backend)
-    assert sent[0] == ("Q", b"SAVEPOINT dsql_local_write\0")
-    assert [kind for kind, _ in sent[1:]] == ["P", "B", "D", "E", "S"]
+    assert sent[0] == SAVEPOINT_PARSE
+    assert [kind for kind, _ in sent[3:]] == ["P", "B", "D", "E", "S"]
 
 
 def test_an_error_in_a_pipeline_skips_to_the_clients_sync() -> None:

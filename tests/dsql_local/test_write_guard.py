@@ -19,6 +19,8 @@ from .relay_wire import (
     IDLE,
     IN_TRANSACTION,
     ROW_DESCRIPTION,
+    SAVEPOINT_ANSWERS,
+    SAVEPOINT_PARSE,
     begin,
     complete,
     extended,
@@ -166,8 +168,44 @@ def test_a_statement_parsed_and_run_in_one_sync_is_guarded(name: str) -> None:
     begin(relay)
     relay.from_client(extended("update t set n = 2 where id = $1", name))
     sent = messages(relay.to_backend)
-    assert sent[0] == ("Q", b"SAVEPOINT dsql_local_write\0")
-    assert [kind for kind, _ in sent[1:]] == ["P", "B", "D", "E", "S"]
+    # The savepoint's steps open the write's unit: one Sync, one answer.
+    assert sent[0] == SAVEPOINT_PARSE
+    assert [kind for kind, _ in sent] == ["P", "B", "E", "P", "B", "D", "E", "S"]
+
+
+def test_a_guarded_extended_write_is_answered_without_its_savepoint() -> None:
+    relay = make_relay()
+    begin(relay)
+    relay.from_client(extended("update t set n = 2 where id = $1"))
+    messages(relay.to_backend)
+    relay.from_backend(
+        SAVEPOINT_ANSWERS
+        + pq.message(b"1")
+        + pq.message(b"2")
+        + pq.message(b"n")
+        + complete("UPDATE 1")
+        + IN_TRANSACTION
+    )
+    assert messages(relay.to_client) == [
+        ("1", b""),
+        ("2", b""),
+        ("n", b""),
+        ("C", b"UPDATE 1\0"),
+        ("Z", b"T"),
+    ]
+
+
+def test_a_failing_savepoint_s_error_reaches_the_client() -> None:
+    relay = make_relay()
+    begin(relay)
+    relay.from_client(extended("update t set n = 2 where id = $1"))
+    messages(relay.to_backend)
+    # The backend skips the rest of the unit, the client's write too.
+    relay.from_backend(pg_error("53200", "out of shared memory") + FAILED)
+    sent = messages(relay.to_client)
+    assert [kind for kind, _ in sent] == ["E", "Z"]
+    assert pq.parse_fields(sent[0][1])["C"] == "53200"
+    assert bytes(relay.to_backend) == b""
 
 
 def test_an_extended_write_is_replayed_with_its_parameters() -> None:
@@ -176,8 +214,7 @@ def test_an_extended_write_is_replayed_with_its_parameters() -> None:
     relay.from_client(extended("update t set n = 2 where id = $1"))
     messages(relay.to_backend)
     relay.from_backend(
-        complete("SAVEPOINT")
-        + IN_TRANSACTION
+        SAVEPOINT_ANSWERS
         + pq.message(b"1")
         + pq.message(b"2")
         + pq.message(b"n")
