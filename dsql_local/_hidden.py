@@ -14,10 +14,29 @@ the same row, it commits first and wins. When the wrapped statement meets
 another transaction's row (PostgreSQL's lock timeout names the row or key),
 it runs again, once, in a new hidden transaction, while the transactions it
 waits for are made to give way (see `_yield`): their COMMIT will fail.
+
+Statements sent together in autocommit, a query text of several statements
+or a pipeline's statements before one Sync, are one implicit transaction in
+PostgreSQL, which commits at its end: in DSQL too, and it wins over an open
+transaction holding a row it writes. In strict mode such a batch of plain
+reads and writes (`_split.plain_statements`) runs as the client sent it,
+unwrapped, while this part keeps what was sent (`record`: the pipeline's
+messages up to its Sync, as they went to the backend) and holds the
+answers (`Unit.BATCH`). When a statement meets another transaction's row,
+PostgreSQL fails and rolls back the whole batch: its error and the answers
+held are dropped, and the batch runs again, once, whole, in a hidden
+transaction (the named statements it prepared closed first), while the
+holders give way; its answers then pass as they come, and its hidden COMMIT
+ends it, an error rolling all of it back. Any other error passes after the
+answers held, and ends the batch as PostgreSQL ends it. A batch that asks
+for its answers before its end (a Flush), or whose answers outgrow
+`_HOLD_LIMIT`, or that holds anything else (a Close, a statement not plain,
+a COPY), gets its answers at once and fails with the conflict, as before.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from . import _messages as m
@@ -25,9 +44,11 @@ from . import _protocol as pq
 from ._copy import is_copy
 from ._limits import Limits
 from ._policy import Session, StatementPolicy
+from ._split import plain_statements
 from ._units import (
     AS_IDLE,
     AUTOCOMMIT,
+    BATCH,
     HIDDEN,
     HIDE_READY,
     PRE_COMMIT,
@@ -42,6 +63,35 @@ from ._yield import holder_check
 
 # The run again waits for the holders it makes give way.
 _RETRY_LOCK_TIMEOUT = pq.query("SET LOCAL lock_timeout = '2s'")
+# A batch's answers held beyond this are passed on: it will not run again.
+_HOLD_LIMIT = 1 << 20
+# What a batch's run again does not answer again: a notification, a setting.
+_NOT_ANSWERS = frozenset(b"AS")
+_P, _B, _QUERY = b"PBQ"
+# The answer a batch's first message gets first: else it was not the first.
+_FIRST_ANSWER = {_P: m.PARSE_COMPLETE, _B: ord("2")}
+
+
+@dataclass
+class Batch:
+    """Statements sent together in autocommit: one implicit transaction."""
+
+    unit: int
+    """Its unit: its ReadyForQuery ends it."""
+    first: int
+    """The type of its first message (a Query, Parse or Bind)."""
+    again: bytearray = field(default_factory=bytearray)
+    """What it sent the backend, to run it again."""
+    recording: bool = False
+    """Extended protocol: its messages are coming, up to its Sync."""
+    holding: bool = True
+    """Its answers wait, so that it can run again."""
+    can_run_again: bool = True
+    names: list[bytes] = field(default_factory=list)
+    """The statements it prepared (Parse with a name)."""
+    held: bytearray = field(default_factory=bytearray)
+    conflict: bytes = b""
+    """The error of a statement that met another transaction's row."""
 
 
 class HiddenHost(Protocol):
@@ -54,6 +104,21 @@ class HiddenHost(Protocol):
     def look_for_holders(self) -> None:
         """Have the holders of the rows the statement just sent waits for
         give way, once it is sent (see `_yield`)."""
+        ...
+
+    @property
+    def to_client(self) -> bytearray:
+        """The bytes queued for the client."""
+        ...
+
+    def statement_error(self, body: memoryview) -> bytes | None:
+        """Note a client statement's error; the error to send, None as is."""
+        ...
+
+    def command_complete(
+        self, action: int, view: memoryview, pos: int, end: int
+    ) -> bytes | None:
+        """The relay's handling of a CommandComplete (tags, limits)."""
         ...
 
 
@@ -82,6 +147,7 @@ class HiddenTransactions:
         self._again: bytes | None = None
         """The wrapped statement, to run again if it meets a held row."""
         self._retry = False
+        self._batch: Batch | None = None
 
     def may_wrap(self, wanted: bool, units_before: int) -> bool:
         """Whether to run a statement in a hidden transaction.
@@ -89,12 +155,22 @@ class HiddenTransactions:
         Only when the policy asks (`wanted`), outside a transaction, and with
         every earlier answer in, so that the status is known to be idle.
         """
-        return wanted and not self.wrap_at_sync and self._units.idle_after(units_before)
+        return (
+            wanted
+            and not self.wrap_at_sync
+            and self._batch is None
+            and self._units.idle_after(units_before)
+        )
 
     def wrap_query(self, sql: str) -> bytes | None:
-        """The Query just counted, in a hidden transaction if the policy asks."""
+        """The Query just counted, in a hidden transaction if the policy asks.
+
+        Several plain statements are a batch instead (see `start_batch`).
+        """
         units = self._units
         if not self.may_wrap(self._session.run_in_transaction, units.sent - 1):
+            if ";" in sql and plain_statements(sql) > 1:
+                self.start_batch(sql, m.Q)
             return None
         # The hidden BEGIN takes the client's unit; the query the next.
         units.add(units.sent, HIDDEN | SNAPSHOT)
@@ -119,18 +195,21 @@ class HiddenTransactions:
     def conflict(self, body: memoryview) -> bool:
         """A wrapped statement's error: whether it met another transaction's
         row or key, and will run again once the holders gave way."""
-        if self._again is None:
+        if self._again is None or not _meets_a_row(body):
             return False
-        fields = pq.parse_fields(body)
-        if fields.get("C") not in m.CONFLICT_SQLSTATES:
-            return False
-        if holder_check(fields.get("W", "")) is None:
-            return False  # no row named: nothing tells who holds it
         self._retry = True
         return True
 
     def at_sync(self) -> bytes | None:
         """The Sync (just counted) of a wrapped statement, or None."""
+        batch = self._batch
+        if batch is not None and batch.recording:
+            batch.recording = False
+            batch.again += m.SYNC
+            if batch.unit != self._units.sent:
+                self._give_up(batch)  # a Query came in between
+            # What follows waits for its end, to follow a run again.
+            self.awaiting_commit = batch.can_run_again
         if not self.wrap_at_sync:
             return None
         self.wrap_at_sync = False
@@ -185,6 +264,178 @@ class HiddenTransactions:
         """The hidden COMMIT's ReadyForQuery: the held tag, unless it failed."""
         tag, self._held_tag = self._held_tag, b""
         return (b"" if failed else tag) + pq.ready_for_query(status)
+
+    # -- statements sent together in autocommit ----------------------------
+
+    @property
+    def recording(self) -> bool:
+        """Whether the client's messages are kept: a batch's, up to its Sync."""
+        batch = self._batch
+        return batch is not None and batch.recording
+
+    def start_batch(self, sql: str, first: int) -> None:
+        """Hold the answers of statements sent together in autocommit.
+
+        `sql` is the first statement (a Query's whole text), `first` the type
+        of the message bringing it: a Query (counted), or a Parse or Bind
+        beginning its unit, whose Sync is not in. Only in strict mode, the
+        connection known idle, for plain reads and writes.
+        """
+        units = self._units
+        query = first == _QUERY
+        unit = units.sent if query else units.sent + 1
+        if (
+            self._policy is None
+            or self._batch is not None
+            or self.wrap_at_sync
+            or self.awaiting_commit
+            or not units.idle_after(unit - 1)
+            or plain_statements(sql) == 0
+        ):
+            return
+        batch = self._batch = Batch(unit, first, recording=not query)
+        units.add(unit, BATCH)
+        if query:
+            batch.again += pq.query(sql)
+            self.awaiting_commit = True  # what follows waits for its end
+
+    def record(self, kind: int, message: bytes | memoryview, sql: str) -> None:
+        """Keep a message of the batch, as it went to the backend.
+
+        `sql` is the statement a Parse or Bind brings.
+        """
+        batch = self._batch
+        assert batch is not None
+        batch.again += message
+        if kind == _P:
+            name, _ = pq.cstring(message, 5)
+            if name:
+                batch.names.append(name.encode())
+        if kind in (_P, _B):
+            # (A Bind the policy refused comes with a Parse of the relay's.)
+            if message[0] != kind or plain_statements(sql) != 1:
+                self._give_up(batch)
+        elif kind not in (m.DESCRIBE, m.EXECUTE):
+            # A Flush asks for the answers now; a Close, a Query cannot run
+            # again as they ran.
+            self._give_up(batch)
+            batch.recording = batch.recording and kind != _QUERY
+
+    def _give_up(self, batch: Batch) -> None:
+        """The batch will not run again: pass on what it held."""
+        batch.can_run_again = False
+        if batch.holding:
+            batch.holding = False
+            self._host.to_client.extend(batch.held + batch.conflict)
+            batch.held.clear()
+            batch.conflict = b""
+
+    def batch_message(
+        self, kind: int, view: memoryview, pos: int, end: int
+    ) -> bytes | None:
+        """A message of a batch's answer: what to send, None as it is."""
+        batch = self._batch
+        assert batch is not None
+        units = self._units
+        unit = units.done + 1
+        action = units.action(unit)
+        sent: bytes | None = None
+        if kind == m.PARSE_COMPLETE and units.parse_complete(unit, action):
+            sent = b""
+        elif kind == m.E:
+            body = view[pos + 5 : end]
+            sent = self._host.statement_error(body)
+            if batch.holding and not batch.conflict and _meets_a_row(body):
+                # Whether it runs again is known at its end.
+                batch.conflict = bytes(view[pos:end]) if sent is None else sent
+                return b""
+            return self._let_go(batch, sent, view, pos, end)
+        elif kind == m.C:
+            sent = self._host.command_complete(action & ~AUTOCOMMIT, view, pos, end)
+            if self._limits.late_refusal is not None:
+                return self._let_go(batch, b"", view, pos, end)  # it waits there
+        if sent == b"" or not batch.holding:
+            return sent
+        batch.held += view[pos:end] if sent is None else sent
+        if len(batch.held) > _HOLD_LIMIT:
+            return self._let_go(batch, b"", view, pos, end)
+        return b""
+
+    def _let_go(
+        self, batch: Batch, sent: bytes | None, view: memoryview, pos: int, end: int
+    ) -> bytes | None:
+        """Send the answers held, then `sent` (None: the message as it is)."""
+        batch.can_run_again = False
+        if not batch.holding:
+            return sent
+        batch.holding = False
+        held = bytes(batch.held)
+        batch.held.clear()
+        return held + (bytes(view[pos:end]) if sent is None else sent)
+
+    def unit_end(self, action: int, status: bytes, failed: bool) -> bytes:
+        """The ReadyForQuery of a wrapped statement or of a batch: what to
+        send in its place (see `end` and `batch_end`)."""
+        if not action & BATCH:
+            return self.end(status, failed)
+        batch, self._batch = self._batch, None
+        assert batch is not None
+        if action & AUTOCOMMIT:
+            return self.end(status, failed)  # a run again: commit it
+        return self._batch_end(batch, status)
+
+    def _batch_end(self, batch: Batch, status: bytes) -> bytes:
+        """A batch's ReadyForQuery: what to send in its place.
+
+        A batch that met another transaction's row runs again, its answers
+        dropped.
+        """
+        self.awaiting_commit = False
+        if batch.conflict and batch.can_run_again and status == b"I":
+            expected = _FIRST_ANSWER.get(batch.first)
+            # (Else a message it did not keep came first: it cannot run again.)
+            if expected is None or batch.held[:1] == bytes((expected,)):
+                return self._run_again(batch)
+        self._host.release_held()
+        answer = bytes(batch.held) + batch.conflict
+        return answer + pq.ready_for_query(status)
+
+    def _run_again(self, batch: Batch) -> bytes:
+        """Run the batch again in a hidden transaction, the holders giving way."""
+        units = self._units
+        if batch.names:
+            closes = (pq.message(b"C", b"S" + name + b"\0") for name in batch.names)
+            units.send(b"".join(closes) + m.SYNC, HIDDEN | QUIET)
+        units.send(self._limits.begin(), HIDDEN | SNAPSHOT)
+        units.send(_RETRY_LOCK_TIMEOUT, HIDDEN | QUIET)
+        units.send(bytes(batch.again), HIDE_READY | AUTOCOMMIT | BATCH)
+        # Its answers pass as they come.
+        self._batch = Batch(units.sent, batch.first, holding=False)
+        self.awaiting_commit = True
+        self._host.look_for_holders()
+        return _not_answers(batch.held)
+
+
+def _meets_a_row(body: memoryview) -> bool:
+    """Whether an error says that the statement met another transaction's
+    row or key, and names it (see `_yield`)."""
+    fields = pq.parse_fields(body)
+    if fields.get("C") not in m.CONFLICT_SQLSTATES:
+        return False
+    # No row named (NOWAIT): nothing tells who holds it.
+    return holder_check(fields.get("W", "")) is not None
+
+
+def _not_answers(held: bytearray) -> bytes:
+    """What of `held` is not a statement's answer (a notification)."""
+    kept = bytearray()
+    pos, n = 0, len(held)
+    while pos < n:
+        end = pos + 1 + m.UNPACK_LEN(held, pos + 1)[0]
+        if held[pos] in _NOT_ANSWERS:
+            kept += held[pos:end]
+        pos = end
+    return bytes(kept)
 
 
 def run_again(sql: str, bind: bytes, types: bytes) -> bytes | None:

@@ -27,12 +27,13 @@ from ._commit_gate import Checker, CommitGate
 from ._copy import is_copy
 from ._hidden import HiddenTransactions, run_again
 from ._policy import Refusal, Session
-from ._split import executes_next, nothing_next
+from ._split import executes_next, nothing_next, one_statement
 from ._units import Units
 from ._write_guard import WriteGuard
 
 _PARAM_RE = re.compile(r"\$(\d+)")
 _NO_PARAMETERS = m.INT16.pack(0) * 3  # no formats, no values, no result formats
+_PARSE = ord("P")
 
 
 class Statement(NamedTuple):
@@ -109,6 +110,9 @@ class PreparedStatements:
             )
             if enclosed is not None:
                 return enclosed
+        elif units.parses_sent == 1 and not one_statement(view, end):
+            # The first of statements sent together (see `_hidden`).
+            self._hidden.start_batch(sql if verdict is None else verdict, _PARSE)
         return None if verdict is None else m.parse(name, verdict, types)
 
     def _commit_parse(self, sql: str, message: bytes) -> bytes | None:
@@ -158,9 +162,12 @@ class PreparedStatements:
             # A rewrite cannot apply to a prepared statement: it runs as prepared.
             wanted = self._wanted(sql)
         units.note_tags(units.sent + 1, known.tags)
-        if units.parses_sent == 0 and self._runs_alone(view, end):
-            message = bytes(view[pos:end])
-            return self._enclose(sql, message, wanted, lambda: body, known.types)
+        if units.parses_sent == 0:
+            if self._runs_alone(view, end):
+                message = bytes(view[pos:end])
+                return self._enclose(sql, message, wanted, lambda: body, known.types)
+            if not one_statement(view, end):
+                self._hidden.start_batch(sql, m.B)
         return None
 
     def _runs_alone(self, view: memoryview, end: int, *, named: bool = False) -> bool:

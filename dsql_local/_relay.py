@@ -13,6 +13,8 @@ each with its own state:
   holding COMMITs among other statements runs in pieces;
 - `_hidden`: a statement the policy wants in a transaction, sent outside
   one, runs in a hidden transaction that check_commit decides on;
+  statements sent together in autocommit run again, whole, when one meets
+  another transaction's row;
 - `_write_guard`: conflicts as DSQL has them (see `_conflicts`): a write that
   meets another transaction's row is answered by a read and replayed before
   its COMMIT; a transaction gives way to one that commits first;
@@ -63,6 +65,7 @@ from ._units import (
     ANSWER,
     AS_IDLE,
     AUTOCOMMIT,
+    BATCH,
     DROP_AT_COMMIT,
     GAVE_WAY,
     GUARD,
@@ -95,6 +98,8 @@ _CLIENT_KINDS = tuple(
     for prepared in (False, True)
 )
 _FRONTEND_KINDS = frozenset(b"BCDEFHPQSXcdf")  # protocol 3.0's, after startup
+# What is read only to be kept, while an autocommit batch is (see `_hidden`).
+_KEPT_UNREAD = frozenset(b"CDHXdcf")
 _BACKEND_KINDS = frozenset(b"EZ1S")
 _BACKEND_KINDS_TAGS = frozenset(b"EZ1SC")  # for the policy or schema watch
 
@@ -270,11 +275,27 @@ class Relay:
     def _client_watches(self) -> frozenset[int] | None:
         if self.holding():
             return None  # what follows waits for the relay's own statements
+        if self._hidden.recording:
+            return EVERY_KIND
         prepared = self._prepared
         kinds = _CLIENT_KINDS[bool(prepared.statements) + 2 * self._copy.streaming]
         return self._split.client_kinds(kinds, prepared.current_sql)
 
     def _client_message(
+        self, kind: int, view: memoryview, pos: int, end: int
+    ) -> bytes | None:
+        hidden = self._hidden
+        if hidden.recording and kind in _KEPT_UNREAD:
+            sent = None
+        else:
+            sent = self._client_message_read(kind, view, pos, end)
+        if hidden.recording:
+            # An autocommit batch's message, kept as sent, to run it again.
+            message = view[pos:end] if sent is None else sent
+            hidden.record(kind, message, self._prepared.current_sql)
+        return sent
+
+    def _client_message_read(
         self, kind: int, view: memoryview, pos: int, end: int
     ) -> bytes | None:
         if kind in (m.COPY_DONE, m.COPY_FAIL):
@@ -364,7 +385,7 @@ class Relay:
         if kind == m.Z:
             return self._end_of_unit_answer(unit, action, view[pos + 5 : pos + 6])
         late = self._limits.late_refusal is not None
-        if late or action & (GUARD | ANSWER | SNAPSHOT | RETRY):
+        if late or action & (GUARD | ANSWER | SNAPSHOT | RETRY | BATCH):
             return self._conflict_message(action, kind, view, pos, end)
         if kind == m.PARSE_COMPLETE:
             return b"" if units.parse_complete(unit, action) else None
@@ -383,16 +404,22 @@ class Relay:
         self, action: int, kind: int, view: memoryview, pos: int, end: int
     ) -> bytes | None:
         """A message of a guarded write, of its answer, of a BEGIN's snapshot,
-        or of an autocommit write run again.
+        of an autocommit write run again, or of an autocommit batch.
 
         After a late refusal, the rest of the unit's answer waits for its end.
         """
         if self._limits.late_refusal is not None:
             return self._limits.hold(view[pos:end])
-        if action & GUARD:
-            return self._guard.write_message(kind, view, pos, end)
-        if action & ANSWER:
-            return self._guard.answer_message(kind, view, pos, end)
+        if action & (GUARD | ANSWER | BATCH):
+            guard = self._guard
+            part = (
+                guard.write_message
+                if action & GUARD
+                else guard.answer_message
+                if action & ANSWER
+                else self._hidden.batch_message
+            )
+            return part(kind, view, pos, end)
         # The snapshot's, or what a run again answers that the client has.
         hidden = (
             kind in _RETRY_OWN
@@ -459,8 +486,8 @@ class Relay:
             self._guard.gave_way()
         if action & NEXT_PIECE and self._gate.after_piece(failed):
             return b""
-        if action & AUTOCOMMIT:
-            return self._hidden.end(status, failed)
+        if action & (AUTOCOMMIT | BATCH):
+            return self._hidden.unit_end(action, status, failed)
         if action & HIDE_READY:
             return b""
         if action & RELEASE_TAG:

@@ -37,6 +37,7 @@ from ._units import PART, SPLIT, Units
 from ._write_guard import WriteGuard
 
 _X = ord("X")  # Terminate: never skipped
+_PARSE = ord("P")
 _CACHE_TEXT_LIMIT = 16_384
 
 
@@ -226,6 +227,25 @@ def sync_follows(view: memoryview, end: int) -> bool:
     return False
 
 
+def one_statement(view: memoryview, end: int) -> bool:
+    """Whether the unit whose first message ends at `end` runs one statement.
+
+    That is: its Sync is in `view`, with no Parse before it and one Execute
+    at most (libpq's statement, or its prepare, outside pipeline mode).
+    """
+    pos, n = end, len(view)
+    executes = 0
+    while n - pos >= 5:
+        kind = view[pos]
+        if kind == m.S:
+            return True
+        executes += kind == m.EXECUTE
+        if kind == _PARSE or executes > 1:
+            return False
+        pos += 1 + m.UNPACK_LEN(view, pos + 1)[0]
+    return False
+
+
 def executes_next(view: memoryview, end: int) -> bool:
     """Whether the client data after `end` runs one statement, all received.
 
@@ -318,3 +338,36 @@ def _statements(sql: str) -> tuple[str, ...] | None:
 
 
 _statements_cached = functools.lru_cache(maxsize=1_024)(_statements)
+
+
+def plain_statements(sql: str) -> int:
+    """How many statements `sql` holds, if each is a plain read or write.
+
+    That is a SELECT (but ``SELECT ... INTO``), INSERT, UPDATE or DELETE:
+    what can run again, in a transaction block, as it ran in an implicit
+    transaction (see `_hidden`). 0 otherwise, or if pglast cannot parse it.
+    """
+    if len(sql) > _CACHE_TEXT_LIMIT:
+        return _plain_statements(sql)
+    return _plain_statements_cached(sql)
+
+
+def _plain_statements(sql: str) -> int:
+    try:
+        from pglast import parser  # noqa: PLC0415  # optional: local extra
+    except ModuleNotFoundError:
+        return 0
+    try:
+        found: list[dict[str, Any]] = json.loads(parser.parse_sql_json(sql)).get(
+            "stmts", []
+        )
+    except parser.ParseError:
+        return 0
+    for raw in found:
+        kind, node = next(iter(raw["stmt"].items()), ("", {}))
+        if kind not in _SPLITTABLE or (kind == "SelectStmt" and "intoClause" in node):
+            return 0
+    return len(found)
+
+
+_plain_statements_cached = functools.lru_cache(maxsize=1_024)(_plain_statements)

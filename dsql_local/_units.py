@@ -62,6 +62,9 @@ class Unit(enum.IntFlag):
     """An autocommit write run again once the transactions holding the row
     it met were made to give way (see `_hidden`): its ParseComplete and
     BindComplete are the relay's."""
+    BATCH = 524288
+    """Statements sent together in autocommit (see `_hidden`): their answers
+    wait for the unit's end, so that the batch can run again."""
 
 
 NONE = Unit(0)
@@ -87,6 +90,7 @@ PART = Unit.PART.value
 SPLIT = Unit.SPLIT.value
 ROWS = Unit.ROWS.value
 RETRY = Unit.RETRY.value
+BATCH = Unit.BATCH.value
 HIDDEN = SWALLOW | HIDE_READY
 """A unit the client never sees but its errors."""
 

@@ -1671,3 +1671,134 @@ def test_a_write_reading_a_recursive_cte_is_judged_at_commit(
     first.rollback()
     second.commit()
     assert second.execute(f"select n from {counters} where id = 1").fetchone() == (1,)
+
+
+# -- Autocommit writes sent together (#25) -----------------------------------
+
+
+def test_several_statements_in_one_autocommit_query_commit_first_and_win(
+    connect: Connect, counters: str
+) -> None:
+    """PostgreSQL runs a query text of several statements as one implicit
+    transaction: it commits at the text's end, first, and wins."""
+    holder = connect()
+    single = connect(autocommit=True)
+    holder.execute(f"update {counters} set n = 1 where id = 1")
+    cursor = psycopg.ClientCursor(single)
+    cursor.execute(
+        f"select n from {counters} where id = 2;"
+        f" update {counters} set n = 3 where id = 1 returning n;"
+        f" update {counters} set n = 4 where id = 2"
+    )
+    # Each statement answered once, in order.
+    assert cursor.fetchall() == [(0,)]
+    assert cursor.nextset()
+    assert cursor.fetchall() == [(3,)]
+    assert cursor.nextset()
+    assert cursor.rowcount == 1
+    assert not cursor.nextset()
+    assert single.info.transaction_status == TransactionStatus.IDLE
+    _fails_at_commit(holder)
+    rows = single.execute(f"select id, n from {counters} order by id").fetchall()
+    assert rows == [(1, 3), (2, 4)]
+
+
+def test_an_error_in_an_autocommit_query_run_again_rolls_all_of_it_back(
+    connect: Connect, counters: str
+) -> None:
+    """Run again while the holder gives way, the text fails further on."""
+    holder = connect()
+    single = connect(autocommit=True)
+    holder.execute(f"update {counters} set n = 1 where id = 1")
+    with pytest.raises(errors.UniqueViolation):
+        single.execute(
+            f"update {counters} set n = 3 where id = 1;"
+            f" insert into {counters} values (2, 9)"
+        )
+    assert single.info.transaction_status == TransactionStatus.IDLE
+    # The holder gave way all the same (its COMMIT fails), and the text's
+    # first statement was rolled back with the rest.
+    _fails_at_commit(holder)
+    rows = single.execute(f"select id, n from {counters} order by id").fetchall()
+    assert rows == [(1, 0), (2, 0)]
+
+
+def test_an_autocommit_query_after_the_holder_committed_fails(
+    connect: Connect, counters: str
+) -> None:
+    holder = connect()
+    single = connect(autocommit=True)
+    holder.execute(f"insert into {counters} values (5, 1)")
+    holder.commit()
+    with pytest.raises(errors.UniqueViolation):
+        single.execute(
+            f"update {counters} set n = 3 where id = 1;"
+            f" insert into {counters} values (5, 2)"
+        )
+    rows = single.execute(f"select id, n from {counters} order by id").fetchall()
+    assert rows == [(1, 0), (2, 0), (5, 1)]
+
+
+@pytest.mark.parametrize("prepare", [False, True])
+def test_statements_pipelined_in_autocommit_commit_first_and_win(
+    connect: Connect, counters: str, prepare: bool
+) -> None:
+    """Statements before one Sync run as one implicit transaction: it
+    commits at the Sync, first, and wins."""
+    holder = connect()
+    single = connect(autocommit=True)
+    holder.execute(f"update {counters} set n = 1 where id = 1")
+    with single.pipeline():
+        one = single.execute(f"select n from {counters} where id = %s", [2])
+        two = single.execute(f"update {counters} set n = 5 where id = %s", [2])
+        three = single.execute(
+            f"update {counters} set n = 6 where id = %s returning n",
+            [1],
+            prepare=prepare,
+        )
+    assert one.fetchall() == [(0,)]
+    assert two.rowcount == 1
+    assert three.fetchall() == [(6,)]
+    assert single.info.transaction_status == TransactionStatus.IDLE
+    _fails_at_commit(holder)
+    rows = single.execute(f"select id, n from {counters} order by id").fetchall()
+    assert rows == [(1, 6), (2, 5)]
+
+
+def test_executemany_in_autocommit_commits_first_and_wins(
+    connect: Connect, counters: str
+) -> None:
+    """psycopg's executemany() sends its statements in pipeline mode."""
+    holder = connect()
+    single = connect(autocommit=True)
+    holder.execute(f"update {counters} set n = 1 where id = 1")
+    with single.cursor() as cursor:
+        cursor.executemany(
+            f"update {counters} set n = n + %s where id = %s",
+            [(10, 2), (20, 1), (30, 2)],
+        )
+        assert cursor.rowcount == 3
+    _fails_at_commit(holder)
+    rows = single.execute(f"select id, n from {counters} order by id").fetchall()
+    assert rows == [(1, 20), (2, 40)]
+
+
+def test_an_error_in_an_autocommit_pipeline_run_again_rolls_all_of_it_back(
+    connect: Connect, counters: str
+) -> None:
+    holder = connect()
+    single = connect(autocommit=True)
+    holder.execute(f"update {counters} set n = 1 where id = 1")
+
+    def pipeline() -> None:
+        with single.pipeline():
+            single.execute(f"update {counters} set n = 3 where id = %s", [1])
+            single.execute(f"insert into {counters} values (%s, 9)", [2])
+            single.execute(f"update {counters} set n = 7 where id = %s", [2])
+
+    with pytest.raises(errors.UniqueViolation):
+        pipeline()
+    assert single.info.transaction_status == TransactionStatus.IDLE
+    _fails_at_commit(holder)
+    rows = single.execute(f"select id, n from {counters} order by id").fetchall()
+    assert rows == [(1, 0), (2, 0)]

@@ -177,3 +177,157 @@ def test_a_statement_runs_again_once_and_with_its_parameters() -> None:
     (error,) = [body for kind, body in messages(relay.to_client) if kind == "E"]
     assert pq.parse_fields(error)["C"] == "40001"
     assert queries(relay.to_backend) == ["ROLLBACK"]
+
+
+# -- statements sent together in autocommit (#25) ----------------------------
+
+_BATCH = "select n from t; update t set n = 1"
+_HELD_ROW = 'while updating tuple (0,1) in relation "t"'
+
+
+def _lock_timeout() -> bytes:
+    return pg_error("55P03", "canceling statement due to lock timeout", _HELD_ROW)
+
+
+def _pipeline(*statements: str, name: str = "") -> bytes:
+    """Each statement as psycopg pipelines it, with no Sync."""
+    return b"".join(extended(sql, name)[:-5] for sql in statements)
+
+
+def test_a_query_of_several_statements_runs_again_whole() -> None:
+    relay = make_relay(Host(Policy()))
+    relay.from_client(pq.query(_BATCH))
+    assert queries(relay.to_backend) == [_BATCH]  # as sent: not wrapped
+    relay.from_client(pq.query("select 2"))
+    assert relay.held > 0  # what follows waits for its end
+    relay.from_backend(complete("SELECT 0") + _lock_timeout())
+    assert bytes(relay.to_client) == b""  # held, then dropped
+    relay.from_backend(IDLE)  # PostgreSQL rolled all of it back
+    assert bytes(relay.to_client) == b""
+    assert queries(relay.to_backend) == [
+        f"BEGIN;{SNAPSHOT_SQL}",
+        "SET LOCAL lock_timeout = '2s'",
+        _BATCH,
+    ]
+    assert relay.take_holder_lookup()
+    relay.from_backend(
+        snapshot()
+        + IN_TRANSACTION
+        + complete("SET")
+        + IN_TRANSACTION
+        + complete("SELECT 0")
+        + complete("UPDATE 1")
+        + IN_TRANSACTION
+    )
+    # Its answers, once each; its hidden COMMIT ends it.
+    assert kinds(relay.to_client) == "CC"
+    assert queries(relay.to_backend) == ["COMMIT", "select 2"]
+    relay.from_backend(complete("COMMIT") + IDLE)
+    assert messages(relay.to_client) == [("Z", b"I")]
+
+
+def test_a_query_of_several_statements_holds_its_answers_to_its_end() -> None:
+    relay = make_relay(Host(Policy()))
+    relay.from_client(pq.query(_BATCH))
+    messages(relay.to_backend)
+    relay.from_backend(complete("SELECT 0") + complete("UPDATE 1"))
+    assert bytes(relay.to_client) == b""
+    relay.from_backend(IDLE)
+    assert kinds(relay.to_client) == "CCZ"
+
+
+def test_another_error_ends_a_query_after_the_answers_held() -> None:
+    relay = make_relay(Host(Policy()))
+    relay.from_client(pq.query(_BATCH))
+    messages(relay.to_backend)
+    relay.from_backend(complete("SELECT 0") + pg_error("23505", "duplicate key"))
+    assert kinds(relay.to_client) == "CE"
+    relay.from_backend(IDLE)
+    assert kinds(relay.to_client) == "Z"
+    assert bytes(relay.to_backend) == b""
+
+
+def test_a_query_that_is_not_plain_reads_and_writes_is_not_held() -> None:
+    relay = make_relay(Host(Policy()))
+    relay.from_client(pq.query("set x.y = 1; update t set n = 1"))
+    messages(relay.to_backend)
+    relay.from_backend(complete("SET"))
+    assert kinds(relay.to_client) == "C"
+
+
+def test_without_a_policy_a_batch_is_not_held() -> None:
+    relay = make_relay(Host(None))
+    relay.from_client(pq.query(_BATCH))
+    messages(relay.to_backend)
+    relay.from_backend(complete("SELECT 0"))
+    assert kinds(relay.to_client) == "C"
+
+
+def test_a_pipeline_runs_again_whole_its_statements_closed_first() -> None:
+    relay = make_relay(Host(Policy()))
+    first = _pipeline("update t set n = 1", name="s1")
+    second = _pipeline("update t set n = 2")
+    # As psycopg sends them: a statement at a time, then the Sync.
+    relay.from_client(first)
+    relay.from_client(second)
+    relay.from_client(pq.message(b"S"))
+    assert bytes(relay.to_backend) == first + second + pq.message(b"S")
+    relay.to_backend.clear()
+    relay.from_backend(
+        pq.message(b"1")
+        + pq.message(b"2")
+        + pq.message(b"n")
+        + complete("UPDATE 1")
+        + pq.message(b"1")
+        + pq.message(b"2")
+        + pq.message(b"n")
+        + _lock_timeout()
+        + IDLE
+    )
+    assert bytes(relay.to_client) == b""
+    sent = messages(relay.to_backend)
+    assert sent[:2] == [("C", b"Ss1\0"), ("S", b"")]  # its named statement
+    again = b"".join(pq.message(k.encode(), body) for k, body in sent[4:])
+    assert [kind for kind, _ in sent[2:4]] == ["Q", "Q"]  # BEGIN, lock timeout
+    assert again == first + second + pq.message(b"S")
+    relay.from_backend(
+        pq.message(b"3")
+        + IDLE
+        + snapshot()
+        + IN_TRANSACTION
+        + complete("SET")
+        + IN_TRANSACTION
+    )
+    answer = (
+        pq.message(b"1") + pq.message(b"2") + pq.message(b"n") + complete("UPDATE 1")
+    )
+    relay.from_backend(answer + answer + IN_TRANSACTION)
+    assert bytes(relay.to_client) == answer + answer
+    relay.to_client.clear()
+    assert queries(relay.to_backend) == ["COMMIT"]
+    relay.from_backend(complete("COMMIT") + IDLE)
+    assert messages(relay.to_client) == [("Z", b"I")]
+
+
+def test_a_pipeline_that_asks_for_its_answers_does_not_run_again() -> None:
+    relay = make_relay(Host(Policy()))
+    relay.from_client(_pipeline("update t set n = 1", "update t set n = 2"))
+    relay.to_backend.clear()
+    relay.from_backend(pq.message(b"1") + pq.message(b"2"))
+    assert bytes(relay.to_client) == b""
+    relay.from_client(pq.message(b"H"))  # a Flush: the client waits for them
+    assert kinds(relay.to_client) == "12"
+    relay.from_client(pq.message(b"S"))
+    relay.from_backend(pq.message(b"n") + _lock_timeout() + IDLE)
+    sent = messages(relay.to_client)
+    assert [kind for kind, _ in sent] == ["n", "E", "Z"]
+    assert pq.parse_fields(sent[1][1])["C"] == "40001"
+    assert queries(relay.to_backend) == []
+
+
+def test_a_statement_alone_in_its_sync_is_no_batch() -> None:
+    relay = make_relay(Host(Policy()))
+    relay.from_client(extended("select 1"))
+    messages(relay.to_backend)
+    relay.from_backend(pq.message(b"1"))
+    assert kinds(relay.to_client) == "1"
