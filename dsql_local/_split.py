@@ -10,7 +10,8 @@ commits nothing) this part runs them one at a time instead:
   guard and none beginning or ending a transaction
   (`statements`): one Query per statement, each sent when the
   one before has been answered (`Unit.PART`); an error ends the rest, as
-  PostgreSQL ends it;
+  PostgreSQL ends it. A text that opens the transaction block (`BEGIN;
+  UPDATE ...`, `opening_statements`) runs so too, its BEGIN first;
 - a pipeline (extended protocol, several Executes before a Sync, as
   psycopg's ``executemany()`` and ``conn.pipeline()`` send): each Execute
   followed by more gets a hidden Sync of its own (`Unit.SPLIT`), whose
@@ -95,9 +96,13 @@ class Split:
         if ";" not in sql:
             return None
         units = self._units
-        if units.status != b"T" or not units.status_known(units_before):
+        if units.status == b"T" and units.status_known(units_before):
+            parts = statements(sql)
+        elif units.idle_after(units_before):
+            # A text opening the transaction block: its BEGIN first.
+            parts = opening_statements(sql)
+        else:
             return None
-        parts = statements(sql)
         if parts is None:
             return None
         self._parts.extend(parts[1:])
@@ -308,7 +313,7 @@ def statements(sql: str) -> tuple[str, ...] | None:
     return _statements_cached(sql)
 
 
-def _statements(sql: str) -> tuple[str, ...] | None:
+def _statements(sql: str, *, opening: bool = False) -> tuple[str, ...] | None:
     try:
         from pglast import parser  # noqa: PLC0415  # optional: local extra
     except ModuleNotFoundError:
@@ -319,8 +324,13 @@ def _statements(sql: str) -> tuple[str, ...] | None:
         )
     except parser.ParseError:
         return None
+    if opening:
+        # Its BEGIN (or START TRANSACTION), then what runs in its block.
+        first = found[0]["stmt"].get("TransactionStmt", {}) if found else {}
+        if first.get("kind") not in _OPENING:
+            return None
     # Plain reads and writes only: the policy checks each part again.
-    kinds = {next(iter(raw["stmt"]), "") for raw in found}
+    kinds = {next(iter(raw["stmt"]), "") for raw in found[opening:]}
     if len(found) < 2 or not kinds <= _SPLITTABLE:
         return None
     data = sql.encode()
@@ -330,14 +340,31 @@ def _statements(sql: str) -> tuple[str, ...] | None:
         length = raw.get("stmt_len", 0)
         text = (data[start : start + length] if length else data[start:]).decode()
         texts.append(text.strip())
-    if any(is_transaction_control(text) for text in texts):
-        return None
-    if all(guard(text) is None for text in texts):
+    control = any(is_transaction_control(text) for text in texts[opening:])
+    if control or all(guard(text) is None for text in texts):
         return None
     return tuple(texts)
 
 
 _statements_cached = functools.lru_cache(maxsize=1_024)(_statements)
+_OPENING = frozenset({"TRANS_STMT_BEGIN", "TRANS_STMT_START"})
+_BEGINS = re.compile(r"\s*(?:begin|start\s+transaction)\b", re.IGNORECASE)
+
+
+def opening_statements(sql: str) -> tuple[str, ...] | None:
+    """The statements of a query text that opens a transaction block, to
+    run one by one: its BEGIN, then plain reads and writes, at least one
+    with a guard (see `statements`). None otherwise."""
+    if GUARD_WORDS.search(sql) is None or _BEGINS.match(sql) is None:
+        return None
+    if len(sql) > _CACHE_TEXT_LIMIT:
+        return _statements(sql, opening=True)
+    return _opening_cached(sql)
+
+
+_opening_cached = functools.lru_cache(maxsize=1_024)(
+    functools.partial(_statements, opening=True)
+)
 
 
 def plain_statements(sql: str) -> int:

@@ -1802,3 +1802,64 @@ def test_an_error_in_an_autocommit_pipeline_run_again_rolls_all_of_it_back(
     _fails_at_commit(holder)
     rows = single.execute(f"select id, n from {counters} order by id").fetchall()
     assert rows == [(1, 0), (2, 0)]
+
+
+# -- A query text that opens the transaction block (#25) ---------------------
+
+
+@pytest.mark.parametrize("winner", ["holder", "later writer"])
+@pytest.mark.parametrize("begin", ["begin", "start transaction"])
+def test_a_query_that_begins_its_transaction_is_judged_at_commit(
+    connect: Connect, counters: str, winner: str, begin: str
+) -> None:
+    holder = connect()
+    later = connect(autocommit=True)
+    holder.execute(f"update {counters} set n = 1 where id = 1")
+    cursor = psycopg.ClientCursor(later)
+    # One Query message: its statements run in the block it opens.
+    cursor.execute(
+        f"{begin}; update {counters} set n = 2 where id = 2;"
+        f" update {counters} set n = 3 where id = 1 returning id, n;"
+        f" select n from {counters} where id = 2"
+    )
+    assert later.info.transaction_status == TransactionStatus.INTRANS
+    assert holder.info.transaction_status == TransactionStatus.INTRANS
+    assert cursor.statusmessage == begin.upper()
+    assert cursor.nextset()
+    assert cursor.rowcount == 1
+    assert cursor.nextset()
+    assert cursor.fetchall() == [(1, 3)]
+    assert cursor.nextset()
+    assert cursor.fetchall() == [(2,)]
+    assert not cursor.nextset()
+    if winner == "holder":
+        holder.commit()
+        with pytest.raises(errors.SerializationFailure, match=r"\(OC000\)"):
+            later.execute("commit")
+        expected = [(1, 1), (2, 0)]
+    else:
+        later.execute("commit")
+        _fails_at_commit(holder)
+        expected = [(1, 3), (2, 2)]
+    assert later.info.transaction_status == TransactionStatus.IDLE
+    rows = later.execute(f"select id, n from {counters} order by id").fetchall()
+    assert rows == expected
+
+
+def test_an_error_in_a_query_that_begins_its_transaction_ends_the_rest(
+    connect: Connect, counters: str
+) -> None:
+    holder = connect()
+    later = connect(autocommit=True)
+    holder.execute(f"update {counters} set n = 1 where id = 1")
+    with pytest.raises(errors.UniqueViolation):
+        later.execute(
+            f"begin; update {counters} set n = 3 where id = 1;"
+            f" insert into {counters} values (2, 0);"
+            f" update {counters} set n = 4 where id = 2"
+        )
+    assert later.info.transaction_status == TransactionStatus.INERROR
+    later.execute("rollback")
+    holder.commit()
+    rows = later.execute(f"select id, n from {counters} order by id").fetchall()
+    assert rows == [(1, 1), (2, 0)]

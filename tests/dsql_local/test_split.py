@@ -19,6 +19,7 @@ from .relay_wire import (
     ROW_DESCRIPTION,
     SAVEPOINT_ANSWERS,
     SAVEPOINT_PARSE,
+    SNAPSHOT_SQL,
     begin,
     complete,
     extended,
@@ -26,6 +27,7 @@ from .relay_wire import (
     messages,
     pg_error,
     queries,
+    snapshot,
 )
 
 pytest.importorskip("pglast")  # statement boundaries and guards need it
@@ -137,3 +139,39 @@ def test_a_query_of_other_statements_than_reads_and_writes_is_not_split() -> Non
     text = "create table x (id int); update t set n = 1 where id = 1"
     relay.from_client(pq.query(text))
     assert queries(relay.to_backend) == [text]
+
+
+def test_a_query_that_opens_its_transaction_runs_its_begin_first() -> None:
+    relay = make_relay()
+    relay.from_client(pq.query("begin; update t set n = 1 where id = 1; select 2"))
+    # Its BEGIN alone, with the snapshot a lone BEGIN takes.
+    assert queries(relay.to_backend) == [f"begin\n;{SNAPSHOT_SQL}"]
+    relay.from_backend(snapshot() + IN_TRANSACTION)
+    assert messages(relay.to_client) == [("C", b"BEGIN\0")]
+    # Then each statement in the block it opened, guarded as any write.
+    assert queries(relay.to_backend) == [
+        "SAVEPOINT dsql_local_write",
+        "update t set n = 1 where id = 1",
+    ]
+    relay.from_backend(
+        complete("SAVEPOINT") + IN_TRANSACTION + complete("UPDATE 1") + IN_TRANSACTION
+    )
+    assert messages(relay.to_client) == [("C", b"UPDATE 1\0")]
+    assert queries(relay.to_backend) == ["select 2"]
+    relay.from_backend(ROW_DESCRIPTION + complete("SELECT 1") + IN_TRANSACTION)
+    assert [kind for kind, _ in messages(relay.to_client)] == ["T", "C", "Z"]
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "begin; update t set n = 1; commit",  # the COMMIT pieces' (`_commit_gate`)
+        "begin; set x.y = 1; update t set n = 1",
+        "begin; select 1",  # nothing guarded
+        "update t set n = 1; begin",
+    ],
+)
+def test_other_texts_with_a_begin_are_sent_whole(sql: str) -> None:
+    relay = make_relay()
+    relay.from_client(pq.query(sql))
+    assert len(queries(relay.to_backend)) == 1
