@@ -1863,3 +1863,90 @@ def test_an_error_in_a_query_that_begins_its_transaction_ends_the_rest(
     holder.commit()
     rows = later.execute(f"select id, n from {counters} order by id").fetchall()
     assert rows == [(1, 1), (2, 0)]
+
+
+# -- Review findings (review4): expected to fail until fixed (#25) -----------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="review4: the guard's hidden SAVEPOINT is an unnamed Parse (57d9314):"
+    " it replaces the client's unnamed prepared statement, whose later Bind then"
+    " runs the SAVEPOINT instead of the client's UPDATE",
+)
+def test_a_guarded_write_keeps_the_client_s_unnamed_statement(
+    connect: Connect, counters: str
+) -> None:
+    conn = connect()
+    conn.execute("select 1")
+    # libpq's own calls: PQprepare and PQexecPrepared of the unnamed statement.
+    pgconn = conn.pgconn
+    one = f"update {counters} set n = n + 1 where id = 1"
+    two = f"update {counters} set n = n + 100 where id = 2"
+    assert pgconn.prepare(b"", one.encode()).error_message == b""
+    assert pgconn.prepare(b"two", two.encode()).error_message == b""
+    assert pgconn.exec_prepared(b"two", []).command_status == b"UPDATE 1"
+    assert pgconn.exec_prepared(b"", []).command_status == b"UPDATE 1"
+    conn.commit()
+    rows = conn.execute(f"select id, n from {counters} order by id").fetchall()
+    assert rows == [(1, 1), (2, 100)]
+
+
+@pytest.fixture(scope="module")
+def loose_local() -> Iterator[DsqlLocal]:
+    with DsqlLocal(strict=False) as local:
+        yield local
+
+
+def _loose_counter(local: DsqlLocal, name: str) -> str:
+    with open_connection(local, autocommit=True) as conn:
+        conn.execute(f"create table {name} (id int primary key, n int not null)")
+        conn.execute(f"insert into {name} values (1, 0), (2, 0)")
+    return name
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="review4: with strict mode off, a write refused for another"
+    " transaction's row and then undone by the client's ROLLBACK TO SAVEPOINT"
+    " is still replayed, and committed, at COMMIT",
+)
+def test_a_refused_write_undone_by_rollback_to_savepoint_is_not_committed(
+    loose_local: DsqlLocal,
+) -> None:
+    table = _loose_counter(loose_local, "undone_by_savepoint")
+    with (
+        open_connection(loose_local) as holder,
+        open_connection(loose_local) as conn,
+    ):
+        holder.execute(f"update {table} set n = 1 where id = 1")
+        conn.execute("savepoint mine")
+        conn.execute(f"update {table} set n = 99 where id = 1")  # refused
+        conn.execute("rollback to savepoint mine")
+        holder.rollback()
+        conn.commit()
+        assert conn.execute(f"select n from {table} where id = 1").fetchone() == (0,)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=psycopg.DatabaseError,
+    reason="review4: the guard's SAVEPOINT answers are hidden by count"
+    " (57d9314): debug notices among them (client_min_messages=debug5, strict"
+    " mode off) are counted instead, and the client gets the SAVEPOINT's"
+    " answers: psycopg loses track of the protocol",
+)
+def test_a_guarded_write_among_debug_notices_is_answered_as_postgresql_answers(
+    loose_local: DsqlLocal,
+) -> None:
+    table = _loose_counter(loose_local, "debug_notices")
+    options = "-c client_min_messages=debug5"
+    with open_connection(loose_local, options=options) as conn:
+        conn.add_notice_handler(lambda diagnostic: None)
+        cursor = conn.execute(
+            f"update {table} set n = 5 where id = %s returning n", [1]
+        )
+        assert cursor.fetchall() == [(5,)]
+        conn.rollback()
