@@ -67,6 +67,7 @@ _RETRY_LOCK_TIMEOUT = pq.query("SET LOCAL lock_timeout = '2s'")
 _HOLD_LIMIT = 1 << 20
 # What a batch's run again does not answer again: a notification, a setting.
 _NOT_ANSWERS = frozenset(b"AS")
+_ASIDE = frozenset(b"ASN")  # and a notice: which may come before any answer
 _P, _B, _QUERY = b"PBQ"
 # The answer a batch's first message gets first: else it was not the first.
 _FIRST_ANSWER = {_P: m.PARSE_COMPLETE, _B: ord("2")}
@@ -394,7 +395,7 @@ class HiddenTransactions:
         if batch.conflict and batch.can_run_again and status == b"I":
             expected = _FIRST_ANSWER.get(batch.first)
             # (Else a message it did not keep came first: it cannot run again.)
-            if expected is None or batch.held[:1] == bytes((expected,)):
+            if expected is None or _first_answer(batch.held) == expected:
                 return self._run_again(batch)
         self._host.release_held()
         answer = bytes(batch.held) + batch.conflict
@@ -424,6 +425,17 @@ def _meets_a_row(body: memoryview) -> bool:
         return False
     # No row named (NOWAIT): nothing tells who holds it.
     return holder_check(fields.get("W", "")) is not None
+
+
+def _first_answer(held: bytearray) -> int | None:
+    """The type of the first message of `held` that answers a message (not
+    a notice, a notification or a setting)."""
+    pos, n = 0, len(held)
+    while pos < n:
+        if held[pos] not in _ASIDE:
+            return held[pos]
+        pos += 1 + m.UNPACK_LEN(held, pos + 1)[0]
+    return None
 
 
 def _not_answers(held: bytearray) -> bytes:

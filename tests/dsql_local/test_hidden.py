@@ -331,3 +331,28 @@ def test_a_statement_alone_in_its_sync_is_no_batch() -> None:
     messages(relay.to_backend)
     relay.from_backend(pq.message(b"1"))
     assert kinds(relay.to_client) == "1"
+
+
+def test_a_notice_before_a_pipeline_s_first_answer_does_not_stop_its_run_again() -> (
+    None
+):
+    relay = make_relay(Host(Policy()))
+    sent = _pipeline("update t set n = 1", "update t set n = 2") + pq.message(b"S")
+    relay.from_client(sent)
+    relay.to_backend.clear()
+    notice = pq.message(b"N", b"SDEBUG\0Mparse\0\0")
+    relay.from_backend(notice + pq.message(b"1") + _lock_timeout() + IDLE)
+    assert bytes(relay.to_client) == b""
+    assert bytes(relay.to_backend).endswith(sent)  # run again
+
+
+def test_a_pipeline_whose_first_answer_is_not_its_own_does_not_run_again() -> None:
+    relay = make_relay(Host(Policy()))
+    relay.from_client(
+        _pipeline("update t set n = 1", "update t set n = 2") + pq.message(b"S")
+    )
+    relay.to_backend.clear()
+    # The answer to a message before the first one it kept (a Describe).
+    relay.from_backend(pq.message(b"n") + _lock_timeout() + IDLE)
+    assert [kind for kind, _ in messages(relay.to_client)] == ["n", "E", "Z"]
+    assert bytes(relay.to_backend) == b""
