@@ -13,7 +13,9 @@ before it: the refused writes again (see `_write_guard`), then the limits
 
 A Query whose text holds COMMITs among other statements runs in pieces (see
 `_commits`), each sent when the one before has finished, so that each COMMIT
-is judged in turn; client data that follows it waits.
+is judged in turn; client data that follows it waits. A piece in a
+transaction block, or opening one, runs a statement at a time (see
+`_split.run_piece`), each write guarded: judged at the piece's COMMIT.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from ._faults import SERVER_UNAVAILABLE, Faults
 from ._limits import Limits
 from ._policy import Refusal, Session, StatementPolicy
 from ._schema import SchemaWatch
+from ._split import Split
 from ._units import (
     DROP_AT_COMMIT,
     HIDDEN,
@@ -84,6 +87,7 @@ class CommitGate:
         schema: SchemaWatch | None,
         guard: WriteGuard,
         limits: Limits,
+        split: Split | None = None,
     ) -> None:
         self._units = units
         self._endpoint = endpoint
@@ -93,6 +97,7 @@ class CommitGate:
         self._schema = schema
         self._guard = guard
         self._limits = limits
+        self._split = split
         self._pieces: deque[Piece] = deque()
         self._prefix = b""
         self._rollback_after_sync = False
@@ -219,6 +224,12 @@ class CommitGate:
         """
         units = self._units
         piece = self._pieces.popleft()
+        split = self._split
+        if not piece.commit and split is not None:
+            # In a transaction block, or opening one: each statement guarded.
+            sent = split.run_piece(piece.sql, more=bool(self._pieces))
+            if sent is not None:
+                return sent
         if piece.commit:
             refusal = self.refusal(units.sent, checkable=True)
             if refusal is not None:
@@ -233,6 +244,18 @@ class CommitGate:
             units.add(units.sent, NEXT_PIECE)
         message = pq.query(piece.sql if verdict is None else verdict)
         return self.take_prefix(message) or message
+
+    def after_statement_piece(
+        self, sent: bytes | None, status: bytes, failed: bool
+    ) -> bytes | None:
+        """The end of a piece run a statement at a time (see `_split.run_piece`):
+        what its end sends, less its ReadyForQuery if the next piece is sent."""
+        if not self.after_piece(failed or status == b"E"):
+            return sent
+        ready = pq.ready_for_query(status)
+        if sent is None:
+            return b""
+        return sent[: -len(ready)] if sent.endswith(ready) else sent
 
     def after_piece(self, failed: bool) -> bool:
         """At the end of a piece: send the next one, if any; True if sent."""

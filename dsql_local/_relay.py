@@ -157,6 +157,7 @@ class Relay:
             schema=checks.schema,
             guard=guard,
             limits=limits,
+            split=self._split,
         )
         self._prepared = PreparedStatements(
             units, self, session, gate=gate, guard=guard, hidden=hidden
@@ -498,7 +499,7 @@ class Relay:
         self, action: int, status: bytes, failed: bool
     ) -> bytes | None:
         """The end of a guarded write or of its answer, or of a statement
-        run in a unit of its own (see `_split`)."""
+        run in a unit of its own (see `_split`), perhaps a piece's last."""
         guard = self._guard
         if action & (GUARD | ANSWER):
             sent = guard.end_of_write(action, status)
@@ -510,4 +511,8 @@ class Relay:
             self.set_status(status)
             sent = None
         writing = guard.write is not None
-        return self._split.end(sent, action, status, failed=failed, writing=writing)
+        sent = self._split.end(sent, action, status, failed=failed, writing=writing)
+        if action & NEXT_PIECE and not writing and not self._split.running_piece:
+            # The last statement of a piece of a Query split at its COMMITs.
+            return self._gate.after_statement_piece(sent, status, failed)
+        return sent

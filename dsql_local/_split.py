@@ -34,7 +34,7 @@ from . import _messages as m
 from . import _protocol as pq
 from ._conflicts import GUARD_WORDS, guard
 from ._copy import is_copy
-from ._units import PART, SPLIT, Units
+from ._units import NEXT_PIECE, PART, SPLIT, Units
 from ._write_guard import WriteGuard
 
 _X = ord("X")  # Terminate: never skipped
@@ -71,6 +71,9 @@ class Split:
         """A pipeline's statement has a hidden Sync whose answer is awaited."""
         self.skipping = False
         """After an error in a split pipeline: skip to the client's Sync."""
+        self._then_next_piece = False
+        """The text split is a piece of a Query split at its COMMITs (see
+        `_commit_gate`): its last statement's end sends the next piece."""
 
     def holding(self) -> bool:
         """Whether client data waits for a statement this part split off."""
@@ -112,8 +115,35 @@ class Split:
         """Send one statement of a split Query text (its unit counted)."""
         message = pq.query(sql)
         sent = self._host.query_message(memoryview(message), 0, len(message))
-        self._units.add(self._units.sent, PART)
+        # (The relay sends the next piece once the last statement ends.)
+        action = PART | (NEXT_PIECE if self._then_next_piece else 0)
+        self._units.add(self._units.sent, action)
         return message if sent is None else sent
+
+    def run_piece(self, sql: str, *, more: bool) -> bytes | None:
+        """Run a piece of a Query split at its COMMITs (its unit counted) as a
+        Query of its own, each statement guarded, if it runs in a transaction
+        block or opens one; None otherwise. `more`: pieces follow, sent when
+        it ends (`Unit.NEXT_PIECE` on its last unit)."""
+        units = self._units
+        before = units.sent - 1
+        if not (units.status == b"T" and units.status_known(before)) and not (
+            units.idle_after(before) and opening_statements(sql) is not None
+        ):
+            return None
+        message = pq.query(sql)
+        self._then_next_piece = more
+        sent = self._host.query_message(memoryview(message), 0, len(message))
+        if not self._parts:  # not split: one statement, perhaps guarded
+            self._then_next_piece = False
+            if more:
+                units.add(units.sent, NEXT_PIECE)
+        return message if sent is None else sent
+
+    @property
+    def running_piece(self) -> bool:
+        """Whether statements of a piece (see `run_piece`) are still to end."""
+        return self._then_next_piece
 
     def synced(self) -> None:
         """The client's Sync: what follows it is read again."""
@@ -209,6 +239,7 @@ class Split:
                 self.skipping = True
         elif failed or status != b"T" or not self._parts:
             self._parts.clear()
+            self._then_next_piece = False
             return sent
         else:
             self._units.to_backend += self._next_part()

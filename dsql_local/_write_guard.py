@@ -39,6 +39,7 @@ from ._units import (
     GAVE_WAY,
     GUARD,
     HIDDEN,
+    NEXT_PIECE,
     PART,
     QUIET,
     ROWS,
@@ -50,6 +51,10 @@ from ._yield import holder_check
 
 logger = logging.getLogger("dsql_local")
 
+# What a write's answer, or its row check, takes over from the write's unit:
+# the end of a statement run in a unit of its own (see `_split`), of a piece
+# of a Query split at its COMMITs (see `_commit_gate`).
+_ENDS_STATEMENT = PART | SPLIT | NEXT_PIECE
 _SAVEPOINT_NAME = "dsql_local_write"
 _SAVEPOINT = pq.query(f"SAVEPOINT {_SAVEPOINT_NAME}")
 # The same, as the first steps of an extended-protocol unit: the backend
@@ -285,7 +290,7 @@ class WriteGuard:
             check = self._host.rows_check()
             if check:
                 # Its answer waits for the check (see `end_of_rows_check`).
-                self._units.send(check, HIDDEN | ROWS | (action & (PART | SPLIT)))
+                self._units.send(check, HIDDEN | ROWS | (action & _ENDS_STATEMENT))
                 return b""
         if action & ANSWER or not write.refused:
             self.write = None
@@ -315,7 +320,9 @@ class WriteGuard:
                 )
         read = answer_sql(found, number)
         # A statement run in a unit of its own ends with its answer.
-        self._units.send(_answer_query(write, read), ANSWER | (action & (PART | SPLIT)))
+        self._units.send(
+            _answer_query(write, read), ANSWER | (action & _ENDS_STATEMENT)
+        )
         # The extended protocol's ParseComplete, BindComplete and row
         # description stand; the rows come from the read.
         return bytes(write.kept) if write.bind is not None else b""

@@ -1950,3 +1950,98 @@ def test_a_guarded_write_among_debug_notices_is_answered_as_postgresql_answers(
         )
         assert cursor.fetchall() == [(5,)]
         conn.rollback()
+
+
+# -- A query text that commits its transaction (#25) -------------------------
+
+
+@pytest.mark.parametrize("opened", ["in the text", "before"])
+def test_a_query_that_commits_its_transaction_commits_first_and_wins(
+    connect: Connect, counters: str, opened: str
+) -> None:
+    holder = connect()
+    later = connect(autocommit=True)
+    holder.execute(f"update {counters} set n = 1 where id = 1")
+    if opened == "before":
+        later.execute("begin")
+    cursor = psycopg.ClientCursor(later)
+    # Its COMMIT comes first: the holder gives way, as in DSQL.
+    cursor.execute(
+        ("begin; " if opened == "in the text" else "")
+        + f"update {counters} set n = 2 where id = 2;"
+        f" update {counters} set n = 3 where id = 1 returning id, n;"
+        " commit;"
+        f" select n from {counters} where id = 1"
+    )
+    results = []
+    while True:
+        results.append(
+            (cursor.statusmessage, cursor.fetchall() if cursor.description else None)
+        )
+        if not cursor.nextset():
+            break
+    begin = [("BEGIN", None)] if opened == "in the text" else []
+    assert results == [
+        *begin,
+        ("UPDATE 1", None),
+        ("UPDATE 1", [(1, 3)]),
+        ("COMMIT", None),
+        ("SELECT 1", [(3,)]),
+    ]
+    assert later.info.transaction_status == TransactionStatus.IDLE
+    _fails_at_commit(holder)
+    rows = later.execute(f"select id, n from {counters} order by id").fetchall()
+    assert rows == [(1, 3), (2, 2)]
+
+
+def test_a_query_that_commits_after_the_holder_committed_fails_at_its_commit(
+    connect: Connect, counters: str
+) -> None:
+    holder = connect()
+    later = connect(autocommit=True)
+    holder.execute(f"update {counters} set n = 1 where id = 1")
+    cursor = psycopg.ClientCursor(later)
+    later.execute("begin")
+    cursor.execute(f"update {counters} set n = 3 where id = 1")
+    holder.commit()
+    with pytest.raises(errors.SerializationFailure, match=r"\(OC000\)"):
+        cursor.execute(f"update {counters} set n = 4 where id = 2; commit")
+    assert later.info.transaction_status == TransactionStatus.IDLE
+    rows = later.execute(f"select id, n from {counters} order by id").fetchall()
+    assert rows == [(1, 1), (2, 0)]
+
+
+def test_an_error_in_a_query_that_commits_its_transaction_ends_the_rest(
+    connect: Connect, counters: str
+) -> None:
+    holder = connect()
+    later = connect(autocommit=True)
+    holder.execute(f"update {counters} set n = 1 where id = 1")
+    with pytest.raises(errors.UniqueViolation):
+        later.execute(
+            f"begin; update {counters} set n = 3 where id = 1;"
+            f" insert into {counters} values (2, 0); commit;"
+            f" update {counters} set n = 4 where id = 2"
+        )
+    # As in PostgreSQL: the rest of the text, its COMMIT too, did not run.
+    assert later.info.transaction_status == TransactionStatus.INERROR
+    later.execute("rollback")
+    holder.commit()
+    rows = later.execute(f"select id, n from {counters} order by id").fetchall()
+    assert rows == [(1, 1), (2, 0)]
+
+
+def test_a_pipeline_that_commits_its_transaction_commits_first_and_wins(
+    connect: Connect, counters: str
+) -> None:
+    holder = connect()
+    later = connect(autocommit=True)
+    holder.execute(f"update {counters} set n = 1 where id = 1")
+    with later.pipeline():
+        later.execute("begin")
+        later.execute(f"update {counters} set n = %s where id = %s", [3, 1])
+        later.execute("commit")
+    assert later.info.transaction_status == TransactionStatus.IDLE
+    _fails_at_commit(holder)
+    rows = later.execute(f"select id, n from {counters} order by id").fetchall()
+    assert rows == [(1, 3), (2, 0)]

@@ -15,6 +15,7 @@ from dsql_local._split import executes_next, nothing_next, sync_follows
 
 from .relay_wire import (
     FAILED,
+    IDLE,
     IN_TRANSACTION,
     ROW_DESCRIPTION,
     SAVEPOINT_ANSWERS,
@@ -175,3 +176,41 @@ def test_other_texts_with_a_begin_are_sent_whole(sql: str) -> None:
     relay = make_relay()
     relay.from_client(pq.query(sql))
     assert len(queries(relay.to_backend)) == 1
+
+
+def test_a_query_that_commits_its_transaction_runs_its_statements_one_by_one() -> None:
+    relay = make_relay()
+    relay.from_client(pq.query("begin; update t set n = 1; commit; select 2"))
+    assert queries(relay.to_backend) == [f"begin\n;{SNAPSHOT_SQL}"]
+    relay.from_backend(snapshot() + IN_TRANSACTION)
+    assert queries(relay.to_backend) == [
+        "SAVEPOINT dsql_local_write",
+        "update t set n = 1",
+    ]
+    relay.from_client(pq.query("select 3"))  # waits for the whole text
+    relay.from_backend(
+        complete("SAVEPOINT") + IN_TRANSACTION + complete("UPDATE 1") + IN_TRANSACTION
+    )
+    # Its COMMIT, judged as the gate judges any, then the rest of the text.
+    assert [sql.strip() for sql in queries(relay.to_backend)] == ["commit;"]
+    relay.from_backend(complete("COMMIT") + IDLE)
+    # Its last piece as sent before; what the client sent next follows.
+    sent = [sql.strip() for sql in queries(relay.to_backend)]
+    assert sent == ["select 2", "select 3"]
+    relay.from_backend(ROW_DESCRIPTION + complete("SELECT 1") + IDLE)
+    assert [kind for kind, _ in messages(relay.to_client)] == list("CCCTCZ")
+
+
+def test_an_error_in_a_query_that_commits_its_transaction_ends_all_of_it() -> None:
+    relay = make_relay()
+    relay.from_client(pq.query("begin; update t set n = 1; select 1; commit"))
+    messages(relay.to_backend)
+    relay.from_backend(snapshot() + IN_TRANSACTION)
+    messages(relay.to_backend)
+    relay.from_client(pq.query("rollback"))  # waits for the whole text
+    relay.from_backend(
+        complete("SAVEPOINT") + IN_TRANSACTION + pg_error("23505", "dup") + FAILED
+    )
+    # As PostgreSQL: nothing more of the text runs, and the client is told.
+    assert [kind for kind, _ in messages(relay.to_client)] == list("CEZ")
+    assert queries(relay.to_backend) == ["rollback"]
