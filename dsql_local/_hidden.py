@@ -29,9 +29,10 @@ transaction (the named statements it prepared closed first), while the
 holders give way; its answers then pass as they come, and its hidden COMMIT
 ends it, an error rolling all of it back. Any other error passes after the
 answers held, and ends the batch as PostgreSQL ends it. A batch that asks
-for its answers before its end (a Flush), or whose answers outgrow
-`_HOLD_LIMIT`, or that holds anything else (a Close, a statement not plain,
-a COPY), gets its answers at once and fails with the conflict, as before.
+for its answers before its end (a Flush), whose answers outgrow
+`_HOLD_LIMIT` or messages `_RECORD_LIMIT`, or that holds anything else
+(a Close, a statement not plain, a COPY), gets its answers at once and
+fails with the conflict, as before.
 """
 
 from __future__ import annotations
@@ -65,6 +66,8 @@ from ._yield import holder_check
 _RETRY_LOCK_TIMEOUT = pq.query("SET LOCAL lock_timeout = '2s'")
 # A batch's answers held beyond this are passed on: it will not run again.
 _HOLD_LIMIT = 1 << 20
+# Nor does a batch that sends more than this.
+_RECORD_LIMIT = 16 << 20
 # What a batch's run again does not answer again: a notification, a setting.
 _NOT_ANSWERS = frozenset(b"AS")
 _ASIDE = frozenset(b"ASN")  # and a notice: which may come before any answer
@@ -308,6 +311,9 @@ class HiddenTransactions:
         batch = self._batch
         assert batch is not None
         batch.again += message
+        if len(batch.again) > _RECORD_LIMIT:
+            self._give_up(batch)
+            return
         if kind == _P:
             name, _ = pq.cstring(message, 5)
             if name:
@@ -320,11 +326,13 @@ class HiddenTransactions:
             # A Flush asks for the answers now; a Close, a Query cannot run
             # again as they ran.
             self._give_up(batch)
-            batch.recording = batch.recording and kind != _QUERY
 
     def _give_up(self, batch: Batch) -> None:
-        """The batch will not run again: pass on what it held."""
+        """The batch will not run again: pass on what it held; what the
+        client sends next is not kept."""
         batch.can_run_again = False
+        batch.recording = False
+        batch.again.clear()
         if batch.holding:
             batch.holding = False
             self._host.to_client.extend(batch.held + batch.conflict)

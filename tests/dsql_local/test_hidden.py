@@ -356,3 +356,14 @@ def test_a_pipeline_whose_first_answer_is_not_its_own_does_not_run_again() -> No
     relay.from_backend(pq.message(b"n") + _lock_timeout() + IDLE)
     assert [kind for kind, _ in messages(relay.to_client)] == ["n", "E", "Z"]
     assert bytes(relay.to_backend) == b""
+
+
+def test_a_batch_given_up_is_no_longer_kept_nor_waited_for() -> None:
+    relay = make_relay(Host(Policy()))
+    relay.from_client(_pipeline("update t set n = 1") + pq.message(b"H"))
+    later = _pipeline("update t set n = 2") + pq.message(b"S") + pq.query("select 3")
+    relay.to_backend.clear()
+    relay.from_client(later)
+    # After the Flush: what follows passes, the next Query too.
+    assert bytes(relay.to_backend) == later
+    assert relay.held == 0
