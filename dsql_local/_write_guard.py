@@ -59,14 +59,24 @@ _SAVEPOINT_NAME = "dsql_local_write"
 _SAVEPOINT = pq.query(f"SAVEPOINT {_SAVEPOINT_NAME}")
 # The same, as the first steps of an extended-protocol unit: the backend
 # flushes its answers with the write's at the Sync, so the relay reads the
-# unit in one go, not the savepoint's answer first.
+# unit in one go, not the savepoint's answer first. Its statement and portal
+# have the relay's own name, so the client's unnamed ones stay as they are;
+# those an earlier guarded write left are closed first (closing what does
+# not exist is no error).
 _SAVEPOINT_STEPS = (
-    m.parse("", f"SAVEPOINT {_SAVEPOINT_NAME}", m.parameter_types([]))
-    + m.bind(b"", b"", m.INT16.pack(0) * 2, m.INT16.pack(0))
-    + m.execute()
+    pq.message(b"C", b"P" + _SAVEPOINT_NAME.encode() + b"\0")
+    + pq.message(b"C", b"S" + _SAVEPOINT_NAME.encode() + b"\0")
+    + m.parse(_SAVEPOINT_NAME, f"SAVEPOINT {_SAVEPOINT_NAME}", m.parameter_types([]))
+    + m.bind(
+        _SAVEPOINT_NAME.encode(),
+        _SAVEPOINT_NAME.encode(),
+        m.INT16.pack(0) * 2,
+        m.INT16.pack(0),
+    )
+    + pq.message(b"E", _SAVEPOINT_NAME.encode() + b"\0" + m.INT32.pack(0))
 )
-# What the backend answers them: ParseComplete, BindComplete, CommandComplete.
-_SAVEPOINT_ANSWERS = 3
+# What the backend answers them, in order; notices may come among them.
+_SAVEPOINT_ANSWERS = b"3312C"
 _ROLLBACK_TO = pq.query(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT_NAME}")
 _ANSWER_STATEMENT = b"dsql_local_answer"
 # A replay waits for the holders it makes give way (see `_yield`).
@@ -88,8 +98,9 @@ class Write:
     sealed: bool = False
     """Its Sync (or its Query) is in: what the client sends next waits."""
     refused: bool = False
-    own: int = 0
-    """Answers of the guard's own savepoint steps still to come (hidden)."""
+    own: bytes = b""
+    """The kinds of the answers to the guard's own savepoint steps still to
+    come, in order (hidden)."""
     holder_check: str | None = None
     """SQL checking that the row's holder did not commit first (see `_yield`)."""
     answer: bytearray = field(default_factory=bytearray)
@@ -191,10 +202,8 @@ class WriteGuard:
     ) -> bytes | None:
         """Guard the unit whose first message (Parse or Bind) is `message`.
 
-        The savepoint's steps go first in the unit, with an unnamed Parse:
-        `message` is a Parse or the Bind of a named statement (an unnamed
-        one parsed in an earlier unit is not guarded). `bind` gives the
-        unit's Bind body and `types` its parameter types.
+        The savepoint's steps go first in the unit. `bind` gives the unit's
+        Bind body and `types` its parameter types.
         """
         units = self._units
         write = self._guard(sql, units.sent, wrapping)
@@ -249,11 +258,13 @@ class WriteGuard:
         """Hold a guarded write's answer until it is known to stand."""
         write = self.write
         assert write is not None
-        if write.own:
-            if kind != m.E:
-                write.own -= 1
+        own = write.own
+        if own:
+            if kind == own[0]:
+                write.own = own[1:]
                 return b""
-            write.own = 0  # the savepoint failed: its error is the write's
+            if kind == m.E:
+                write.own = b""  # the savepoint failed: its error is the write's
         message = view[pos:end]
         if kind == m.E:
             fields = pq.parse_fields(view[pos + 5 : end])

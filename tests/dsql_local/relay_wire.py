@@ -19,10 +19,14 @@ from dsql_local._schema import SchemaClock
 SNAPSHOT_SQL = "SELECT pg_catalog.pg_current_wal_insert_lsn()"
 ROW_DESCRIPTION = pq.message(b"T", b"\0\0")  # its content is not read
 IDLE, IN_TRANSACTION, FAILED = (pq.ready_for_query(s) for s in (b"I", b"T", b"E"))
-SAVEPOINT_PARSE = ("P", b"\0SAVEPOINT dsql_local_write\0\0\0")
-"""The first message of a guarded extended-protocol write's unit."""
+SAVEPOINT_STEPS = ["C", "C", "P", "B", "E"]
+"""The kinds of the first messages of a guarded extended-protocol write's unit."""
 SAVEPOINT_ANSWERS = (
-    pq.message(b"1") + pq.message(b"2") + pq.message(b"C", b"SAVEPOINT\0")
+    pq.message(b"3")
+    + pq.message(b"3")
+    + pq.message(b"1")
+    + pq.message(b"2")
+    + pq.message(b"C", b"SAVEPOINT\0")
 )
 """What the backend answers the savepoint steps, in the write's unit."""
 

@@ -1865,16 +1865,9 @@ def test_an_error_in_a_query_that_begins_its_transaction_ends_the_rest(
     assert rows == [(1, 1), (2, 0)]
 
 
-# -- Review findings (review4): expected to fail until fixed (#25) -----------
+# -- Review findings (review4); an xfail one is not fixed yet (#25) ----------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="review4: the guard's hidden SAVEPOINT is an unnamed Parse (57d9314):"
-    " it replaces the client's unnamed prepared statement, whose later Bind then"
-    " runs the SAVEPOINT instead of the client's UPDATE",
-)
 def test_a_guarded_write_keeps_the_client_s_unnamed_statement(
     connect: Connect, counters: str
 ) -> None:
@@ -1930,14 +1923,6 @@ def test_a_refused_write_undone_by_rollback_to_savepoint_is_not_committed(
         assert conn.execute(f"select n from {table} where id = 1").fetchone() == (0,)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=psycopg.DatabaseError,
-    reason="review4: the guard's SAVEPOINT answers are hidden by count"
-    " (57d9314): debug notices among them (client_min_messages=debug5, strict"
-    " mode off) are counted instead, and the client gets the SAVEPOINT's"
-    " answers: psycopg loses track of the protocol",
-)
 def test_a_guarded_write_among_debug_notices_is_answered_as_postgresql_answers(
     loose_local: DsqlLocal,
 ) -> None:

@@ -19,7 +19,7 @@ from .relay_wire import (
     IN_TRANSACTION,
     ROW_DESCRIPTION,
     SAVEPOINT_ANSWERS,
-    SAVEPOINT_PARSE,
+    SAVEPOINT_STEPS,
     SNAPSHOT_SQL,
     begin,
     complete,
@@ -91,9 +91,9 @@ def test_a_pipeline_statement_followed_by_more_gets_a_sync_of_its_own() -> None:
     pipeline = extended(first)[:-5] + extended("update t set n = 3 where id = $1")
     relay.from_client(pipeline)
     sent = messages(relay.to_backend)
-    assert sent[0] == SAVEPOINT_PARSE
+    kinds = [kind for kind, _ in sent]
     # A hidden Sync after the first Execute; the rest waits for its answer.
-    assert [kind for kind, _ in sent[3:]] == ["P", "B", "D", "E", "S"]
+    assert kinds == [*SAVEPOINT_STEPS, "P", "B", "D", "E", "S"]
     relay.from_backend(
         SAVEPOINT_ANSWERS
         + pq.message(b"1")
@@ -105,8 +105,8 @@ def test_a_pipeline_statement_followed_by_more_gets_a_sync_of_its_own() -> None:
     # Its ReadyForQuery is hidden: the client's Sync answers for the pipeline.
     assert [kind for kind, _ in messages(relay.to_client)] == ["1", "2", "n", "C"]
     sent = messages(relay.to_backend)
-    assert sent[0] == SAVEPOINT_PARSE
-    assert [kind for kind, _ in sent[3:]] == ["P", "B", "D", "E", "S"]
+    kinds = [kind for kind, _ in sent]
+    assert kinds == [*SAVEPOINT_STEPS, "P", "B", "D", "E", "S"]
 
 
 def test_an_error_in_a_pipeline_skips_to_the_clients_sync() -> None:

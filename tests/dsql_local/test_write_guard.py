@@ -20,7 +20,7 @@ from .relay_wire import (
     IN_TRANSACTION,
     ROW_DESCRIPTION,
     SAVEPOINT_ANSWERS,
-    SAVEPOINT_PARSE,
+    SAVEPOINT_STEPS,
     begin,
     complete,
     extended,
@@ -169,8 +169,9 @@ def test_a_statement_parsed_and_run_in_one_sync_is_guarded(name: str) -> None:
     relay.from_client(extended("update t set n = 2 where id = $1", name))
     sent = messages(relay.to_backend)
     # The savepoint's steps open the write's unit: one Sync, one answer.
-    assert sent[0] == SAVEPOINT_PARSE
-    assert [kind for kind, _ in sent] == ["P", "B", "E", "P", "B", "D", "E", "S"]
+    kinds = [kind for kind, _ in sent]
+    assert kinds == [*SAVEPOINT_STEPS, "P", "B", "D", "E", "S"]
+    assert sent[2][1] == b"dsql_local_write\0SAVEPOINT dsql_local_write\0\0\0"
 
 
 def test_a_guarded_extended_write_is_answered_without_its_savepoint() -> None:
@@ -193,6 +194,28 @@ def test_a_guarded_extended_write_is_answered_without_its_savepoint() -> None:
         ("C", b"UPDATE 1\0"),
         ("Z", b"T"),
     ]
+
+
+def test_a_notice_among_the_savepoint_s_answers_reaches_the_client() -> None:
+    relay = make_relay()
+    begin(relay)
+    relay.from_client(extended("update t set n = 2 where id = $1"))
+    messages(relay.to_backend)
+    notice = pq.message(b"N", b"SDEBUG\0C00000\0Mbind\0\0")
+    relay.from_backend(
+        pq.message(b"3")
+        + pq.message(b"3")
+        + notice
+        + pq.message(b"1")
+        + pq.message(b"2")
+        + complete("SAVEPOINT")
+        + pq.message(b"2")
+        + pq.message(b"n")
+        + complete("UPDATE 1")
+        + IN_TRANSACTION
+    )
+    kinds = [kind for kind, _ in messages(relay.to_client)]
+    assert kinds == ["N", "2", "n", "C", "Z"]
 
 
 def test_a_failing_savepoint_s_error_reaches_the_client() -> None:
