@@ -20,7 +20,13 @@ from ._clones import (
     ROW_KEY_SQL,
     UPSERT_ROWS_SQL,
 )
-from ._yield import BLOCKERS_SQL, HOLDER_CHECK_SQL, ROWS_CHANGED_SQL, ROWS_CHECK_SQL
+from ._yield import (
+    BLOCKERS_SQL,
+    HOLDER_CHECK_SQL,
+    KEPT_CHECK_SQL,
+    ROWS_CHANGED_SQL,
+    ROWS_CHECK_SQL,
+)
 
 BOOTSTRAP_SQL = (
     "CREATE SCHEMA dsql_local",
@@ -67,6 +73,7 @@ BOOTSTRAP_SQL = (
     END $$""",
     BLOCKERS_SQL,
     HOLDER_CHECK_SQL,
+    KEPT_CHECK_SQL,
     ROWS_CHANGED_SQL,
     ROWS_CHECK_SQL,
     CLONE_SQL,

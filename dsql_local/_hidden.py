@@ -60,7 +60,7 @@ from ._units import (
     SWALLOW,
     Units,
 )
-from ._yield import holder_check
+from ._yield import holder_check, kept_check
 
 # The run again waits for the holders it makes give way.
 _RETRY_LOCK_TIMEOUT = pq.query("SET LOCAL lock_timeout = '2s'")
@@ -96,6 +96,9 @@ class Batch:
     held: bytearray = field(default_factory=bytearray)
     conflict: bytes = b""
     """The error of a statement that met another transaction's row."""
+    check: str = ""
+    """What checks, as its run again begins, that the row it met is as it
+    met it (see `_yield.kept_check`)."""
 
 
 class HiddenHost(Protocol):
@@ -151,6 +154,8 @@ class HiddenTransactions:
         self._again: bytes | None = None
         """The wrapped statement, to run again if it meets a held row."""
         self._retry = False
+        self._check = ""
+        """What checks the row the wrapped statement met (see `_begin_again`)."""
         self._batch: Batch | None = None
 
     def may_wrap(self, wanted: bool, units_before: int) -> bool:
@@ -198,10 +203,15 @@ class HiddenTransactions:
 
     def conflict(self, body: memoryview) -> bool:
         """A wrapped statement's error: whether it met another transaction's
-        row or key, and will run again once the holders gave way."""
-        if self._again is None or not _meets_a_row(body):
+        row or key, and will run again once the holders gave way; or whether
+        its run again was refused before it ran (its error was sent)."""
+        if self._units.status == b"E":
+            return True  # the transaction failed before it: see `_begin_again`
+        context = _row_met(body)
+        if self._again is None or context is None:
             return False
         self._retry = True
+        self._check = kept_check(context)
         return True
 
     def at_sync(self) -> bytes | None:
@@ -237,12 +247,12 @@ class HiddenTransactions:
         if retry and again is not None:
             # Undone; run again in a new transaction, the holders giving way.
             units.send(m.ROLLBACK, HIDDEN)
-            units.send(self._limits.begin(), HIDDEN | SNAPSHOT)
-            units.send(_RETRY_LOCK_TIMEOUT, HIDDEN | QUIET)
+            self._begin_again(self._check)
             units.send(again, HIDE_READY | AUTOCOMMIT | RETRY)
             self._host.look_for_holders()
             return b""
         self.awaiting_commit = False
+        self._check = ""
         tag, self._held_tag = self._held_tag, b""
         if status == b"E" or failed:
             units.send(m.ROLLBACK, SWALLOW | AS_IDLE)
@@ -263,6 +273,23 @@ class HiddenTransactions:
                 units.send(m.ROLLBACK, SWALLOW | AS_IDLE)
         self._host.release_held()
         return b""
+
+    def _begin_again(self, check: str) -> None:
+        """Begin the transaction of a run again: its snapshot, then `check`.
+
+        The run again's snapshot is taken after the first run met the held
+        row: if the holder committed in between, it would see the change,
+        and succeed, where DSQL fails it (it began before the holder
+        committed). `check` fails it then, with 40001 ``(OC000)`` sent as
+        its error (what it then runs fails unseen: see `conflict` and
+        `batch_message`). A holder that commits after the snapshot fails
+        its write (a serialization error, as DSQL's).
+        """
+        units = self._units
+        units.send(self._limits.begin(), HIDDEN | SNAPSHOT)
+        if check:
+            units.send(pq.query(check), HIDDEN)
+        units.send(_RETRY_LOCK_TIMEOUT, HIDDEN | QUIET)
 
     def release_tag(self, status: bytes, failed: bool) -> bytes:
         """The hidden COMMIT's ReadyForQuery: the held tag, unless it failed."""
@@ -349,14 +376,18 @@ class HiddenTransactions:
         unit = units.done + 1
         action = units.action(unit)
         sent: bytes | None = None
-        if kind == m.PARSE_COMPLETE and units.parse_complete(unit, action):
+        if units.status == b"E":
+            sent = b""  # a run again failed before it ran: see `_begin_again`
+        elif kind == m.PARSE_COMPLETE and units.parse_complete(unit, action):
             sent = b""
         elif kind == m.E:
             body = view[pos + 5 : end]
             sent = self._host.statement_error(body)
-            if batch.holding and not batch.conflict and _meets_a_row(body):
+            context = _row_met(body) if batch.holding and not batch.conflict else None
+            if context is not None:
                 # Whether it runs again is known at its end.
                 batch.conflict = bytes(view[pos:end]) if sent is None else sent
+                batch.check = kept_check(context)
                 return b""
             return self._let_go(batch, sent, view, pos, end)
         elif kind == m.C:
@@ -415,8 +446,7 @@ class HiddenTransactions:
         if batch.names:
             closes = (pq.message(b"C", b"S" + name + b"\0") for name in batch.names)
             units.send(b"".join(closes) + m.SYNC, HIDDEN | QUIET)
-        units.send(self._limits.begin(), HIDDEN | SNAPSHOT)
-        units.send(_RETRY_LOCK_TIMEOUT, HIDDEN | QUIET)
+        self._begin_again(batch.check)
         units.send(bytes(batch.again), HIDE_READY | AUTOCOMMIT | BATCH)
         # Its answers pass as they come.
         self._batch = Batch(units.sent, batch.first, holding=False)
@@ -425,14 +455,15 @@ class HiddenTransactions:
         return _not_answers(batch.held)
 
 
-def _meets_a_row(body: memoryview) -> bool:
-    """Whether an error says that the statement met another transaction's
-    row or key, and names it (see `_yield`)."""
+def _row_met(body: memoryview) -> str | None:
+    """The context of an error that says that the statement met another
+    transaction's row or key, and names it (see `_yield`); else None."""
     fields = pq.parse_fields(body)
     if fields.get("C") not in m.CONFLICT_SQLSTATES:
-        return False
+        return None
+    context = fields.get("W", "")
     # No row named (NOWAIT): nothing tells who holds it.
-    return holder_check(fields.get("W", "")) is not None
+    return None if holder_check(context) is None else context
 
 
 def _first_answer(held: bytearray) -> int | None:

@@ -92,6 +92,41 @@ HOLDER_CHECK_SQL = """CREATE FUNCTION dsql_local.check_holder(relation text, tup
         END LOOP;
     END $$"""
 
+# An autocommit statement (or batch) that met a held row runs again in a
+# transaction of its own (see `_hidden`), with a snapshot taken after the
+# first run: if the holder committed in between, the run again would see its
+# change and succeed, where DSQL fails it (its transaction began before the
+# holder committed). Right after the run again's snapshot, this checks that
+# the row version the first run met is still visible, that is that no
+# transaction changed or deleted it and committed since; a holder that
+# commits later fails the run again's write with a serialization error. Any
+# table of that name where the version is visible lets it through (the lock
+# timeout names the table without its schema); a holder that only locked
+# the row (FOR UPDATE) and committed is not caught.
+KEPT_CHECK_SQL = """CREATE FUNCTION dsql_local.check_kept(relation text, tuple tid)
+    RETURNS void LANGUAGE plpgsql
+    SET search_path = pg_catalog AS $$
+    DECLARE
+        table_oid oid;
+        seen bigint;
+        looked boolean := false;
+    BEGIN
+        FOR table_oid IN SELECT oid FROM pg_class WHERE relname = relation
+                AND relkind = 'r'
+                AND has_table_privilege(oid, 'SELECT') LOOP
+            EXECUTE format('SELECT count(*) FROM ONLY %s WHERE ctid = $1',
+                table_oid::regclass) INTO seen USING tuple;
+            IF seen > 0 THEN
+                RETURN;
+            END IF;
+            looked := true;
+        END LOOP;
+        IF looked THEN  -- (by the refusal: it has no context of its own)
+            CALL dsql_local.refuse('40001',
+                'change conflicts with another transaction (OC000)');
+        END IF;
+    END $$"""
+
 _HELD_TUPLE = re.compile(
     r'while (?:updating|deleting|locking) tuple (\(\d+,\d+\)) in relation "([^"]+)"'
 )
@@ -110,6 +145,17 @@ def holder_check(context: str) -> str | None:
     tuple_id, relation = found.groups()
     relation = relation.replace("'", "''")
     return f"SELECT dsql_local.check_holder('{relation}', '{tuple_id}')"
+
+
+def kept_check(context: str) -> str:
+    """SQL checking that the row named in a lock timeout's `context` is as
+    the statement met it (see `KEPT_CHECK_SQL`); "" when none is named."""
+    found = _HELD_TUPLE.search(context)
+    if found is None:
+        return ""
+    tuple_id, relation = found.groups()
+    relation = relation.replace("'", "''")
+    return f"SELECT dsql_local.check_kept('{relation}', '{tuple_id}')"
 
 
 # DSQL counts the rows that foreign key actions (CASCADE, SET NULL, SET

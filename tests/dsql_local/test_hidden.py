@@ -158,13 +158,16 @@ def test_a_statement_runs_again_once_and_with_its_parameters() -> None:
     )
     assert kinds(relay.to_client) == "12n"  # the client's Parse, Bind, Describe
     sent = messages(relay.to_backend)
-    assert [kind for kind, _ in sent] == ["Q", "Q", "Q", "P", "B", "E", "S"]
-    bind = sent[4][1]
+    assert [kind for kind, _ in sent] == ["Q", "Q", "Q", "Q", "P", "B", "E", "S"]
+    assert sent[2] == ("Q", _CHECK.encode() + b"\0")  # the row as met?
+    bind = sent[5][1]
     assert bind == b"\0\0" + b"\0\0\0\1\0\0\0\1" + b"1" + b"\0\0"
     relay.from_backend(
         complete("ROLLBACK")
         + IDLE
         + snapshot()
+        + IN_TRANSACTION
+        + complete("SELECT 1")
         + IN_TRANSACTION
         + complete("SET")
         + IN_TRANSACTION
@@ -183,6 +186,8 @@ def test_a_statement_runs_again_once_and_with_its_parameters() -> None:
 
 _BATCH = "select n from t; update t set n = 1"
 _HELD_ROW = 'while updating tuple (0,1) in relation "t"'
+# What checks, as a run again begins, that the row met is as it was met.
+_CHECK = "SELECT dsql_local.check_kept('t', '(0,1)')"
 
 
 def _lock_timeout() -> bytes:
@@ -206,12 +211,15 @@ def test_a_query_of_several_statements_runs_again_whole() -> None:
     assert bytes(relay.to_client) == b""
     assert queries(relay.to_backend) == [
         f"BEGIN;{SNAPSHOT_SQL}",
+        _CHECK,
         "SET LOCAL lock_timeout = '2s'",
         _BATCH,
     ]
     assert relay.take_holder_lookup()
     relay.from_backend(
         snapshot()
+        + IN_TRANSACTION
+        + complete("SELECT 1")
         + IN_TRANSACTION
         + complete("SET")
         + IN_TRANSACTION
@@ -287,13 +295,17 @@ def test_a_pipeline_runs_again_whole_its_statements_closed_first() -> None:
     assert bytes(relay.to_client) == b""
     sent = messages(relay.to_backend)
     assert sent[:2] == [("C", b"Ss1\0"), ("S", b"")]  # its named statement
-    again = b"".join(pq.message(k.encode(), body) for k, body in sent[4:])
-    assert [kind for kind, _ in sent[2:4]] == ["Q", "Q"]  # BEGIN, lock timeout
+    again = b"".join(pq.message(k.encode(), body) for k, body in sent[5:])
+    # BEGIN, the check, the lock timeout
+    assert [kind for kind, _ in sent[2:5]] == ["Q", "Q", "Q"]
+    assert sent[3] == ("Q", _CHECK.encode() + b"\0")
     assert again == first + second + pq.message(b"S")
     relay.from_backend(
         pq.message(b"3")
         + IDLE
         + snapshot()
+        + IN_TRANSACTION
+        + complete("SELECT 1")
         + IN_TRANSACTION
         + complete("SET")
         + IN_TRANSACTION
@@ -367,3 +379,74 @@ def test_a_batch_given_up_is_no_longer_kept_nor_waited_for() -> None:
     # After the Flush: what follows passes, the next Query too.
     assert bytes(relay.to_backend) == later
     assert relay.held == 0
+
+
+def _aborted() -> bytes:
+    return pg_error("25P02", "current transaction is aborted") + FAILED
+
+
+def test_a_run_again_whose_row_changed_since_fails_with_the_check_s_error() -> None:
+    """The holder committed between the first run and the run again's
+    snapshot: the check's error is the statement's, sent once."""
+    relay = _wrapped(Policy(), extended(_INSERT))
+    relay.from_backend(
+        pq.message(b"1") + pq.message(b"2") + pq.message(b"n") + _lock_timeout()
+    )
+    relay.from_backend(FAILED)
+    relay.to_client.clear()
+    relay.to_backend.clear()
+    relay.from_backend(
+        complete("ROLLBACK")
+        + IDLE
+        + snapshot()
+        + IN_TRANSACTION
+        + pg_error("40001", "change conflicts with another transaction (OC000)")
+        + FAILED
+        + _aborted()  # its lock timeout
+        + _aborted()  # the statement
+    )
+    (error,) = messages(relay.to_client)  # that alone
+    assert pq.parse_fields(error[1])["C"] == "40001"
+    assert queries(relay.to_backend) == ["ROLLBACK"]
+    relay.from_backend(complete("ROLLBACK") + IDLE)
+    assert messages(relay.to_client) == [("Z", b"I")]
+
+
+def test_a_batch_whose_row_changed_since_fails_with_the_check_s_error() -> None:
+    relay = make_relay(Host(Policy()))
+    relay.from_client(pq.query(_BATCH))
+    relay.to_backend.clear()
+    relay.from_backend(complete("SELECT 0") + _lock_timeout() + IDLE)
+    assert queries(relay.to_backend)[1] == _CHECK
+    relay.to_backend.clear()
+    relay.from_backend(
+        snapshot()
+        + IN_TRANSACTION
+        + pg_error("40001", "change conflicts with another transaction (OC000)")
+        + FAILED
+        + _aborted()  # its lock timeout
+        + _aborted()  # the batch: not answered again
+    )
+    assert queries(relay.to_backend) == ["ROLLBACK"]
+    relay.from_backend(complete("ROLLBACK") + IDLE)
+    error, ready = messages(relay.to_client)
+    assert (error[0], ready) == ("E", ("Z", b"I"))
+    assert pq.parse_fields(error[1])["C"] == "40001"
+
+
+def test_a_key_met_is_not_checked_as_a_run_again_begins() -> None:
+    """An INSERT's key names no row version: the run again alone tells."""
+    relay = make_relay(Host(Policy()))
+    relay.from_client(pq.query("select 1; insert into t values (1)"))
+    relay.to_backend.clear()
+    inserting = 'while inserting index tuple (0,3) in relation "t"'
+    relay.from_backend(
+        complete("SELECT 1")
+        + pg_error("55P03", "canceling statement due to lock timeout", inserting)
+        + IDLE
+    )
+    assert queries(relay.to_backend) == [
+        f"BEGIN;{SNAPSHOT_SQL}",
+        "SET LOCAL lock_timeout = '2s'",
+        "select 1; insert into t values (1)",
+    ]
