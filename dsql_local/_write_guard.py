@@ -14,11 +14,17 @@ the other transaction committed first. Client data waits meanwhile.
 A transaction asked to give way to one that commits first (from another
 relay's thread, see `_yield`) rolls back between units and begins a doomed
 transaction in its place: its COMMIT will fail.
+
+The writes kept to run again follow the client's own savepoints (with strict
+mode off: DSQL has none): a ``ROLLBACK TO SAVEPOINT`` drops those kept since
+that savepoint, and whether the transaction was doomed since, as it undoes
+the writes; a ``RELEASE`` keeps them.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -83,6 +89,14 @@ _ANSWER_STATEMENT = b"dsql_local_answer"
 _REPLAY_LOCK_TIMEOUT = pq.query("SET LOCAL lock_timeout = '2s'")
 # What a refused extended-protocol write already answered that still holds.
 _KEPT_AFTER_REFUSAL = frozenset(b"12tTn")
+# The client's savepoint commands, and the savepoint's name.
+_SAVEPOINT_COMMAND = re.compile(
+    r"\s*(?:(savepoint)|(release)(?:\s+savepoint)?"
+    r"|rollback(?:\s+(?:work|transaction))?\s+to(?:\s+savepoint)?)"
+    r"\s+(\"(?:[^\"]|\"\")+\"|[^\s;\"]+)\s*\Z",
+    re.IGNORECASE,
+)
+_SAVEPOINT_WORDS = re.compile(r"savepoint|release|rollback", re.IGNORECASE)
 
 
 @dataclass
@@ -159,6 +173,9 @@ class WriteGuard:
         self._give_way: int | None = None
         self._giving_way = False
         self.waker: Callable[[], None] | None = None
+        self._savepoints: list[tuple[str, int, bool]] = []
+        """The client's savepoints: name, how many replays and whether the
+        transaction was doomed when it was set."""
 
     def holding(self) -> bool:
         """Whether client data waits for the guard's own statements."""
@@ -176,12 +193,45 @@ class WriteGuard:
             self.transaction += 1
         self.replays.clear()
         self.doomed = False
+        self._savepoints.clear()
+
+    def savepoints(self, sql: str) -> None:
+        """Follow the client's savepoint commands in `sql`, a statement (or
+        text) the client sends: a refused write undone by a ``ROLLBACK TO
+        SAVEPOINT`` is not run again at COMMIT."""
+        if _SAVEPOINT_WORDS.search(sql) is None:
+            return
+        for statement in sql.split(";"):
+            found = _SAVEPOINT_COMMAND.match(statement)
+            if found is not None:
+                setting, releasing, name = found.groups()
+                self._savepoint(bool(setting), bool(releasing), _name(name))
+
+    def _savepoint(self, setting: bool, releasing: bool, name: str) -> None:
+        marks = self._savepoints
+        if setting:
+            marks.append((name, len(self.replays), self.doomed))
+            return
+        found = [at for at, mark in enumerate(marks) if mark[0] == name]
+        if not found:
+            return  # the backend refuses it: no such savepoint
+        at = found[-1]
+        if releasing:
+            del marks[at:]  # what was written since stays
+            return
+        # Rolled back to it: what was written since is undone, and the
+        # savepoint stays.
+        del marks[at + 1 :]
+        _, replays, doomed = marks[at]
+        del self.replays[replays:]
+        self.doomed = doomed
 
     # -- client -> backend -------------------------------------------------
 
     def guard_query(self, sql: str, wrapping: bool) -> bytes | None:
         """Guard `sql`, the Query just counted; None if it is not guarded."""
         units = self._units
+        self.savepoints(sql)
         write = self._guard(sql, units.sent - 1, wrapping)
         if write is None:
             return None
@@ -206,6 +256,7 @@ class WriteGuard:
         Bind body and `types` its parameter types.
         """
         units = self._units
+        self.savepoints(sql)
         write = self._guard(sql, units.sent, wrapping)
         if write is None:
             return None
@@ -412,7 +463,15 @@ class WriteGuard:
         """The BEGIN after giving way is in: the transaction is doomed."""
         self.doomed = True
         self._giving_way = False
+        self._savepoints.clear()  # rolled back with the rest
         self._host.release_held()
+
+
+def _name(written: str) -> str:
+    """A savepoint's name as PostgreSQL has it: unquoted, folded to lower case."""
+    if written.startswith('"'):
+        return written[1:-1].replace('""', '"')
+    return written.lower()
 
 
 def _replays(write: Write, found: Guard, number: int, *, alone: bool) -> list[bytes]:

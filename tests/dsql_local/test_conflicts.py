@@ -1966,7 +1966,7 @@ def test_an_error_in_a_query_that_begins_its_transaction_ends_the_rest(
     assert rows == [(1, 1), (2, 0)]
 
 
-# -- Review findings (review4); an xfail one is not fixed yet (#25) ----------
+# -- Review findings (review4) (#25) -----------------------------------------
 
 
 def test_a_guarded_write_keeps_the_client_s_unnamed_statement(
@@ -2000,13 +2000,6 @@ def _loose_counter(local: DsqlLocal, name: str) -> str:
     return name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="review4: with strict mode off, a write refused for another"
-    " transaction's row and then undone by the client's ROLLBACK TO SAVEPOINT"
-    " is still replayed, and committed, at COMMIT",
-)
 def test_a_refused_write_undone_by_rollback_to_savepoint_is_not_committed(
     loose_local: DsqlLocal,
 ) -> None:
@@ -2022,6 +2015,38 @@ def test_a_refused_write_undone_by_rollback_to_savepoint_is_not_committed(
         holder.rollback()
         conn.commit()
         assert conn.execute(f"select n from {table} where id = 1").fetchone() == (0,)
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_refused_writes_follow_the_client_s_savepoints(
+    loose_local: DsqlLocal, protocol: str
+) -> None:
+    """Rolled back to a savepoint, a refused write is not run again at
+    COMMIT; released, it is; the savepoint rolled back to stays."""
+    table = _loose_counter(loose_local, f"savepoints_{protocol}")
+    with (
+        open_connection(loose_local) as holder,
+        open_connection(loose_local) as conn,
+    ):
+        run = (
+            psycopg.ClientCursor(conn).execute if protocol == "simple" else conn.execute
+        )
+        holder.execute(f"update {table} set n = 1 where id in (1, 2)")
+        run(f"update {table} set n = n + 10 where id = 1")  # refused, kept
+        run('savepoint "Outer"')
+        run(f"update {table} set n = n + 20 where id = 2")  # refused
+        run("savepoint deeper")
+        run(f"update {table} set n = n + 30 where id = 2")  # refused
+        run("release savepoint deeper")  # kept
+        run('rollback to savepoint "Outer"')  # both undone
+        run(f"update {table} set n = n + 40 where id = 2")  # refused
+        run('rollback to "Outer"')  # undone again: the savepoint stays
+        run(f"update {table} set n = n + 50 where id = 2")  # refused, kept
+        run('release "Outer"')
+        holder.rollback()
+        conn.commit()
+        rows = conn.execute(f"select id, n from {table} order by id").fetchall()
+        assert rows == [(1, 10), (2, 50)]
 
 
 def test_a_guarded_write_among_debug_notices_is_answered_as_postgresql_answers(

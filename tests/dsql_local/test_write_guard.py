@@ -34,9 +34,10 @@ from .relay_wire import (
 pytest.importorskip("pglast")  # guards need it
 
 
-def _refused_update(relay: Relay) -> None:
+def _refused_update(relay: Relay, *, begun: bool = False) -> None:
     """An UPDATE in a transaction meets another transaction's row."""
-    begin(relay)
+    if not begun:
+        begin(relay)
     relay.from_client(pq.query("update t set n = 1 where id = 1"))
     assert queries(relay.to_backend) == [
         "SAVEPOINT dsql_local_write",
@@ -547,5 +548,86 @@ def test_a_refused_statement_of_two_writes_gets_a_clone_for_each() -> None:
         "DELETE FROM q WHERE id = 1",
         "DROP TABLE IF EXISTS pg_temp.dsql_local_rows_1",
         "SELECT dsql_local.insert_rows('a'::regclass, 2)",
+        "COMMIT",
+    ]
+
+
+def _client_command(relay: Relay, sql: str, tag: str) -> None:
+    """A statement of the client's that passes as it is, and its answer."""
+    relay.from_client(pq.query(sql))
+    assert queries(relay.to_backend) == [sql]
+    relay.from_backend(complete(tag) + IN_TRANSACTION)
+    assert messages(relay.to_client) == [("C", tag.encode() + b"\0"), ("Z", b"T")]
+
+
+def _refused_without_a_row(relay: Relay) -> None:
+    """A DELETE refused with no row named: the transaction is doomed."""
+    relay.from_client(pq.query("delete from t where id = 1"))
+    queries(relay.to_backend)
+    relay.from_backend(
+        complete("SAVEPOINT")
+        + IN_TRANSACTION
+        + pg_error("40001", "could not serialize access due to concurrent update")
+        + FAILED
+    )
+    queries(relay.to_backend)
+    relay.from_backend(
+        complete("ROLLBACK")
+        + IN_TRANSACTION
+        + ROW_DESCRIPTION
+        + complete("SELECT 0")
+        + IN_TRANSACTION
+    )
+    assert messages(relay.to_client) == [("C", b"DELETE 0\0"), ("Z", b"T")]
+
+
+@pytest.mark.parametrize(
+    ("set_it", "back_to"),
+    [
+        ("SAVEPOINT a", "ROLLBACK TO SAVEPOINT a"),
+        ('savepoint "A b"', 'rollback work to "A b"'),
+        ("SAVEPOINT A", "rollback transaction to savepoint a"),
+    ],
+)
+def test_a_rollback_to_a_savepoint_drops_the_replays_since(
+    set_it: str, back_to: str
+) -> None:
+    relay = make_relay()
+    begin(relay)
+    _client_command(relay, set_it, "SAVEPOINT")
+    _refused_update(relay, begun=True)
+    _refused_without_a_row(relay)
+    _client_command(relay, back_to, "ROLLBACK")
+    relay.from_client(pq.query("COMMIT"))
+    # Neither replayed nor doomed: the COMMIT goes as it is.
+    assert queries(relay.to_backend) == ["COMMIT"]
+
+
+def test_replays_before_a_savepoint_and_released_ones_stay() -> None:
+    relay = make_relay()
+    begin(relay)
+    _refused_update(relay, begun=True)
+    _client_command(relay, "SAVEPOINT a", "SAVEPOINT")
+    _client_command(relay, "SAVEPOINT b", "SAVEPOINT")
+    _refused_without_a_row(relay)
+    _client_command(relay, "RELEASE SAVEPOINT b", "RELEASE")
+    _client_command(relay, "ROLLBACK TO SAVEPOINT b", "ROLLBACK")  # gone: no effect
+    relay.from_client(pq.query("COMMIT"))
+    refuse, rollback = queries(relay.to_backend)
+    assert OC000_MESSAGE in refuse  # still doomed
+    assert rollback == "ROLLBACK"
+    relay.from_backend(pg_error("40001", OC000_MESSAGE) + FAILED)
+    relay.from_backend(complete("ROLLBACK") + IDLE)
+    messages(relay.to_client)
+    # Rolled back to `a` in the next transaction: what is before it stays.
+    begin(relay)
+    _refused_update(relay, begun=True)
+    _client_command(relay, "SAVEPOINT a", "SAVEPOINT")
+    _client_command(relay, "ROLLBACK TO SAVEPOINT a", "ROLLBACK")
+    relay.from_client(pq.query("COMMIT"))
+    assert queries(relay.to_backend) == [
+        "SET LOCAL lock_timeout = '2s'",
+        "SELECT dsql_local.check_holder('t', '(0,1)')",
+        "update t set n = 1 where id = 1",
         "COMMIT",
     ]
