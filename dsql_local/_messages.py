@@ -31,7 +31,12 @@ FUNCTION_CALL = Refusal(
 COMMIT_RE = re.compile(
     r"\s*(?:commit|end)(?:\s+(?:work|transaction))?\s*;?\s*\Z", re.IGNORECASE
 )
-BEGIN_RE = re.compile(r"\s*(?:begin|start\s+transaction)\b[^;]*;?\s*\Z", re.IGNORECASE)
+# Blanks and comments before a statement (not nested ones).
+LEADING_COMMENTS = r"(?:\s|/\*.*?\*/|--[^\n]*(?:\n|\Z))*"
+BEGIN_RE = re.compile(
+    rf"{LEADING_COMMENTS}(?:begin|start\s+transaction)\b[^;]*;?\s*\Z",
+    re.IGNORECASE | re.DOTALL,
+)
 
 INT32 = struct.Struct("!I")
 INT16 = struct.Struct("!H")

@@ -379,7 +379,10 @@ def _statements(sql: str, *, opening: bool = False) -> tuple[str, ...] | None:
 
 _statements_cached = functools.lru_cache(maxsize=1_024)(_statements)
 _OPENING = frozenset({"TRANS_STMT_BEGIN", "TRANS_STMT_START"})
-_BEGINS = re.compile(r"\s*(?:begin|start\s+transaction)\b", re.IGNORECASE)
+# (After comments, if any: `/* c */ BEGIN; ...`.)
+_BEGINS = re.compile(
+    rf"{m.LEADING_COMMENTS}(?:begin|start\s+transaction)\b", re.IGNORECASE | re.DOTALL
+)
 
 
 def opening_statements(sql: str) -> tuple[str, ...] | None:

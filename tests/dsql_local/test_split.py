@@ -142,10 +142,16 @@ def test_a_query_of_other_statements_than_reads_and_writes_is_not_split() -> Non
     assert queries(relay.to_backend) == [text]
 
 
-def test_a_query_that_opens_its_transaction_runs_its_begin_first() -> None:
+@pytest.mark.parametrize("comment", ["", "/* c\n */ ", "-- c\n ", " /* a */ -- b\n"])
+def test_a_query_that_opens_its_transaction_runs_its_begin_first(
+    comment: str,
+) -> None:
     relay = make_relay()
-    relay.from_client(pq.query("begin; update t set n = 1 where id = 1; select 2"))
-    # Its BEGIN alone, with the snapshot a lone BEGIN takes.
+    relay.from_client(
+        pq.query(f"{comment}begin; update t set n = 1 where id = 1; select 2")
+    )
+    # Its BEGIN alone (a comment before it left out), with the snapshot a
+    # lone BEGIN takes.
     assert queries(relay.to_backend) == [f"begin\n;{SNAPSHOT_SQL}"]
     relay.from_backend(snapshot() + IN_TRANSACTION)
     assert messages(relay.to_client) == [("C", b"BEGIN\0")]
