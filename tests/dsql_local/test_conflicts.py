@@ -1725,9 +1725,13 @@ def test_an_error_in_an_autocommit_query_run_again_rolls_all_of_it_back(
     assert rows == [(1, 0), (2, 0)]
 
 
-def test_an_autocommit_query_after_the_holder_committed_fails(
+def test_an_autocommit_query_of_a_key_committed_before_it_fails_at_once(
     connect: Connect, counters: str
 ) -> None:
+    """The other transaction committed before the batch was sent: the batch
+    meets no held row, does not run again, and fails as PostgreSQL fails it.
+    (A holder that commits while the batch runs: see
+    test_an_autocommit_write_whose_holder_commits_before_its_run_again_fails.)"""
     holder = connect()
     single = connect(autocommit=True)
     holder.execute(f"insert into {counters} values (5, 1)")
