@@ -2057,6 +2057,27 @@ def test_refused_writes_follow_the_client_s_savepoints(
         assert rows == [(1, 10), (2, 50)]
 
 
+def test_a_refused_write_in_a_nested_psycopg_transaction_that_fails_is_undone(
+    loose_local: DsqlLocal,
+) -> None:
+    """psycopg's nested transaction() is a savepoint: leaving it rolled
+    back sends ROLLBACK TO SAVEPOINT and RELEASE in one Query."""
+    table = _loose_counter(loose_local, "nested_transaction")
+    with (
+        open_connection(loose_local) as holder,
+        open_connection(loose_local) as conn,
+    ):
+        holder.execute(f"update {table} set n = 1 where id in (1, 2)")
+        with conn.transaction():
+            conn.execute(f"update {table} set n = n + 10 where id = 1")  # refused
+            with conn.transaction():
+                conn.execute(f"update {table} set n = n + 20 where id = 2")
+                raise psycopg.Rollback  # leaves this block only, rolled back
+            holder.rollback()
+        rows = conn.execute(f"select id, n from {table} order by id").fetchall()
+        assert rows == [(1, 10), (2, 0)]
+
+
 def test_a_guarded_write_among_debug_notices_is_answered_as_postgresql_answers(
     loose_local: DsqlLocal,
 ) -> None:
