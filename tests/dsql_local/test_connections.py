@@ -345,6 +345,44 @@ def test_pipeline_with_many_statements(connect: Connect) -> None:
     assert conn.execute("select count(*) from piped").fetchone() == (2500,)
 
 
+def test_autocommit_executemany_after_a_transaction_s_pipeline_completes(
+    connect: Connect,
+) -> None:
+    """Guarded writes pipelined in a transaction, an autocommit DELETE, then an
+    autocommit executemany(): the relay of ac0ffb4 never answered the last."""
+    conn = connect(autocommit=True)
+    conn.execute("create table em_rounds (id int primary key, n int not null)")
+    cur = conn.cursor()
+    failures: list[BaseException] = []
+
+    def rounds() -> None:
+        try:
+            for _ in range(2):
+                conn.execute("delete from em_rounds")
+                cur.executemany(
+                    "insert into em_rounds values (%s, %s)", [(i, i) for i in range(5)]
+                )
+                with conn.transaction():
+                    cur.executemany(
+                        "update em_rounds set n = n + 1 where id = %s",
+                        [(i,) for i in range(20)],
+                    )
+        except BaseException as exc:  # reported below, in the test's thread
+            failures.append(exc)
+
+    worker = threading.Thread(target=rounds, daemon=True)
+    worker.start()
+    worker.join(60)  # a hang detector, not a measure of speed
+    if worker.is_alive():
+        # Unblock the worker: end the connection under it.
+        with socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+        worker.join(10)
+        pytest.fail("the relay never answered the autocommit executemany()")
+    assert failures == []
+    assert conn.execute("select sum(n) from em_rounds").fetchone() == (15,)
+
+
 def test_backend_errors_pass_through_unchanged(connect: Connect) -> None:
     conn = connect(autocommit=True)
     with pytest.raises(psycopg.errors.UndefinedTable) as info:
