@@ -1955,8 +1955,13 @@ def test_a_query_that_begins_its_transaction_is_judged_at_commit(
     assert rows == expected
 
 
+@pytest.mark.parametrize(
+    "commit",
+    ["", " commit;"],
+    ids=["begins its transaction", "commits it too"],
+)
 def test_an_error_in_a_query_that_begins_its_transaction_ends_the_rest(
-    connect: Connect, counters: str
+    connect: Connect, counters: str, commit: str
 ) -> None:
     holder = connect()
     later = connect(autocommit=True)
@@ -1964,9 +1969,10 @@ def test_an_error_in_a_query_that_begins_its_transaction_ends_the_rest(
     with pytest.raises(errors.UniqueViolation):
         later.execute(
             f"begin; update {counters} set n = 3 where id = 1;"
-            f" insert into {counters} values (2, 0);"
+            f" insert into {counters} values (2, 0);{commit}"
             f" update {counters} set n = 4 where id = 2"
         )
+    # As in PostgreSQL: the rest of the text, a COMMIT in it too, did not run.
     assert later.info.transaction_status == TransactionStatus.INERROR
     later.execute("rollback")
     holder.commit()
@@ -2147,26 +2153,6 @@ def test_a_query_that_commits_after_the_holder_committed_fails_at_its_commit(
     with pytest.raises(errors.SerializationFailure, match=r"\(OC000\)"):
         cursor.execute(f"update {counters} set n = 4 where id = 2; commit")
     assert later.info.transaction_status == TransactionStatus.IDLE
-    rows = later.execute(f"select id, n from {counters} order by id").fetchall()
-    assert rows == [(1, 1), (2, 0)]
-
-
-def test_an_error_in_a_query_that_commits_its_transaction_ends_the_rest(
-    connect: Connect, counters: str
-) -> None:
-    holder = connect()
-    later = connect(autocommit=True)
-    holder.execute(f"update {counters} set n = 1 where id = 1")
-    with pytest.raises(errors.UniqueViolation):
-        later.execute(
-            f"begin; update {counters} set n = 3 where id = 1;"
-            f" insert into {counters} values (2, 0); commit;"
-            f" update {counters} set n = 4 where id = 2"
-        )
-    # As in PostgreSQL: the rest of the text, its COMMIT too, did not run.
-    assert later.info.transaction_status == TransactionStatus.INERROR
-    later.execute("rollback")
-    holder.commit()
     rows = later.execute(f"select id, n from {counters} order by id").fetchall()
     assert rows == [(1, 1), (2, 0)]
 
