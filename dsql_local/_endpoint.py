@@ -42,6 +42,11 @@ _GONE_BEFORE_ACCEPT = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EINTR})
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
 
+def _internal_error(exc: Exception) -> Refused:
+    """The FATAL error that tells a client DSQL Local failed it."""
+    return Refused("XX000", f"DSQL Local internal error: {type(exc).__name__}: {exc}")
+
+
 class _TokenBucket:
     """Admit `rate` events per second on average, `burst` at once."""
 
@@ -247,15 +252,24 @@ class Endpoint:
             generation=generation,
         )
         client: TlsConnection | None = None
+        backend: socket.socket | None = None  # closed here, or by the pump
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client = login.negotiate_tls()
-            backend, pid, session = login.authenticate(client)
+            started = login.authenticate(client)
+            backend = started.backend
+            try:
+                relay = Relay(self, started.session, backend_pid=started.pid)
+                ends = accepted + self.max_connection_age
+                pump = Pump(self, client, backend, ends, relay)
+                relay.set_waker(pump.wake)
+            except Exception as exc:
+                # The client is not told it is connected yet: a FATAL, not a
+                # connection that ends at its first query.
+                logger.exception("DSQL Local failed to start a relay")
+                raise login.fatal(client, _internal_error(exc)) from None
+            client.sendall(started.greeting)  # under the startup deadline still
             client.deadline = None  # the pump's age cap takes over
-            relay = Relay(self, session, backend_pid=pid)
-            ends = accepted + self.max_connection_age
-            pump = Pump(self, client, backend, ends, relay)
-            relay.set_waker(pump.wake)
             with self._lock:
                 if generation != self._generation:
                     pump.kill()
@@ -274,6 +288,8 @@ class Endpoint:
         except Exception:
             logger.exception("DSQL Local failed to serve a connection")
         finally:
+            if backend is not None:
+                backend.close()
             if client is not None:
                 client.close()
             sock.close()

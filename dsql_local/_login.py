@@ -17,7 +17,7 @@ import socket
 import ssl
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from typing_extensions import Protocol
 
@@ -41,6 +41,17 @@ STARTUP_TIMEOUT = 30.0
 
 class Closed(Exception):
     """The client went away or was answered with a FATAL; stop quietly."""
+
+
+class Authenticated(NamedTuple):
+    """A client authenticated, and its backend session started."""
+
+    backend: socket.socket
+    pid: int
+    """The backend's process id."""
+    session: Session
+    greeting: bytes
+    """The backend's answer to the startup, up to its ReadyForQuery."""
 
 
 class LoginHost(Protocol):
@@ -106,17 +117,19 @@ class Login:
         try:
             return self._negotiate_tls()
         except st.Refused as refused:
-            raise self._fatal(self._sock, refused) from None
+            raise self.fatal(self._sock, refused) from None
 
-    def authenticate(self, client: TlsConnection) -> tuple[socket.socket, int, Session]:
+    def authenticate(self, client: TlsConnection) -> Authenticated:
         """Read the startup packet, check the token, start the backend session.
 
-        Returns the backend connection, its process id and the session.
+        The backend's greeting is not sent yet: the caller sends it once the
+        relay is ready, or `fatal` instead. The backend connection is the
+        caller's to close.
         """
         try:
             return self._authenticate(client)
         except st.Refused as refused:
-            raise self._fatal(client, refused) from None
+            raise self.fatal(client, refused) from None
 
     def _negotiate_tls(self) -> TlsConnection:
         sock = self._sock
@@ -154,9 +167,7 @@ class Login:
             raise Closed
         return client
 
-    def _authenticate(
-        self, client: TlsConnection
-    ) -> tuple[socket.socket, int, Session]:
+    def _authenticate(self, client: TlsConnection) -> Authenticated:
         self._wait(client)
         length, version = st.len_code(self._read(client, 8))
         if st.is_cancel(length, version):
@@ -184,15 +195,17 @@ class Login:
         refusal = policy.check_startup(params) if policy else None
         if refusal is not None:
             raise st.Refused(refusal.sqlstate, refusal.message)
-        backend, pid = self._connect_backend(client, params, version)
-        return backend, pid, Session(user=user, backend_major=self._host.backend_major)
+        backend, greeting = self._connect_backend(client, params, version)
+        session = Session(user=user, backend_major=self._host.backend_major)
+        return Authenticated(backend, greeting.pid, session, bytes(greeting.data))
 
     def _connect_backend(
         self, client: TlsConnection, params: dict[str, str], version: int
-    ) -> tuple[socket.socket, int]:
-        """Start a backend session for `params`; relay its greeting to the client.
+    ) -> tuple[socket.socket, st.Greeting]:
+        """Start a backend session for `params` and read its greeting.
 
-        Returns the backend connection and its process id.
+        Returns the backend connection and its greeting, not sent yet (a
+        refusal is sent at once: it ends the startup).
         """
         backend = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -210,12 +223,11 @@ class Login:
                     raise Closed from None
                 if greeting.major is not None:
                     self._host.backend_major = greeting.major
-            client.sendall(greeting.data)
             backend.settimeout(None)
         except BaseException:
             backend.close()
             raise
-        return backend, greeting.pid
+        return backend, greeting
 
     def _cancel(self, key: bytes) -> None:
         """Pass a CancelRequest (process id and secret key) to the backend."""
@@ -277,7 +289,8 @@ class Login:
         return bytes(data)
 
     @staticmethod
-    def _fatal(sock: socket.socket | TlsConnection, refused: st.Refused) -> Closed:
+    def fatal(sock: socket.socket | TlsConnection, refused: st.Refused) -> Closed:
+        """Send the client `refused`'s FATAL error; return the `Closed` to raise."""
         with contextlib.suppress(OSError):
             sock.sendall(refused.response())
         return Closed()

@@ -458,3 +458,42 @@ def test_descriptors_above_1023_work(dsql_local: DsqlLocal) -> None:
         for hog in hogs:
             hog.close()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _backend_sessions(local: DsqlLocal, application_name: str) -> int:
+    """The backend's sessions of `application_name`, once they stop ending."""
+    with psycopg.connect(local.backend_dsn, autocommit=True) as conn:
+        deadline = time.monotonic() + 10
+        while True:
+            row = conn.execute(
+                "select count(*) from pg_stat_activity where application_name = %s",
+                (application_name,),
+            ).fetchone()
+            assert row is not None
+            if row[0] == 0 or time.monotonic() > deadline:
+                return int(row[0])
+            time.sleep(0.05)
+
+
+@pytest.mark.parametrize("failing", ["Relay", "Pump"])
+def test_a_relay_that_cannot_start_closes_its_backend_session(
+    dsql_local: DsqlLocal, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    """The backend session is open when the relay and its pump are built:
+    if that fails, the session ends and the client reads a FATAL error."""
+    if dsql_local.own_process:
+        pytest.skip("the endpoint runs in a process of its own: not patched")
+    from dsql_local import _endpoint  # noqa: PLC0415
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("built to fail")
+
+    monkeypatch.setattr(_endpoint, failing, broken)
+    name = f"cannot-start-{failing}"
+    with pytest.raises(psycopg.OperationalError) as info:
+        open_connection(dsql_local, application_name=name)
+    monkeypatch.undo()
+    assert "DSQL Local internal error: RuntimeError: built to fail" in str(info.value)
+    assert _backend_sessions(dsql_local, name) == 0
+    with open_connection(dsql_local, application_name=name) as conn:
+        assert conn.execute("select 1").fetchone() == (1,)
