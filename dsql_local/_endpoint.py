@@ -25,7 +25,7 @@ from ._policy import StatementPolicy
 from ._pump import Pump
 from ._relay import Relay
 from ._sigv4 import TokenVerifier
-from ._startup import RATE_EXCEEDED, TOO_MANY, Refused
+from ._startup import RATE_EXCEEDED, TOO_MANY, Refused, TokenBucket
 from ._tls import TlsConnection
 from ._yield import Holders, holders_for
 
@@ -45,26 +45,6 @@ _LINGER_RESET = struct.pack("ii", 1, 0)
 def _internal_error(exc: Exception) -> Refused:
     """The FATAL error that tells a client DSQL Local failed it."""
     return Refused("XX000", f"DSQL Local internal error: {type(exc).__name__}: {exc}")
-
-
-class _TokenBucket:
-    """Admit `rate` events per second on average, `burst` at once."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self._rate = rate
-        self._burst = float(burst)
-        self._tokens = float(burst)
-        self._last = time.monotonic()
-
-    def take(self) -> bool:
-        """Spend one token if there is one; the caller holds the lock."""
-        now = time.monotonic()
-        self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
-        self._last = now
-        if self._tokens < 1.0:
-            return False
-        self._tokens -= 1.0
-        return True
 
 
 class Endpoint:
@@ -98,7 +78,7 @@ class Endpoint:
         self.schema_clock = schema_clock
         self.max_connections = max_connections
         self._admissions = (
-            _TokenBucket(connection_rate, connection_burst)
+            TokenBucket(connection_rate, connection_burst)
             if connection_rate is not None
             else None
         )
@@ -312,7 +292,7 @@ class Endpoint:
             # Every connection, authenticated or not yet, has a thread.
             too_many = len(self._threads) > self.max_connections
             admitted = not too_many and (
-                self._admissions is None or self._admissions.take()
+                self._admissions is None or self._admissions.take(time.monotonic())
             )
         if too_many:
             raise Refused("53300", TOO_MANY)

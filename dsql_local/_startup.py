@@ -45,6 +45,32 @@ class Refused(Exception):
         )
 
 
+class TokenBucket:
+    """Admit `rate` events per second on average, `burst` at once.
+
+    Fed the time of each event (seconds on a clock that only goes forward);
+    tokens come back at `rate` while it passes, up to `burst`.
+    """
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._last: float | None = None
+
+    def take(self, now: float) -> bool:
+        """Spend one token at `now` if there is one."""
+        last = self._last
+        if last is not None and now > last:
+            self._tokens = min(self._burst, self._tokens + (now - last) * self._rate)
+        if last is None or now > last:
+            self._last = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+
 class BackendRefused(Exception):
     """The backend ended the startup with an error to pass on as it is."""
 

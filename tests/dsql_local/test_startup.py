@@ -135,3 +135,45 @@ def test_another_backend_error_is_passed_on_as_it_is() -> None:
     with pytest.raises(st.BackendRefused):
         greeting.add(b"E", body)
     assert bytes(greeting.data) == pq.message(b"E", body)
+
+
+def _taken(bucket: st.TokenBucket, times: list[float]) -> list[bool]:
+    return [bucket.take(now) for now in times]
+
+
+def test_the_admission_bucket_takes_a_burst_then_refuses() -> None:
+    bucket = st.TokenBucket(rate=0.25, burst=2)
+    assert _taken(bucket, [100.0, 100.0, 100.0, 101.0]) == [True, True, False, False]
+
+
+def test_the_admission_bucket_earns_tokens_back_at_its_rate() -> None:
+    bucket = st.TokenBucket(rate=0.25, burst=2)
+    assert _taken(bucket, [0.0, 0.0]) == [True, True]
+    # A token every 4 s, its quarters kept between refusals.
+    assert _taken(bucket, [1.0, 2.0, 3.0, 3.9, 4.0, 4.0]) == [
+        False,
+        False,
+        False,
+        False,
+        True,
+        False,
+    ]
+    assert _taken(bucket, [12.0, 12.0, 12.0]) == [True, True, False]
+
+
+def test_the_admission_bucket_keeps_no_more_than_its_burst() -> None:
+    bucket = st.TokenBucket(rate=100.0, burst=3)
+    assert _taken(bucket, [0.0] * 4) == [True, True, True, False]
+    assert _taken(bucket, [3600.0] * 4) == [True, True, True, False]
+
+
+def test_the_admission_bucket_earns_nothing_from_a_time_gone_back() -> None:
+    bucket = st.TokenBucket(rate=1.0, burst=1)
+    # Back to 5 then 9.5 earns nothing; from 10 on, half a token by 10.5.
+    assert _taken(bucket, [10.0, 5.0, 9.5, 10.5, 11.0]) == [
+        True,
+        False,
+        False,
+        False,
+        True,
+    ]
