@@ -15,33 +15,23 @@ another transaction's row (PostgreSQL's lock timeout names the row or key),
 it runs again, once, in a new hidden transaction, while the transactions it
 waits for are made to give way (see `_yield`): their COMMIT will fail.
 
-Statements sent together in autocommit, a query text of several statements
-or a pipeline's statements before one Sync, are one implicit transaction in
-PostgreSQL, which commits at its end: in DSQL too, and it wins over an open
-transaction holding a row it writes. In strict mode such a batch of plain
-reads and writes (`_split.plain_statements`) runs as the client sent it,
-unwrapped, while this part keeps what was sent (`record`: the pipeline's
-messages up to its Sync, as they went to the backend) and holds the
-answers (`Unit.BATCH`). When a statement meets another transaction's row,
-PostgreSQL fails and rolls back the whole batch: its error and the answers
-held are dropped, and the batch runs again, once, whole, in a hidden
-transaction (the named statements it prepared closed first), while the
-holders give way; its answers then pass as they come, and its hidden COMMIT
-ends it, an error rolling all of it back. Any other error passes after the
-answers held, and ends the batch as PostgreSQL ends it. A batch that asks
-for its answers before its end (a Flush), whose answers outgrow
-`_HOLD_LIMIT` or messages `_RECORD_LIMIT`, or that holds anything else
-(a Close, a statement not plain, a COPY), gets its answers at once and
-fails with the conflict, as before.
+Statements sent together in autocommit (a query text of several
+statements, a pipeline's statements before one Sync) are one implicit
+transaction, which commits first and wins too: in strict mode, this part
+keeps what such a batch sent (`record`) and holds its answers
+(`Unit.BATCH`), and runs it again, whole, in a hidden transaction when a
+statement meets another transaction's row, while the holders give way; a
+batch whose client asked for answers before its Sync (a Flush) runs again
+at once, the answers the client was given answered alike (see `_batches`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Protocol
 
 from . import _messages as m
 from . import _protocol as pq
+from ._batches import FLUSH, QUERY, Batch, not_answers, parses_in, row_met
 from ._copy import is_copy
 from ._limits import Limits
 from ._policy import Session, StatementPolicy
@@ -60,45 +50,10 @@ from ._units import (
     SWALLOW,
     Units,
 )
-from ._yield import holder_check, kept_check
+from ._yield import kept_check
 
 # The run again waits for the holders it makes give way.
 _RETRY_LOCK_TIMEOUT = pq.query("SET LOCAL lock_timeout = '2s'")
-# A batch's answers held beyond this are passed on: it will not run again.
-_HOLD_LIMIT = 1 << 20
-# Nor does a batch that sends more than this.
-_RECORD_LIMIT = 16 << 20
-# What a batch's run again does not answer again: a notification, a setting.
-_NOT_ANSWERS = frozenset(b"AS")
-_ASIDE = frozenset(b"ASN")  # and a notice: which may come before any answer
-_P, _B, _QUERY = b"PBQ"
-# The answer a batch's first message gets first: else it was not the first.
-_FIRST_ANSWER = {_P: m.PARSE_COMPLETE, _B: ord("2")}
-
-
-@dataclass
-class Batch:
-    """Statements sent together in autocommit: one implicit transaction."""
-
-    unit: int
-    """Its unit: its ReadyForQuery ends it."""
-    first: int
-    """The type of its first message (a Query, Parse or Bind)."""
-    again: bytearray = field(default_factory=bytearray)
-    """What it sent the backend, to run it again."""
-    recording: bool = False
-    """Extended protocol: its messages are coming, up to its Sync."""
-    holding: bool = True
-    """Its answers wait, so that it can run again."""
-    can_run_again: bool = True
-    names: list[bytes] = field(default_factory=list)
-    """The statements it prepared (Parse with a name)."""
-    held: bytearray = field(default_factory=bytearray)
-    conflict: bytes = b""
-    """The error of a statement that met another transaction's row."""
-    check: str = ""
-    """What checks, as its run again begins, that the row it met is as it
-    met it (see `_yield.kept_check`)."""
 
 
 class HiddenHost(Protocol):
@@ -207,7 +162,7 @@ class HiddenTransactions:
         its run again was refused before it ran (its error was sent)."""
         if self._units.status == b"E":
             return True  # the transaction failed before it: see `_begin_again`
-        context = _row_met(body)
+        context = row_met(body)
         if self._again is None or context is None:
             return False
         self._retry = True
@@ -296,7 +251,7 @@ class HiddenTransactions:
         tag, self._held_tag = self._held_tag, b""
         return (b"" if failed else tag) + pq.ready_for_query(status)
 
-    # -- statements sent together in autocommit ----------------------------
+    # -- statements sent together in autocommit (see `_batches`) -----------
 
     @property
     def recording(self) -> bool:
@@ -313,7 +268,7 @@ class HiddenTransactions:
         connection known idle, for plain reads and writes.
         """
         units = self._units
-        query = first == _QUERY
+        query = first == QUERY
         unit = units.sent if query else units.sent + 1
         if (
             self._policy is None
@@ -330,41 +285,45 @@ class HiddenTransactions:
             batch.again += pq.query(sql)
             self.awaiting_commit = True  # what follows waits for its end
 
-    def record(self, kind: int, message: bytes | memoryview, sql: str) -> None:
+    def record(self, kind: int, message: bytes | memoryview, sql: str) -> bytes:
         """Keep a message of the batch, as it went to the backend.
 
-        `sql` is the statement a Parse or Bind brings.
+        `sql` is the statement a Parse or Bind brings. Returns what to send
+        after it: at a Flush (the client asks for the answers and waits for
+        them) when a statement met another transaction's row, a Sync of the
+        relay's, which ends the first run so that it can run again now.
         """
         batch = self._batch
         assert batch is not None
-        batch.again += message
-        if len(batch.again) > _RECORD_LIMIT:
+        if not batch.keep(kind, message, sql):
             self._give_up(batch)
-            return
-        if kind == _P:
-            name, _ = pq.cstring(message, 5)
-            if name:
-                batch.names.append(name.encode())
-        if kind in (_P, _B):
-            # (A Bind the policy refused comes with a Parse of the relay's.)
-            if message[0] != kind or plain_statements(sql) != 1:
+        elif kind == m.FLUSH:
+            if batch.conflict:
+                sync = self._end_first_run(batch)
+                if sync:
+                    return sync
                 self._give_up(batch)
-        elif kind not in (m.DESCRIBE, m.EXECUTE):
-            # A Flush asks for the answers now; a Close, a Query cannot run
-            # again as they ran.
-            self._give_up(batch)
+            elif batch.holding:
+                self._host.to_client.extend(batch.give_held())
+        return b""
+
+    def _end_first_run(self, batch: Batch) -> bytes:
+        """End the first run of a batch that met another transaction's row,
+        its Sync still to come: a Sync of the relay's, to send, or b"" if
+        it cannot run again (it then fails as PostgreSQL fails it)."""
+        units = self._units
+        if not batch.first_answer_ok() or batch.unit != units.sent + 1:
+            return b""
+        units.open()  # the batch's unit: its ReadyForQuery runs it again
+        batch.recording = False
+        batch.ended = True
+        self.awaiting_commit = True  # what the client sends next waits
+        return m.SYNC
 
     def _give_up(self, batch: Batch) -> None:
         """The batch will not run again: pass on what it held; what the
         client sends next is not kept."""
-        batch.can_run_again = False
-        batch.recording = False
-        batch.again.clear()
-        if batch.holding:
-            batch.holding = False
-            self._host.to_client.extend(batch.held + batch.conflict)
-            batch.held.clear()
-            batch.conflict = b""
+        self._host.to_client.extend(batch.give_up())
 
     def batch_message(
         self, kind: int, view: memoryview, pos: int, end: int
@@ -375,43 +334,70 @@ class HiddenTransactions:
         units = self._units
         unit = units.done + 1
         action = units.action(unit)
+        if units.status == b"E" or batch.broken:
+            # A run again failed before it ran (see `_begin_again`), or
+            # answered otherwise than the client was given.
+            return b""
+        if kind == m.PARSE_COMPLETE and units.parse_complete(unit, action):
+            return b""
+        if kind == m.E:
+            return self._batch_error(batch, view, pos, end)
         sent: bytes | None = None
-        if units.status == b"E":
-            sent = b""  # a run again failed before it ran: see `_begin_again`
-        elif kind == m.PARSE_COMPLETE and units.parse_complete(unit, action):
-            sent = b""
-        elif kind == m.E:
-            body = view[pos + 5 : end]
-            sent = self._host.statement_error(body)
-            context = _row_met(body) if batch.holding and not batch.conflict else None
-            if context is not None:
-                # Whether it runs again is known at its end.
-                batch.conflict = bytes(view[pos:end]) if sent is None else sent
-                batch.check = kept_check(context)
-                return b""
-            return self._let_go(batch, sent, view, pos, end)
-        elif kind == m.C:
+        if kind == m.C:
             sent = self._host.command_complete(action & ~AUTOCOMMIT, view, pos, end)
             if self._limits.late_refusal is not None:
-                return self._let_go(batch, b"", view, pos, end)  # it waits there
-        if sent == b"" or not batch.holding:
-            return sent
-        batch.held += view[pos:end] if sent is None else sent
-        if len(batch.held) > _HOLD_LIMIT:
-            return self._let_go(batch, b"", view, pos, end)
-        return b""
+                return batch.let_go(b"", view[pos:end])  # it waits there
+        return self._answer(batch, kind, sent, view[pos:end])
 
-    def _let_go(
-        self, batch: Batch, sent: bytes | None, view: memoryview, pos: int, end: int
+    def _batch_error(
+        self, batch: Batch, view: memoryview, pos: int, end: int
     ) -> bytes | None:
-        """Send the answers held, then `sent` (None: the message as it is)."""
+        """An error of a batch: met another transaction's row, or not."""
+        body = view[pos + 5 : end]
+        sent = self._host.statement_error(body)
+        met = batch.can_run_again and not batch.conflict
+        context = row_met(body) if met else None
+        if context is not None:
+            batch.conflict = bytes(view[pos:end]) if sent is None else sent
+            batch.check = kept_check(context)
+            return self._met_a_row(batch)
+        if batch.matching():
+            return self._answer(batch, m.E, sent, view[pos:end])
+        return batch.let_go(sent, view[pos:end])
+
+    def _answer(
+        self, batch: Batch, kind: int, sent: bytes | None, message: memoryview
+    ) -> bytes | None:
+        """An answer of a batch, `sent` in its place (None: as it is).
+
+        A run again's answers alike to those the client was given: the
+        holders give way now (a Flush goes to the backend, so that the pump
+        looks for them). One that differs fails the batch, rolled back at
+        its end, and the holders do not give way: its write meets their
+        row, and fails at the lock timeout, unseen.
+        """
+        matching = batch.matching()
+        answer = batch.answer(kind, sent, message)
+        if batch.broken:
+            self._units.failed = True
+        elif matching and not batch.matching():
+            self._units.to_backend += FLUSH
+            self._host.look_for_holders()
+        return answer
+
+    def _met_a_row(self, batch: Batch) -> bytes:
+        """A statement of the batch's first run met another transaction's
+        row: what to send now. A batch whose answers pass (a Flush asked for
+        them) ends its first run now, if its Sync is still to come."""
+        if batch.holding or not batch.recording:
+            return b""  # (to its end, or to a Flush: see `record`)
+        sync = self._end_first_run(batch)
+        if sync:
+            self._units.to_backend += sync
+            return b""
         batch.can_run_again = False
-        if not batch.holding:
-            return sent
-        batch.holding = False
-        held = bytes(batch.held)
-        batch.held.clear()
-        return held + (bytes(view[pos:end]) if sent is None else sent)
+        conflict, batch.conflict = batch.conflict, b""
+        return conflict
 
     def unit_end(self, action: int, status: bytes, failed: bool) -> bytes:
         """The ReadyForQuery of a wrapped statement or of a batch: what to
@@ -421,7 +407,7 @@ class HiddenTransactions:
         batch, self._batch = self._batch, None
         assert batch is not None
         if action & AUTOCOMMIT:
-            return self.end(status, failed)  # a run again: commit it
+            return self.end(status, failed or batch.broken)  # a run again: commit it
         return self._batch_end(batch, status)
 
     def _batch_end(self, batch: Batch, status: bytes) -> bytes:
@@ -431,62 +417,48 @@ class HiddenTransactions:
         dropped.
         """
         self.awaiting_commit = False
-        if batch.conflict and batch.can_run_again and status == b"I":
-            expected = _FIRST_ANSWER.get(batch.first)
-            # (Else a message it did not keep came first: it cannot run again.)
-            if expected is None or _first_answer(batch.held) == expected:
-                return self._run_again(batch)
+        if batch.ended or (
+            batch.conflict
+            and batch.can_run_again
+            and status == b"I"
+            and batch.first_answer_ok()
+        ):
+            return self._run_again(batch)
         self._host.release_held()
         answer = bytes(batch.held) + batch.conflict
         return answer + pq.ready_for_query(status)
 
     def _run_again(self, batch: Batch) -> bytes:
-        """Run the batch again in a hidden transaction, the holders giving way."""
+        """Run the batch again in a hidden transaction, the holders giving way.
+
+        A batch whose first run the relay ended (`Batch.ended`) runs again
+        up to what the client sent so far; what it sends next, up to its
+        Sync, follows in the same transaction, which its Sync commits. A
+        batch that gave answers has the holders give way only once its run
+        again answered them alike (see `_answer`).
+        """
         units = self._units
         if batch.names:
             closes = (pq.message(b"C", b"S" + name + b"\0") for name in batch.names)
             units.send(b"".join(closes) + m.SYNC, HIDDEN | QUIET)
         self._begin_again(batch.check)
-        units.send(bytes(batch.again), HIDE_READY | AUTOCOMMIT | BATCH)
-        # Its answers pass as they come.
-        self._batch = Batch(units.sent, batch.first, holding=False)
-        self.awaiting_commit = True
-        self._host.look_for_holders()
-        return _not_answers(batch.held)
-
-
-def _row_met(body: memoryview) -> str | None:
-    """The context of an error that says that the statement met another
-    transaction's row or key, and names it (see `_yield`); else None."""
-    fields = pq.parse_fields(body)
-    if fields.get("C") not in m.CONFLICT_SQLSTATES:
-        return None
-    context = fields.get("W", "")
-    # No row named (NOWAIT): nothing tells who holds it.
-    return None if holder_check(context) is None else context
-
-
-def _first_answer(held: bytearray) -> int | None:
-    """The type of the first message of `held` that answers a message (not
-    a notice, a notification or a setting)."""
-    pos, n = 0, len(held)
-    while pos < n:
-        if held[pos] not in _ASIDE:
-            return held[pos]
-        pos += 1 + m.UNPACK_LEN(held, pos + 1)[0]
-    return None
-
-
-def _not_answers(held: bytearray) -> bytes:
-    """What of `held` is not a statement's answer (a notification)."""
-    kept = bytearray()
-    pos, n = 0, len(held)
-    while pos < n:
-        end = pos + 1 + m.UNPACK_LEN(held, pos + 1)[0]
-        if held[pos] in _NOT_ANSWERS:
-            kept += held[pos:end]
-        pos = end
-    return bytes(kept)
+        again = self._batch = batch.run_again()
+        sent = batch.sent_again()
+        if batch.ended:
+            units.to_backend += sent
+            units.parses_sent = parses_in(sent)
+            again.unit = units.sent + 1  # the client's Sync's
+            units.add(again.unit, BATCH)
+            self.wrap_at_sync = True  # its Sync commits it (see `at_sync`)
+        else:
+            units.send(sent, HIDE_READY | AUTOCOMMIT | BATCH)
+            again.unit = units.sent
+            self.awaiting_commit = True  # what follows waits for its end
+        if not again.matching():
+            self._host.look_for_holders()
+        if batch.ended:
+            self._host.release_held()  # what the client sent since
+        return not_answers(batch.held)
 
 
 def run_again(sql: str, bind: bytes, types: bytes) -> bytes | None:

@@ -293,7 +293,9 @@ class Relay:
         if hidden.recording:
             # An autocommit batch's message, kept as sent, to run it again.
             message = view[pos:end] if sent is None else sent
-            hidden.record(kind, message, self._prepared.current_sql)
+            then = hidden.record(kind, message, self._prepared.current_sql)
+            if then:  # a Sync of its own, after a Flush (see `_hidden`)
+                return bytes(message) + then
         return sent
 
     def _client_message_read(

@@ -1789,6 +1789,101 @@ def test_executemany_in_autocommit_commits_first_and_wins(
     assert rows == [(1, 20), (2, 40)]
 
 
+def test_executemany_returning_in_autocommit_commits_first_and_wins(
+    connect: Connect, counters: str
+) -> None:
+    """executemany(returning=True) sends a Flush, then waits for every
+    statement's answer before it sends its Sync."""
+    holder = connect()
+    single = connect(autocommit=True)
+    holder.execute(f"update {counters} set n = 1 where id = 1")
+    with single.cursor() as cursor:
+        cursor.executemany(
+            f"update {counters} set n = n + %s where id = %s returning id, n",
+            [(10, 2), (20, 1), (30, 2)],
+            returning=True,
+        )
+        answered = [cursor.fetchall()]
+        while cursor.nextset():
+            answered.append(cursor.fetchall())
+    assert answered == [[(2, 10)], [(1, 20)], [(2, 40)]]
+    assert single.info.transaction_status == TransactionStatus.IDLE
+    _fails_at_commit(holder)
+    rows = single.execute(f"select id, n from {counters} order by id").fetchall()
+    assert rows == [(1, 20), (2, 40)]
+
+
+@pytest.mark.parametrize("read_first", [False, True])
+def test_a_fetch_in_an_autocommit_pipeline_commits_first_and_wins(
+    connect: Connect, counters: str, read_first: bool
+) -> None:
+    """A fetch inside pipeline() sends a Flush and waits for the answers
+    before the block's Sync; with `read_first`, a read's answer was fetched
+    (given to the client) before the write met the held row."""
+    holder = connect()
+    single = connect(autocommit=True)
+    holder.execute(f"update {counters} set n = 1 where id = 1")
+    with single.pipeline():
+        if read_first:
+            read = single.execute(f"select n from {counters} where id = %s", [2])
+            assert read.fetchall() == [(0,)]
+        write = single.execute(
+            f"update {counters} set n = 7 where id = %s returning n", [1]
+        )
+        assert write.fetchall() == [(7,)]
+        after = single.execute(f"update {counters} set n = 8 where id = %s", [2])
+    assert after.rowcount == 1
+    assert single.info.transaction_status == TransactionStatus.IDLE
+    _fails_at_commit(holder)
+    rows = single.execute(f"select id, n from {counters} order by id").fetchall()
+    assert rows == [(1, 7), (2, 8)]
+
+
+def test_a_pipeline_run_again_that_would_answer_a_fetched_read_otherwise_fails(
+    dsql_local: DsqlLocal,
+    connect: Connect,
+    counters: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client fetched a read, then a write met a held row; before the
+    run again, another session changed the row read: the run again would
+    answer the read otherwise, and an answer given cannot be taken back.
+    The write fails with 40001 (OC000), the batch is rolled back, and the
+    holder, which did not give way, commits."""
+    if dsql_local.own_process:
+        pytest.skip("the relay runs in a process of its own: not patched")
+    holder = connect()
+    single = connect(autocommit=True)
+    other = connect(autocommit=True)
+    holder.execute(f"update {counters} set n = 1 where id = 1")
+    begin_again = HiddenTransactions._begin_again
+    changed: list[bool] = []
+
+    def read_row_changes_first(self: HiddenTransactions, check: str) -> None:
+        if not changed:
+            other.execute(f"update {counters} set n = 5 where id = 2")
+            changed.append(True)
+        begin_again(self, check)
+
+    monkeypatch.setattr(HiddenTransactions, "_begin_again", read_row_changes_first)
+    with (  # noqa: PT012
+        pytest.raises(errors.SerializationFailure) as info,
+        single.pipeline(),
+    ):
+        read = single.execute(f"select n from {counters} where id = %s", [2])
+        assert read.fetchall() == [(0,)]
+        single.execute(
+            f"update {counters} set n = 7 where id = %s returning n", [1]
+        ).fetchall()
+    monkeypatch.undo()
+    assert changed
+    assert str(info.value) == "change conflicts with another transaction (OC000)"
+    assert single.info.transaction_status == TransactionStatus.IDLE
+    holder.commit()
+    rows = single.execute(f"select id, n from {counters} order by id").fetchall()
+    assert rows == [(1, 1), (2, 5)]
+
+
 def test_an_error_in_an_autocommit_pipeline_run_again_rolls_all_of_it_back(
     connect: Connect, counters: str
 ) -> None:

@@ -6,6 +6,7 @@ in autocommit, so that check_commit judges it before it commits.
 
 from __future__ import annotations
 
+from dsql_local import _messages as m
 from dsql_local import _protocol as pq
 from dsql_local._policy import Refusal
 from dsql_local._relay import Relay
@@ -14,10 +15,12 @@ from .relay_wire import (
     FAILED,
     IDLE,
     IN_TRANSACTION,
+    ROW_DESCRIPTION,
     SNAPSHOT_SQL,
     Host,
     Policy,
     complete,
+    error_fields,
     extended,
     kinds,
     make_relay,
@@ -25,6 +28,7 @@ from .relay_wire import (
     pg_error,
     queries,
     snapshot,
+    text_row,
 )
 
 _INSERT = "insert into t values (1)"
@@ -321,20 +325,179 @@ def test_a_pipeline_runs_again_whole_its_statements_closed_first() -> None:
     assert messages(relay.to_client) == [("Z", b"I")]
 
 
-def test_a_pipeline_that_asks_for_its_answers_does_not_run_again() -> None:
-    relay = make_relay(Host(Policy()))
-    relay.from_client(_pipeline("update t set n = 1", "update t set n = 2"))
+_FLUSH = pq.message(b"H")
+_UPDATE_ANSWER = (
+    pq.message(b"1") + pq.message(b"2") + pq.message(b"n") + complete("UPDATE 1")
+)
+_READ_ANSWER = (
+    pq.message(b"1")
+    + pq.message(b"2")
+    + ROW_DESCRIPTION
+    + text_row("0")
+    + complete("SELECT 1")
+)
+# What a run again's BEGIN, check and lock timeout answer.
+_BEGUN_AGAIN = (
+    snapshot()
+    + IN_TRANSACTION
+    + complete("SELECT 1")
+    + IN_TRANSACTION
+    + complete("SET")
+    + IN_TRANSACTION
+)
+
+
+def _begun_again(relay: Relay, *, gave: bool = False) -> bytes:
+    """The run again's BEGIN, check and lock timeout, sent: what follows.
+
+    The holders are made to give way at once, unless the batch `gave`
+    answers: then once its run again answered them alike.
+    """
+    sent = bytes(relay.to_backend)
     relay.to_backend.clear()
-    relay.from_backend(pq.message(b"1") + pq.message(b"2"))
+    begin, check, timeout = (pq.query(sql) for sql in _RUN_AGAIN_QUERIES)
+    assert sent.startswith(begin + check + timeout)
+    assert relay.take_holder_lookup() is not gave
+    return sent[len(begin + check + timeout) :]
+
+
+def _flushed(sent: bytes) -> bytes:
+    """`sent`, a Flush after each message but a Sync."""
+    return b"".join(
+        pq.message(kind.encode(), body) + (_FLUSH if kind != "S" else b"")
+        for kind, body in messages(bytearray(sent))
+    )
+
+
+_RUN_AGAIN_QUERIES = (
+    f"BEGIN;{SNAPSHOT_SQL}",
+    _CHECK,
+    "SET LOCAL lock_timeout = '2s'",
+)
+
+
+def test_a_pipeline_that_met_a_held_row_runs_again_when_its_client_waits() -> None:
+    """The client asks for the answers (a Flush) and waits for them before
+    it sends its Sync: the relay ends the first run with a Sync of its own
+    and runs it again at once; what the client sends next joins the run
+    again, which the client's Sync commits."""
+    relay = make_relay(Host(Policy()))
+    sent = _pipeline("update t set n = 1", "update t set n = 2")
+    relay.from_client(sent)
+    relay.to_backend.clear()
+    relay.from_backend(_UPDATE_ANSWER + pq.message(b"1") + pq.message(b"2"))
+    relay.from_backend(pq.message(b"n") + _lock_timeout())
+    assert bytes(relay.to_client) == b""  # held
+    later = _pipeline("update t set n = 3")
+    relay.from_client(_FLUSH + later)
+    assert bytes(relay.to_backend) == _FLUSH + pq.message(b"S")
+    relay.to_backend.clear()
+    assert relay.held > 0  # what follows waits for the run again
+    relay.from_backend(IDLE)  # PostgreSQL rolled it back: not the client's
     assert bytes(relay.to_client) == b""
-    relay.from_client(pq.message(b"H"))  # a Flush: the client waits for them
-    assert kinds(relay.to_client) == "12"
+    # Run again up to the Flush; what followed joins it.
+    assert _begun_again(relay) == sent + _FLUSH + later
+    assert relay.held == 0
+    relay.from_backend(_BEGUN_AGAIN + _UPDATE_ANSWER + _UPDATE_ANSWER)
+    assert bytes(relay.to_client) == _UPDATE_ANSWER + _UPDATE_ANSWER
+    relay.to_client.clear()
     relay.from_client(pq.message(b"S"))
-    relay.from_backend(pq.message(b"n") + _lock_timeout() + IDLE)
-    sent = messages(relay.to_client)
-    assert [kind for kind, _ in sent] == ["n", "E", "Z"]
-    assert pq.parse_fields(sent[1][1])["C"] == "40001"
-    assert queries(relay.to_backend) == []
+    assert bytes(relay.to_backend) == pq.message(b"S")
+    relay.to_backend.clear()
+    relay.from_backend(_UPDATE_ANSWER + IN_TRANSACTION)
+    assert bytes(relay.to_client) == _UPDATE_ANSWER
+    relay.to_client.clear()
+    assert queries(relay.to_backend) == ["COMMIT"]  # the client's Sync's
+    relay.from_backend(complete("COMMIT") + IDLE)
+    assert messages(relay.to_client) == [("Z", b"I")]
+
+
+def _given_then_met() -> Relay:
+    """A read answered at a Flush, then a write met a held row (its first
+    answers passed as they came): the first run ended by the relay."""
+    relay = make_relay(Host(Policy()))
+    relay.from_client(_pipeline("select n from t") + _FLUSH)
+    relay.from_backend(_READ_ANSWER)
+    assert bytes(relay.to_client) == _READ_ANSWER  # the client waits for it
+    relay.to_client.clear()
+    relay.from_client(_pipeline("update t set n = 1") + _FLUSH)
+    relay.to_backend.clear()
+    relay.from_backend(pq.message(b"1") + pq.message(b"2") + _lock_timeout())
+    assert kinds(relay.to_client) == "12"
+    assert bytes(relay.to_backend) == pq.message(b"S")
+    relay.to_backend.clear()
+    relay.from_backend(IDLE)
+    # Run again, the backend made to send each answer as it comes.
+    again = _pipeline("select n from t") + _FLUSH + _pipeline("update t set n = 1")
+    assert _begun_again(relay, gave=True) == _flushed(again + _FLUSH)
+    return relay
+
+
+def test_a_run_again_drops_the_answers_the_client_was_given() -> None:
+    relay = _given_then_met()
+    relay.from_backend(_BEGUN_AGAIN + _READ_ANSWER + pq.message(b"1"))
+    assert not relay.take_holder_lookup()  # not all answered alike yet
+    relay.from_backend(pq.message(b"2"))
+    # All alike: the holders give way now (a Flush has the pump look).
+    assert bytes(relay.to_backend) == _FLUSH
+    relay.to_backend.clear()
+    assert relay.take_holder_lookup()
+    relay.from_backend(pq.message(b"n") + complete("UPDATE 1"))
+    # Its answers but those given.
+    assert messages(relay.to_client) == [("n", b""), ("C", b"UPDATE 1\0")]
+    relay.from_client(pq.message(b"S"))
+    relay.to_backend.clear()
+    relay.from_backend(IN_TRANSACTION)
+    assert queries(relay.to_backend) == ["COMMIT"]
+
+
+def test_a_run_again_answering_otherwise_than_the_client_was_given_fails() -> None:
+    """The read now sees another value: the answer given cannot be taken
+    back, so the batch fails with the conflict in its place, rolled back."""
+    relay = _given_then_met()
+    changed = _READ_ANSWER.replace(text_row("0"), text_row("5"))
+    relay.from_backend(_BEGUN_AGAIN + changed + _UPDATE_ANSWER)
+    (error,) = error_fields(relay.to_client)  # that alone
+    assert (error["C"], error["M"]) == ("40001", m.OC000_MESSAGE)
+    # The holders do not give way: they commit first.
+    assert not relay.take_holder_lookup()
+    relay.from_client(pq.message(b"S"))
+    relay.to_backend.clear()
+    relay.from_backend(IN_TRANSACTION)
+    assert queries(relay.to_backend) == ["ROLLBACK"]
+    relay.from_backend(complete("ROLLBACK") + IDLE)
+    assert messages(relay.to_client) == [("Z", b"I")]
+
+
+def test_a_batch_given_answers_runs_again_at_its_end_if_its_sync_is_in() -> None:
+    relay = make_relay(Host(Policy()))
+    relay.from_client(_pipeline("select n from t") + _FLUSH)
+    relay.from_backend(_READ_ANSWER)
+    relay.to_client.clear()
+    rest = _pipeline("update t set n = 1") + pq.message(b"S")
+    relay.from_client(rest)
+    relay.to_backend.clear()
+    relay.from_backend(pq.message(b"1") + pq.message(b"2") + _lock_timeout())
+    assert kinds(relay.to_client) == "12"  # passed, as they came
+    assert bytes(relay.to_backend) == b""  # its own Sync ends it
+    relay.from_backend(IDLE)
+    again = _pipeline("select n from t") + _FLUSH + rest
+    assert _begun_again(relay, gave=True) == _flushed(again)
+    relay.from_backend(_BEGUN_AGAIN + _READ_ANSWER + _UPDATE_ANSWER + IN_TRANSACTION)
+    assert messages(relay.to_client) == [("n", b""), ("C", b"UPDATE 1\0")]
+    assert queries(relay.to_backend) == ["COMMIT"]
+
+
+def test_a_batch_whose_client_asked_for_a_conflict_s_answer_does_not_wait() -> None:
+    """A batch that cannot run again (its first answer is not its own)
+    passes the conflict at the Flush, as PostgreSQL would have."""
+    relay = make_relay(Host(Policy()))
+    relay.from_client(_pipeline("update t set n = 1"))
+    relay.to_backend.clear()
+    relay.from_backend(pq.message(b"n") + _lock_timeout())
+    relay.from_client(_FLUSH)
+    assert bytes(relay.to_backend) == _FLUSH  # no Sync of the relay's
+    assert [kind for kind, _ in messages(relay.to_client)] == ["n", "E"]
 
 
 def test_a_statement_alone_in_its_sync_is_no_batch() -> None:
@@ -372,11 +535,12 @@ def test_a_pipeline_whose_first_answer_is_not_its_own_does_not_run_again() -> No
 
 def test_a_batch_given_up_is_no_longer_kept_nor_waited_for() -> None:
     relay = make_relay(Host(Policy()))
-    relay.from_client(_pipeline("update t set n = 1") + pq.message(b"H"))
+    close = pq.message(b"C", b"Ss1\0")  # a Close cannot run again as it ran
+    relay.from_client(_pipeline("update t set n = 1") + close)
     later = _pipeline("update t set n = 2") + pq.message(b"S") + pq.query("select 3")
     relay.to_backend.clear()
     relay.from_client(later)
-    # After the Flush: what follows passes, the next Query too.
+    # What follows passes, the next Query too.
     assert bytes(relay.to_backend) == later
     assert relay.held == 0
 
