@@ -412,6 +412,43 @@ def test_a_pipeline_that_met_a_held_row_runs_again_when_its_client_waits() -> No
     assert messages(relay.to_client) == [("Z", b"I")]
 
 
+def test_a_sync_sent_with_the_flush_commits_the_run_again() -> None:
+    """The client sends its Sync right after its Flush: it waits for the
+    run again, then ends it."""
+    relay = make_relay(Host(Policy()))
+    sent = _pipeline("update t set n = 1")
+    relay.from_client(sent)
+    relay.to_backend.clear()
+    relay.from_backend(pq.message(b"1") + pq.message(b"2") + _lock_timeout())
+    relay.from_client(_FLUSH + pq.message(b"S"))
+    assert bytes(relay.to_backend) == _FLUSH + pq.message(b"S")  # the relay's
+    relay.to_backend.clear()
+    relay.from_backend(IDLE)
+    assert _begun_again(relay) == sent + _FLUSH + pq.message(b"S")  # the client's
+    relay.from_backend(_BEGUN_AGAIN + _UPDATE_ANSWER + IN_TRANSACTION)
+    assert bytes(relay.to_client) == _UPDATE_ANSWER
+    relay.to_client.clear()
+    assert queries(relay.to_backend) == ["COMMIT"]
+    relay.from_backend(complete("COMMIT") + IDLE)
+    assert messages(relay.to_client) == [("Z", b"I")]
+
+
+def test_a_batch_that_gave_more_than_its_limit_fails_at_once() -> None:
+    """Answers given past 1 MiB are not kept to be matched: the batch
+    cannot run again, and the conflict passes as PostgreSQL sent it."""
+    relay = make_relay(Host(Policy()))
+    relay.from_client(_pipeline("select n from t", "update t set n = 1") + _FLUSH)
+    relay.to_backend.clear()
+    big = text_row("x" * (1 << 20))
+    relay.from_backend(pq.message(b"1") + pq.message(b"2") + ROW_DESCRIPTION + big)
+    relay.from_backend(complete("SELECT 1") + pq.message(b"2") + _lock_timeout())
+    assert kinds(relay.to_client) == "12TDC2E"
+    assert bytes(relay.to_backend) == b""  # no Sync of the relay's
+    relay.from_client(pq.message(b"S"))
+    relay.from_backend(IDLE)
+    assert kinds(relay.to_client) == "Z"
+
+
 def _given_then_met() -> Relay:
     """A read answered at a Flush, then a write met a held row (its first
     answers passed as they came): the first run ended by the relay."""
