@@ -32,26 +32,35 @@ logger = logging.getLogger("dsql_local")
 # waits for now (several writes may each wait for another one).
 _ROUNDS = 8
 
-BLOCKERS_SQL = """CREATE FUNCTION dsql_local.blockers(waiter int, known int[])
+BLOCKERS_SQL = """CREATE FUNCTION dsql_local.blockers(
+        waiter int, known int[], patience interval DEFAULT '200 ms')
     RETURNS int[] LANGUAGE plpgsql
     SET search_path = pg_catalog AS $$
     DECLARE
         found int[];
-        give_up timestamptz := clock_timestamp() + interval '200 ms';
+        give_up timestamptz := clock_timestamp() + patience;
+        began boolean := false;
+        open_now boolean;
     BEGIN
         -- Until the waiter waits for a backend not in `known`, or its
-        -- transaction has ended (every transaction holds its virtualxid), for
-        -- at most 200 ms: on a loaded machine the waiter may take tens of
-        -- them to reach the row it waits for, and a holder not found does
-        -- not give way (the waiter then fails at its lock timeout). The
-        -- waiter's relay waits meanwhile, so a transaction that neither
-        -- waits nor ends (a replay refused at once) costs the whole wait.
+        -- transaction has ended, for at most `patience`: on a loaded
+        -- machine the waiter may take tens of ms to reach the row it waits
+        -- for, and a holder not found does not give way (the waiter then
+        -- fails at its lock timeout). A transaction holds its virtualxid
+        -- from its start to its end or its failure; the waiter may be
+        -- asked about before it read the BEGIN of the transaction meant (a
+        -- run again follows a failed first run): only a transaction seen
+        -- open can end. The waiter's relay waits meanwhile, so a
+        -- transaction that neither waits nor ends (a replay refused at
+        -- once) costs the whole wait.
         LOOP
             found := ARRAY(SELECT unnest(pg_blocking_pids(waiter))
                 EXCEPT SELECT unnest(known));
+            open_now := EXISTS (SELECT FROM pg_locks
+                WHERE pid = waiter AND locktype = 'virtualxid');
+            began := began OR open_now;
             IF found <> '{}' OR clock_timestamp() > give_up
-                    OR NOT EXISTS (SELECT FROM pg_locks
-                        WHERE pid = waiter AND locktype = 'virtualxid') THEN
+                    OR (began AND NOT open_now) THEN
                 RETURN found;
             END IF;
             PERFORM pg_sleep(0.0005);

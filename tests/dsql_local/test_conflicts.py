@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import psycopg
@@ -283,6 +285,65 @@ def test_an_autocommit_write_after_the_holder_committed_fails(
     holder.commit()
     with pytest.raises(errors.UniqueViolation):
         single.execute(f"insert into {counters} values (5, 2)")
+
+
+def _blockers_running(
+    watcher: psycopg.Connection[Any], pid: int, call: Future[Any]
+) -> None:
+    """Wait until backend `pid` runs ``dsql_local.blockers`` for `call`, or
+    `call` returned."""
+    deadline = time.monotonic() + 30  # a safety net, not a goal
+    while time.monotonic() < deadline and not call.done():
+        row = watcher.execute(
+            "select state = 'active' and query like '%%dsql_local.blockers%%'"
+            " from pg_stat_activity where pid = %s",
+            [pid],
+        ).fetchone()
+        if row is not None and row[0]:
+            return
+        time.sleep(0.01)
+    assert call.done(), "dsql_local.blockers did not start"
+
+
+@pytest.mark.usefixtures("counters")
+def test_holders_are_looked_for_once_the_waiter_s_transaction_began(
+    dsql_local: DsqlLocal, counters: str
+) -> None:
+    """The relay asks who its backend waits for as soon as it sent a run
+    again: ROLLBACK, BEGIN, the statement. Until the backend has read them,
+    it is in the first run's failed transaction, which holds no virtualxid
+    as an ended transaction: ``dsql_local.blockers`` waits for the run
+    again's transaction to begin (it took the failed one for the run
+    again's end, the holder did not give way, and the run again failed at
+    its lock timeout: test_an_autocommit_write_commits_first_and_wins's
+    flake). Once it began, its end ends the wait."""
+    dsn = dsql_local.backend_dsn
+    with (
+        psycopg.connect(dsn) as holder,
+        psycopg.connect(dsn) as waiter,
+        psycopg.connect(dsn, autocommit=True) as looker,
+        psycopg.connect(dsn, autocommit=True) as watcher,
+        ThreadPoolExecutor(2) as pool,
+    ):
+        holder.execute(f"update {counters} set n = 1 where id = 1")
+        with pytest.raises(errors.DivisionByZero):
+            waiter.execute("select 1 / 0")  # the failed first run
+        look = "select dsql_local.blockers(%s, %s, '60 s')"
+        pid, held_by = waiter.info.backend_pid, holder.info.backend_pid
+        found = pool.submit(lambda: looker.execute(look, [pid, []]).fetchone())
+        _blockers_running(watcher, looker.info.backend_pid, found)
+        waiter.rollback()
+        update = f"update {counters} set n = 2 where id = 1"
+        ran = pool.submit(waiter.execute, update)
+        assert found.result(timeout=30) == ([held_by],)
+        # The holder known, the wait ends with the waiter's transaction.
+        found = pool.submit(lambda: looker.execute(look, [pid, [held_by]]).fetchone())
+        _blockers_running(watcher, looker.info.backend_pid, found)
+        watcher.execute("select pg_cancel_backend(%s)", [pid])
+        assert found.result(timeout=30) == ([],)
+        with pytest.raises(errors.QueryCanceled):
+            ran.result(timeout=30)
+        waiter.rollback()
 
 
 # Its name, as written the second time: with its schema, or found on the
