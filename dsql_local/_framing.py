@@ -31,7 +31,7 @@ class Framer:
     before anything of it is kept (`ProtocolViolation`).
     """
 
-    __slots__ = ("_buf", "_handle", "_max", "_need", "_out", "_watched")
+    __slots__ = ("_buf", "_handle", "_max", "_need", "_out", "_watched", "last")
 
     def __init__(
         self,
@@ -46,6 +46,8 @@ class Framer:
         self._watched = watched
         self._buf = bytearray()  # the start of an incomplete message
         self._need = 0  # the size it must reach to be worth a look again
+        self.last = 0
+        """The type of the last whole message fed (0: none yet)."""
 
     def feed(self, data: bytes) -> memoryview | None:
         """Append what `data` completes to the output; keep a partial message.
@@ -68,6 +70,7 @@ class Framer:
         need = 5
         out = self._out
         limit = self._max
+        last = -1
         while n - pos >= 5:
             length = _UNPACK_LEN(data, pos + 1)[0]
             if length > limit or length < 4:
@@ -86,8 +89,12 @@ class Framer:
                 watched = self._watched()
                 if watched is None:
                     out += view[start:end]
+                    self.last = kind
                     return view[end:]
+            last = pos
             pos = end
+        if last >= 0:
+            self.last = data[last]
         out += view[start:pos]
         if pos < n:
             buf += view[pos:]

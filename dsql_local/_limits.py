@@ -183,6 +183,11 @@ class Limits:
         held += error
         return b"", status
 
+    @property
+    def counts_fk_rows(self) -> bool:
+        """Whether the transaction counts the rows foreign key actions change."""
+        return self._start_rows is not None
+
     def rows_check(self) -> bytes:
         """The Query checking the row limit after a write, if one is due.
 

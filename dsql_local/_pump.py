@@ -93,6 +93,10 @@ class Relayed(Protocol):
         """Whether to look for the holders of rows it waits for now."""
         ...
 
+    def close(self) -> None:
+        """The connection is over."""
+        ...
+
 
 class Pump:
     """Move bytes between one client and its backend connection."""
@@ -186,6 +190,7 @@ class Pump:
                 )
             )
         finally:
+            self.protocol.close()
             with self._lock:
                 self._closed = True
                 self._backend.close()

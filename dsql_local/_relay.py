@@ -60,6 +60,7 @@ from ._messages import EVERY_KIND
 from ._policy import Refusal, Session, StatementPolicy
 from ._prepared import PreparedStatements
 from ._schema import SchemaClock
+from ._solo import Presence
 from ._split import Split
 from ._units import (
     ANSWER,
@@ -101,6 +102,8 @@ _FRONTEND_KINDS = frozenset(b"BCDEFHPQSXcdf")  # protocol 3.0's, after startup
 # What is read only to be kept, while an autocommit batch is (see `_hidden`).
 _KEPT_UNREAD = frozenset(b"CDHXdcf")
 _BACKEND_KINDS = frozenset(b"EZ1S")
+# The client messages after which the backend has nothing open in autocommit.
+_ENDS = frozenset(b"SQ")
 _BACKEND_KINDS_TAGS = frozenset(b"EZ1SC")  # for the policy or schema watch
 
 
@@ -139,10 +142,10 @@ class Relay:
         self._held = bytearray()
         """Client data that waits for the relay's own statements."""
         units = self._units = Units(self._to_backend)
-        limits = self._limits = Limits(
-            units, policy, getattr(endpoint, "holders", None), session
-        )
-        guard = self._guard = WriteGuard(units, self)
+        holders = getattr(endpoint, "holders", None)
+        limits = self._limits = Limits(units, policy, holders, session)
+        self._presence = Presence(getattr(holders, "activity", None), self._wake)
+        guard = self._guard = WriteGuard(units, self, self._write_alone)
         self._copy = CopyIn()
         self._split = Split(units, self, guard)
         hidden = self._hidden = HiddenTransactions(
@@ -201,6 +204,11 @@ class Relay:
         return self._guard.take_holder_lookup()
 
     def from_client(self, data: bytes) -> None:
+        if self._held or not self._presence.arrive():
+            # After what waits already; or until another's write is answered.
+            self._held += data
+            self.release_held()
+            return
         rest = self._client_framer.feed(data)
         if rest is not None:
             self._held += rest
@@ -224,13 +232,33 @@ class Relay:
 
     def woken(self) -> None:
         self._guard.try_giving_way()
+        self.release_held()
+
+    def _wake(self) -> None:
+        """From another relay's thread: have the pump call `woken`."""
+        waker = self._guard.waker
+        if waker is not None:
+            waker()
+
+    def close(self) -> None:
+        """The connection is over."""
+        self._presence.close()
+
+    def _write_alone(self) -> bool:
+        """Whether a write in a transaction may go unguarded (see `_solo`).
+
+        Not while rows that foreign key actions change are counted: the
+        guard checks them after each write.
+        """
+        return not self._limits.counts_fk_rows and self._presence.write_alone()
 
     # -- what the parts share ----------------------------------------------
 
     def holding(self) -> bool:
         """Client data waits: the relay still sends statements of its own."""
         return (
-            self._gate.holding()
+            self._presence.waiting
+            or self._gate.holding()
             or self._guard.holding()
             or self._split.holding()
             or (self._hidden.awaiting_commit and not self._copy.streaming)
@@ -386,7 +414,12 @@ class Relay:
         unit = units.done + 1
         action = units.action(unit)
         if kind == m.Z:
-            return self._end_of_unit_answer(unit, action, view[pos + 5 : pos + 6])
+            sent = self._end_of_unit_answer(unit, action, view[pos + 5 : pos + 6])
+            if units.done == units.sent:
+                idle = units.status == b"I" and not self._held
+                # (Else an implicit transaction may still be open.)
+                self._presence.answered(idle and self._client_framer.last in _ENDS)
+            return sent
         late = self._limits.late_refusal is not None
         if late or action & (GUARD | ANSWER | SNAPSHOT | RETRY | BATCH):
             return self._conflict_message(action, kind, view, pos, end)

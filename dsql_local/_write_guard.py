@@ -158,9 +158,16 @@ class GuardHost(Protocol):
 class WriteGuard:
     """Guard one connection's writes; replay the refused ones; give way."""
 
-    def __init__(self, units: Units, host: GuardHost) -> None:
+    def __init__(
+        self,
+        units: Units,
+        host: GuardHost,
+        alone: Callable[[], bool] | None = None,
+    ) -> None:
         self._units = units
         self._host = host
+        self._alone = alone
+        """Whether a write may go unguarded now (see `_solo`)."""
         self.write: Write | None = None
         self.doomed = False
         """The transaction's COMMIT is to fail: another one wins."""
@@ -281,6 +288,8 @@ class WriteGuard:
         found = guard(sql)
         if found is None:
             return None
+        if self._alone is not None and self._alone():
+            return None  # nothing can be in its way
         self.write = Write(found, sql)
         return self.write
 

@@ -26,6 +26,8 @@ from typing import Any, Protocol
 
 import psycopg
 
+from ._solo import Activity
+
 logger = logging.getLogger("dsql_local")
 
 # Rounds of looking for holders: each round finds the holders the replay
@@ -222,6 +224,8 @@ class Holders:
         self._lock = threading.Lock()
         self._relays: dict[int, Yielder] = {}
         self._fk_actions: bool | None = None
+        self.activity = Activity()
+        """Which of the relays are busy (see `_solo`)."""
 
     def add(self, pid: int, relay: Yielder) -> None:
         with self._lock:

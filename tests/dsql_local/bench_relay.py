@@ -484,6 +484,9 @@ class _PassThrough:
     def take_holder_lookup(self) -> bool:
         return False
 
+    def close(self) -> None:
+        pass
+
     def set_waker(self, waker: Callable[[], None]) -> None:
         pass
 

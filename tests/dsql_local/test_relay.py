@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from dsql_local import _protocol as pq
 from dsql_local._faults import Faults
+from dsql_local._framing import Framer
 from dsql_local._messages import OC000_MESSAGE
 from dsql_local._policy import Session
 from dsql_local._relay import Relay
@@ -99,3 +100,28 @@ def test_client_stream_is_split_anywhere(sizes: list[int], cuts: list[int]) -> N
         for piece in _pieces(data, cuts):
             relay.from_client(piece)
         assert bytes(relay.to_backend) == data
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    kinds=st.lists(st.sampled_from(b"BEHPSQd"), min_size=1, max_size=12),
+    watched=st.sets(st.sampled_from(b"BEHPSQd")),
+    cuts=st.lists(st.integers(min_value=0, max_value=500), max_size=10),
+)
+def test_the_framer_knows_the_last_whole_message(
+    kinds: list[int], watched: set[int], cuts: list[int]
+) -> None:
+    """Whether a unit may still be open in the backend (see `_solo`)."""
+    data = b"".join(pq.message(bytes([k]), b"x" * (k % 7)) for k in kinds)
+    out = bytearray()
+    framer = Framer(out, lambda kind, view, start, end: None, lambda: watched)
+    seen = 0
+    for piece in _pieces(data, cuts):
+        framer.feed(piece)
+        whole = len(out)  # what was passed on: whole messages only
+        sizes = [len(pq.message(bytes([k]), b"x" * (k % 7))) for k in kinds]
+        ends = itertools.accumulate(sizes)
+        passed = [k for k, end in zip(kinds, ends, strict=True) if end <= whole]
+        seen = passed[-1] if passed else seen
+        assert framer.last == seen
+    assert bytes(out) == data
