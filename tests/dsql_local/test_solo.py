@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -12,7 +14,7 @@ from psycopg.pq import TransactionStatus
 
 from dsql_local import DsqlLocal
 from dsql_local._solo import Activity, Presence
-from tests.dsql_local.helpers import Connect
+from tests.dsql_local.helpers import open_connection
 
 # -- the decisions, without PostgreSQL ------------------------------------------
 
@@ -104,13 +106,28 @@ def test_without_an_activity_every_write_is_guarded() -> None:
 # -- over TLS, two sessions ---------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def local() -> Iterator[DsqlLocal]:
+    """A DSQL Local of these tests' own: no other test's connection is busy."""
+    with DsqlLocal() as local:
+        yield local
+
+
 @pytest.fixture
-def counter(dsql_schema: str, connect: Connect) -> str:
-    table = f"{dsql_schema}.solo_counter"
-    with connect(autocommit=True) as conn:
-        conn.execute(f"create table {table} (id int primary key, n int not null)")
-        conn.execute(f"insert into {table} values (1, 0)")
-    return table
+def sessions(local: DsqlLocal) -> Iterator[list[psycopg.Connection[Any]]]:
+    """Two sessions, and a counter table with one row; nothing else busy."""
+    with open_connection(local, autocommit=True) as conn:
+        conn.execute("drop table if exists counter")
+        conn.execute("create table counter (id int primary key, n int not null)")
+        conn.execute("insert into counter values (1, 0)")
+    # The relays of connections closed are done a little later, in their thread.
+    activity = next(iter(local._endpoints.values())).holders.activity  # type: ignore[union-attr]
+    deadline = time.monotonic() + 10
+    while activity.busy and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not activity.busy
+    with open_connection(local) as first, open_connection(local) as second:
+        yield [first, second]
 
 
 def _transaction_ids(local: DsqlLocal, conn: psycopg.Connection[Any]) -> int:
@@ -135,30 +152,30 @@ def _fails_at_commit(conn: psycopg.Connection[Any]) -> None:
 
 @pytest.mark.parametrize("winner", ["alone", "guarded"])
 def test_a_write_alone_then_a_guarded_one_the_first_committer_wins(
-    dsql_local: DsqlLocal, connect: Connect, counter: str, winner: str
+    local: DsqlLocal, sessions: list[psycopg.Connection[Any]], winner: str
 ) -> None:
-    first, second = connect(), connect()
-    first.execute(f"update {counter} set n = n + 1 where id = %s", [1])
+    first, second = sessions
+    first.execute("update counter set n = n + 1 where id = %s", [1])
     # Nothing else was busy: no hidden savepoint, one transaction id.
-    assert _transaction_ids(dsql_local, first) == 1
-    second.execute(f"update {counter} set n = n + 10 where id = %s", [1])
+    assert _transaction_ids(local, first) == 1
+    second.execute("update counter set n = n + 10 where id = %s", [1])
     assert second.info.transaction_status == TransactionStatus.INTRANS
     # The first writer's next write is guarded: the second is busy now.
-    first.execute(f"update {counter} set n = n + 1 where id = %s", [1])
-    assert _transaction_ids(dsql_local, first) == 2
+    first.execute("update counter set n = n + 1 where id = %s", [1])
+    assert _transaction_ids(local, first) == 2
     won, lost = (first, second) if winner == "alone" else (second, first)
     won.commit()
     _fails_at_commit(lost)
     expected = 2 if winner == "alone" else 10
-    assert lost.execute(f"select n from {counter}").fetchone() == (expected,)
+    assert lost.execute("select n from counter").fetchone() == (expected,)
 
 
 def test_work_begun_while_a_write_flies_alone_waits_for_its_answer(
-    connect: Connect, counter: str
+    sessions: list[psycopg.Connection[Any]],
 ) -> None:
     """Else the later writer takes the row first; the lone write, unguarded,
     would wait for it and fail at the statement."""
-    first, second = connect(), connect()
+    first, second = sessions
     first.execute("select 1")  # its transaction begins, alone
     errors_seen: list[BaseException] = []
 
@@ -166,7 +183,7 @@ def test_work_begun_while_a_write_flies_alone_waits_for_its_answer(
         try:
             # The row is locked once the sleep in its condition is over.
             first.execute(
-                f"update {counter} set n = n + 1"
+                "update counter set n = n + 1"
                 " where id = 1 and pg_sleep(0.5) is not null"
             )
         except BaseException as exc:  # reported below
@@ -176,11 +193,11 @@ def test_work_begun_while_a_write_flies_alone_waits_for_its_answer(
     writer.start()
     try:
         threading.Event().wait(0.15)  # the slow write is in flight
-        second.execute(f"update {counter} set n = n + 10 where id = %s", [1])
+        second.execute("update counter set n = n + 10 where id = %s", [1])
     finally:
         writer.join()
     assert not errors_seen
     assert first.info.transaction_status == TransactionStatus.INTRANS
     first.commit()
     _fails_at_commit(second)
-    assert second.execute(f"select n from {counter}").fetchone() == (1,)
+    assert second.execute("select n from counter").fetchone() == (1,)
