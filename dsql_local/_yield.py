@@ -146,26 +146,34 @@ _HELD_TUPLE = re.compile(
 _INSERTING = re.compile(r"while (?:inserting|checking uniqueness of) ")
 
 
+def _held_row(context: str) -> tuple[str, str] | None:
+    """The relation (quoted for an SQL literal) and tuple id that a lock
+    timeout's `context` names, if it names a row."""
+    found = _HELD_TUPLE.search(context)
+    if found is None:
+        return None
+    tuple_id, relation = found.groups()
+    return relation.replace("'", "''"), tuple_id
+
+
 def holder_check(context: str) -> str | None:
     """SQL checking that the holder named in a lock timeout's `context` did
     not commit first: "" when the replay alone can tell (an INSERT's key),
     None when nothing can (``NOWAIT`` names no row)."""
-    found = _HELD_TUPLE.search(context)
-    if found is None:
+    row = _held_row(context)
+    if row is None:
         return "" if _INSERTING.search(context) else None
-    tuple_id, relation = found.groups()
-    relation = relation.replace("'", "''")
+    relation, tuple_id = row
     return f"SELECT dsql_local.check_holder('{relation}', '{tuple_id}')"
 
 
 def kept_check(context: str) -> str:
     """SQL checking that the row named in a lock timeout's `context` is as
     the statement met it (see `KEPT_CHECK_SQL`); "" when none is named."""
-    found = _HELD_TUPLE.search(context)
-    if found is None:
+    row = _held_row(context)
+    if row is None:
         return ""
-    tuple_id, relation = found.groups()
-    relation = relation.replace("'", "''")
+    relation, tuple_id = row
     return f"SELECT dsql_local.check_kept('{relation}', '{tuple_id}')"
 
 

@@ -27,6 +27,7 @@ from dsql_local._clones import (
 )
 from dsql_local._conflicts import Guard, guard
 from dsql_local._hidden import HiddenTransactions
+from dsql_local._yield import holder_check, kept_check
 from tests.dsql_local.helpers import Connect, make_token, open_connection
 
 PROTOCOLS = ["extended", "simple", "prepared"]
@@ -679,6 +680,16 @@ def test_an_insert_returning_is_answered_by_the_same_insert_into_a_clone(
     assert insert_rows_sql(found, 4) == (
         f"SELECT dsql_local.insert_rows('{target}'::regclass, 4)"
     )
+
+
+def test_the_row_a_lock_timeout_names_is_checked_by_its_relation_and_tuple() -> None:
+    met = 'while updating tuple (3,14) in relation "it\'s"'
+    assert holder_check(met) == "SELECT dsql_local.check_holder('it''s', '(3,14)')"
+    assert kept_check(met) == "SELECT dsql_local.check_kept('it''s', '(3,14)')"
+    # A key met: the replay tells; NOWAIT names nothing.
+    key = 'while inserting index tuple (0,1) in relation "t"'
+    assert (holder_check(key), kept_check(key)) == ("", "")
+    assert (holder_check(""), kept_check("")) == (None, "")
 
 
 def test_an_update_returning_star_is_answered_by_the_same_update_in_a_clone() -> None:
