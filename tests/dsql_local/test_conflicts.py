@@ -50,6 +50,19 @@ def counters(counter: str, connect: Connect) -> str:
     return counter
 
 
+HeldRow = tuple[psycopg.Connection[Any], psycopg.Connection[Any]]
+
+
+@pytest.fixture
+def held_row(counters: str, connect: Connect) -> HeldRow:
+    """A transaction holding row 1 of `counters` (n = 1), and a session in
+    autocommit."""
+    holder = connect()
+    later = connect(autocommit=True)
+    holder.execute(f"update {counters} set n = 1 where id = 1")
+    return holder, later
+
+
 def _cursor(conn: psycopg.Connection[Any], protocol: str) -> psycopg.Cursor[Any]:
     return psycopg.ClientCursor(conn) if protocol == "simple" else conn.cursor()
 
@@ -1752,13 +1765,11 @@ def test_a_write_reading_a_recursive_cte_is_judged_at_commit(
 
 
 def test_several_statements_in_one_autocommit_query_commit_first_and_win(
-    connect: Connect, counters: str
+    held_row: HeldRow, counters: str
 ) -> None:
     """PostgreSQL runs a query text of several statements as one implicit
     transaction: it commits at the text's end, first, and wins."""
-    holder = connect()
-    single = connect(autocommit=True)
-    holder.execute(f"update {counters} set n = 1 where id = 1")
+    holder, single = held_row
     cursor = psycopg.ClientCursor(single)
     cursor.execute(
         f"select n from {counters} where id = 2;"
@@ -1779,12 +1790,10 @@ def test_several_statements_in_one_autocommit_query_commit_first_and_win(
 
 
 def test_an_error_in_an_autocommit_query_run_again_rolls_all_of_it_back(
-    connect: Connect, counters: str
+    held_row: HeldRow, counters: str
 ) -> None:
     """Run again while the holder gives way, the text fails further on."""
-    holder = connect()
-    single = connect(autocommit=True)
-    holder.execute(f"update {counters} set n = 1 where id = 1")
+    holder, single = held_row
     with pytest.raises(errors.UniqueViolation):
         single.execute(
             f"update {counters} set n = 3 where id = 1;"
@@ -1820,13 +1829,11 @@ def test_an_autocommit_query_of_a_key_committed_before_it_fails_at_once(
 
 @pytest.mark.parametrize("prepare", [False, True])
 def test_statements_pipelined_in_autocommit_commit_first_and_win(
-    connect: Connect, counters: str, prepare: bool
+    held_row: HeldRow, counters: str, prepare: bool
 ) -> None:
     """Statements before one Sync run as one implicit transaction: it
     commits at the Sync, first, and wins."""
-    holder = connect()
-    single = connect(autocommit=True)
-    holder.execute(f"update {counters} set n = 1 where id = 1")
+    holder, single = held_row
     with single.pipeline():
         one = single.execute(f"select n from {counters} where id = %s", [2])
         two = single.execute(f"update {counters} set n = 5 where id = %s", [2])
@@ -1845,12 +1852,10 @@ def test_statements_pipelined_in_autocommit_commit_first_and_win(
 
 
 def test_executemany_in_autocommit_commits_first_and_wins(
-    connect: Connect, counters: str
+    held_row: HeldRow, counters: str
 ) -> None:
     """psycopg's executemany() sends its statements in pipeline mode."""
-    holder = connect()
-    single = connect(autocommit=True)
-    holder.execute(f"update {counters} set n = 1 where id = 1")
+    holder, single = held_row
     with single.cursor() as cursor:
         cursor.executemany(
             f"update {counters} set n = n + %s where id = %s",
@@ -1863,13 +1868,11 @@ def test_executemany_in_autocommit_commits_first_and_wins(
 
 
 def test_executemany_returning_in_autocommit_commits_first_and_wins(
-    connect: Connect, counters: str
+    held_row: HeldRow, counters: str
 ) -> None:
     """executemany(returning=True) sends a Flush, then waits for every
     statement's answer before it sends its Sync."""
-    holder = connect()
-    single = connect(autocommit=True)
-    holder.execute(f"update {counters} set n = 1 where id = 1")
+    holder, single = held_row
     with single.cursor() as cursor:
         cursor.executemany(
             f"update {counters} set n = n + %s where id = %s returning id, n",
@@ -1888,14 +1891,12 @@ def test_executemany_returning_in_autocommit_commits_first_and_wins(
 
 @pytest.mark.parametrize("read_first", [False, True])
 def test_a_fetch_in_an_autocommit_pipeline_commits_first_and_wins(
-    connect: Connect, counters: str, read_first: bool
+    held_row: HeldRow, counters: str, read_first: bool
 ) -> None:
     """A fetch inside pipeline() sends a Flush and waits for the answers
     before the block's Sync; with `read_first`, a read's answer was fetched
     (given to the client) before the write met the held row."""
-    holder = connect()
-    single = connect(autocommit=True)
-    holder.execute(f"update {counters} set n = 1 where id = 1")
+    holder, single = held_row
     with single.pipeline():
         if read_first:
             read = single.execute(f"select n from {counters} where id = %s", [2])
@@ -2049,11 +2050,9 @@ def test_an_async_pipeline_fetch_and_executemany_returning_commit_first(
 
 
 def test_an_error_in_an_autocommit_pipeline_run_again_rolls_all_of_it_back(
-    connect: Connect, counters: str
+    held_row: HeldRow, counters: str
 ) -> None:
-    holder = connect()
-    single = connect(autocommit=True)
-    holder.execute(f"update {counters} set n = 1 where id = 1")
+    holder, single = held_row
 
     def pipeline() -> None:
         with single.pipeline():
@@ -2176,11 +2175,9 @@ def test_an_autocommit_write_whose_holder_gives_way_first_runs_again(
     "begin", ["begin", "start transaction", "/* c */ begin", "-- c\nbegin"]
 )
 def test_a_query_that_begins_its_transaction_is_judged_at_commit(
-    connect: Connect, counters: str, winner: str, begin: str
+    held_row: HeldRow, counters: str, winner: str, begin: str
 ) -> None:
-    holder = connect()
-    later = connect(autocommit=True)
-    holder.execute(f"update {counters} set n = 1 where id = 1")
+    holder, later = held_row
     cursor = psycopg.ClientCursor(later)
     # One Query message: its statements run in the block it opens.
     cursor.execute(
@@ -2220,11 +2217,9 @@ def test_a_query_that_begins_its_transaction_is_judged_at_commit(
     ids=["begins its transaction", "commits it too"],
 )
 def test_an_error_in_a_query_that_begins_its_transaction_ends_the_rest(
-    connect: Connect, counters: str, commit: str
+    held_row: HeldRow, counters: str, commit: str
 ) -> None:
-    holder = connect()
-    later = connect(autocommit=True)
-    holder.execute(f"update {counters} set n = 1 where id = 1")
+    holder, later = held_row
     with pytest.raises(errors.UniqueViolation):
         later.execute(
             f"begin; update {counters} set n = 3 where id = 1;"
@@ -2362,11 +2357,9 @@ def test_a_guarded_write_among_debug_notices_is_answered_as_postgresql_answers(
 
 @pytest.mark.parametrize("opened", ["in the text", "before"])
 def test_a_query_that_commits_its_transaction_commits_first_and_wins(
-    connect: Connect, counters: str, opened: str
+    held_row: HeldRow, counters: str, opened: str
 ) -> None:
-    holder = connect()
-    later = connect(autocommit=True)
-    holder.execute(f"update {counters} set n = 1 where id = 1")
+    holder, later = held_row
     if opened == "before":
         later.execute("begin")
     cursor = psycopg.ClientCursor(later)
@@ -2400,11 +2393,9 @@ def test_a_query_that_commits_its_transaction_commits_first_and_wins(
 
 
 def test_a_query_that_commits_after_the_holder_committed_fails_at_its_commit(
-    connect: Connect, counters: str
+    held_row: HeldRow, counters: str
 ) -> None:
-    holder = connect()
-    later = connect(autocommit=True)
-    holder.execute(f"update {counters} set n = 1 where id = 1")
+    holder, later = held_row
     cursor = psycopg.ClientCursor(later)
     later.execute("begin")
     cursor.execute(f"update {counters} set n = 3 where id = 1")
@@ -2417,11 +2408,9 @@ def test_a_query_that_commits_after_the_holder_committed_fails_at_its_commit(
 
 
 def test_a_pipeline_that_commits_its_transaction_commits_first_and_wins(
-    connect: Connect, counters: str
+    held_row: HeldRow, counters: str
 ) -> None:
-    holder = connect()
-    later = connect(autocommit=True)
-    holder.execute(f"update {counters} set n = 1 where id = 1")
+    holder, later = held_row
     with later.pipeline():
         later.execute("begin")
         later.execute(f"update {counters} set n = %s where id = %s", [3, 1])
