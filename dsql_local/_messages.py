@@ -43,7 +43,7 @@ INT16 = struct.Struct("!H")
 UNPACK_LEN = INT32.unpack_from
 
 # Message types, as the ints a bytes object's items are.
-Q, B, S, F = b"QBSF"
+Q, B, S, F, PARSE = b"QBSFP"
 COPY_IN, COPY_DONE, COPY_FAIL = b"Gcf"
 DESCRIBE, EXECUTE, FLUSH = b"DEH"
 E, Z, C, PARSE_COMPLETE, PARAMETER_STATUS = b"EZC1S"

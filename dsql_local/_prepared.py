@@ -33,7 +33,6 @@ from ._write_guard import WriteGuard
 
 _PARAM_RE = re.compile(r"\$(\d+)")
 _NO_PARAMETERS = m.INT16.pack(0) * 3  # no formats, no values, no result formats
-_PARSE = ord("P")
 
 
 class Statement(NamedTuple):
@@ -112,7 +111,7 @@ class PreparedStatements:
                 return enclosed
         elif units.parses_sent == 1 and not one_statement(view, end):
             # The first of statements sent together (see `_hidden`).
-            self._hidden.start_batch(sql if verdict is None else verdict, _PARSE)
+            self._hidden.start_batch(sql if verdict is None else verdict, m.PARSE)
         return None if verdict is None else m.parse(name, verdict, types)
 
     def _commit_parse(self, sql: str, message: bytes) -> bytes | None:

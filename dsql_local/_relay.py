@@ -145,7 +145,7 @@ class Relay:
         holders = getattr(endpoint, "holders", None)
         limits = self._limits = Limits(units, policy, holders, session)
         self._presence = Presence(getattr(holders, "activity", None), self._wake)
-        guard = self._guard = WriteGuard(units, self, self._write_alone)
+        guard = self._guard = WriteGuard(units, self, limits, self._write_alone)
         self._copy = CopyIn()
         self._split = Split(units, self, guard)
         hidden = self._hidden = HiddenTransactions(
@@ -276,12 +276,6 @@ class Relay:
     def check(self, sql: str) -> Refusal | str | None:
         """The verdict on a client statement: refuse it, run another, or pass."""
         return self._checks.check(sql, self._units.status)
-
-    def begin(self) -> bytes:
-        return self._limits.begin()
-
-    def rows_check(self) -> bytes:
-        return self._limits.rows_check()
 
     def statement_error(self, body: memoryview) -> bytes | None:
         """An error of a client statement: noted, and as DSQL gives it."""

@@ -18,28 +18,30 @@ transaction in its place: its COMMIT will fail.
 The writes kept to run again follow the client's own savepoints (with strict
 mode off: DSQL has none): a ``ROLLBACK TO SAVEPOINT`` drops those kept since
 that savepoint, and whether the transaction was doomed since, as it undoes
-the writes; a ``RELEASE`` keeps them.
+the writes; a ``RELEASE`` keeps them. The SQL of the read and of the replays,
+and the reading of the savepoint commands, are `_replays`'s.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from . import _messages as m
 from . import _protocol as pq
-from ._clones import (
-    answer_sql,
-    clone_sql,
-    drop_clone_sql,
-    fill_sql,
-    insert_rows_sql,
-    upsert_rows_sql,
-)
+from ._clones import answer_sql, clone_sql, fill_sql
 from ._conflicts import Guard, guard
+from ._limits import Limits
+from ._replays import (
+    REPLAY_LOCK_TIMEOUT,
+    SAVEPOINT_WORDS,
+    answer_query,
+    replays_for,
+    savepoint_commands,
+    with_parameters,
+)
 from ._units import (
     ANSWER,
     GAVE_WAY,
@@ -84,19 +86,8 @@ _SAVEPOINT_STEPS = (
 # What the backend answers them, in order; notices may come among them.
 _SAVEPOINT_ANSWERS = b"3312C"
 _ROLLBACK_TO = pq.query(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT_NAME}")
-_ANSWER_STATEMENT = b"dsql_local_answer"
-# A replay waits for the holders it makes give way (see `_yield`).
-_REPLAY_LOCK_TIMEOUT = pq.query("SET LOCAL lock_timeout = '2s'")
 # What a refused extended-protocol write already answered that still holds.
 _KEPT_AFTER_REFUSAL = frozenset(b"12tTn")
-# The client's savepoint commands, and the savepoint's name.
-_SAVEPOINT_COMMAND = re.compile(
-    r"\s*(?:(savepoint)|(release)(?:\s+savepoint)?"
-    r"|rollback(?:\s+(?:work|transaction))?\s+to(?:\s+savepoint)?)"
-    r"\s+(\"(?:[^\"]|\"\")+\"|[^\s;\"]+)\s*\Z",
-    re.IGNORECASE,
-)
-_SAVEPOINT_WORDS = ("savepoint", "release", "rollback")
 
 
 @dataclass
@@ -146,14 +137,6 @@ class GuardHost(Protocol):
         """Whether client data waits for the relay's own statements."""
         ...
 
-    def begin(self) -> bytes:
-        """A hidden BEGIN and the query taking its snapshot."""
-        ...
-
-    def rows_check(self) -> bytes:
-        """The row limit's check due after a write, if any (see `_limits`)."""
-        ...
-
 
 class WriteGuard:
     """Guard one connection's writes; replay the refused ones; give way."""
@@ -162,10 +145,13 @@ class WriteGuard:
         self,
         units: Units,
         host: GuardHost,
+        limits: Limits,
         alone: Callable[[], bool] | None = None,
     ) -> None:
         self._units = units
         self._host = host
+        self._limits = limits
+        """Its row check after a write, its BEGIN after giving way."""
         self._alone = alone
         """Whether a write may go unguarded now (see `_solo`)."""
         self.write: Write | None = None
@@ -207,13 +193,10 @@ class WriteGuard:
         text) the client sends: a refused write undone by a ``ROLLBACK TO
         SAVEPOINT`` is not run again at COMMIT."""
         first = sql.lstrip()[:9].lower()
-        if not first.startswith(_SAVEPOINT_WORDS) and ";" not in sql:
+        if not first.startswith(SAVEPOINT_WORDS) and ";" not in sql:
             return  # (cheap: every statement sent comes here)
-        for statement in sql.split(";"):
-            found = _SAVEPOINT_COMMAND.match(statement)
-            if found is not None:
-                setting, releasing, name = found.groups()
-                self._savepoint(bool(setting), bool(releasing), _name(name))
+        for setting, releasing, name in savepoint_commands(sql):
+            self._savepoint(setting, releasing, name)
 
     def _savepoint(self, setting: bool, releasing: bool, name: str) -> None:
         marks = self._savepoints
@@ -302,7 +285,7 @@ class WriteGuard:
             return []
         if checkable:
             self._look_for_holders = True
-        return [_REPLAY_LOCK_TIMEOUT, *self.replays]
+        return [REPLAY_LOCK_TIMEOUT, *self.replays]
 
     def look_for_holders(self) -> None:
         """Have the pump look for the holders that what was just sent waits for."""
@@ -359,7 +342,7 @@ class WriteGuard:
         write = self.write
         assert write is not None
         if not action & ANSWER and not write.refused and status == b"T":
-            check = self._host.rows_check()
+            check = self._limits.rows_check()
             if check:
                 # Its answer waits for the check (see `end_of_rows_check`).
                 self._units.send(check, HIDDEN | ROWS | (action & _ENDS_STATEMENT))
@@ -381,20 +364,18 @@ class WriteGuard:
         # An UPDATE or DELETE (one at most) runs alone before the others'
         # rows are written: in the statement it did not see them.
         for n, part in sorted(enumerate(parts, number), key=lambda p: not p[1].fill):
-            self.replays += _replays(write, part, n, alone=bool(found.parts))
+            self.replays += replays_for(write, part, n, alone=bool(found.parts))
         self._units.send(_ROLLBACK_TO, HIDDEN | QUIET)
         for n, part in enumerate(parts, number):
             if part.target:
                 self._units.send(pq.query(clone_sql(part, n)), HIDDEN | QUIET)
             if part.fill:
                 self._units.send(
-                    _with_parameters(write, fill_sql(part, n)), HIDDEN | QUIET
+                    with_parameters(write, fill_sql(part, n)), HIDDEN | QUIET
                 )
         read = answer_sql(found, number)
         # A statement run in a unit of its own ends with its answer.
-        self._units.send(
-            _answer_query(write, read), ANSWER | (action & _ENDS_STATEMENT)
-        )
+        self._units.send(answer_query(write, read), ANSWER | (action & _ENDS_STATEMENT))
         # The extended protocol's ParseComplete, BindComplete and row
         # description stand; the rows come from the read.
         return bytes(write.kept) if write.bind is not None else b""
@@ -459,10 +440,10 @@ class WriteGuard:
         self._giving_way = True
         units.send(m.ROLLBACK, HIDDEN | QUIET)
         if units.status == b"E":
-            units.send(self._host.begin(), HIDDEN | SNAPSHOT)
+            units.send(self._limits.begin(), HIDDEN | SNAPSHOT)
             units.send(m.refusal_query(m.CONFLICT), HIDDEN | QUIET | GAVE_WAY)
         else:
-            units.send(self._host.begin(), HIDDEN | SNAPSHOT | GAVE_WAY)
+            units.send(self._limits.begin(), HIDDEN | SNAPSHOT | GAVE_WAY)
         logger.debug("a transaction gave way to one that committed first")
 
     @property
@@ -475,59 +456,3 @@ class WriteGuard:
         self._giving_way = False
         self._savepoints.clear()  # rolled back with the rest
         self._host.release_held()
-
-
-def _name(written: str) -> str:
-    """A savepoint's name as PostgreSQL has it: unquoted, folded to lower case."""
-    if written.startswith('"'):
-        return written[1:-1].replace('""', '"')
-    return written.lower()
-
-
-def _replays(write: Write, found: Guard, number: int, *, alone: bool) -> list[bytes]:
-    """What runs again before the COMMIT for `found`'s write, answered in
-    clone `number`; `alone`: one write of several, whose `read` replays it."""
-    if found.upsert:
-        # An upsert is answered in a clone of its table holding its rows;
-        # what it wrote there is written at the replay.
-        return [pq.query(upsert_rows_sql(found, number))]
-    if found.target and not found.fill:
-        # An INSERT ... RETURNING is answered by the same INSERT into a
-        # clone of its table; the clone's rows go in at the replay.
-        return [pq.query(insert_rows_sql(found, number))]
-    replay = _with_parameters(write, found.read if alone else write.sql)
-    if not found.fill:
-        return [replay]
-    # An UPDATE answered in a clone: the clone goes once it replayed.
-    return [replay, pq.query(drop_clone_sql(number))]
-
-
-def _with_parameters(write: Write, sql: str) -> bytes:
-    """`sql` (the refused write itself, say, to run again before the COMMIT),
-    with the write's parameters, no rows asked for."""
-    if write.bind is None:
-        return pq.query(sql)
-    params, _ = m.split_bind(write.bind)
-    return (
-        m.parse("", sql, write.types)
-        + m.bind(b"", b"", params, m.INT16.pack(0))
-        + m.execute()
-        + m.SYNC
-    )
-
-
-def _answer_query(write: Write, read: str) -> bytes:
-    """The read that answers a refused write, with the client's parameters."""
-    if write.bind is None:
-        return pq.query(read)
-    name = _ANSWER_STATEMENT
-    params, formats = m.split_bind(write.bind)
-    if not write.guard.rows:
-        formats = m.INT16.pack(0)
-    return (
-        pq.message(b"C", b"S" + name + b"\0")
-        + m.parse(name.decode(), read, write.types)
-        + m.bind(b"", name, params, formats)
-        + m.execute()
-        + m.SYNC
-    )
