@@ -258,14 +258,14 @@ def drop_clone_sql(number: int) -> str:
 def answer_sql(found: Guard, number: int) -> str:
     """The statement answering `found`'s write: for an INSERT, into clone `number`."""
     if found.parts:
-        text = found.read
+        text = found.stand_in
         for k in range(len(found.parts)):
             clone = f"pg_temp.{CLONE}_{int(number) + k} "
             text = text.replace(f"pg_temp.{CLONE}__{k} ", clone, 1)
         return text
     if not found.target:
-        return found.read
-    return found.read.replace(_CLONE_MARK, f"pg_temp.{CLONE}_{int(number)} ", 1)
+        return found.stand_in
+    return found.stand_in.replace(_CLONE_MARK, f"pg_temp.{CLONE}_{int(number)} ", 1)
 
 
 def insert_rows_sql(found: Guard, number: int) -> str:

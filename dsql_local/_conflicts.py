@@ -87,9 +87,13 @@ GUARD_WORDS = re.compile(r"\b(?:update|delete|insert|share)\b", re.IGNORECASE)
 class Guard(NamedTuple):
     """How to answer a statement from a plain read when its write is refused."""
 
-    read: str
-    """A SELECT of the rows the statement touches, with the same parameters;
-    for an INSERT into `target`, the same INSERT into its clone."""
+    stand_in: str
+    """What runs in the statement's place: mostly the read answering it, a
+    SELECT of the rows it touches with the same parameters (for an INSERT
+    into `target`, the same INSERT into its clone; for a statement of
+    several writes, the same statement writing into their clones); for an
+    UPDATE or DELETE among the `parts` of such a statement, the write
+    alone, which replays it."""
     verb: str
     """The command tag before the row count: ``UPDATE``, ``INSERT 0``..."""
     rows: bool
@@ -108,7 +112,7 @@ class Guard(NamedTuple):
     writes in the rows it updated."""
     parts: tuple[Guard, ...] = ()
     """A statement of several writes (data-modifying ``WITH``): each write's
-    own clone, in order; an UPDATE's or DELETE's `read` is the write alone,
+    own clone, in order; an UPDATE's or DELETE's `stand_in` is the write alone,
     its replay, which runs before the other parts' rows are written (there
     is one at most)."""
 
@@ -331,7 +335,7 @@ def _with_into_clone(stmt: Any, sql: str, ast: Any, parse_sql: Any) -> Guard | N
         found = _update_into_clone(write, sql, ast, outer, _recursive(stmt))
     if found is None:
         return None
-    return found._replace(read=RawStream()(stmt), verb="SELECT", rows=True)
+    return found._replace(stand_in=RawStream()(stmt), verb="SELECT", rows=True)
 
 
 _VERBS = {
@@ -438,7 +442,7 @@ def _part_into_clone(
     text = taking_every_parameter(alone, sql, ast)
     outer = tuple(plain[0][i] for i in used)
     found = _update_into_clone(write, sql, ast, outer, recursive)
-    return None if found is None else found._replace(read=text)
+    return None if found is None else found._replace(stand_in=text)
 
 
 def _used_ctes(

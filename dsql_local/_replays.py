@@ -39,7 +39,7 @@ SAVEPOINT_WORDS = ("savepoint", "release", "rollback")
 
 def replays_for(write: Write, found: Guard, number: int, *, alone: bool) -> list[bytes]:
     """What runs again before the COMMIT for `found`'s write, answered in
-    clone `number`; `alone`: one write of several, whose `read` replays it."""
+    clone `number`; `alone`: one write of several, whose `stand_in` replays it."""
     if found.upsert:
         # An upsert is answered in a clone of its table holding its rows;
         # what it wrote there is written at the replay.
@@ -48,7 +48,7 @@ def replays_for(write: Write, found: Guard, number: int, *, alone: bool) -> list
         # An INSERT ... RETURNING is answered by the same INSERT into a
         # clone of its table; the clone's rows go in at the replay.
         return [pq.query(insert_rows_sql(found, number))]
-    replay = with_parameters(write, found.read if alone else write.sql)
+    replay = with_parameters(write, found.stand_in if alone else write.sql)
     if not found.fill:
         return [replay]
     # An UPDATE answered in a clone: the clone goes once it replayed.

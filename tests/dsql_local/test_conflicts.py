@@ -847,7 +847,7 @@ def test_each_write_of_a_statement_runs_in_a_clone_of_its_own() -> None:
     )
     delete, insert = found.parts
     # The DELETE is replayed alone; the INSERT's rows go in from its clone.
-    assert (delete.target, delete.read) == ("q", "DELETE FROM q WHERE id = $1")
+    assert (delete.target, delete.stand_in) == ("q", "DELETE FROM q WHERE id = $1")
     assert fill_sql(delete, 3) == (
         "INSERT INTO pg_temp.dsql_local_rows_3 SELECT q.* FROM q WHERE id = $1"
     )
