@@ -119,10 +119,16 @@ class BackendAnswers:
         action = units.action(unit)
         if kind == m.Z:
             sent = self._end_of_unit_answer(unit, action, view[pos + 5 : pos + 6])
-            if units.done == units.sent:
-                idle = units.status == b"I" and not self._held
-                # (Else an implicit transaction may still be open.)
-                self._presence.answered(idle and self._client_framer.last in _ENDS)
+            presence = self._presence
+            if presence.flying or units.done == units.sent:
+                idle = (
+                    units.done == units.sent
+                    and units.status == b"I"
+                    and not self._held
+                    # (Else an implicit transaction may still be open.)
+                    and self._client_framer.last in _ENDS
+                )
+                presence.answered(units.done, idle)
             return sent
         late = self._limits.late_refusal is not None
         if late or action & (GUARD | ANSWER | SNAPSHOT | RETRY | BATCH):

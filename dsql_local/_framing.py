@@ -27,11 +27,22 @@ class Framer:
     `watched` returns the message types to hand to `handle`, or None to stop
     the stream: `feed` then returns the bytes that follow, unread. It is asked
     at the start and again after each handled message, since handling may
-    change it. A message declaring a length over `max_length` is refused
-    before anything of it is kept (`ProtocolViolation`).
+    change it. `last` is the type of the last whole message fed, those of
+    types in `unnoted` left out. A message declaring a length over
+    `max_length` is refused before anything of it is kept
+    (`ProtocolViolation`).
     """
 
-    __slots__ = ("_buf", "_handle", "_max", "_need", "_out", "_watched", "last")
+    __slots__ = (
+        "_buf",
+        "_handle",
+        "_max",
+        "_need",
+        "_out",
+        "_unnoted",
+        "_watched",
+        "last",
+    )
 
     def __init__(
         self,
@@ -39,6 +50,7 @@ class Framer:
         handle: Handler,
         watched: Callable[[], Container[int] | None],
         max_length: int = 0xFFFFFFFF,
+        unnoted: Container[int] = (),
     ) -> None:
         self._max = max_length
         self._out = out
@@ -46,6 +58,7 @@ class Framer:
         self._watched = watched
         self._buf = bytearray()  # the start of an incomplete message
         self._need = 0  # the size it must reach to be worth a look again
+        self._unnoted = unnoted
         self.last = 0
         """The type of the last whole message fed (0: none yet)."""
 
@@ -70,7 +83,8 @@ class Framer:
         need = 5
         out = self._out
         limit = self._max
-        last = -1
+        unnoted = self._unnoted
+        noted = self.last
         while n - pos >= 5:
             length = _UNPACK_LEN(data, pos + 1)[0]
             if length > limit or length < 4:
@@ -80,6 +94,8 @@ class Framer:
                 need = end - pos
                 break
             kind = data[pos]
+            if kind not in unnoted:
+                noted = kind
             if kind in watched:
                 replacement = self._handle(kind, view, pos, end)
                 if replacement is not None:
@@ -89,12 +105,10 @@ class Framer:
                 watched = self._watched()
                 if watched is None:
                     out += view[start:end]
-                    self.last = kind
+                    self.last = noted
                     return view[end:]
-            last = pos
             pos = end
-        if last >= 0:
-            self.last = data[last]
+        self.last = noted
         out += view[start:pos]
         if pos < n:
             buf += view[pos:]

@@ -93,8 +93,18 @@ class Relayed(Protocol):
         """Whether to look for the holders of rows it waits for now."""
         ...
 
+    @property
+    def wake_at(self) -> float | None:
+        """When to call `woken` (monotonic seconds), if at all."""
+        ...
+
+    @property
+    def busy(self) -> bool:
+        """Whether its backend may run a statement or hold a transaction."""
+        ...
+
     def close(self) -> None:
-        """The connection is over."""
+        """The connection is over, and its backend with it."""
         ...
 
 
@@ -190,6 +200,8 @@ class Pump:
                 )
             )
         finally:
+            if self.protocol.busy:
+                self._end_backend()
             self.protocol.close()
             with self._lock:
                 self._closed = True
@@ -201,6 +213,17 @@ class Pump:
                 self._client.sock.close()
             else:
                 self._client.close()
+
+    def _end_backend(self) -> None:
+        """The client went mid-statement or mid-transaction: end the backend.
+
+        Until it has ended it may hold rows, and its relay counts as busy.
+        """
+        holders: Holders | None = getattr(self._endpoint, "holders", None)
+        with self._lock:
+            self._backend.close()
+        if holders is not None and self.protocol.backend_pid:
+            holders.end_backend(self.protocol.backend_pid)
 
     def _begin(self) -> select.poll | None:
         """Poll both sockets and the waker; None if the connection is over.
@@ -232,15 +255,16 @@ class Pump:
         read_client, on_backend = self._read_client, self._on_backend
         deadline = self._deadline
         masks = _READING
+        protocol = self.protocol
         while not self._killed:
             # In milliseconds: poll rounds a fraction up.
             timeout = (deadline - monotonic()) * 1000
             if timeout <= 0:
                 self._age_out()
                 return
-            if delayed:
-                # Wake early (the rest is slept in _release_delayed).
-                timeout = max(0, min(timeout, (delayed[0][0] - monotonic()) * 1000 - 1))
+            wake_at = protocol.wake_at
+            if delayed or wake_at is not None:
+                timeout = self._sooner(timeout, wake_at)
             # _read_client decrypts every whole record it has, so poll sees
             # everything that is left to read.
             for fd, event in poll(timeout):
@@ -254,8 +278,8 @@ class Pump:
                         return
                 else:
                     self._on_wake()
-            if delayed:
-                self._release_delayed()
+            if delayed or wake_at is not None:
+                self._due(wake_at)
             # Mostly everything was sent at once: both masks stay as they are.
             if (
                 client.unsent
@@ -265,6 +289,24 @@ class Pump:
                 or self.protocol.held
             ):
                 masks = self._update_interest(poller, cfd, bfd, masks)
+
+    def _sooner(self, timeout: float, wake_at: float | None) -> float:
+        """`timeout` (ms), cut to the next delayed data or the protocol's wake."""
+        now = time.monotonic()
+        delayed = self._delayed
+        if delayed:
+            # Wake early (the rest is slept in _release_delayed).
+            timeout = min(timeout, (delayed[0][0] - now) * 1000 - 1)
+        if wake_at is not None:
+            timeout = min(timeout, (wake_at - now) * 1000)
+        return max(0, timeout)
+
+    def _due(self, wake_at: float | None) -> None:
+        """Pass on the delayed data due; wake the protocol if it asked to be."""
+        if self._delayed:
+            self._release_delayed()
+        if wake_at is not None and time.monotonic() >= wake_at:
+            self._on_wake()
 
     def _update_interest(
         self, poller: select.poll, cfd: int, bfd: int, masks: tuple[int, int]

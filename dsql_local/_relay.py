@@ -76,6 +76,11 @@ _CLIENT_KINDS = tuple(
     for prepared in (False, True)
 )
 _FRONTEND_KINDS = frozenset(b"BCDEFHPQSXcdf")  # protocol 3.0's, after startup
+# Client messages that leave open what came before them (see `_solo`).
+_UNNOTED = frozenset(b"Hcdf")
+# The last of them when the backend holds nothing: none yet, a Sync or a
+# Query answered, a Terminate.
+_AT_REST = frozenset(b"\0SQX")
 # What is read only to be kept, while an autocommit batch is (see `_hidden`).
 _KEPT_UNREAD = frozenset(b"CDHXdcf")
 _BACKEND_KINDS = frozenset(b"EZ1S")
@@ -147,6 +152,8 @@ class Relay(BackendAnswers):
             self._client_message,
             self._client_watches,
             pq.MAX_MESSAGE_LENGTH,
+            # After a Sync, so is a Flush; COPY data ends its Query's.
+            unnoted=_UNNOTED,
         )
         self._backend_framer = Framer(
             self._to_client, self._backend_message, self._backend_watches
@@ -206,8 +213,25 @@ class Relay(BackendAnswers):
         self._guard.give_way(transaction)
 
     def woken(self) -> None:
+        self._presence.waited()  # given up once its time is up
         self._guard.try_giving_way()
         self.release_held()
+
+    @property
+    def wake_at(self) -> float | None:
+        """When the pump is to call `woken` (monotonic seconds), if at all."""
+        presence = self._presence
+        return presence.wait_until if presence.waiting else None
+
+    @property
+    def busy(self) -> bool:
+        """Whether its backend may run a statement or hold a transaction."""
+        units = self._units
+        return (
+            units.done != units.sent
+            or units.status != b"I"
+            or self._client_framer.last not in _AT_REST
+        )
 
     def _wake(self) -> None:
         """From another relay's thread: have the pump call `woken`."""
@@ -216,16 +240,17 @@ class Relay(BackendAnswers):
             waker()
 
     def close(self) -> None:
-        """The connection is over."""
+        """The connection is over, and its backend has ended."""
         self._presence.close()
 
-    def _write_alone(self) -> bool:
-        """Whether a write in a transaction may go unguarded (see `_solo`).
+    def _write_alone(self, unit: int) -> bool:
+        """Whether the write of `unit`, in a transaction, may go unguarded
+        (see `_solo`).
 
         Not while rows that foreign key actions change are counted: the
         guard checks them after each write.
         """
-        return not self._limits.counts_fk_rows and self._presence.write_alone()
+        return not self._limits.counts_fk_rows and self._presence.write_alone(unit)
 
     # -- what the parts share ----------------------------------------------
 

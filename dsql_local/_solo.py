@@ -7,20 +7,27 @@ another transaction changed after this one's snapshot. Either needs another
 connection to have been busy (a statement in flight, or a transaction open)
 since this one became busy. `Activity` keeps which relays over one
 PostgreSQL are busy; a relay's write goes unguarded while no other relay has
-been busy since it became busy itself.
+been busy since it became busy itself. A relay whose client went stays busy
+until its backend has ended (see `_pump`).
 
 One race is closed by a short wait: a relay that becomes busy while another's
 unguarded write is in flight holds its client's data until that write is
-answered. Else its own write could take the row first, and the unguarded
-one would wait for it and fail at the statement, where DSQL lets both run
-and judges at COMMIT. Connections that bypass the relays (``backend_dsn``)
-are not seen: a write of theirs can still meet an unguarded one that way.
+answered, for `PATIENCE` seconds at most. Else its own write could take the
+row first, and the unguarded one would wait for it and fail at the
+statement, where DSQL lets both run and judges at COMMIT. A write that runs
+longer than that can still meet such a row and fail at the statement; so
+can one that meets a row of a connection that bypasses the relays
+(``backend_dsn``): those are not seen.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
+
+PATIENCE = 0.5
+"""Seconds a relay that became busy waits at most for another's lone write."""
 
 
 class Activity:
@@ -38,20 +45,44 @@ class Activity:
 
 
 class Presence:
-    """One relay's part in its PostgreSQL's `Activity`."""
+    """One relay's part in its PostgreSQL's `Activity`.
 
-    __slots__ = ("_activity", "_alone", "_turn", "_wake", "busy", "flying", "waiting")
+    `clock` gives the time (seconds, monotonic), `wake` has the relay's
+    thread act on a change another thread made (see `_pump.Pump.wake`).
+    """
 
-    def __init__(self, activity: Activity | None, wake: Callable[[], None]) -> None:
+    __slots__ = (
+        "_activity",
+        "_alone",
+        "_clock",
+        "_landing",
+        "_turn",
+        "_wake",
+        "busy",
+        "flying",
+        "wait_until",
+        "waiting",
+    )
+
+    def __init__(
+        self,
+        activity: Activity | None,
+        wake: Callable[[], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._activity = activity
         self._wake = wake
+        self._clock = clock
         self._alone = False
         self._turn = 0
+        self._landing = 0
         self.busy = False
         self.flying = False
         """Its unguarded write is in flight."""
         self.waiting = False
         """It holds its client's data until another's write is answered."""
+        self.wait_until = 0.0
+        """When it stops waiting all the same."""
 
     def arrive(self) -> bool:
         """Client data came: be busy. False: hold the data until woken."""
@@ -69,11 +100,13 @@ class Presence:
             if activity.flying is None:
                 return True
             self.waiting = True
+            self.wait_until = self._clock() + PATIENCE
             activity.waiting.append(self)
         return False
 
-    def write_alone(self) -> bool:
-        """Whether a write may go unguarded; if so, it flies until answered."""
+    def write_alone(self, unit: int) -> bool:
+        """Whether the write of `unit` may go unguarded; if so, it flies
+        until that unit is answered (see `answered`)."""
         activity = self._activity
         if activity is None or not self._alone:
             return False
@@ -83,33 +116,51 @@ class Presence:
                 return False
             activity.flying = self
         self.flying = True
+        self._landing = max(self._landing, unit)
         return True
 
-    def answered(self, idle: bool) -> None:
-        """Everything sent is answered; `idle`: and no transaction is open."""
-        activity = self._activity
-        if activity is None:
-            self.busy = self.busy and not idle
-            return
-        if self.flying:
-            self.flying = False
-            with activity.lock:
-                activity.flying = None
-                waiting, activity.waiting = activity.waiting, []
-                for presence in waiting:
-                    presence.waiting = False
-            for presence in waiting:
-                presence._wake()
+    def answered(self, done: int, idle: bool) -> None:
+        """Units up to `done` are answered; `idle`: all are, and nothing is open."""
+        if self.flying and (done >= self._landing or idle):
+            self._land()
         if idle and self.busy:
             self.busy = False
-            with activity.lock:
-                activity.busy.discard(self)
+            activity = self._activity
+            if activity is not None:
+                with activity.lock:
+                    activity.busy.discard(self)
+
+    def waited(self) -> bool:
+        """Stop waiting if its time is up; whether it still waits."""
+        if not self.waiting or self._clock() < self.wait_until:
+            return self.waiting
+        activity = self._activity
+        assert activity is not None
+        with activity.lock:
+            if self in activity.waiting:
+                activity.waiting.remove(self)
+            self.waiting = False
+        return False
 
     def close(self) -> None:
-        """The connection is over."""
+        """The connection is over (and its backend with it)."""
         activity = self._activity
         if activity is not None and self.waiting:
             with activity.lock:
                 if self in activity.waiting:
                     activity.waiting.remove(self)
-        self.answered(idle=True)
+                self.waiting = False
+        self.answered(self._landing, idle=True)
+
+    def _land(self) -> None:
+        self.flying = False
+        activity = self._activity
+        if activity is None:
+            return
+        with activity.lock:
+            activity.flying = None
+            waiting, activity.waiting = activity.waiting, []
+            for presence in waiting:
+                presence.waiting = False
+        for presence in waiting:
+            presence._wake()

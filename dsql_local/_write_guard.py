@@ -146,14 +146,14 @@ class WriteGuard:
         units: Units,
         host: GuardHost,
         limits: Limits,
-        alone: Callable[[], bool] | None = None,
+        alone: Callable[[int], bool] | None = None,
     ) -> None:
         self._units = units
         self._host = host
         self._limits = limits
         """Its row check after a write, its BEGIN after giving way."""
         self._alone = alone
-        """Whether a write may go unguarded now (see `_solo`)."""
+        """Whether the write of a unit may go unguarded (see `_solo`)."""
         self.write: Write | None = None
         self.doomed = False
         """The transaction's COMMIT is to fail: another one wins."""
@@ -271,7 +271,7 @@ class WriteGuard:
         found = guard(sql)
         if found is None:
             return None
-        if self._alone is not None and self._alone():
+        if self._alone is not None and self._alone(units_before + 1):
             return None  # nothing can be in its way
         self.write = Write(found, sql)
         return self.write

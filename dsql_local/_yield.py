@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import threading
+import time
 import weakref
 from typing import Any, Protocol
 
@@ -33,6 +34,8 @@ logger = logging.getLogger("dsql_local")
 # Rounds of looking for holders: each round finds the holders the replay
 # waits for now (several writes may each wait for another one).
 _ROUNDS = 8
+# How long (in 10 ms rounds) to wait for a backend ended for its gone client.
+_END_ROUNDS = 500
 
 BLOCKERS_SQL = """CREATE FUNCTION dsql_local.blockers(
         waiter int, known int[], patience interval DEFAULT '200 ms')
@@ -287,6 +290,27 @@ class Holders:
         except psycopg.Error as exc:
             # The replay then waits for the holder, or fails at its lock timeout.
             logger.warning("DSQL Local could not look for a row's holder: %s", exc)
+
+    def end_backend(self, pid: int) -> None:
+        """End the backend `pid` (its client went): wait until it has ended.
+
+        Its transaction is rolled back and a statement it runs stops now, as
+        in DSQL, where a connection's transaction ends with it; meanwhile its
+        relay counts as busy (see `_solo`).
+        """
+        try:
+            with self._connect() as conn:
+                conn.execute("SELECT pg_catalog.pg_terminate_backend(%s)", [pid])
+                for _ in range(_END_ROUNDS):
+                    row = conn.execute(
+                        "SELECT 1 FROM pg_catalog.pg_stat_activity WHERE pid = %s",
+                        [pid],
+                    ).fetchone()
+                    if row is None:
+                        return
+                    time.sleep(0.01)
+        except psycopg.Error as exc:
+            logger.warning("DSQL Local could not end a backend: %s", exc)
 
     def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
         directory, name = os.path.split(self._socket)

@@ -464,6 +464,8 @@ class _PassThrough:
     """A relay protocol that passes every byte on unread (``--floor``)."""
 
     transaction = 0
+    wake_at = None
+    busy = False
 
     def __init__(self, endpoint: Any, session: Any, *, backend_pid: int = 0) -> None:
         self.to_client = bytearray()

@@ -16,7 +16,7 @@ from psycopg.pq import TransactionStatus
 
 from dsql_local import DsqlLocal
 from dsql_local._pump import Pump
-from dsql_local._solo import Activity, Presence
+from dsql_local._solo import PATIENCE, Activity, Presence
 from tests.dsql_local.helpers import open_connection
 
 # -- the decisions, without PostgreSQL ------------------------------------------
@@ -30,80 +30,115 @@ class _Woken:
         self.times += 1
 
 
-def _two(activity: Activity) -> tuple[Presence, _Woken, Presence, _Woken]:
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _two(
+    activity: Activity, clock: _Clock | None = None
+) -> tuple[Presence, _Woken, Presence, _Woken]:
     wake_a, wake_b = _Woken(), _Woken()
-    return Presence(activity, wake_a), wake_a, Presence(activity, wake_b), wake_b
+    clock = clock or _Clock()
+    return (
+        Presence(activity, wake_a, clock),
+        wake_a,
+        Presence(activity, wake_b, clock),
+        wake_b,
+    )
 
 
 def test_a_relay_alone_writes_unguarded_until_another_becomes_busy() -> None:
     a, _, b, _ = _two(Activity())
     assert a.arrive()
-    assert a.write_alone()
-    a.answered(idle=False)  # its transaction stays open
-    assert a.write_alone()
-    a.answered(idle=False)
+    assert a.write_alone(1)
+    a.answered(1, idle=False)  # its transaction stays open
+    assert a.write_alone(2)
+    a.answered(2, idle=False)
     assert b.arrive()  # another connection starts work
-    assert not a.write_alone()
-    b.answered(idle=True)
+    assert not a.write_alone(3)
+    b.answered(1, idle=True)
     # Once another has been busy, not again in this busy stretch.
-    assert not a.write_alone()
-    a.answered(idle=True)
+    assert not a.write_alone(3)
+    a.answered(3, idle=True)
     assert a.arrive()  # a new transaction, no other busy: alone again
-    assert a.write_alone()
+    assert a.write_alone(4)
 
 
 def test_a_relay_that_became_busy_beside_another_is_guarded() -> None:
     a, _, b, _ = _two(Activity())
     assert b.arrive()  # say, a transaction left open
     assert a.arrive()
-    b.answered(idle=True)
-    assert not a.write_alone()
+    b.answered(1, idle=True)
+    assert not a.write_alone(1)
 
 
 def test_arriving_while_a_write_flies_alone_waits_until_it_is_answered() -> None:
     a, _, b, wake_b = _two(Activity())
     assert a.arrive()
-    assert a.write_alone()
+    assert a.write_alone(3)
     assert not b.arrive()
     assert b.waiting
     assert not b.arrive()  # more data of it waits as well
+    a.answered(2, idle=False)  # what was sent before the write
+    assert b.waiting
     assert wake_b.times == 0
-    a.answered(idle=False)
+    # The write's unit is answered, whatever follows it: B goes on.
+    a.answered(3, idle=False)
     assert not b.waiting
     assert wake_b.times == 1
     assert b.arrive()
-    assert not a.write_alone()
+    assert not a.write_alone(4)
+
+
+def test_a_wait_for_another_s_write_ends_at_its_patience() -> None:
+    clock = _Clock()
+    a, _, b, wake_b = _two(Activity(), clock)
+    assert a.arrive()
+    assert a.write_alone(1)
+    assert not b.arrive()
+    assert b.wait_until == clock.now + PATIENCE
+    clock.now += PATIENCE - 0.01
+    assert b.waited()
+    clock.now += 0.01
+    assert not b.waited()
+    assert b.arrive()  # its data goes on
+    a.answered(1, idle=False)
+    assert wake_b.times == 0  # no longer among those waiting
 
 
 def test_a_closed_relay_lands_its_write_and_leaves() -> None:
     activity = Activity()
     a, _, b, wake_b = _two(activity)
     assert a.arrive()
-    assert a.write_alone()
+    assert a.write_alone(1)
     assert not b.arrive()
     a.close()
     assert wake_b.times == 1
-    b.answered(idle=True)
+    b.answered(1, idle=True)
     c = Presence(activity, _Woken())
     assert c.arrive()
-    assert c.write_alone()
+    assert c.write_alone(1)
     assert not activity.busy - {c}
 
 
 def test_a_waiting_relay_that_closes_is_not_woken() -> None:
     a, _, b, wake_b = _two(Activity())
     assert a.arrive()
-    assert a.write_alone()
+    assert a.write_alone(1)
     assert not b.arrive()
     b.close()
-    a.answered(idle=True)
+    a.answered(1, idle=True)
     assert wake_b.times == 0
 
 
 def test_without_an_activity_every_write_is_guarded() -> None:
     presence = Presence(None, _Woken())
     assert presence.arrive()
-    assert not presence.write_alone()
+    assert not presence.write_alone(1)
 
 
 # -- over TLS, two sessions ---------------------------------------------------------
@@ -235,13 +270,6 @@ def _backend_ends(admin: psycopg.Connection[Any], pid: int) -> None:
     pytest.fail(f"backend {pid} never exited")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review of 3974729: a relay leaves Activity.busy when its client"
-    " connection ends, though its backend still runs the statement (and holds"
-    " the row) until that ends; the next write alone goes unguarded, meets"
-    " the row, and fails at the statement with (OC000)",
-)
 def test_a_write_meeting_the_row_of_a_vanished_connection_is_judged_at_commit(
     local: DsqlLocal,
     sessions: list[psycopg.Connection[Any]],
@@ -297,14 +325,6 @@ def test_a_write_meeting_the_row_of_a_vanished_connection_is_judged_at_commit(
     assert writer.execute("select n from counter").fetchone() == (1,)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review of 3974729: a connection that begins work while a lone"
-    " write flies waits until everything the writer sent is answered"
-    " (Presence.answered runs only once units.done == units.sent), not just"
-    " the write: here a large answer the writer's client has not read yet"
-    " holds it for as long as that client does not read",
-)
 def test_work_begun_while_a_lone_write_s_pipeline_runs_on_waits_only_for_the_write(
     local: DsqlLocal, sessions: list[psycopg.Connection[Any]]
 ) -> None:
@@ -436,14 +456,6 @@ def _copy(conn: psycopg.Connection[Any]) -> None:
         copy.write_row((2, 0))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="review of 3974729: Presence.answered takes a connection for idle"
-    " only when the last client message was a Sync or a Query; psycopg ends a"
-    " pipeline (executemany) with a Flush after its Sync, a COPY ends with"
-    " CopyDone: the connection stays busy while idle, and every other"
-    " connection's writes stay guarded",
-)
 @pytest.mark.parametrize("work", [_executemany, _copy])
 def test_a_connection_idle_after_a_pipeline_or_a_copy_is_not_busy(
     local: DsqlLocal,
