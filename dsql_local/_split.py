@@ -43,6 +43,7 @@ _CACHE_TEXT_LIMIT = 16_384
 
 
 @functools.cache
+@functools.cache
 def _with_execute(kinds: frozenset[int]) -> frozenset[int]:
     return kinds | {m.EXECUTE}
 
@@ -74,6 +75,8 @@ class Split:
         self._then_next_piece = False
         """The text split is a piece of a Query split at its COMMITs (see
         `_commit_gate`): its last statement's end sends the next piece."""
+        self._last_sql = ""
+        self._last_begins = False
 
     def holding(self) -> bool:
         """Whether client data waits for a statement this part split off."""
@@ -88,9 +91,16 @@ class Split:
         """
         if self.skipping:
             return m.EVERY_KIND
-        if self._units.status == b"T" or m.BEGIN_RE.match(sql) is not None:
+        if self._units.status == b"T" or self._is_begin(sql):
             return _with_execute(kinds)
         return kinds
+
+    def _is_begin(self, sql: str) -> bool:
+        """Whether `sql` is a BEGIN (asked for each message: the last kept)."""
+        if sql is not self._last_sql:
+            self._last_sql = sql
+            self._last_begins = m.BEGIN_RE.match(sql) is not None
+        return self._last_begins
 
     # -- client -> backend -------------------------------------------------
 

@@ -7,9 +7,11 @@ Run: python tests/dsql_local/bench_relay.py [seconds] [--no-strict]
 Not a test (nothing is asserted about speed). By default DSQL Local runs in a
 process of its own (its CLI), as in a benchmark of a real application;
 ``--in-process`` runs it in this process, ``--both`` measures both placements.
-Two workloads (``select 1`` in autocommit; a one-row UPDATE in transactions of
-ten statements, BEGIN and COMMIT not counted), each over these routes, taken
-in turns in the same run so that the machine's load falls on all alike:
+Three workloads (``select 1`` in autocommit; a one-row UPDATE in transactions
+of ten statements, BEGIN and COMMIT not counted; the same UPDATEs while
+another connection holds a transaction open, so that DSQL Local guards each
+write, see ``dsql_local/_solo.py``), each over these routes, taken in turns
+in the same run so that the machine's load falls on all alike:
 
 - ``unix``: PostgreSQL directly, on its unix socket;
 - ``tls``: a second PostgreSQL of the same installation, directly, over TLS on
@@ -66,10 +68,12 @@ from dsql_local._backend import find_bindir
 
 _TABLE = "bench_relay"
 _UPDATE = f"update {_TABLE} set n = n + 1 where id = %s"
-# name: (statement, parameters, statements per transaction; 0: autocommit)
-WORKLOADS: dict[str, tuple[str, tuple[int, ...], int]] = {
-    "select 1, autocommit": ("select 1", (), 0),
-    "update, transactions of 10": (_UPDATE, (1,), 10),
+# name: (statement, parameters, statements per transaction (0: autocommit),
+# whether another connection holds a transaction open meanwhile)
+WORKLOADS: dict[str, tuple[str, tuple[int, ...], int, bool]] = {
+    "select 1, autocommit": ("select 1", (), 0, False),
+    "update, transactions of 10": (_UPDATE, (1,), 10, False),
+    "update, another transaction open": (_UPDATE, (1,), 10, True),
 }
 _SCALING = (1, 8, 64)
 _ROUNDS = 5
@@ -166,7 +170,21 @@ class Route:
 
     def measure(self, workload: str, seconds: float) -> Sample:
         """Run `workload` on each open connection at once, a thread each."""
-        statement, params, per_transaction = WORKLOADS[workload]
+        statement, params, per_transaction, beside = WORKLOADS[workload]
+        with contextlib.ExitStack() as stack:
+            if beside:
+                other = stack.enter_context(self._connect())
+                other.execute("begin")
+                other.execute("select 1")
+            return self._measure(statement, params, per_transaction, seconds)
+
+    def _measure(
+        self,
+        statement: str,
+        params: tuple[int, ...],
+        per_transaction: int,
+        seconds: float,
+    ) -> Sample:
         results: list[tuple[int, float, float]] = [(0, 0.0, 0.0)] * len(self._conns)
         barrier = threading.Barrier(len(self._conns) + 1)
 
