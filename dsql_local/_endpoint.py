@@ -239,7 +239,9 @@ class Endpoint:
             started = login.authenticate(client)
             backend = started.backend
             try:
-                relay = Relay(self, started.session, backend_pid=started.pid)
+                relay = Relay(
+                    self, started.session, backend_pid=started.pid, key=started.key
+                )
                 ends = accepted + self.max_connection_age
                 pump = Pump(self, client, backend, ends, relay)
                 relay.set_waker(pump.wake)
@@ -282,6 +284,10 @@ class Endpoint:
     def generation(self) -> int:
         """Bumped by `drop_connections`: a login of an older one gives up."""
         return self._generation
+
+    def cancel_held(self, key: bytes) -> bool:
+        """Cancel the statement a relay holds for the backend `key` names."""
+        return self.holders.cancel_held(key)
 
     def admit(self) -> None:
         """Refuse the connection past DSQL's open-connection or rate limit."""

@@ -52,6 +52,8 @@ class Authenticated(NamedTuple):
     session: Session
     greeting: bytes
     """The backend's answer to the startup, up to its ReadyForQuery."""
+    key: bytes
+    """The backend's process id and secret, which a CancelRequest names."""
 
 
 class LoginHost(Protocol):
@@ -71,6 +73,11 @@ class LoginHost(Protocol):
 
     def admit(self) -> None:
         """Raise `_startup.Refused` past the open-connection or rate limit."""
+        ...
+
+    def cancel_held(self, key: bytes) -> bool:
+        """Cancel the statement a relay holds for the backend `key` names;
+        whether it held one (see `_solo`)."""
         ...
 
 
@@ -197,7 +204,9 @@ class Login:
             raise st.Refused(refusal.sqlstate, refusal.message)
         backend, greeting = self._connect_backend(client, params, version)
         session = Session(user=user, backend_major=self._host.backend_major)
-        return Authenticated(backend, greeting.pid, session, bytes(greeting.data))
+        return Authenticated(
+            backend, greeting.pid, session, bytes(greeting.data), greeting.key
+        )
 
     def _connect_backend(
         self, client: TlsConnection, params: dict[str, str], version: int
@@ -230,7 +239,12 @@ class Login:
         return backend, greeting
 
     def _cancel(self, key: bytes) -> None:
-        """Pass a CancelRequest (process id and secret key) to the backend."""
+        """Pass a CancelRequest (process id and secret key) to the backend.
+
+        Unless the statement to cancel has not reached it: held by its relay.
+        """
+        if self._host.cancel_held(key):
+            return
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as backend:
             backend.settimeout(5)
             try:

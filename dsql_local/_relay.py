@@ -46,6 +46,7 @@ server-side error would.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from typing import Protocol
 
@@ -76,6 +77,8 @@ _CLIENT_KINDS = tuple(
     for prepared in (False, True)
 )
 _FRONTEND_KINDS = frozenset(b"BCDEFHPQSXcdf")  # protocol 3.0's, after startup
+# What a statement cancelled before it reached the backend gets (PostgreSQL's).
+_CANCELLED = Refusal("57014", "canceling statement due to user request")
 # Client messages that leave open what came before them (see `_solo`).
 _UNNOTED = frozenset(b"Hcdf")
 # The last of them when the backend holds nothing: none yet, a Sync or a
@@ -110,11 +113,14 @@ class Relay(BackendAnswers):
         session: Session,
         *,
         backend_pid: int = 0,
+        key: bytes = b"",
     ) -> None:
         self._to_client = bytearray()
         self._to_backend = bytearray()
         self.session = session
         self.backend_pid = backend_pid
+        self._key = key
+        """The backend's BackendKeyData, which a CancelRequest names."""
         policy = endpoint.policy
         checks = self._checks = Checks(
             endpoint.faults, policy, endpoint.schema_clock, session
@@ -272,10 +278,28 @@ class Relay(BackendAnswers):
             held = bytes(self._held)
             self._held.clear()
             self.from_client(held)
+            self._presence.cancelled = False  # (a cancel reaches one statement)
 
     def check(self, sql: str) -> Refusal | str | None:
         """The verdict on a client statement: refuse it, run another, or pass."""
+        presence = self._presence
+        if presence.cancelled:
+            # Cancelled while it waited for another's write (see `_solo`).
+            presence.cancelled = False
+            return _CANCELLED
         return self._checks.check(sql, self._units.status)
+
+    def cancel_held(self, key: bytes) -> bool:
+        """From another thread: a CancelRequest for this relay's backend.
+
+        Whether the statement it names waits here, not having reached the
+        backend: it is refused, as the backend would have cancelled it.
+        """
+        return (
+            bool(self._key)
+            and hmac.compare_digest(key, self._key)
+            and self._presence.cancel()
+        )
 
     # -- client -> backend -------------------------------------------------
 

@@ -59,6 +59,7 @@ class Presence:
         "_turn",
         "_wake",
         "busy",
+        "cancelled",
         "flying",
         "wait_until",
         "waiting",
@@ -83,6 +84,8 @@ class Presence:
         """It holds its client's data until another's write is answered."""
         self.wait_until = 0.0
         """When it stops waiting all the same."""
+        self.cancelled = False
+        """The client cancelled what waits: its first statement is refused."""
 
     def arrive(self) -> bool:
         """Client data came: be busy. False: hold the data until woken."""
@@ -129,6 +132,17 @@ class Presence:
             if activity is not None:
                 with activity.lock:
                     activity.busy.discard(self)
+
+    def cancel(self) -> bool:
+        """From another thread: the client cancels; whether its data waits."""
+        activity = self._activity
+        if activity is None:
+            return False
+        with activity.lock:
+            # (It stops waiting under the lock: then the backend has it.)
+            if self.waiting:
+                self.cancelled = True
+            return self.waiting
 
     def waited(self) -> bool:
         """Stop waiting if its time is up; whether it still waits."""

@@ -170,6 +170,8 @@ class Greeting:
     def __init__(self) -> None:
         self.data = bytearray()
         self.pid = 0
+        self.key = b""
+        """Its BackendKeyData: the process id and the secret a cancel names."""
         self.major: int | None = None
 
     def add(self, kind: bytes, body: bytes) -> bool:
@@ -177,6 +179,7 @@ class Greeting:
         self.data += kind + pq.INT32.pack(len(body) + 4) + body
         if kind == b"K" and len(body) >= 4:
             (self.pid,) = pq.INT32.unpack_from(body)
+            self.key = bytes(body)
         if kind == b"S":
             try:
                 pq.check_parameter_status(body)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import struct
 import threading
 import time
 import weakref
@@ -225,6 +226,10 @@ class Yielder(Protocol):
         """Roll back transaction number `transaction`, if still open (thread-safe)."""
         ...
 
+    def cancel_held(self, key: bytes) -> bool:
+        """Cancel the statement it holds, if `key` is its backend's (thread-safe)."""
+        ...
+
 
 class Holders:
     """The relays over one PostgreSQL, by backend process id."""
@@ -241,6 +246,16 @@ class Holders:
     def add(self, pid: int, relay: Yielder) -> None:
         with self._lock:
             self._relays[pid] = relay
+
+    def cancel_held(self, key: bytes) -> bool:
+        """Have the relay of the backend `key` names (a CancelRequest's
+        process id and secret) cancel a statement it holds; whether it did."""
+        if len(key) < 4:
+            return False
+        (pid,) = struct.unpack_from("!i", key)
+        with self._lock:
+            relay = self._relays.get(pid)
+        return relay is not None and relay.cancel_held(key)
 
     def discard(self, pid: int) -> None:
         with self._lock:

@@ -513,6 +513,9 @@ class _PassThrough:
     def give_way(self, transaction: int) -> None:
         pass
 
+    def cancel_held(self, key: bytes) -> bool:
+        return False
+
 
 @contextmanager
 def pass_through(strict: bool) -> Iterator[DsqlLocal]:
