@@ -149,11 +149,21 @@ class Pump:
         self._client.flush()
 
     def _sent_to_backend(self) -> None:
-        """After data went to the backend: make the holders it waits for yield."""
+        """After data went to the backend: make the holders it waits for yield.
+
+        In a thread of its own: the look-up lasts until the backend's
+        transaction ends, which may take the relay's own next steps (the
+        hidden COMMIT after a write run again), and nothing waits in DSQL.
+        """
         if self.protocol.take_holder_lookup():
             holders: Holders | None = getattr(self._endpoint, "holders", None)
             if holders is not None and self.protocol.backend_pid:
-                holders.make_yield(self.protocol.backend_pid)
+                threading.Thread(
+                    target=holders.make_yield,
+                    args=(self.protocol.backend_pid,),
+                    name="dsql-local-holders",
+                    daemon=True,
+                ).start()
 
     # -- control from other threads ---------------------------------------
 

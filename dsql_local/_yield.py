@@ -39,13 +39,14 @@ _ROUNDS = 8
 _END_ROUNDS = 500
 
 BLOCKERS_SQL = """CREATE FUNCTION dsql_local.blockers(
-        waiter int, known int[], patience interval DEFAULT '200 ms')
+        waiter int, known int[], patience interval DEFAULT '200 ms',
+        seen_open boolean DEFAULT false)
     RETURNS int[] LANGUAGE plpgsql
     SET search_path = pg_catalog AS $$
     DECLARE
         found int[];
         give_up timestamptz := clock_timestamp() + patience;
-        began boolean := false;
+        began boolean := seen_open;
         open_now boolean;
     BEGIN
         -- Until the waiter waits for a backend not in `known`, or its
@@ -56,9 +57,9 @@ BLOCKERS_SQL = """CREATE FUNCTION dsql_local.blockers(
         -- from its start to its end or its failure; the waiter may be
         -- asked about before it read the BEGIN of the transaction meant (a
         -- run again follows a failed first run): only a transaction seen
-        -- open can end. The waiter's relay waits meanwhile, so a
-        -- transaction that neither waits nor ends (a replay refused at
-        -- once) costs the whole wait.
+        -- open can end (`seen_open`: an earlier look found it waiting).
+        -- The look-up runs beside the waiter's relay (a thread of its own),
+        -- which goes on meanwhile.
         LOOP
             found := ARRAY(SELECT unnest(pg_blocking_pids(waiter))
                 EXCEPT SELECT unnest(known));
@@ -283,15 +284,16 @@ class Holders:
     def make_yield(self, waiter: int) -> None:
         """Have the transactions that `waiter`'s backend waits for give way.
 
-        Blocks the calling relay's thread while it looks (a few ms), as its
-        backend is busy with the replay anyway.
+        Looks until the waiter's transaction ends or nothing new blocks it
+        (see `BLOCKERS_SQL`): the caller runs it in a thread of its own.
         """
         known: list[int] = []
         try:
             with self._connect() as conn:
                 for _ in range(_ROUNDS):
                     row = conn.execute(
-                        "SELECT dsql_local.blockers(%s, %s)", [waiter, known]
+                        "SELECT dsql_local.blockers(%s, %s, seen_open => %s)",
+                        [waiter, known, bool(known)],
                     ).fetchone()
                     found: list[int] = list(row[0]) if row and row[0] else []
                     if not found:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,7 +28,7 @@ from dsql_local._clones import (
 )
 from dsql_local._conflicts import Guard, guard
 from dsql_local._hidden import HiddenTransactions
-from dsql_local._yield import holder_check, kept_check
+from dsql_local._yield import Holders, holder_check, kept_check
 from tests.dsql_local.helpers import Connect, make_token, open_connection
 
 PROTOCOLS = ["extended", "simple", "prepared"]
@@ -277,6 +278,47 @@ def test_an_autocommit_write_commits_first_and_wins(
     _fails_at_commit(holder)
     single.execute(f"update {counters} set n = n + 1 where id = 1")
     assert single.execute(f"select n from {counters} where id = 1").fetchone() == (3,)
+
+
+def test_a_winner_is_answered_while_its_holders_are_still_looked_for(
+    dsql_local: DsqlLocal,
+    connect: Connect,
+    counters: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Nothing waits in DSQL: the look-up for the holders that must give way
+    runs beside the winner's relay. It lasts until the winner's transaction
+    ends, which takes the relay's hidden COMMIT: while the relay's own thread
+    looked, that came only once the look-up gave up (about 200 ms late)."""
+    if dsql_local.own_process:
+        pytest.skip("patches the endpoint in this process")
+    looked_up = threading.Event()
+    release = threading.Event()
+    make_yield = Holders.make_yield
+
+    def and_linger(self: Holders, waiter: int) -> None:
+        make_yield(self, waiter)
+        looked_up.set()
+        release.wait(60)
+
+    monkeypatch.setattr(Holders, "make_yield", and_linger)
+    holder = connect()
+    single = connect(autocommit=True)
+    holder.execute(f"update {counters} set n = 1 where id = 1")
+    answered = threading.Event()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            done = pool.submit(
+                lambda: single.execute(f"update {counters} set n = 2 where id = 1")
+            )
+            done.add_done_callback(lambda _: answered.set())
+            assert looked_up.wait(60)
+            # A hang detector: the look-up goes on until released.
+            assert answered.wait(30), "the winner waited for the look-up"
+            assert done.result().rowcount == 1
+    finally:
+        release.set()
+    _fails_at_commit(holder)
 
 
 def test_an_autocommit_insert_of_a_held_key_commits_first_and_wins(
