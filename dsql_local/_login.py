@@ -55,6 +55,10 @@ class Authenticated(NamedTuple):
     key: bytes
     """The backend's process id and secret, which a CancelRequest names."""
 
+    def __repr__(self) -> str:
+        # Not the greeting nor the key: both hold the backend's cancel secret.
+        return f"Authenticated(pid={self.pid}, user={self.session.user!r})"
+
 
 class LoginHost(Protocol):
     """What a login needs from the endpoint that accepted the connection."""

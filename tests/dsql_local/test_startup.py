@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from dsql_local import _protocol as pq
 from dsql_local import _startup as st
+from dsql_local._login import Authenticated
+from dsql_local._policy import Session
 from dsql_local._strict_rules import RULES_BY_NAME
 
 
@@ -177,3 +181,15 @@ def test_the_admission_bucket_earns_nothing_from_a_time_gone_back() -> None:
         False,
         True,
     ]
+
+
+def test_an_authenticated_login_s_repr_shows_no_cancel_secret() -> None:
+    key = (4242).to_bytes(4, "big") + b"\x8a\x11\xfe\x07"
+    greeting = b"K" + (12).to_bytes(4, "big") + key + b"Z\0\0\0\5I"
+    one, other = socket.socketpair()
+    with one, other:
+        started = Authenticated(one, 4242, Session(user="admin"), greeting, key)
+        shown = repr(started)
+    assert "4242" in shown
+    for secret in (key[4:], key[4:].hex(), repr(key[4:])[2:-1]):
+        assert str(secret) not in shown
