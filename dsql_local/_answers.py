@@ -61,8 +61,10 @@ _AT_COMMIT = DROP_AT_COMMIT | UNAVAILABLE_AT_COMMIT
 # What the relay's own Parse and Bind (or Query) of a statement run again
 # answers that the client has had (see `_hidden`).
 _RETRY_OWN = frozenset(b"12")
-# The client messages after which the backend has nothing open in autocommit.
-_ENDS = frozenset(b"SQ")
+# The client's last message (see `_relay._UNNOTED`) when, all answered in
+# autocommit, the backend holds nothing: none yet, a Sync or a Query, a
+# Terminate.
+AT_REST = frozenset(b"\0SQX")
 
 
 class BackendAnswers:
@@ -126,7 +128,7 @@ class BackendAnswers:
                     and units.status == b"I"
                     and not self._held
                     # (Else an implicit transaction may still be open.)
-                    and self._client_framer.last in _ENDS
+                    and self._client_framer.last in AT_REST
                 )
                 presence.answered(units.done, idle)
             return sent

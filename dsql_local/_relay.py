@@ -52,7 +52,7 @@ from typing import Protocol
 
 from . import _messages as m
 from . import _protocol as pq
-from ._answers import BackendAnswers
+from ._answers import AT_REST, BackendAnswers
 from ._checks import Checks
 from ._commit_gate import CommitGate, GateHost
 from ._copy import CopyIn
@@ -81,9 +81,6 @@ _FRONTEND_KINDS = frozenset(b"BCDEFHPQSXcdf")  # protocol 3.0's, after startup
 _CANCELLED = Refusal("57014", "canceling statement due to user request")
 # Client messages that leave open what came before them (see `_solo`).
 _UNNOTED = frozenset(b"Hcdf")
-# The last of them when the backend holds nothing: none yet, a Sync or a
-# Query answered, a Terminate.
-_AT_REST = frozenset(b"\0SQX")
 # What is read only to be kept, while an autocommit batch is (see `_hidden`).
 _KEPT_UNREAD = frozenset(b"CDHXdcf")
 _BACKEND_KINDS = frozenset(b"EZ1S")
@@ -236,7 +233,7 @@ class Relay(BackendAnswers):
         return (
             units.done != units.sent
             or units.status != b"I"
-            or self._client_framer.last not in _AT_REST
+            or self._client_framer.last not in AT_REST
         )
 
     def _wake(self) -> None:

@@ -38,7 +38,6 @@ from ._units import NEXT_PIECE, PART, SPLIT, Units
 from ._write_guard import WriteGuard
 
 _X = ord("X")  # Terminate: never skipped
-_PARSE = ord("P")
 _CACHE_TEXT_LIMIT = 16_384
 
 
@@ -286,7 +285,7 @@ def one_statement(view: memoryview, end: int) -> bool:
         if kind == m.S:
             return True
         executes += kind == m.EXECUTE
-        if kind == _PARSE or executes > 1:
+        if kind == m.PARSE or executes > 1:
             return False
         pos += 1 + m.UNPACK_LEN(view, pos + 1)[0]
     return False

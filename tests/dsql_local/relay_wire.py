@@ -15,6 +15,7 @@ from dsql_local._faults import Faults
 from dsql_local._policy import Refusal, Session
 from dsql_local._relay import Relay
 from dsql_local._schema import SchemaClock
+from dsql_local._solo import Activity
 
 SNAPSHOT_SQL = "SELECT pg_catalog.pg_current_wal_insert_lsn()"
 ROW_DESCRIPTION = pq.message(b"T", b"\0\0")  # its content is not read
@@ -75,9 +76,13 @@ class Policy:
 class Holders:
     """The endpoint's holders, as far as the limits ask them."""
 
-    def __init__(self, fk_actions: bool = False) -> None:
+    def __init__(
+        self, fk_actions: bool = False, activity: Activity | None = None
+    ) -> None:
         self.actions = fk_actions
         self.changed = 0
+        self.activity = activity
+        """Who is busy (see `_solo`); None: every write is guarded."""
 
     def fk_actions(self) -> bool:
         return self.actions

@@ -169,12 +169,7 @@ def test_a_statement_runs_again_once_and_with_its_parameters() -> None:
     relay.from_backend(
         complete("ROLLBACK")
         + IDLE
-        + snapshot()
-        + IN_TRANSACTION
-        + complete("SELECT 1")
-        + IN_TRANSACTION
-        + complete("SET")
-        + IN_TRANSACTION
+        + _BEGUN_AGAIN
         + pq.message(b"1")  # the relay's own Parse and Bind: hidden
         + pq.message(b"2")
         + pg_error("55P03", "lock timeout", held)
@@ -221,15 +216,7 @@ def test_a_query_of_several_statements_runs_again_whole() -> None:
     ]
     assert relay.take_holder_lookup()
     relay.from_backend(
-        snapshot()
-        + IN_TRANSACTION
-        + complete("SELECT 1")
-        + IN_TRANSACTION
-        + complete("SET")
-        + IN_TRANSACTION
-        + complete("SELECT 0")
-        + complete("UPDATE 1")
-        + IN_TRANSACTION
+        _BEGUN_AGAIN + complete("SELECT 0") + complete("UPDATE 1") + IN_TRANSACTION
     )
     # Its answers, once each; its hidden COMMIT ends it.
     assert kinds(relay.to_client) == "CC"
@@ -304,16 +291,7 @@ def test_a_pipeline_runs_again_whole_its_statements_closed_first() -> None:
     assert [kind for kind, _ in sent[2:5]] == ["Q", "Q", "Q"]
     assert sent[3] == ("Q", _CHECK.encode() + b"\0")
     assert again == first + second + pq.message(b"S")
-    relay.from_backend(
-        pq.message(b"3")
-        + IDLE
-        + snapshot()
-        + IN_TRANSACTION
-        + complete("SELECT 1")
-        + IN_TRANSACTION
-        + complete("SET")
-        + IN_TRANSACTION
-    )
+    relay.from_backend(pq.message(b"3") + IDLE + _BEGUN_AGAIN)
     answer = (
         pq.message(b"1") + pq.message(b"2") + pq.message(b"n") + complete("UPDATE 1")
     )

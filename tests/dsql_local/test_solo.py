@@ -16,12 +16,12 @@ from psycopg.pq import TransactionStatus
 
 from dsql_local import DsqlLocal
 from dsql_local import _protocol as pq
-from dsql_local._faults import Faults
 from dsql_local._policy import Session
 from dsql_local._pump import Pump
 from dsql_local._relay import Relay
 from dsql_local._solo import PATIENCE, Activity, Presence
 from tests.dsql_local.helpers import open_connection
+from tests.dsql_local.relay_wire import Holders, Host
 
 # -- the decisions, without PostgreSQL ------------------------------------------
 
@@ -155,35 +155,16 @@ def test_a_cancel_reaches_only_data_that_waits() -> None:
     assert b.cancelled
 
 
-class _Holders:
-    def __init__(self) -> None:
-        self.activity = Activity()
-
-
-class _Endpoint:
-    """What a Relay reads from its endpoint, with nothing switched on."""
-
-    policy = None
-    schema_clock = None
-    faults = Faults()
-    latency = 0.0
-    max_connection_age = 3600.0
-
-    def __init__(self) -> None:
-        self.holders = _Holders()
-
-    def take_conflict(self) -> None:
-        return None
-
-    def take_commit_drop(self) -> bool:
-        return False
-
-
 def test_a_relay_refuses_what_waited_if_its_backend_s_key_cancels_it() -> None:
-    endpoint = _Endpoint()
+    activity = Activity()
     key = pq.INT32.pack(4242) + b"secr"
-    relay = Relay(endpoint, Session(user="admin"), backend_pid=4242, key=key)
-    writer = Presence(endpoint.holders.activity, _Woken())
+    relay = Relay(
+        Host(holders=Holders(activity=activity)),
+        Session(user="admin"),
+        backend_pid=4242,
+        key=key,
+    )
+    writer = Presence(activity, _Woken())
     assert writer.arrive()
     assert writer.write_alone(1)
     query = pq.query("update t set n = 1")
